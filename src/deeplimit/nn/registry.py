@@ -1,0 +1,25 @@
+"""Built-in models by name, so configs and the CLI can say ``--model mlp-resnet``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp-resnet": lambda **kw: MLPResNet(MLPResNetConfig(**kw)),
+}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a built-in model from keyword arguments (its config's fields)."""
+    key = name.lower().replace("_", "-")
+    if key not in MODELS:
+        raise DeeplimitError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    try:
+        return MODELS[key](**kwargs)
+    except TypeError as exc:
+        raise DeeplimitError(f"bad option for model {name!r}: {exc}") from None
