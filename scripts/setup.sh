@@ -27,6 +27,9 @@ if [ ! -f "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
+  # microsoft/mup is only a peer for benchmarks and cross-checks; it declares torchvision, which would
+  # replace our CPU torch, so it goes in without dependencies (its real needs are in requirements.txt).
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps mup==1.0.0 || true
   rm -f "$VENV"/.deeplimit-req-*; touch "$stamp"
 fi
 
