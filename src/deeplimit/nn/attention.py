@@ -1,0 +1,363 @@
+"""Shaped attention (Noci et al. 2023, Eq. 9 and App. D Eq. 33) and a multi-head attention module.
+
+Shaped attention replaces the softmax matrix by
+
+    A = γ1 · I + Softmax(Q Kᵀ / τ) − γ2 · U,
+
+where ``U`` is the uniform attention of the mask (``11ᵀ/m`` without a mask, row ``i`` equal to ``1/i`` on keys
+``1..i`` for a causal mask; in general the attention you get with all logits zero). Every row of ``A`` sums to
+``γ1 + 1 − γ2`` (to 1 when ``γ1 = γ2``), and with zero queries ``A = γ1 I + (1 − γ2) U``.
+
+Two implementations that agree in float64 (shaped-transformer spec §2.7):
+
+* ``impl="fused"`` never forms the m×m matrix: ``A·V = γ1 V + SDPA(q, k, v) − γ2 (U V)``, where ``U V`` is the
+  mean of the value rows (no mask) or their running mean (causal). Memory is O(m·d) beyond the fused kernel.
+* ``impl="reference"`` builds ``A`` explicitly (and can return it); it is the executable definition.
+
+Shapes follow ``torch.nn.functional.scaled_dot_product_attention``: ``q, k, v`` are ``(B, H, m, d)``; boolean
+masks are ``True`` where a query may attend to a key and broadcast to ``(B, H, m, m)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deeplimit.errors import DeeplimitError, check_positive
+
+Gain = float | Tensor
+
+ATTENTION_KINDS = ("softmax", "shaped")
+LOGIT_SCALES = ("sqrt", "mup", "shaped")
+TAU_MODES = ("temperature", "init")
+SHAPING_MODES = ("fixed", "recover", "learn")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Uniform attention U
+
+
+def uniform_attention_apply(v: Tensor, causal: bool) -> Tensor:
+    """``U·V`` without forming ``U``: the mean of the value rows, or their running mean if ``causal``.
+
+    v: ``(..., m, d)``. Returns ``(..., m, d)`` (a broadcast view of ``(..., 1, d)`` when not causal), in
+    O(m·d) memory. Causal row ``i`` (1-based) is ``(v_1 + … + v_i) / i``.
+    """
+    if not causal:
+        return v.mean(dim=-2, keepdim=True).expand_as(v)
+    m = v.shape[-2]
+    counts = torch.arange(1, m + 1, device=v.device, dtype=v.dtype).unsqueeze(-1)  # (m, 1)
+    return v.cumsum(dim=-2) / counts
+
+
+def uniform_attention_matrix(m: int, causal: bool = False, mask: Tensor | None = None, *,
+                             dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+                             ) -> Tensor:
+    """The uniform attention matrix ``U`` of a mask: row ``i`` is ``1/m_i`` on its ``m_i`` allowed keys.
+
+    ``mask`` (bool, ``True`` = allowed, broadcastable to ``(..., m, m)``) is combined with ``causal``.
+    Returns ``(m, m)`` without a mask, else the mask's broadcast shape. Used by the reference and tests.
+    """
+    check_positive("m", m, integer=True)
+    allowed = torch.ones(m, m, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed.tril()
+    if mask is not None:
+        allowed = allowed & _as_bool_mask(mask, m).to(device=allowed.device)
+    counts = allowed.sum(dim=-1, keepdim=True)
+    if bool((counts == 0).any()):
+        raise DeeplimitError("attention mask has a query row with no allowed key; allow at least one key per "
+                             "row (e.g. the query's own position)")
+    return allowed.to(dtype) / counts.to(dtype)
+
+
+def _as_bool_mask(mask: Tensor, m: int) -> Tensor:
+    if mask.dtype != torch.bool:
+        raise DeeplimitError(f"attn_mask must be a boolean tensor (True = may attend), got {mask.dtype}; "
+                             "convert an additive mask with `mask == 0`, or build one with .tril() of ones")
+    if mask.dim() < 2 or mask.shape[-2:] != (m, m):
+        raise DeeplimitError(f"attn_mask of shape {tuple(mask.shape)} does not fit a sequence of length {m}; "
+                             f"pass a mask broadcastable to (batch, heads, {m}, {m}), e.g. shape ({m}, {m})")
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shaped attention on (B, H, m, d) tensors
+
+
+def _head_gain(g: Gain, n_heads: int, name: str) -> Gain:
+    """Scalars pass through; a per-head vector of shape (H,) becomes (1, H, 1, 1) to broadcast over heads."""
+    if not isinstance(g, Tensor) or g.dim() == 0:
+        return g
+    if g.dim() == 1 and g.shape[0] == n_heads:
+        return g.view(1, n_heads, 1, 1)
+    if g.shape == (1, n_heads, 1, 1):
+        return g
+    raise DeeplimitError(f"{name} must be a scalar or have one value per head, shape ({n_heads},); "
+                         f"got shape {tuple(g.shape)}")
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise DeeplimitError(f"q, k, v must be (batch, heads, seq, head_dim); got shapes {tuple(q.shape)}, "
+                             f"{tuple(k.shape)}, {tuple(v.shape)}; split heads with "
+                             "x.view(B, m, H, d).transpose(1, 2)")
+    if not (q.shape[-2] == k.shape[-2] == v.shape[-2]):
+        raise DeeplimitError("shaped attention is self-attention: q, k and v need the same sequence "
+                             f"length (got {q.shape[-2]}, {k.shape[-2]}, {v.shape[-2]}); the identity term "
+                             "γ1·I maps each query to its own value")
+
+
+def shaped_attention(q: Tensor, k: Tensor, v: Tensor, *, gamma1: Gain = 1.0, gamma2: Gain = 1.0,
+                     tau: float, causal: bool = False, impl: Literal["fused", "reference"] = "fused",
+                     attn_mask: Tensor | None = None, return_attention: bool = False
+                     ) -> Tensor | tuple[Tensor, Tensor]:
+    """``(γ1 I + Softmax(q kᵀ / τ) − γ2 U) · v`` per batch and head.
+
+    q, k, v: ``(B, H, m, d)`` (``v`` may have its own last dim). gamma1, gamma2: scalars or per-head
+    tensors of shape ``(H,)``. tau: temperature (logits are multiplied by ``1/τ``). attn_mask: bool,
+    ``True`` = may attend, broadcastable to ``(B, H, m, m)``; combined with ``causal``. Returns
+    ``(B, H, m, d_v)``, and with ``return_attention=True`` (reference only) also ``A`` ``(B, H, m, m)``.
+    """
+    _check_qkv(q, k, v)
+    if not tau > 0:
+        raise DeeplimitError(f"tau must be positive, got {tau!r}; the shaped choice is "
+                             "tau0 * sqrt(n * head_dim)")
+    n_heads, m = q.shape[1], q.shape[-2]
+    g1, g2 = _head_gain(gamma1, n_heads, "gamma1"), _head_gain(gamma2, n_heads, "gamma2")
+    scale = 1.0 / tau
+
+    if attn_mask is not None:
+        attn_mask = _as_bool_mask(attn_mask, m)
+        if causal:
+            attn_mask = attn_mask & torch.ones(m, m, dtype=torch.bool, device=attn_mask.device).tril()
+            causal = False
+        if not bool(attn_mask.any(dim=-1).all()):
+            raise DeeplimitError("attention mask has a query row with no allowed key; allow at least one key "
+                                 "per row (e.g. the query's own position)")
+
+    if impl == "fused":
+        if return_attention:
+            raise DeeplimitError("the fused implementation never forms A; pass impl='reference' to get it")
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
+        if attn_mask is None:
+            uv = uniform_attention_apply(v, causal)
+        else:  # a general mask is already m×m, so applying U densely costs no more than the mask itself
+            uv = uniform_attention_matrix(m, mask=attn_mask, dtype=v.dtype, device=v.device) @ v
+        return attn + g1 * v - g2 * uv
+
+    if impl == "reference":
+        logits = (q @ k.transpose(-2, -1)) * scale
+        allowed = None
+        if causal:
+            allowed = torch.ones(m, m, dtype=torch.bool, device=q.device).tril()
+        elif attn_mask is not None:
+            allowed = attn_mask
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        eye = torch.eye(m, dtype=q.dtype, device=q.device)
+        u = uniform_attention_matrix(m, causal=causal, mask=attn_mask, dtype=q.dtype, device=q.device)
+        a = g1 * eye + probs - g2 * u
+        out = a @ v
+        return (out, a) if return_attention else out
+
+    raise DeeplimitError(f"unknown impl {impl!r}; use 'fused' (default, O(m·d) memory) or 'reference'")
+
+
+def softmax_probs(q: Tensor, k: Tensor, *, scale: float, causal: bool = False,
+                  attn_mask: Tensor | None = None) -> Tensor:
+    """The softmax part ``Softmax(q kᵀ · scale)`` as an explicit ``(B, H, m, m)`` tensor (for diagnostics)."""
+    m = q.shape[-2]
+    logits = (q @ k.transpose(-2, -1)) * scale
+    if causal:
+        allowed = torch.ones(m, m, dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def attention_entropy(probs: Tensor) -> Tensor:
+    """Mean Shannon entropy (nats) per head of attention rows ``probs`` ``(B, H, m, m)`` → ``(H,)``."""
+    plogp = torch.where(probs > 0, probs * probs.clamp_min(1e-30).log(), torch.zeros_like(probs))
+    return -plogp.sum(dim=-1).mean(dim=(0, 2))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Multi-head attention module
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention with softmax or shaped attention and a choice of logit scale.
+
+    Input and output ``(B, m, n)``. Projections ``q, k, v, o`` are plain ``nn.Linear(n, n)`` (the scaling
+    core assigns parametrization roles by module). Logit scale on ``q kᵀ`` per head of size ``d = n / H``:
+
+    * ``"sqrt"``: ``1/√d`` (standard);
+    * ``"mup"``: ``attn_mult/d`` (μP);
+    * ``"shaped"``, ``tau_mode="temperature"``: ``1/τ`` with ``τ = τ0 √(n d)`` (spec §2.3);
+      ``tau_mode="init"``: ``1/√d`` with ``W^Q, W^K ~ N(0, n^{-3/2}/τ0)`` — same logits at init (§2.6).
+
+    Shaped attention gains ``γ1, γ2`` (one per head) follow ``shaping``: ``"fixed"`` (buffers), ``"recover"``
+    (buffers decaying linearly to 0 over ``recover_steps``; call :meth:`set_step` each optimizer step) or
+    ``"learn"`` (``nn.Parameter``). Buffers, not Python floats, so torch.compile does not recompile per step.
+
+    With ``track_entropy = True`` the forward pass also computes the softmax probabilities (O(m²) memory) and
+    stores their mean entropy per head in ``last_entropy`` (shape ``(H,)``, detached).
+    """
+
+    def __init__(self, n: int, n_heads: int, *, attention: Literal["softmax", "shaped"] = "softmax",
+                 logit_scale: Literal["sqrt", "mup", "shaped"] | None = None,
+                 tau_mode: Literal["temperature", "init"] = "temperature", tau0: float = 1.0,
+                 attn_mult: float = 1.0, causal: bool = True, bias: bool = False,
+                 shaping: Literal["fixed", "recover", "learn"] = "fixed", gamma1_init: float = 1.0,
+                 gamma2_init: float = 1.0, recover_steps: int = 4000, zero_query_init: bool = False,
+                 max_seq_len: int | None = None, impl: Literal["fused", "reference"] = "fused") -> None:
+        super().__init__()
+        check_positive("n", n, integer=True)
+        check_positive("n_heads", n_heads, integer=True)
+        if n % n_heads != 0:
+            divisors = [h for h in range(1, min(n, 64) + 1) if n % h == 0]
+            raise DeeplimitError(f"n_heads={n_heads} does not divide width n={n}; pick a divisor of n "
+                                 f"(e.g. one of {divisors}) or change the width")
+        _check_choice("attention", attention, ATTENTION_KINDS)
+        logit_scale = logit_scale or ("shaped" if attention == "shaped" else "sqrt")
+        _check_choice("logit_scale", logit_scale, LOGIT_SCALES)
+        _check_choice("tau_mode", tau_mode, TAU_MODES)
+        _check_choice("shaping", shaping, SHAPING_MODES)
+        _check_choice("impl", impl, ("fused", "reference"))
+        if not tau0 > 0:
+            raise DeeplimitError(f"tau0 must be positive, got {tau0!r}; the paper uses tau0 = 1")
+        check_positive("attn_mult", attn_mult)
+        for name, g in (("gamma1_init", gamma1_init), ("gamma2_init", gamma2_init)):
+            if not 0.0 <= g <= 1.0:
+                raise DeeplimitError(f"{name} must lie in [0, 1], got {g!r}; 1 is the paper's shaped "
+                                     "attention (identity kept, uniform part removed)")
+        check_positive("recover_steps", recover_steps, integer=True)
+        if max_seq_len is not None:
+            check_positive("max_seq_len", max_seq_len, integer=True)
+
+        self.n, self.n_heads, self.head_dim = n, n_heads, n // n_heads
+        self.attention, self.logit_scale, self.tau_mode = attention, logit_scale, tau_mode
+        self.tau0, self.attn_mult, self.causal = float(tau0), float(attn_mult), causal
+        self.shaping, self.recover_steps, self.impl = shaping, recover_steps, impl
+        self.zero_query_init, self.max_seq_len = zero_query_init, max_seq_len
+        self.track_entropy = False
+        self.last_entropy: Tensor | None = None
+
+        self.q = nn.Linear(n, n, bias=bias)
+        self.k = nn.Linear(n, n, bias=bias)
+        self.v = nn.Linear(n, n, bias=bias)
+        self.o = nn.Linear(n, n, bias=bias)
+
+        # Shaping gains exist only for shaped attention: a softmax module has the same state dict as a
+        # shaped one minus the gains, so a recovered shaped model loads into a plain one.
+        if attention != "shaped":
+            self.gamma1 = self.gamma2 = None
+        else:
+            gains = (torch.full((n_heads,), float(gamma1_init)), torch.full((n_heads,), float(gamma2_init)))
+            if shaping == "learn":
+                self.gamma1, self.gamma2 = nn.Parameter(gains[0]), nn.Parameter(gains[1])
+            else:
+                self.register_buffer("gamma1", gains[0])
+                self.register_buffer("gamma2", gains[1])
+            self.register_buffer("gamma1_init", gains[0].clone(), persistent=False)
+            self.register_buffer("gamma2_init", gains[1].clone(), persistent=False)
+        self.reset_parameters()
+
+    @property
+    def scale(self) -> float:
+        """Multiplier applied to the logits ``q kᵀ`` of each head."""
+        d = self.head_dim
+        if self.logit_scale == "sqrt":
+            return 1.0 / math.sqrt(d)
+        if self.logit_scale == "mup":
+            return self.attn_mult / d
+        if self.tau_mode == "temperature":
+            return 1.0 / (self.tau0 * math.sqrt(self.n * d))
+        return 1.0 / math.sqrt(d)  # init mode: the √n·τ0 is in the q, k weight variance instead
+
+    def reset_parameters(self) -> None:
+        """N(0, 1/n) weights, zero biases; init-mode shaping shrinks q, k to N(0, n^{-3/2}/τ0)."""
+        std = 1.0 / math.sqrt(self.n)
+        for lin in (self.q, self.k, self.v, self.o):
+            nn.init.normal_(lin.weight, std=std)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        if self.logit_scale == "shaped" and self.tau_mode == "init":
+            qk_std = math.sqrt(self.n ** -1.5 / self.tau0)
+            nn.init.normal_(self.q.weight, std=qk_std)
+            nn.init.normal_(self.k.weight, std=qk_std)
+        if self.zero_query_init:
+            nn.init.zeros_(self.q.weight)
+
+    @torch.no_grad()
+    def set_step(self, step: int) -> None:
+        """Advance the ``"recover"`` schedule: ``γ = γ_init · max(0, 1 − step/recover_steps)``.
+
+        A no-op for other schedules, so a training loop can call it on every module unconditionally.
+        """
+        if self.attention != "shaped" or self.shaping != "recover":
+            return
+        frac = max(0.0, 1.0 - float(step) / self.recover_steps)
+        self.gamma1.copy_(self.gamma1_init * frac)
+        self.gamma2.copy_(self.gamma2_init * frac)
+
+    def extra_repr(self) -> str:
+        return (f"n={self.n}, n_heads={self.n_heads}, attention={self.attention}, "
+                f"logit_scale={self.logit_scale}, tau_mode={self.tau_mode}, tau0={self.tau0}, "
+                f"shaping={self.shaping}, causal={self.causal}")
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, return_probs: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
+        """x: ``(B, m, n)`` → ``(B, m, n)``; with ``return_probs`` also the softmax part ``(B, H, m, m)``."""
+        if x.dim() != 3 or x.shape[-1] != self.n:
+            raise DeeplimitError(f"expected input of shape (batch, seq, {self.n}), got {tuple(x.shape)}")
+        B, m, _ = x.shape
+        if self.max_seq_len is not None and m > self.max_seq_len:
+            raise DeeplimitError(f"sequence length {m} exceeds the context max_seq_len={self.max_seq_len}; "
+                                 "crop the input or build the module with a larger max_seq_len")
+        if attn_mask is not None:
+            attn_mask = _as_bool_mask(attn_mask, m)
+            try:
+                torch.broadcast_shapes(attn_mask.shape, (B, self.n_heads, m, m))
+            except RuntimeError as err:
+                raise DeeplimitError(f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
+                                     f"(batch, heads, seq, seq) = {(B, self.n_heads, m, m)}; pass shape "
+                                     f"({m}, {m}), (B, 1, {m}, {m}) or (B, {self.n_heads}, {m}, {m})"
+                                     ) from err
+
+        H, d = self.n_heads, self.head_dim
+        q = self.q(x).view(B, m, H, d).transpose(1, 2)  # (B, H, m, d)
+        k = self.k(x).view(B, m, H, d).transpose(1, 2)
+        v = self.v(x).view(B, m, H, d).transpose(1, 2)
+        scale = self.scale
+
+        probs = None
+        if self.track_entropy or return_probs:
+            with torch.set_grad_enabled(return_probs and torch.is_grad_enabled()):
+                probs = softmax_probs(q, k, scale=scale, causal=self.causal, attn_mask=attn_mask)
+            if self.track_entropy:
+                self.last_entropy = attention_entropy(probs.detach())
+
+        if self.attention == "shaped":
+            y = shaped_attention(q, k, v, gamma1=self.gamma1, gamma2=self.gamma2, tau=1.0 / scale,
+                                 causal=self.causal, impl=self.impl, attn_mask=attn_mask)
+        else:
+            mask, causal = attn_mask, self.causal
+            if mask is not None and causal:
+                mask, causal = mask & torch.ones(m, m, dtype=torch.bool, device=x.device).tril(), False
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+
+        y = self.o(y.transpose(1, 2).reshape(B, m, self.n))
+        return (y, probs) if return_probs else y
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise DeeplimitError(f"unknown {name} {value!r}; valid choices: {', '.join(map(repr, choices))}")
