@@ -130,9 +130,12 @@ def log2_slopes(df: pd.DataFrame, axis: str, stat: str = "delta_rms") -> pd.Data
     return pd.DataFrame(out)
 
 
-def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stat: str = "delta_rms",
+def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stats: Sequence[str] = ("rms", "delta_rms"),
                      steps: Sequence[int] | None = None) -> str:
-    """mup-style figure: one panel per step, x = width or depth (log2), one curve per site, mean ± stderr."""
+    """mup-style figure: one panel per step, x = width or depth (log2), one curve per site, mean ± s.e.
+
+    One row per (rule, statistic): the activation size ``rms`` and its change from init ``delta_rms``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,37 +144,45 @@ def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stat: str = "delta_
     all_steps = sorted(df["step"].unique())
     if steps is None:
         steps = sorted({all_steps[int(round(i))] for i in np.linspace(0, len(all_steps) - 1, min(6, len(all_steps)))})
-    rules = sorted(df["rule"].unique())
-    fig, axes = plt.subplots(len(rules), len(steps), figsize=(3.1 * len(steps), 2.8 * len(rules)), squeeze=False,
-                             sharex=True)
+    rows = [(rule, stat) for rule in sorted(df["rule"].unique()) for stat in stats]
+    fig, axes = plt.subplots(len(rows), len(steps), figsize=(2.9 * len(steps), 2.5 * len(rows) + 0.8),
+                             squeeze=False, sharex=True)
     sites = ["input", "block_first", "block_last", "logits"]
     colors = dict(zip(sites, plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sites)))))
-    for i, rule in enumerate(rules):
+    for i, (rule, stat) in enumerate(rows):
         for j, t in enumerate(steps):
             ax = axes[i, j]
             sub = df[(df["rule"] == rule) & (df["step"] == t)]
+            drawn = False
             for site in sites:
                 g = sub[sub["site"] == site].groupby(axis)[stat]
                 m, s = g.mean(), g.sem().fillna(0)
-                if len(m) == 0 or (m <= 0).all():
+                if len(m) == 0 or (m <= 0).any():
                     continue
                 ax.errorbar(m.index, m.values, yerr=s.values, marker="o", ms=3, lw=1.2, capsize=2,
                             color=colors[site], label=site)
+                drawn = True
+            if drawn:
+                ax.set_yscale("log")
+            else:
+                ax.text(0.5, 0.5, "0 at init" if stat == "delta_rms" else "no data", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
             ax.set_title(f"{rule}, t = {t}", fontsize=9)
-            if i == len(rules) - 1:
-                ax.set_xlabel(axis)
+            if i == len(rows) - 1:
+                ax.set_xlabel(axis + " (log2)")
             if j == 0:
-                ax.set_ylabel(stat.replace("_", " "))
+                ax.set_ylabel({"rms": "RMS of activation", "delta_rms": "RMS change from init",
+                               "l1": "mean |activation|"}.get(stat, stat))
             ax.grid(alpha=0.3, which="both")
-    handles, labels = axes[0, -1].get_legend_handles_labels()
-    if not handles:
-        handles, labels = axes[-1, -1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(sites), frameon=False)
-    fig.suptitle(f"coordinate check over {axis}: {stat.replace('_', ' ')} (mean ± s.e. over seeds)", y=0.995,
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    handles, labels = [], []
+    for ax in axes.flat:
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            break
+    fig.legend(handles, labels, loc="lower center", ncol=len(sites), frameon=False)
+    fig.suptitle(f"coordinate check over {axis} (mean ± s.e. over seeds; flat = transfers)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

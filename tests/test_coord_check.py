@@ -1,0 +1,100 @@
+"""Coordinate checks over depth and width on Fashion-MNIST, and the closed-form init RMS ratio (spec §8.1)."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import deeplimit as dl
+from deeplimit.data import load_fashion_mnist
+from deeplimit.diagnostics import coord_check, log2_slopes
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    x, y = load_fashion_mnist(split="train")
+    return x[:4096], y[:4096]
+
+
+def _depth_slopes(fmnist, rule):
+    x, y = fmnist
+    df = coord_check(lambda w, d: dl.MLPResNet(width=w, depth=d), rule, x, y, widths=[64], depths=[4, 8, 16, 32, 64],
+                     base_width=64, base_depth=4, steps=3, seeds=[0, 1], lr=2**-8)
+    s = log2_slopes(df, "depth")
+    return s[s["step"] == 3].set_index("site")["slope"]
+
+
+def test_depth_coord_check_is_flat_for_depth_mup_and_not_for_sp(fmnist):
+    """Spec §8.2: change-from-init ∝ L^{1−α−γ}: 0 for Depth-μP, large for SP (0, 0)."""
+    dm = _depth_slopes(fmnist, "depth_mup")
+    assert dm[["block_last", "logits"]].abs().max() < 0.25, dm
+    sp = _depth_slopes(fmnist, "sp")
+    assert sp[["block_last", "logits"]].min() > 1.0, sp
+
+
+@pytest.mark.parametrize("rule,expected", [("depth_mup", 0.0), ("blocks_only", 0.5)])
+def test_one_step_change_scales_like_L_to_the_1_minus_alpha_minus_gamma(rule, expected):
+    """Spec §8.2 (derived from TP6 App. D): RMS(x^L_1 − x^L_0) ∝ L^{1−α−γ}; float64, d_in = 32, Adam, one step."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, 32, generator=g), torch.randint(0, 10, (512,), generator=g)
+    df = coord_check(lambda w, d: dl.MLPResNet(d_in=32, width=w, depth=d), rule, x, y, widths=[128],
+                     depths=[8, 16, 32, 64], base_width=128, base_depth=4, steps=1, seeds=[0, 1], lr=2**-10,
+                     dtype=torch.float64)
+    s = log2_slopes(df, "depth")
+    slope = s[(s["step"] == 1) & (s["site"] == "block_last")]["slope"].item()
+    assert slope == pytest.approx(expected, abs=0.2)
+
+
+def test_width_coord_check_is_flat_for_mup_and_not_for_sp(fmnist):
+    x, y = fmnist
+    kw = dict(widths=[64, 256, 1024], depths=[2], base_width=64, base_depth=2, steps=3, seeds=[0], lr=2**-8)
+    mk = lambda w, d: dl.MLPResNet(width=w, depth=d)
+    mup = log2_slopes(coord_check(mk, "mup", x, y, **kw), "width")
+    sp = log2_slopes(coord_check(mk, "sp", x, y, **kw), "width")
+    mup3, sp3 = (s[s["step"] == 3].set_index("site")["slope"] for s in (mup, sp))
+    assert mup3[["block_last", "logits"]].abs().max() < 0.25, mup3
+    # SP with Adam: hidden updates have Θ(1) entries, so the change grows like √n (slope ≈ ½) or more
+    assert sp3["logits"] > 0.35, sp3
+
+
+@pytest.mark.parametrize("activation,a", [("relu", 2.0), ("abs", 1.0)])
+def test_init_rms_ratio_matches_closed_form(activation, a):
+    """Spec §8.1: RMS(x^L)/RMS(x^0) = (1 + a²c_φ m_L^{-2α})^{L/2}; mean over 4 seeds within 5% (float64)."""
+    torch.manual_seed(0)
+    xi = torch.randn(32, 784, dtype=torch.float64)
+    for depth in (8, 64, 256):
+        ratios = []
+        for seed in range(4):
+            model = dl.MLPResNet(width=512, depth=depth, activation=activation).double()
+            dl.parametrize(model, "depth_mup", base_width=512, base_depth=8, block_mult=a, seed=seed)
+            with torch.no_grad():
+                _, stream = model(xi, return_stream=True)
+            rms = lambda t: t.square().mean().sqrt().item()
+            ratios.append(rms(stream[-1]) / rms(stream[0]))
+        formula = dl.nn.init_rms_ratio(depth, 8, 0.5, block_mult=a, activation=activation)
+        assert sum(ratios) / 4 == pytest.approx(formula, rel=0.05), (depth, ratios, formula)
+    # bounded in depth under α = ½ (limit exp(a² c_φ L₀ / 2)) but exploding under SP
+    c = dl.nn.mlp_resnet.C_PHI[activation]
+    assert dl.nn.init_rms_ratio(4096, 8, 0.5, a, activation) < math.exp(a * a * c * 8 / 2)
+    assert dl.nn.init_rms_ratio(256, 8, 0.0, a, activation) > 1e6
+
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC}
+
+
+def test_coord_check_cli_writes_table_figure_and_verdict(tmp_path):
+    out = tmp_path / "cc"
+    r = subprocess.run([sys.executable, "-m", "deeplimit", "coord-check", "--axis", "depth", "--depths", "4", "16",
+                        "--steps", "2", "--seeds", "1", "--rule", "depth-mup", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "verdict: flat" in r.stdout
+    assert (out / "coord_check.csv").stat().st_size > 0 and (out / "coord_check.png").stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "deeplimit", "coord-check", "--rule", "nope", "--out", str(out)],
+                         capture_output=True, text=True, timeout=60, env=ENV)
+    assert bad.returncode == 2 and "unknown rule 'nope'" in bad.stderr
