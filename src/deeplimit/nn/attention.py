@@ -41,6 +41,11 @@ SHAPING_MODES = ("fixed", "recover", "learn")
 # Uniform attention U
 
 
+def _inverse_counts(m: int, like: Tensor) -> Tensor:
+    """``1/i`` for i = 1..m as an (m, 1) column, the row weights of the causal uniform attention."""
+    return torch.arange(1, m + 1, device=like.device, dtype=like.dtype).reciprocal_().unsqueeze(-1)
+
+
 def uniform_attention_apply(v: Tensor, causal: bool) -> Tensor:
     """``U·V`` without forming ``U``: the mean of the value rows, or their running mean if ``causal``.
 
@@ -49,9 +54,53 @@ def uniform_attention_apply(v: Tensor, causal: bool) -> Tensor:
     """
     if not causal:
         return v.mean(dim=-2, keepdim=True).expand_as(v)
-    m = v.shape[-2]
-    counts = torch.arange(1, m + 1, device=v.device, dtype=v.dtype).unsqueeze(-1)  # (m, 1)
-    return v.cumsum(dim=-2) / counts
+    return v.cumsum(dim=-2).mul_(_inverse_counts(v.shape[-2], v))
+
+
+def uniform_attention_transpose_apply(g: Tensor, causal: bool) -> Tensor:
+    """``Uᵀ·G``: the backward of :func:`uniform_attention_apply`. Causal row ``j`` is ``Σ_{i≥j} g_i / i``."""
+    if not causal:  # U = 11ᵀ/m is symmetric
+        return g.mean(dim=-2, keepdim=True).expand_as(g)
+    # A reversed cumulative sum. flip-cumsum-flip costs about as much as `total − cumsum + x` and, unlike
+    # it, has no cancellation error in the last rows (whose sums are small next to the total).
+    scaled = g * _inverse_counts(g.shape[-2], g)
+    return scaled.flip(-2).cumsum(dim=-2).flip(-2)
+
+
+def _sum_to_gain(grad: Tensor, gain: Tensor) -> Tensor:
+    """Reduce a broadcast gradient to the gain's own shape: a scalar or ``(1, H, 1, 1)``."""
+    return grad.sum() if gain.dim() == 0 else grad.sum_to_size(gain.shape)
+
+
+class _UniformResidual(torch.autograd.Function):
+    """``R = γ1·V − γ2·(U V)``: the part of shaped attention beyond the softmax kernel, as one graph node.
+
+    Autograd through the composite would save ``U V``, run the cumsum/flip/div chain for each term and
+    accumulate three gradients into ``V``; this backward needs one reversed cumulative sum,
+    ``dV = γ1 G − γ2 Uᵀ G``, and gets the gain gradients from the same ``Uᵀ G``: ``dγ1 = Σ G·V`` and
+    ``dγ2 = −Σ (Uᵀ G)·V`` (sums over everything but the head axis for per-head gains).
+    """
+
+    @staticmethod
+    def forward(ctx, v: Tensor, gamma1: Gain, gamma2: Gain, causal: bool) -> Tensor:
+        # Tensor gains are saved (they may be trained); Python floats ride on ctx.
+        ctx.save_for_backward(v, *(g if isinstance(g, Tensor) else None for g in (gamma1, gamma2)))
+        ctx.float_gains = tuple(None if isinstance(g, Tensor) else float(g) for g in (gamma1, gamma2))
+        ctx.causal = causal
+        return v * gamma1 - uniform_attention_apply(v, causal) * gamma2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        v, gamma1_t, gamma2_t = ctx.saved_tensors
+        gamma1 = gamma1_t if gamma1_t is not None else ctx.float_gains[0]
+        gamma2 = gamma2_t if gamma2_t is not None else ctx.float_gains[1]
+        need_v, need_g1, need_g2, _ = ctx.needs_input_grad
+        ut_grad = uniform_attention_transpose_apply(grad, ctx.causal)
+        d_v = grad * gamma1 - ut_grad * gamma2 if need_v else None
+        d_gamma1 = _sum_to_gain(grad * v, gamma1_t) if need_g1 else None
+        d_gamma2 = _sum_to_gain(-(ut_grad * v), gamma2_t) if need_g2 else None
+        return d_v, d_gamma1, d_gamma2, None
 
 
 def uniform_attention_matrix(m: int, causal: bool = False, mask: Tensor | None = None, *,
@@ -145,9 +194,9 @@ def shaped_attention(q: Tensor, k: Tensor, v: Tensor, *, gamma1: Gain = 1.0, gam
             raise DeeplimitError("the fused implementation never forms A; pass impl='reference' to get it")
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
         if attn_mask is None:
-            uv = uniform_attention_apply(v, causal)
-        else:  # a general mask is already m×m, so applying U densely costs no more than the mask itself
-            uv = uniform_attention_matrix(m, mask=attn_mask, dtype=v.dtype, device=v.device) @ v
+            return attn + _UniformResidual.apply(v, g1, g2, causal)
+        # a general mask is already m×m, so applying U densely costs no more than the mask itself
+        uv = uniform_attention_matrix(m, mask=attn_mask, dtype=v.dtype, device=v.device) @ v
         return attn + g1 * v - g2 * uv
 
     if impl == "reference":
