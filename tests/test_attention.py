@@ -11,7 +11,7 @@ import torch
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.attention import (
     MultiHeadAttention,
-    _UniformResidual,
+    _ShapedResidual,
     attention_entropy,
     shaped_attention,
     uniform_attention_apply,
@@ -110,12 +110,14 @@ def test_fused_equals_reference_forward_and_grads(causal, gains):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_uniform_residual_gradcheck(causal):
-    # the hand-written backward of γ1·V − γ2·U V against finite differences
-    v = torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True)
+    # the hand-written backward of attn + γ1·V − γ2·U V against finite differences
+    attn, v = (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     g1 = torch.tensor([0.7, 0.2], dtype=torch.float64, requires_grad=True)
     g2 = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
-    f = lambda v, g1, g2: _UniformResidual.apply(v, g1.view(1, 2, 1, 1), g2, causal)
-    assert torch.autograd.gradcheck(f, (v, g1, g2))
+    f = lambda attn, v, g1, g2: _ShapedResidual.apply(attn, v, g1.view(1, 2, 1, 1), g2, causal)
+    assert torch.autograd.gradcheck(f, (attn, v, g1, g2))
+    f_float = lambda attn, v: _ShapedResidual.apply(attn, v, 0.3, 0.9, causal)
+    assert torch.autograd.gradcheck(f_float, (attn, v))
 
 
 def test_fused_equals_reference_with_mask():
