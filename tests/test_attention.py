@@ -11,6 +11,7 @@ import torch
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.attention import (
     MultiHeadAttention,
+    _ShapedResidual,
     attention_entropy,
     shaped_attention,
     uniform_attention_apply,
@@ -86,23 +87,37 @@ def _per_head(values, requires_grad):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("per_head", [False, True])
-def test_fused_equals_reference_forward_and_grads(causal, per_head):
+@pytest.mark.parametrize("gains", ["float", "scalar_tensor", "per_head"])
+def test_fused_equals_reference_forward_and_grads(causal, gains):
     outs, grads = {}, {}
     for impl in ("fused", "reference"):
         q, k, v = _qkv(seed=1, requires_grad=True)
-        if per_head:
+        if gains == "per_head":
             g1, g2 = _per_head([1.0, 0.6, 0.2], True), _per_head([0.9, 1.0, 0.3], True)
-        else:
+        elif gains == "scalar_tensor":
             g1, g2 = _per_head(0.8, True), _per_head(0.5, True)
+        else:
+            g1, g2 = 0.8, 0.5
         out = shaped_attention(q, k, v, gamma1=g1, gamma2=g2, tau=1.3, causal=causal, impl=impl)
         w = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)  # a generic cotangent
         (out * w).sum().backward()
         outs[impl] = out.detach()
-        grads[impl] = [t.grad for t in (q, k, v, g1, g2)]
+        grads[impl] = [t.grad for t in (q, k, v, g1, g2) if isinstance(t, torch.Tensor)]
     torch.testing.assert_close(outs["fused"], outs["reference"], rtol=1e-12, atol=1e-12)
-    for gf, gr in zip(grads["fused"], grads["reference"]):
+    for gf, gr in zip(grads["fused"], grads["reference"], strict=True):
         torch.testing.assert_close(gf, gr, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_uniform_residual_gradcheck(causal):
+    # the hand-written backward of attn + γ1·V − γ2·U V against finite differences
+    attn, v = (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    g1 = torch.tensor([0.7, 0.2], dtype=torch.float64, requires_grad=True)
+    g2 = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    f = lambda attn, v, g1, g2: _ShapedResidual.apply(attn, v, g1.view(1, 2, 1, 1), g2, causal)
+    assert torch.autograd.gradcheck(f, (attn, v, g1, g2))
+    f_float = lambda attn, v: _ShapedResidual.apply(attn, v, 0.3, 0.9, causal)
+    assert torch.autograd.gradcheck(f_float, (attn, v))
 
 
 def test_fused_equals_reference_with_mask():

@@ -41,6 +41,11 @@ SHAPING_MODES = ("fixed", "recover", "learn")
 # Uniform attention U
 
 
+def _inverse_counts(m: int, like: Tensor) -> Tensor:
+    """``1/i`` for i = 1..m as an (m, 1) column, the row weights of the causal uniform attention."""
+    return torch.arange(1, m + 1, device=like.device, dtype=like.dtype).reciprocal_().unsqueeze(-1)
+
+
 def uniform_attention_apply(v: Tensor, causal: bool) -> Tensor:
     """``U·V`` without forming ``U``: the mean of the value rows, or their running mean if ``causal``.
 
@@ -49,9 +54,89 @@ def uniform_attention_apply(v: Tensor, causal: bool) -> Tensor:
     """
     if not causal:
         return v.mean(dim=-2, keepdim=True).expand_as(v)
-    m = v.shape[-2]
-    counts = torch.arange(1, m + 1, device=v.device, dtype=v.dtype).unsqueeze(-1)  # (m, 1)
-    return v.cumsum(dim=-2) / counts
+    return v.cumsum(dim=-2).mul_(_inverse_counts(v.shape[-2], v))
+
+
+def uniform_attention_transpose_apply(g: Tensor, causal: bool) -> Tensor:
+    """``Uᵀ·G``: the backward of :func:`uniform_attention_apply`. Causal row ``j`` is ``Σ_{i≥j} g_i / i``."""
+    if not causal:  # U = 11ᵀ/m is symmetric
+        return g.mean(dim=-2, keepdim=True).expand_as(g)
+    # A reversed cumulative sum. flip-cumsum-flip costs about as much as `total − cumsum + x` and, unlike
+    # it, has no cancellation error in the last rows (whose sums are small next to the total).
+    scaled = g * _inverse_counts(g.shape[-2], g)
+    return scaled.flip(-2).cumsum(dim=-2).flip(-2)
+
+
+def _sum_to_gain(grad: Tensor, gain: Tensor) -> Tensor:
+    """Reduce a broadcast gradient to the gain's own shape: a scalar or ``(1, H, 1, 1)``."""
+    return grad.sum() if gain.dim() == 0 else grad.sum_to_size(gain.shape)
+
+
+class _ShapedResidual(torch.autograd.Function):
+    """``attn + γ1·V − γ2·(U V)``: everything shaped attention adds to the softmax kernel, as one graph node.
+
+    Written by hand for speed and memory (O(m·d) either way): autograd through the composite saves ``U V``,
+    runs a cumsum/flip/div chain per term, allocates a tensor per product and accumulates three gradients
+    into ``V``. Here the forward works in place on one fresh buffer, ``d attn = G`` is passed through, and
+    the backward needs one reversed cumulative sum ``Uᵀ G``:
+
+        dV = γ1 G − γ2 Uᵀ G,    dγ1 = Σ G·V,    dγ2 = −Σ (Uᵀ G)·V
+
+    (sums over everything but the head axis for per-head gains). Gains are Python floats, 0-dim tensors or
+    ``(1, H, 1, 1)`` tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, attn: Tensor, v: Tensor, gamma1: Gain, gamma2: Gain, causal: bool) -> Tensor:
+        # Tensor gains are saved (they may be trained); Python floats ride on ctx.
+        ctx.save_for_backward(v, *(g if isinstance(g, Tensor) else None for g in (gamma1, gamma2)))
+        ctx.float_gains = tuple(None if isinstance(g, Tensor) else float(g) for g in (gamma1, gamma2))
+        ctx.causal = causal
+        if causal:
+            out = v.cumsum(dim=-2)  # the one fresh (B, H, m, d) buffer; all else is in place
+            out.mul_(_inverse_counts(v.shape[-2], v) * -gamma2)  # −γ2 · running mean
+            _add_scaled_(out, v, gamma1)
+        else:
+            out = v * gamma1
+            out.sub_(v.mean(dim=-2, keepdim=True) * gamma2)
+        return out.add_(attn)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, None]:
+        v, gamma1_t, gamma2_t = ctx.saved_tensors
+        gamma1 = gamma1_t if gamma1_t is not None else ctx.float_gains[0]
+        gamma2 = gamma2_t if gamma2_t is not None else ctx.float_gains[1]
+        _, need_v, need_g1, need_g2, _ = ctx.needs_input_grad
+        d_gamma1 = _sum_to_gain(grad * v, gamma1_t) if need_g1 else None
+        d_v = d_gamma2 = None
+        if need_v or need_g2:
+            if ctx.causal:
+                # Uᵀ G, row j = Σ_{i≥j} g_i / i: a reversed cumsum. flip-cumsum-flip costs about as much as
+                # `total − cumsum + x` and, unlike it, has no cancellation error in the last rows.
+                ut_grad = grad.flip(-2)
+                ut_grad.mul_(_inverse_counts(grad.shape[-2], grad).flip(0)).cumsum_(dim=-2)
+                ut_grad = ut_grad.flip(-2)
+            else:  # U = 11ᵀ/m is symmetric; keep the (B, H, 1, d) mean and let broadcasting expand it
+                ut_grad = grad.mean(dim=-2, keepdim=True)
+            if need_g2:
+                d_gamma2 = _sum_to_gain(-(ut_grad * v), gamma2_t)
+            if need_v:
+                if ctx.causal:
+                    d_v = ut_grad.mul_(-gamma2)
+                    _add_scaled_(d_v, grad, gamma1)
+                else:
+                    d_v = grad * gamma1
+                    d_v.sub_(ut_grad * gamma2)
+        return grad, d_v, d_gamma1, d_gamma2, None
+
+
+def _add_scaled_(out: Tensor, x: Tensor, gain: Gain) -> None:
+    """``out += gain · x`` in place, for a float or a broadcastable tensor gain."""
+    if isinstance(gain, Tensor):
+        out.addcmul_(x, gain)
+    else:
+        out.add_(x, alpha=gain)
 
 
 def uniform_attention_matrix(m: int, causal: bool = False, mask: Tensor | None = None, *,
@@ -145,9 +230,9 @@ def shaped_attention(q: Tensor, k: Tensor, v: Tensor, *, gamma1: Gain = 1.0, gam
             raise DeeplimitError("the fused implementation never forms A; pass impl='reference' to get it")
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
         if attn_mask is None:
-            uv = uniform_attention_apply(v, causal)
-        else:  # a general mask is already m×m, so applying U densely costs no more than the mask itself
-            uv = uniform_attention_matrix(m, mask=attn_mask, dtype=v.dtype, device=v.device) @ v
+            return _ShapedResidual.apply(attn, v, g1, g2, causal)
+        # a general mask is already m×m, so applying U densely costs no more than the mask itself
+        uv = uniform_attention_matrix(m, mask=attn_mask, dtype=v.dtype, device=v.device) @ v
         return attn + g1 * v - g2 * uv
 
     if impl == "reference":
