@@ -207,6 +207,7 @@ def test_temperature_and_init_mode_agree_at_init_in_distribution():
     n, h, tau0 = 256, 4, 0.7
     temp = MultiHeadAttention(n, h, attention="shaped", tau0=tau0)
     init = MultiHeadAttention(n, h, attention="shaped", tau_mode="init", tau0=tau0)
+    assert init.init_std("q") == pytest.approx((n ** -1.5 / tau0) ** 0.5) and init.init_std("v") == n ** -0.5
     var_temp = temp.q.weight.var() * temp.k.weight.var() * temp.scale ** 2
     var_init = init.q.weight.var() * init.k.weight.var() * init.scale ** 2
     assert float((var_init / var_temp).detach()) == pytest.approx(1.0, rel=0.05)

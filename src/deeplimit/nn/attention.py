@@ -367,19 +367,25 @@ class MultiHeadAttention(nn.Module):
             return 1.0 / (self.tau0 * math.sqrt(self.n * d))
         return 1.0 / math.sqrt(d)  # init mode: the √n·τ0 is in the q, k weight variance instead
 
+    def init_std(self, name: Literal["q", "k", "v", "o"]) -> float:
+        """Initial weight std of projection ``name``: ``1/√n``, except ``√(n^{-3/2}/τ0)`` for q and k in
+        shaped init mode (spec §2.6) and 0 for q with ``zero_query_init``. A re-initialising scaling core
+        should keep these ratios to preserve the logit scale at init."""
+        if name == "q" and self.zero_query_init:
+            return 0.0
+        if name in ("q", "k") and self.logit_scale == "shaped" and self.tau_mode == "init":
+            return math.sqrt(self.n ** -1.5 / self.tau0)
+        if name in ("q", "k", "v", "o"):
+            return 1.0 / math.sqrt(self.n)
+        raise DeeplimitError(f"unknown projection {name!r}; use 'q', 'k', 'v' or 'o'")
+
     def reset_parameters(self) -> None:
-        """N(0, 1/n) weights, zero biases; init-mode shaping shrinks q, k to N(0, n^{-3/2}/τ0)."""
-        std = 1.0 / math.sqrt(self.n)
-        for lin in (self.q, self.k, self.v, self.o):
-            nn.init.normal_(lin.weight, std=std)
+        """Weights N(0, init_std(name)²) (see :meth:`init_std`), zero biases."""
+        for name in ("q", "k", "v", "o"):
+            lin = getattr(self, name)
+            nn.init.normal_(lin.weight, std=self.init_std(name))
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
-        if self.logit_scale == "shaped" and self.tau_mode == "init":
-            qk_std = math.sqrt(self.n ** -1.5 / self.tau0)
-            nn.init.normal_(self.q.weight, std=qk_std)
-            nn.init.normal_(self.k.weight, std=qk_std)
-        if self.zero_query_init:
-            nn.init.zeros_(self.q.weight)
 
     @torch.no_grad()
     def set_step(self, step: int) -> None:
