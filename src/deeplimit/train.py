@@ -26,7 +26,7 @@ from deeplimit.nn.registry import build_model
 from deeplimit.scaling.apply import load_checkpoint, parametrize, save_checkpoint
 from deeplimit.scaling.optim import make_optimizer, set_base_lr
 
-TEXT_MODELS = ("transformer",)
+TEXT_MODELS = ("transformer", "shaped-transformer")
 
 
 @dataclass
@@ -210,7 +210,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool
     warmup = int(cfg.warmup_frac * cfg.steps)
     status, reason = "ok", ""
     model.train()
+    schedule = getattr(model, "set_step", None)  # shaped "recover" schedules advance with the optimizer step
     for t in range(start, cfg.steps):
+        if schedule is not None:
+            schedule(t)
         set_base_lr(opt, cfg.lr * min(1.0, (t + 1) / warmup) if warmup else cfg.lr)
         xb, yb = data.train(t)
         loss = _loss(model(xb.to(getattr(torch, cfg.dtype)) if not cfg.is_text else xb), yb)

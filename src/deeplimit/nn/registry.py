@@ -8,9 +8,12 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
+from deeplimit.nn.transformer import SHAPED, TransformerConfig, TransformerLM
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp-resnet": lambda **kw: MLPResNet(MLPResNetConfig(**kw)),
+    "transformer": lambda **kw: TransformerLM(TransformerConfig(**kw)),
+    "shaped-transformer": lambda **kw: TransformerLM(TransformerConfig(**{**SHAPED, **kw})),
 }
 
 
