@@ -62,6 +62,7 @@ class TrainConfig:
     eval_batches: int = 8
     log_every: int = 10
     checkpoint_every: int = 0  # 0: no periodic checkpoints
+    entropy_every: int = 0  # >0: record per-layer attention entropy on a fixed batch (transformers)
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -228,6 +229,11 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool
         opt.step()
         if t % cfg.log_every == 0 or t == cfg.steps - 1:
             rows.append({"step": t, "metric": "train_loss", "value": value})
+        if cfg.entropy_every and cfg.is_text and (t % cfg.entropy_every == 0 or t == cfg.steps - 1):
+            from deeplimit.diagnostics.signal import attention_entropy
+
+            for layer, ent in enumerate(attention_entropy(model, data.eval()[0][0])):
+                rows.append({"step": t, "metric": "attn_entropy", "value": ent, "layer": layer})
             if progress:
                 print(f"step {t:5d}  loss {value:.4f}", flush=True)
         if ckpt is not None and cfg.checkpoint_every and (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.steps:

@@ -4,6 +4,7 @@
     per layer ℓ = 1..L (two residual branches, both multiplied, depth-mup spec §5.1):
         z = λ·x + γ·branch_mult · Attn(N(x))          N = LayerNorm (norm="pre_ln") or identity (norm="none")
         x = λ·z + γ·branch_mult · MLP(N(z))           MLP(u) = W_out φ(W_in u)
+    (norm="post_ln" instead applies LayerNorm after each residual sum, for the paper's Fig. 2 baseline)
     f = output_mult · m_N^{-1} · V N_final(x)
 
 ``residual="scaled"`` uses λ = γ = 1 (the CompleteP / Depth-μP form, branch_mult = a·m_L^{-α} from the plan);
@@ -35,7 +36,7 @@ class TransformerConfig:
     depth: int = 2  # L: number of layers (each has an attention and an MLP branch)
     n_heads: int = 4
     mlp_ratio: int = 4
-    norm: Literal["pre_ln", "none"] = "pre_ln"
+    norm: Literal["pre_ln", "post_ln", "none"] = "pre_ln"
     attention: Literal["softmax", "shaped"] = "softmax"
     logit_scale: Literal["sqrt", "mup", "shaped"] | None = None  # None: "mup" (attn_mult/d_head) or "shaped"
     attn_mult: float = 1.0
@@ -57,8 +58,8 @@ class TransformerConfig:
             check_positive(name, getattr(self, name), integer=True)
         if self.width % self.n_heads:
             raise DeeplimitError(f"n_heads={self.n_heads} does not divide width={self.width}; choose a divisor")
-        if self.norm not in ("pre_ln", "none"):
-            raise DeeplimitError(f"norm must be 'pre_ln' or 'none', got {self.norm!r}")
+        if self.norm not in ("pre_ln", "post_ln", "none"):
+            raise DeeplimitError(f"norm must be 'pre_ln', 'post_ln' or 'none', got {self.norm!r}")
         if self.residual not in ("scaled", "shaped"):
             raise DeeplimitError(f"residual must be 'scaled' or 'shaped', got {self.residual!r}")
         if not 0.0 <= self.residual_gamma <= 1.0:
@@ -75,7 +76,8 @@ class Branch(nn.Module):
         super().__init__()
         self.dl_block_depth = 2
         self.branch_mult = 1.0
-        self.norm = nn.LayerNorm(cfg.width, bias=cfg.bias) if cfg.norm == "pre_ln" else None
+        self.norm = nn.LayerNorm(cfg.width, bias=cfg.bias) if cfg.norm != "none" else None
+        self.post = cfg.norm == "post_ln"
         self.f = f
         if cfg.residual == "shaped":
             g = cfg.residual_gamma
@@ -89,10 +91,9 @@ class Branch(nn.Module):
             self.lam = self.gam = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.f(self.norm(x) if self.norm is not None else x)
-        if self.lam is None:
-            return x + self.branch_mult * y
-        return self.lam * x + (self.gam * self.branch_mult) * y
+        y = self.f(self.norm(x) if self.norm is not None and not self.post else x)
+        out = x + self.branch_mult * y if self.lam is None else self.lam * x + (self.gam * self.branch_mult) * y
+        return self.norm(out) if self.post else out
 
 
 class MLP(nn.Module):
