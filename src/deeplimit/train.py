@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -194,8 +195,13 @@ def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, object]:
     return model, plan
 
 
-def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool = False) -> TrainResult:
-    """Train one run; resume from ``run_dir/ckpt.pt`` if it exists."""
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool = False,
+          hook: Callable[[int, nn.Module], list[dict] | None] | None = None) -> TrainResult:
+    """Train one run; resume from ``run_dir/ckpt.pt`` if it exists.
+
+    ``hook(step, model)`` is called before every update and once after the last step (with ``step = steps``);
+    the rows it returns join the run's tidy rows (e.g. a diagnostic measured during training).
+    """
     t_start = time.perf_counter()
     data = _Batches(cfg)
     model, plan = build(cfg, data.shapes)
@@ -215,6 +221,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool
     for t in range(start, cfg.steps):
         if schedule is not None:
             schedule(t)
+        if hook is not None:
+            rows.extend(hook(t, model) or [])
         set_base_lr(opt, cfg.lr * min(1.0, (t + 1) / warmup) if warmup else cfg.lr)
         xb, yb = data.train(t)
         loss = _loss(model(xb.to(getattr(torch, cfg.dtype)) if not cfg.is_text else xb), yb)
@@ -240,6 +248,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool
             save_checkpoint(ckpt, model, plan, opt, step=t + 1, losses=losses, rows=rows,
                             wall_s=prior_wall + time.perf_counter() - t_start)
     steps_done = len(losses)
+    if hook is not None and status == "ok":
+        rows.extend(hook(steps_done, model) or [])
     step0 = losses[0]
     window_loss = sum(losses[-window:]) / len(losses[-window:]) if status == "ok" else math.inf
     if status == "ok" and not window_loss <= step0:

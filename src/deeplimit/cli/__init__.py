@@ -15,6 +15,7 @@ from deeplimit.errors import DeeplimitError
 COMMANDS = [
     "deeplimit.cli.plan",
     "deeplimit.cli.coord_check",
+    "deeplimit.cli.feature_diversity",
 ]
 
 
