@@ -1,0 +1,137 @@
+"""Named experiments of the depth-mup spec §11 at CPU scale, as sweep specs (grids over the real trainer).
+
+Each builder takes a tier (``smoke`` for CI, ``quick`` for ``deeplimit reproduce``, ``full`` for the long
+version) and returns a :class:`~deeplimit.sweep.grid.SweepSpec` whose objective is
+:func:`deeplimit.sweep.objectives.train_objective`. Axes are swept; everything else is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.sweep.grid import SweepSpec, log2_grid
+
+OBJECTIVE = "deeplimit.sweep.objectives:train_objective"
+TIERS = ("smoke", "quick", "full")
+
+
+def _tier(tier: str, smoke, quick, full):
+    if tier not in TIERS:
+        raise DeeplimitError(f"unknown tier {tier!r}; choose one of {TIERS}")
+    return {"smoke": smoke, "quick": quick, "full": full}[tier]
+
+
+def depth_transfer(tier: str = "quick") -> SweepSpec:
+    """TP6 Fig. 10/11: LR transfer over depth for Depth-μP, (½, 0), SP and ODE (1, 0); U, V frozen (§11.2)."""
+    presets, depths, lrs, seeds, steps, width = _tier(
+        tier,
+        (["depth_mup", "sp"], [2, 8], log2_grid(-12, -6, 2), [0], 50, 32),
+        (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32], log2_grid(-12, -5, 1), [0, 1], 300, 64),
+        (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
+         [0, 1], 1000, 128))
+    return SweepSpec(
+        axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": width, "base_width": width,
+               "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": False, "data": "fashion-mnist",
+               "activation": "relu"},
+        objective=OBJECTIVE, metric="window_loss",
+        description="TP6 depth transfer on Fashion-MNIST MLP-ResNets (hidden weights trained, U and V frozen)")
+
+
+def width_transfer(tier: str = "quick") -> SweepSpec:
+    """TP5 / spec §11.5: LR transfer over width, μP vs SP, depth fixed at the base depth, all layers trained."""
+    presets, widths, lrs, seeds, steps = _tier(
+        tier,
+        (["mup", "sp"], [32, 128], log2_grid(-12, -6, 2), [0], 50),
+        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -6, 1), [0], 400),
+        (["mup", "sp"], [64, 128, 256, 512, 1024], log2_grid(-14, -6, 0.5), [0, 1], 1000))
+    return SweepSpec(
+        axes={"preset": presets, "width": widths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": 4, "base_width": widths[0],
+               "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": True, "data": "fashion-mnist"},
+        objective=OBJECTIVE, metric="window_loss",
+        description="muP width transfer on Fashion-MNIST MLP-ResNets (all layers trained)")
+
+
+def activation(tier: str = "quick") -> SweepSpec:
+    """TP6 Fig. 3: |x| vs ReLU under Depth-μP (log2 a = −1.5 for both); |x| should give the lower best loss."""
+    depths, lrs, seeds, steps = _tier(tier, ([8], log2_grid(-10, -6, 2), [0], 50),
+                                      ([8, 32], log2_grid(-11, -5, 1), [0], 300),
+                                      ([8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1], 1000))
+    return SweepSpec(
+        axes={"activation": ["relu", "abs"], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "activation", "model": "mlp-resnet", "preset": "depth_mup", "width": 64,
+               "base_width": 64, "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": False,
+               "block_mult": 2**-1.5, "data": "fashion-mnist"},
+        objective=OBJECTIVE, metric="window_loss", description="TP6 |x| vs ReLU under Depth-muP")
+
+
+def block_depth(tier: str = "quick") -> SweepSpec:
+    """TP6 §9, Figs. 4–6: block depth 1 vs 2 under Depth-μP; expect an η* shift for k = 2."""
+    depths, lrs, seeds, steps = _tier(tier, ([2, 8], log2_grid(-10, -6, 2), [0], 50),
+                                      ([2, 8, 32], log2_grid(-12, -5, 1), [0], 300),
+                                      ([2, 8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1], 1000))
+    return SweepSpec(
+        axes={"block_depth": [1, 2], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "block_depth", "model": "mlp-resnet", "preset": "depth_mup", "width": 64,
+               "base_width": 64, "base_depth": 2, "steps": steps, "batch_size": 128, "train_io": False,
+               "data": "fashion-mnist"},
+        objective=OBJECTIVE, metric="window_loss", description="TP6 block depth 1 vs 2 under Depth-muP")
+
+
+def transformer_depth(tier: str = "quick") -> SweepSpec:
+    """Spec §11.7: byte-level LM, LR transfer over depth for CompleteP (α = 1), Depth-μP (α = ½) and μP."""
+    presets, depths, lrs, seeds, steps, data = _tier(
+        tier,
+        (["completep"], [1, 2], log2_grid(-10, -6, 2), [0], 30, "stdlib"),
+        (["completep", "depth_mup", "mup"], [2, 4, 8], log2_grid(-11, -5, 1), [0], 150, "shakespeare"),
+        (["completep", "depth_mup", "mup"], [2, 4, 8, 16, 32], log2_grid(-12, -4, 1), [0, 1], 1000,
+         "shakespeare"))
+    return SweepSpec(
+        axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "transformer_depth", "model": "transformer", "width": 64, "base_width": 64,
+               "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16,
+               "seq_len": 64, "warmup_frac": 0.05, "data": data, "min_window": 20},
+        objective=OBJECTIVE, metric="window_loss",
+        description="Pre-LN byte transformer: LR transfer over depth (CompleteP vs Depth-muP vs muP)")
+
+
+def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
+    """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth."""
+    depths, lrs, seeds, steps, data = _tier(tier, ([2], log2_grid(-9, -7, 2), [0], 30, "stdlib"),
+                                            ([4], log2_grid(-10, -5, 1), [0], 200, "shakespeare"),
+                                            ([4, 8], log2_grid(-12, -4, 1), [0, 1], 1000, "shakespeare"))
+    return SweepSpec(
+        axes={"model": ["transformer", "shaped-transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "shaped_vs_preln", "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
+               "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16, "seq_len": 64,
+               "warmup_frac": 0.05, "data": data, "min_window": 20},
+        objective=OBJECTIVE, metric="window_loss",
+        description="Shaped Transformer (no LayerNorm) vs Pre-LN on bytes")
+
+
+EXPERIMENTS: dict[str, Callable[[str], SweepSpec]] = {
+    "depth-transfer": depth_transfer,
+    "width-transfer": width_transfer,
+    "activation": activation,
+    "block-depth": block_depth,
+    "transformer-depth": transformer_depth,
+    "shaped-vs-preln": shaped_vs_preln,
+}
+# how each experiment is analysed: (group columns, size column)
+ANALYSIS = {
+    "depth-transfer": ("preset", "depth"),
+    "width-transfer": ("preset", "width"),
+    "activation": ("activation", "depth"),
+    "block-depth": ("block_depth", "depth"),
+    "transformer-depth": ("preset", "depth"),
+    "shaped-vs-preln": ("model", "depth"),
+}
+
+
+def experiment(name: str, tier: str = "quick") -> SweepSpec:
+    key = name.replace("_", "-")
+    if key not in EXPERIMENTS:
+        raise DeeplimitError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[key](tier)
