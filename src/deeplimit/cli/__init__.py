@@ -16,6 +16,7 @@ COMMANDS = [
     "deeplimit.cli.plan",
     "deeplimit.cli.coord_check",
     "deeplimit.cli.feature_diversity",
+    "deeplimit.cli.train",
 ]
 
 
