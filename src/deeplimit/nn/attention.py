@@ -93,12 +93,13 @@ class _ShapedResidual(torch.autograd.Function):
         ctx.float_gains = tuple(None if isinstance(g, Tensor) else float(g) for g in (gamma1, gamma2))
         ctx.causal = causal
         if causal:
-            out = v.cumsum(dim=-2)  # the one fresh (B, H, m, d) buffer; all else is in place
-            out.mul_(_inverse_counts(v.shape[-2], v) * -gamma2)  # −γ2 · running mean
+            out = v.cumsum(dim=-2)  # the one fresh (B, H, m, d) buffer; the rest works in place
+            # attn − γ2 · running mean in one pass (an elementwise op may write over its own input)
+            torch.addcmul(attn, out, _inverse_counts(v.shape[-2], v) * -gamma2, out=out)
             _add_scaled_(out, v, gamma1)
-        else:
-            out = v * gamma1
-            out.sub_(v.mean(dim=-2, keepdim=True) * gamma2)
+            return out
+        out = v * gamma1
+        out.sub_(v.mean(dim=-2, keepdim=True) * gamma2)
         return out.add_(attn)
 
     @staticmethod
@@ -110,24 +111,27 @@ class _ShapedResidual(torch.autograd.Function):
         _, need_v, need_g1, need_g2, _ = ctx.needs_input_grad
         d_gamma1 = _sum_to_gain(grad * v, gamma1_t) if need_g1 else None
         d_v = d_gamma2 = None
-        if need_v or need_g2:
-            if ctx.causal:
-                # Uᵀ G, row j = Σ_{i≥j} g_i / i: a reversed cumsum. flip-cumsum-flip costs about as much as
-                # `total − cumsum + x` and, unlike it, has no cancellation error in the last rows.
-                ut_grad = grad.flip(-2)
-                ut_grad.mul_(_inverse_counts(grad.shape[-2], grad).flip(0)).cumsum_(dim=-2)
-                ut_grad = ut_grad.flip(-2)
-            else:  # U = 11ᵀ/m is symmetric; keep the (B, H, 1, d) mean and let broadcasting expand it
-                ut_grad = grad.mean(dim=-2, keepdim=True)
+        if ctx.causal and (need_v or need_g2):
+            # Uᵀ G (row j = Σ_{i≥j} g_i / i) is a reversed cumsum: flip, weight, cumsum, flip. Unless dγ2
+            # needs Uᵀ G itself, −γ2 rides on the weights and saves a pass. flip-cumsum-flip is as fast as
+            # `total − cumsum + x` and free of its cancellation error in the last rows.
+            fold = not need_g2
+            weights = _inverse_counts(grad.shape[-2], grad).flip(0)
+            scan = grad.flip(-2)
+            scan.mul_(weights * -gamma2 if fold else weights).cumsum_(dim=-2)
+            scan = scan.flip(-2)  # −γ2 Uᵀ G if fold, else Uᵀ G
+            if need_g2:
+                d_gamma2 = _sum_to_gain(-(scan * v), gamma2_t)
+            if need_v:
+                d_v = scan if fold else scan.mul_(-gamma2)
+                _add_scaled_(d_v, grad, gamma1)
+        elif need_v or need_g2:  # U = 11ᵀ/m is symmetric: Uᵀ G is the (B, H, 1, d) mean, broadcast
+            ut_grad = grad.mean(dim=-2, keepdim=True)
             if need_g2:
                 d_gamma2 = _sum_to_gain(-(ut_grad * v), gamma2_t)
             if need_v:
-                if ctx.causal:
-                    d_v = ut_grad.mul_(-gamma2)
-                    _add_scaled_(d_v, grad, gamma1)
-                else:
-                    d_v = grad * gamma1
-                    d_v.sub_(ut_grad * gamma2)
+                d_v = grad * gamma1
+                d_v.sub_(ut_grad * gamma2)
         return grad, d_v, d_gamma1, d_gamma2, None
 
 
