@@ -8,7 +8,17 @@
 """
 
 from deeplimit.errors import DeeplimitError, DeeplimitWarning
-from deeplimit.nn import Embedding, Input, MLPResNet, MLPResNetConfig, Readout, Residual, declare_roles
+from deeplimit.nn import (
+    Embedding,
+    Input,
+    MLPResNet,
+    MLPResNetConfig,
+    Readout,
+    Residual,
+    TransformerConfig,
+    TransformerLM,
+    declare_roles,
+)
 from deeplimit.scaling import (
     HParams,
     Plan,
@@ -26,6 +36,6 @@ from deeplimit.scaling import (
 __version__ = "0.1.0"
 __all__ = [
     "DeeplimitError", "DeeplimitWarning", "Embedding", "HParams", "Input", "MLPResNet", "MLPResNetConfig", "Plan",
-    "Readout", "Residual", "Rule", "declare_roles", "get_rule", "load_checkpoint", "make_optimizer", "make_plan",
+    "Readout", "Residual", "Rule", "TransformerConfig", "TransformerLM", "declare_roles", "get_rule", "load_checkpoint", "make_optimizer", "make_plan",
     "parametrize", "rule_names", "save_checkpoint", "set_base_lr", "__version__",
 ]
