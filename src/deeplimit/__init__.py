@@ -36,6 +36,7 @@ from deeplimit.scaling import (
 __version__ = "0.1.0"
 __all__ = [
     "DeeplimitError", "DeeplimitWarning", "Embedding", "HParams", "Input", "MLPResNet", "MLPResNetConfig", "Plan",
-    "Readout", "Residual", "Rule", "TransformerConfig", "TransformerLM", "declare_roles", "get_rule", "load_checkpoint", "make_optimizer", "make_plan",
-    "parametrize", "rule_names", "save_checkpoint", "set_base_lr", "__version__",
+    "Readout", "Residual", "Rule", "TransformerConfig", "TransformerLM", "declare_roles", "get_rule",
+    "load_checkpoint", "make_optimizer", "make_plan", "parametrize", "rule_names", "save_checkpoint",
+    "set_base_lr", "__version__",
 ]
