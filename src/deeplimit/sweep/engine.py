@@ -48,6 +48,7 @@ from typing import Any
 import optuna
 import pandas as pd
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from deeplimit.errors import DeeplimitError
@@ -459,6 +460,13 @@ class _TrialRunner:
         if skip:
             trial.set_user_attr("skipped", skip)
             raise optuna.TrialPruned(skip)
+
+        # Optuna's heartbeat thread records its first beat asynchronously, and a RUNNING trial without
+        # any beat is never considered stale: a worker killed in that window would leave its trial
+        # RUNNING forever (seen on PostgreSQL). Beat once synchronously before training starts.
+        storage = self.study._storage
+        if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+            storage.record_heartbeat(trial._trial_id)
 
         point = json.loads(attrs["point"])
         fails = sum(t.state == TrialState.FAIL for t in others)
