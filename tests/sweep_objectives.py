@@ -20,15 +20,25 @@ def _append(path: os.PathLike[str] | str, line: str) -> None:
         fh.write(line + "\n")
 
 
+_calls = 0
+
+
 def slow_marked(point: dict[str, Any], context: TrialContext) -> TrialResult:
-    """Write a 'started' marker, sleep, log the completion, return a parabola in log2_lr."""
+    """Write a 'started' marker, sleep, log the completion, return a parabola in log2_lr.
+
+    A process's first trial sleeps ``first_sleep`` (longer), so a test that kills a worker as soon as its
+    first marker appears surely hits it mid-trial even on a loaded machine.
+    """
+    global _calls
+    _calls += 1
     started = context.sweep_dir / "started"
     started.mkdir(exist_ok=True)
     (started / f"{os.getpid()}-{context.trial_number}").write_text(context.run_key)
-    time.sleep(float(point.get("sleep", 1.0)))
+    time.sleep(float(point.get("first_sleep" if _calls == 1 else "sleep", 1.0)))
     _append(context.sweep_dir / "completions.log", f"{context.run_key}\t{os.getpid()}")
     x = float(point["log2_lr"])
-    return TrialResult(value=(x + 1.0) ** 2, rows=[{"step": 1, "metric": "train_loss", "value": (x + 1) ** 2}])
+    loss = (x + 1.0) ** 2
+    return TrialResult(value=loss, rows=[{"step": 1, "metric": "train_loss", "value": loss}])
 
 
 def fails_always(point: dict[str, Any], context: TrialContext) -> TrialResult:

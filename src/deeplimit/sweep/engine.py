@@ -382,7 +382,11 @@ def create_sweep(name: str, spec: SweepSpec, objective: str | None = None, stora
 
 def _enqueue(study: optuna.Study, spec: SweepSpec, point: Mapping[str, Any], key: str, fail_base: int,
              retry_of: int | None = None) -> None:
-    attrs: dict[str, Any] = {"run_key": key, "point": json.dumps(dict(point)), "fail_base": fail_base}
+    # Only the run key is stored (each attribute is one more storage write per trial); the point is
+    # looked up in the spec by key.
+    attrs: dict[str, Any] = {"run_key": key}
+    if fail_base:
+        attrs["fail_base"] = fail_base
     if retry_of is not None:
         attrs["retry_of"] = retry_of
     # The WAITING trial carries its parameters (as RetryHeartbeatStaleTrialCallback's retries do), so
@@ -424,27 +428,44 @@ class _TrialRunner:
                  max_retries: int) -> None:
         self.study, self.spec, self.fn, self.run_dir = study, spec, fn, run_dir
         self.max_retries = max_retries
+        self.points = {spec.run_key(p): p for p in spec.iter_points()}
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.last_state: str = ""
         self.objective_s = 0.0
-        # Trials as read just before this trial's ask(): a COMPLETE or RUNNING key seen there is still
-        # so, and re-reading the study here would add a full storage round trip to every trial.
-        self.snapshot: Sequence[FrozenTrial] | None = None
+        # The study as read by the last de-duplication check: the queue reuses it to decide whether to
+        # top up, saving one storage round trip per trial.
+        self.last_trials: list[FrozenTrial] | None = None
 
     def _same_key(self, key: str, number: int) -> tuple[list[FrozenTrial], str | None]:
-        """Trials of ``key`` other than ``number`` and, if this run must be skipped, why."""
-        trials = self.snapshot if self.snapshot is not None else self.study.get_trials(deepcopy=False)
-        others = [t for t in trials if t.number != number and _key_of(t) == key]
+        """Trials of ``key`` other than ``number`` and, if this run must be skipped, why.
+
+        Read fresh, after this trial became RUNNING: two workers may have queued the same point. Any other
+        COMPLETE or RUNNING trial of the key wins. Both trials commit RUNNING before they check, so the
+        later checker always sees the earlier one: at most one of them trains. If both see each other,
+        both step aside and the point, having only skipped (PRUNED) trials, is queued again by the next
+        refill. A RUNNING trial of a dead worker is failed by the heartbeat check and retried, so skipping
+        never loses a point.
+        """
+        self.last_trials = self.study.get_trials(deepcopy=False)
+        others = [t for t in self.last_trials if t.number != number and _key_of(t) == key]
         for t in others:
             if t.state == TrialState.COMPLETE:
                 return others, f"duplicate: {key} already completed in trial {t.number}"
         for t in others:
-            # Two live trials of one key (two workers topped up the queue with the same point): the older
-            # one runs, the newer one steps aside. If the older one is dead, heartbeats fail it and its
-            # retry takes over.
-            if t.state == TrialState.RUNNING and t.number < number:
+            if t.state == TrialState.RUNNING:
                 return others, f"duplicate: {key} is running in trial {t.number}"
         return others, None
+
+    def _point(self, key: str) -> dict[str, Any]:
+        if key not in self.points:
+            # The sweep was extended (create_sweep with a larger grid) after this worker started.
+            self.spec = _spec_of(optuna.load_study(study_name=self.study.study_name,
+                                                   storage=self.study._storage))
+            self.points = {self.spec.run_key(p): p for p in self.spec.iter_points()}
+        if key not in self.points:
+            raise DeeplimitError(f"run key {key!r} is not a point of the sweep's spec; the study was "
+                                 "modified outside deeplimit")
+        return dict(self.points[key])
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_state = "skipped"
@@ -468,7 +489,7 @@ class _TrialRunner:
         if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
             storage.record_heartbeat(trial._trial_id)
 
-        point = json.loads(attrs["point"])
+        point = self._point(key)
         fails = sum(t.state == TrialState.FAIL for t in others)
         fail_base = int(attrs.get("fail_base", 0))
         attempt = fails - fail_base + 1
@@ -537,26 +558,33 @@ class _Queue:
     """Keeps a few WAITING trials in the study, drawn from the grid points no trial has touched yet.
 
     Each worker draws points in its own random order, so two workers topping up at once rarely pick the
-    same point; when they do, the run-key check in :class:`_TrialRunner` skips the duplicate.
+    same point; when they do, the run-key check in :class:`_TrialRunner` skips the duplicate. The queue
+    is kept at about (running trials + 2), i.e. ahead of every active worker.
     """
 
-    def __init__(self, study: optuna.Study, spec: SweepSpec, low_water: int, batch: int, seed: int) -> None:
-        self.study, self.spec, self.low_water, self.batch = study, spec, low_water, batch
+    def __init__(self, study: optuna.Study, spec: SweepSpec, seed: int) -> None:
+        self.study, self.spec = study, spec
         self.points = {spec.run_key(p): p for p in spec.iter_points()}
         self.rng = random.Random(seed)
 
-    def refill(self) -> tuple[int, int, list[FrozenTrial]]:
-        """Top up the queue; return (waiting, running) trial counts after it and the trials read."""
-        trials = self.study.get_trials(deepcopy=False)
+    def refill(self, trials: Sequence[FrozenTrial] | None = None) -> tuple[int, int]:
+        """Top up the queue; return the (waiting, running) trial counts after it.
+
+        ``trials``: a recent read of the study to reuse (None: read it now).
+        """
+        if trials is None:
+            trials = self.study.get_trials(deepcopy=False)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        if waiting < self.low_water:
-            seen = {k for t in trials if (k := _key_of(t)) is not None}
+        want = running + 2
+        if waiting < want:
+            # A point whose trials were all skipped as duplicates (PRUNED) is queued again.
+            seen = {k for t in trials if (k := _key_of(t)) is not None and t.state != TrialState.PRUNED}
             fresh = [k for k in self.points if k not in seen]
-            for key in self.rng.sample(fresh, min(self.batch, len(fresh))):
+            for key in self.rng.sample(fresh, min(want + 2 - waiting, len(fresh))):
                 _enqueue(self.study, self.spec, self.points[key], key, fail_base=0)
                 waiting += 1
-        return waiting, running, trials
+        return waiting, running
 
 
 def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbeat_interval: int = 5,
@@ -595,20 +623,23 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
         raise DeeplimitError(f"cannot create run directory {sweep_dir} ({exc}); pass --run-dir with a "
                              "writable directory on this machine") from None
     runner = _TrialRunner(study, spec, fn, sweep_dir, max_retries)
-    queue = _Queue(study, spec, low_water=2, batch=4, seed=os.getpid() ^ time.time_ns())
+    queue = _Queue(study, spec, seed=os.getpid() ^ time.time_ns())
     report = WorkerReport()
     heartbeats = bool(heartbeat_interval) and isinstance(st, RDBStorage)
     poll = poll_interval or (heartbeat_interval or 5)
     t_start = time.perf_counter()
     while n_trials is None or report.trials < n_trials:
-        waiting, running, runner.snapshot = queue.refill()
+        hint, runner.last_trials = runner.last_trials, None
+        waiting, running = queue.refill(hint)
+        if not waiting and hint is not None:
+            waiting, running = queue.refill()  # the hint may be stale: confirm before stopping
         if not waiting and running and heartbeats:
             # optimize() fails stale trials before each trial; with nothing queued we do it here: trials of
             # dead workers become FAIL and the retry callback re-enqueues them (up to max_retries).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-            waiting, running, runner.snapshot = queue.refill()
+            waiting, running = queue.refill()
         if waiting:
             runner.last_state = ""
             # catch=Exception: a failing run is recorded (FAIL + traceback) and retried, the worker goes on.
@@ -780,6 +811,7 @@ def results_frame(storage: str, name: str) -> pd.DataFrame:
     run's last step. ``lr``/``log2_lr`` are filled from each other when only one is an axis.
     """
     study, spec = _open_for_reading(storage, name)
+    points = {spec.run_key(p): p for p in spec.iter_points()}
     records: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         key = _key_of(t)
@@ -787,7 +819,9 @@ def results_frame(storage: str, name: str) -> pd.DataFrame:
         if key is None or payload_text is None:
             continue
         payload = json.loads(payload_text)
-        point = spec.full_point(json.loads(t.user_attrs["point"]))
+        if key not in points:
+            continue  # not a point of the current spec (should not happen: specs only grow)
+        point = spec.full_point(points[key])
         ident: dict[str, Any] = {"experiment": name, "run_id": key, **point, "trial": t.number}
         if "lr" in ident and "log2_lr" not in ident:
             ident["log2_lr"] = math.log2(float(ident["lr"]))

@@ -84,7 +84,8 @@ def _run(cmd: list[str], what: str, timeout: float = 60) -> str:
     except subprocess.TimeoutExpired:
         raise DeeplimitError(f"{what} did not finish within {timeout} s; check the server log") from None
     if proc.returncode != 0:
-        raise DeeplimitError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+        detail = (proc.stderr or proc.stdout).strip()
+        raise DeeplimitError(f"{what} failed (exit {proc.returncode}): {detail}")
     return proc.stdout
 
 
