@@ -389,11 +389,31 @@ def _enqueue(study: optuna.Study, spec: SweepSpec, point: Mapping[str, Any], key
         attrs["fail_base"] = fail_base
     if retry_of is not None:
         attrs["retry_of"] = retry_of
-    # The WAITING trial carries its parameters (as RetryHeartbeatStaleTrialCallback's retries do), so
-    # trial.params shows the grid coordinates without one storage write per trial.suggest_* call.
-    dists = {n: optuna.distributions.CategoricalDistribution(list(spec.axes[n])) for n in spec.axis_names}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=dict(point),
-                                              distributions=dists, user_attrs=attrs))
+    # The WAITING trial carries its numeric parameters (as RetryHeartbeatStaleTrialCallback's retries
+    # do), so trial.params and trials_dataframe() show the grid coordinates without a storage write per
+    # trial.suggest_* call.
+    dists = _param_distributions(spec)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING,
+                                              params={n: point[n] for n in dists}, distributions=dists,
+                                              user_attrs=attrs))
+
+
+def _param_distributions(spec: SweepSpec) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna distributions of the numeric axes.
+
+    Int/float distributions stay compatible when a resumed sweep grows an axis; categorical ones would
+    not (Optuna refuses changed choices within a study), so string and bool axes live only in the run
+    key.
+    """
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name, values in spec.axes.items():
+        if any(isinstance(v, bool | str) for v in values):
+            continue
+        if all(isinstance(v, int) for v in values):
+            out[name] = optuna.distributions.IntDistribution(int(min(values)), int(max(values)))
+        else:
+            out[name] = optuna.distributions.FloatDistribution(float(min(values)), float(max(values)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
