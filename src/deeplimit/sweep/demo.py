@@ -1,8 +1,8 @@
 """Cheap real objectives for smoke tests, demos and benchmarks of the sweep engine.
 
 ``quadratic`` trains a linear model with noisy gradient descent on a quadratic whose curvature (and
-gradient noise) grow with ``depth`` — a stand-in for a residual network whose sharpness grows with depth. With ``preset="sp"`` the
-raw learning rate is used, so the optimal LR falls as 1/depth (η* drifts by −1 log2 unit per doubling);
+gradient noise) grow with ``depth`` — a stand-in for a residual network whose sharpness grows with
+depth. With ``preset="sp"`` the raw learning rate is used, so the optimal LR falls as 1/depth (η* drifts by −1 log2 unit per doubling);
 with ``preset="depth_scaled"`` the LR is divided by depth, which makes the run exactly depth-invariant,
 so η* transfers. The run follows the sweep
 protocol of depth-mup spec §11.1: metric = mean loss over the last 10% of steps, non-finite or
