@@ -2,11 +2,11 @@
 
 ``quadratic`` trains a linear model with noisy gradient descent on a quadratic whose curvature (and
 gradient noise) grow with ``depth`` — a stand-in for a residual network whose sharpness grows with
-depth. With ``preset="sp"`` the raw learning rate is used, so the optimal LR falls as 1/depth (η* drifts by −1 log2 unit per doubling);
-with ``preset="depth_scaled"`` the LR is divided by depth, which makes the run exactly depth-invariant,
-so η* transfers. The run follows the sweep
-protocol of depth-mup spec §11.1: metric = mean loss over the last 10% of steps, non-finite or
-final-window loss above the step-0 loss → ``status="diverged"``.
+depth. With ``preset="sp"`` the raw learning rate is used, so the optimal LR falls as 1/depth (η*
+drifts by −1 log2 unit per doubling); with ``preset="depth_scaled"`` the LR is divided by depth, which
+makes the run exactly depth-invariant, so η* transfers. The run follows the sweep protocol of
+depth-mup spec §11.1: metric = mean loss over the last 10% of steps, non-finite or final-window loss
+above the step-0 loss → ``status="diverged"``.
 
 ``burn`` does a fixed amount of single-thread CPU work (about 1 s for ``work=2e7``) and is used by
 ``benchmarks/bench_sweep.py`` to measure throughput and per-trial bookkeeping.
