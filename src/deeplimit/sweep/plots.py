@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 
 from deeplimit.errors import DeeplimitError  # noqa: E402
@@ -26,6 +27,10 @@ from deeplimit.sweep.analyze import SIZE_UNITS, TransferAnalysis  # noqa: E402
 __all__ = ["plot_loss_vs_lr", "plot_optimum_vs_size", "plot_analysis"]
 
 DEFAULT_YLABEL = "train loss (cross-entropy, nats)"
+
+
+def _group_keys(frame: pd.DataFrame, group: list[str]) -> list[tuple]:
+    return list(frame[group].drop_duplicates().sort_values(group).itertuples(index=False, name=None))
 
 
 def _label(keys: tuple) -> str:
@@ -43,7 +48,7 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
     curves, summary, g, size = analysis.curves, analysis.summary, analysis.group, analysis.size
     if curves.empty:
         raise DeeplimitError("nothing to plot: the analysis has no curves (no completed runs?)")
-    groups = list(curves.groupby(g, sort=True).groups)
+    groups = _group_keys(curves, g)
     sizes = sorted(curves[size].unique())
     colours = plt.get_cmap(cmap)(np.linspace(0.1, 0.9, len(sizes)))
     colour = dict(zip(sizes, colours))
@@ -109,7 +114,7 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
         raise DeeplimitError("nothing to plot: the summary table is empty")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    groups = list(summary.groupby(g, sort=True).groups)
+    groups = _group_keys(summary, g)
     for i, key in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         col = cycle[i % len(cycle)]
