@@ -92,6 +92,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     kwargs = worker_kwargs(args)
     kwargs.pop("wait_for_running")
+    kwargs.pop("share")  # launch gives each worker its share
     codes = launch_workers(_storage(args), args.name, args.workers, **kwargs)
     print(sweep_status(_storage(args), args.name))
     return 0 if all(c == 0 for c in codes) else 1

@@ -582,10 +582,17 @@ class _Queue:
     is kept at about (running trials + 2), i.e. ahead of every active worker.
     """
 
-    def __init__(self, study: optuna.Study, spec: SweepSpec, seed: int) -> None:
+    def __init__(self, study: optuna.Study, spec: SweepSpec, seed: int,
+                 share: tuple[int, int] | None = None) -> None:
         self.study, self.spec = study, spec
         self.points = {spec.run_key(p): p for p in spec.iter_points()}
         self.rng = random.Random(seed)
+        # Worker i of n (known when launch_workers started us) prefers every n-th point, so workers
+        # started together do not queue the same points; the others are taken once its share is used up.
+        self.mine: set[str] = set()
+        if share is not None:
+            i, n = share
+            self.mine = {k for j, k in enumerate(self.points) if j % n == i}
 
     def refill(self, trials: Sequence[FrozenTrial] | None = None) -> tuple[int, int]:
         """Top up the queue; return the (waiting, running) trial counts after it.
@@ -596,12 +603,14 @@ class _Queue:
             trials = self.study.get_trials(deepcopy=False)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        want = running + 2
-        if waiting < want:
+        if waiting < running + 2:
             # A point whose trials were all skipped as duplicates (PRUNED) is queued again.
             seen = {k for t in trials if (k := _key_of(t)) is not None and t.state != TrialState.PRUNED}
             fresh = [k for k in self.points if k not in seen]
-            for key in self.rng.sample(fresh, min(want + 2 - waiting, len(fresh))):
+            own = [k for k in fresh if k in self.mine]
+            # Only this worker's share while it lasts: other workers fill theirs, so nothing collides.
+            pool = own or fresh
+            for key in self.rng.sample(pool, min(2, len(pool))):
                 _enqueue(self.study, self.spec, self.points[key], key, fail_base=0)
                 waiting += 1
         return waiting, running
@@ -610,7 +619,7 @@ class _Queue:
 def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbeat_interval: int = 5,
                grace_period: int | None = None, max_retries: int = 2, run_dir: str | None = None,
                threads: int | None = 1, wait_for_running: bool = True,
-               poll_interval: float | None = None) -> WorkerReport:
+               poll_interval: float | None = None, share: tuple[int, int] | None = None) -> WorkerReport:
     """Run grid points of sweep ``name`` until none is left (or ``n_trials`` were run).
 
     Args:
@@ -624,7 +633,8 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
         threads: ``torch.set_num_threads`` for the objective (1 on the 2-core target; None: leave).
         wait_for_running: when nothing is left to start but other trials still run, keep polling so that
             a dead worker's trial is retried here instead of being left behind.
-        poll_interval: seconds between polls while waiting (default: the heartbeat interval).
+        poll_interval: seconds between polls while waiting (default: min(1 s, heartbeat interval)).
+        share: ``(i, n)`` for worker i of n started together: it queues every n-th point first.
     """
     _set_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -643,10 +653,11 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
         raise DeeplimitError(f"cannot create run directory {sweep_dir} ({exc}); pass --run-dir with a "
                              "writable directory on this machine") from None
     runner = _TrialRunner(study, spec, fn, sweep_dir, max_retries)
-    queue = _Queue(study, spec, seed=os.getpid() ^ time.time_ns())
+    queue = _Queue(study, spec, seed=os.getpid() ^ time.time_ns(), share=share)
     report = WorkerReport()
     heartbeats = bool(heartbeat_interval) and isinstance(st, RDBStorage)
-    poll = poll_interval or (heartbeat_interval or 5)
+    # Polling is one cheap read; a short interval lets an idle worker pick up a retry, or finish, promptly.
+    poll = poll_interval or min(1.0, heartbeat_interval or 1.0)
     t_start = time.perf_counter()
     while n_trials is None or report.trials < n_trials:
         hint, runner.last_trials = runner.last_trials, None
@@ -693,7 +704,7 @@ def _child_env(threads: int | None) -> dict[str, str]:
 
 def worker_command(storage: str, name: str, *, heartbeat_interval: int = 5, grace_period: int | None = None,
                    max_retries: int = 2, run_dir: str | None = None, threads: int | None = 1,
-                   n_trials: int | None = None) -> list[str]:
+                   n_trials: int | None = None, share: tuple[int, int] | None = None) -> list[str]:
     """The command line of one worker process (``python -m deeplimit.sweep.worker …``)."""
     cmd = [sys.executable, "-m", "deeplimit.sweep.worker", "--storage", storage, "--name", name,
            "--heartbeat-interval", str(heartbeat_interval), "--max-retries", str(max_retries),
@@ -704,6 +715,8 @@ def worker_command(storage: str, name: str, *, heartbeat_interval: int = 5, grac
         cmd += ["--run-dir", str(run_dir)]
     if n_trials is not None:
         cmd += ["--n-trials", str(n_trials)]
+    if share is not None:
+        cmd += ["--share", f"{share[0]}/{share[1]}"]
     return cmd
 
 
@@ -712,7 +725,8 @@ def spawn_workers(storage: str, name: str, n_workers: int = 2, **kwargs: Any) ->
     if n_workers < 1:
         raise DeeplimitError(f"n_workers must be at least 1, got {n_workers}")
     env = _child_env(kwargs.get("threads", 1))
-    return [subprocess.Popen(worker_command(storage, name, **kwargs), env=env) for _ in range(n_workers)]
+    return [subprocess.Popen(worker_command(storage, name, share=(i, n_workers), **kwargs), env=env)
+            for i in range(n_workers)]
 
 
 def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: float | None = None,

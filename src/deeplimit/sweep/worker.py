@@ -25,12 +25,27 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, default=2,
                         help="retries of a grid point whose worker died or whose objective raised")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: leave)")
+    parser.add_argument("--share", default=None, metavar="I/N",
+                        help="worker I of N started together: queue every N-th grid point first")
     parser.add_argument("--no-wait", action="store_true",
                         help="exit when the queue is empty even if other workers' trials still run")
 
 
+def _share(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise DeeplimitError(f"--share {text!r} must look like I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise DeeplimitError(f"--share {text!r}: need 0 <= I < N")
+    return i, n
+
+
 def worker_kwargs(args: argparse.Namespace) -> dict:
-    return {"n_trials": args.n_trials, "heartbeat_interval": args.heartbeat_interval,
+    return {"share": _share(args.share), "n_trials": args.n_trials,
+            "heartbeat_interval": args.heartbeat_interval,
             "grace_period": args.grace_period, "max_retries": args.max_retries,
             "run_dir": getattr(args, "run_dir", None), "threads": args.threads or None,
             "wait_for_running": not args.no_wait}
