@@ -36,7 +36,7 @@ def test_diverged_runs_are_completed_with_status(tmp_path: Path) -> None:
     st = sweep_status(sw.storage, "s")
     assert (st.done, st.diverged, st.failed, st.left) == (4, 2, 0, 0)
     study = optuna.load_study(study_name="s", storage=sw.storage)
-    by_lr = {t.params["log2_lr"]: t for t in study.trials}
+    by_lr = {float(t.user_attrs["run_key"].split(",")[0].split("=")[1]): t for t in study.trials}
     assert by_lr[2.0].state == optuna.trial.TrialState.COMPLETE
     assert by_lr[2.0].user_attrs["status"] == "diverged" and by_lr[2.0].value == math.inf
     frame = results_frame(sw.storage, "s")
