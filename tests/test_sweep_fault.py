@@ -88,3 +88,20 @@ def test_sigkilled_worker_postgres(tmp_path: Path) -> None:
         _kill_one_mid_trial(cluster.url, run_dir)
     finally:
         stop_cluster(root, remove=True)
+
+
+def test_two_workers_retry_exceptions_without_losing_points(tmp_path: Path) -> None:
+    # A retry is queued while the failing trial still reads RUNNING; the other worker may pop it at once
+    # and must not mistake the failing trial for a rival run of the same point.
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    storage = f"sqlite:///{run_dir / 'sweep.db'}"
+    spec = SweepSpec(axes={"log2_lr": POINTS})
+    create_sweep("retry", spec, objective="sweep_objectives:fails_first_attempt", storage=storage,
+                 run_dir=run_dir)
+    procs = spawn_workers(storage, "retry", 2, heartbeat_interval=1, max_retries=1)
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    status = sweep_status(storage, "retry")
+    assert (status.done, status.failed, status.left) == (len(POINTS), 0, 0), str(status)
+    attempts = Counter(line.split("\t")[0] for line in (run_dir / "attempts.log").read_text().splitlines())
+    assert set(attempts.values()) == {2}  # each point: one failure, one successful retry

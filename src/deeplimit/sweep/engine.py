@@ -463,7 +463,8 @@ class _TrialRunner:
         self.objective_s = 0.0
         self.index = _KeyIndex(study)
 
-    def _same_key(self, key: str, number: int) -> tuple[list[tuple[int, TrialState]], str | None]:
+    def _same_key(self, key: str, number: int,
+                  retry_of: int | None = None) -> tuple[list[tuple[int, TrialState]], str | None]:
         """Trials of ``key`` other than ``number`` and, if this run must be skipped, why.
 
         Read fresh, after this trial became RUNNING: two workers may have queued the same point. Any other
@@ -471,9 +472,12 @@ class _TrialRunner:
         later checker always sees the earlier one: at most one of them trains. If both see each other,
         both step aside and the point, having only skipped (PRUNED) trials, is queued again by the next
         refill. A RUNNING trial of a dead worker is failed by the heartbeat check and retried, so skipping
-        never loses a point.
+        never loses a point. The trial that queued this one as a retry after an exception (``retry_of``)
+        may still read RUNNING for a moment before Optuna marks it FAIL: it counts as failed, not as a
+        rival.
         """
-        others = [(n, st) for n, st, k in self.index.rows() if n != number and k == key]
+        others = [(n, TrialState.FAIL if n == retry_of and st == TrialState.RUNNING else st)
+                  for n, st, k in self.index.rows() if n != number and k == key]
         for n, st in others:
             if st == TrialState.COMPLETE:
                 return others, f"duplicate: {key} already completed in trial {n}"
@@ -503,7 +507,8 @@ class _TrialRunner:
             trial.set_user_attr("skipped", "surplus: no grid point left in the queue")
             self.study.stop()
             raise optuna.TrialPruned("no grid point left")
-        others, skip = self._same_key(key, trial.number)
+        retry_of = attrs.get("retry_of")
+        others, skip = self._same_key(key, trial.number, int(retry_of) if retry_of is not None else None)
         if skip:
             trial.set_user_attr("skipped", skip)
             raise optuna.TrialPruned(skip)
@@ -769,7 +774,7 @@ class SweepStatus:
     running: int
     waiting: int
     failed: int
-    missing: int
+    pending: int
     table: pd.DataFrame
 
     @property
@@ -778,12 +783,12 @@ class SweepStatus:
 
     def counts(self) -> dict[str, int]:
         return {"total": self.total, "done": self.done, "diverged": self.diverged, "running": self.running,
-                "waiting": self.waiting, "failed": self.failed, "missing": self.missing, "left": self.left}
+                "waiting": self.waiting, "failed": self.failed, "pending": self.pending, "left": self.left}
 
     def __str__(self) -> str:
         c = self.counts()
         return ("{done}/{total} done ({diverged} diverged), {running} running, {waiting} waiting, "
-                "{failed} failed, {missing} not enqueued, {left} left").format(**c)
+                "{failed} failed, {pending} pending (not yet queued), {left} left").format(**c)
 
 
 def _open_for_reading(storage: str, name: str) -> tuple[optuna.Study, SweepSpec]:
@@ -792,7 +797,7 @@ def _open_for_reading(storage: str, name: str) -> tuple[optuna.Study, SweepSpec]
 
 
 def sweep_status(storage: str, name: str) -> SweepStatus:
-    """Where the sweep stands: per grid point ``done | running | waiting | failed | missing``."""
+    """Where the sweep stands: per grid point ``done | running | waiting | failed | pending``."""
     study, spec = _open_for_reading(storage, name)
     by_key: dict[str, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False):
@@ -814,7 +819,7 @@ def sweep_status(storage: str, name: str) -> SweepStatus:
         elif TrialState.FAIL in states:
             state = "failed"
         else:
-            state = "missing"
+            state = "pending"
         status = complete[0].user_attrs.get("status", "ok") if complete else ""
         error = ""
         fails = [t for t in trials if t.state == TrialState.FAIL]
@@ -832,7 +837,7 @@ def sweep_status(storage: str, name: str) -> SweepStatus:
     return SweepStatus(total=len(table), done=int((st == "done").sum()),
                        diverged=int(((st == "done") & (table["status"] == "diverged")).sum()),
                        running=int((st == "running").sum()), waiting=int((st == "waiting").sum()),
-                       failed=int((st == "failed").sum()), missing=int((st == "missing").sum()), table=table)
+                       failed=int((st == "failed").sum()), pending=int((st == "pending").sum()), table=table)
 
 
 def results_frame(storage: str, name: str) -> pd.DataFrame:
