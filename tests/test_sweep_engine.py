@@ -131,3 +131,16 @@ def test_storage_and_objective_errors(tmp_path: Path) -> None:
         sweep_status(f"sqlite:///{tmp_path}/other.db", "nothing")
     with pytest.raises(DeeplimitError, match="empty"):
         SweepSpec(axes={"log2_lr": []})
+
+
+def test_journal_storage_and_lazy_api(tmp_path: Path) -> None:
+    import deeplimit.sweep as sweep_api
+
+    assert sweep_api.SweepSpec is SweepSpec
+    url = f"journal:{tmp_path / 'sweep.journal'}"
+    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [1.0, 2.0], storage=url)
+    report = run_worker(url, "s", **FAST)
+    assert report.completed == 2
+    assert sweep_status(url, "s").done == 2
+    assert sorted(results_frame(url, "s").query("metric == 'loss'")["value"]) == [1.0, 4.0]
+    assert sw.storage == url

@@ -738,7 +738,9 @@ def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: floa
                    **kwargs: Any) -> list[int]:
     """Run the sweep with ``n_workers`` local worker processes; wait for them and return exit codes.
 
-    Keyword arguments are those of :func:`run_worker` (``heartbeat_interval``, ``max_retries``, …).
+    Keyword arguments: ``heartbeat_interval``, ``grace_period``, ``max_retries``, ``run_dir``,
+    ``threads``, ``n_trials`` (per worker), as for :func:`run_worker`. Worker i of n gets the share
+    ``(i, n)`` of the grid, so workers started together queue disjoint points.
     Separate processes rather than threads: each gets its own interpreter and one BLAS thread, which is
     the fastest layout on the 2-core target (ecosystem spec §7).
     """
