@@ -1,0 +1,425 @@
+"""Learning-rate transfer analysis on the tidy long table (depth-mup spec §11.4).
+
+Pure functions of pandas frames; nothing here knows about Optuna or training.
+
+Per (group, size) — group is usually ``preset``, size ``depth`` (or ``width``):
+
+* seed-mean loss on the log2-LR grid; a diverged run counts as +∞ (so an LR where any seed diverged
+  cannot be the optimum) but stays in the tables;
+* η̂*: grid argmin of the seed-mean curve, refined to the vertex of the parabola through k−1, k, k+1 when
+  its curvature is positive and the vertex lies within one grid step of k; an argmin on the first or last
+  grid point is *censored* (reported, flagged, never used as an estimate);
+* uncertainty: bootstrap over seeds (1000 resamples) → 16–84 % interval; the grid half-step is a floor on
+  the standard error used for weighting;
+* per-seed argmins and the best (seed-mean) loss.
+
+Per group: weighted least-squares slope b of log2 η̂* on log2 size (weights 1/SE², uncensored sizes
+only), total drift D = b·log2(size_max/size_min) with a 95 % interval, range max−min of log2 η̂*, and a
+plain-words verdict: "transfers" if |D| ≤ 0.5, "shifts" if the interval excludes 0 and |D| > 1, else
+"inconclusive". The fitted trend η*(size) ∝ size^b (:class:`Trend`) predicts the LR at a target size even
+when the rule does not transfer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from deeplimit.errors import DeeplimitError
+
+__all__ = [
+    "Optimum",
+    "Trend",
+    "TransferAnalysis",
+    "final_values",
+    "estimate_optimum",
+    "seed_mean_curves",
+    "summarize",
+    "drift_table",
+    "fit_trend",
+    "verdict",
+    "analyze",
+    "TRANSFER_TOL",
+    "SHIFT_MIN",
+]
+
+TRANSFER_TOL = 0.5  # |D| ≤ half an octave over the whole size range: "transfers"
+SHIFT_MIN = 1.0  # |D| > one octave and the 95 % interval excludes 0: "shifts"
+SIZE_UNITS = {"depth": "blocks", "width": "width", "n_layers": "layers"}
+
+
+def _cols(group: str | Sequence[str]) -> list[str]:
+    return [group] if isinstance(group, str) else list(group)
+
+
+def _require(frame: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise DeeplimitError(f"{what} lacks columns {missing} (has {list(frame.columns)}); pass the right "
+                             "group=/size= names or add the columns")
+
+
+def _with_log2_lr(frame: pd.DataFrame) -> pd.DataFrame:
+    if "log2_lr" in frame.columns:
+        return frame
+    if "lr" in frame.columns:
+        frame = frame.copy()
+        frame["log2_lr"] = np.log2(frame["lr"].astype(float))
+        return frame
+    raise DeeplimitError("the table has neither 'log2_lr' nor 'lr'; transfer analysis needs the LR of "
+                         "every run")
+
+
+def final_values(long: pd.DataFrame, metric: str = "objective") -> pd.DataFrame:
+    """One row per run: the ``metric`` row at the run's last step (diverged or non-finite → +∞).
+
+    Runs are identified by ``run_id`` when present. The result keeps every column of the long table.
+    """
+    if "metric" in long.columns:
+        if metric not in set(long["metric"]):
+            raise DeeplimitError(f"metric {metric!r} is not in the table (metrics: "
+                                 f"{sorted(map(str, set(long['metric'])))}); pass metric=…")
+        runs = long[long["metric"] == metric]
+    else:
+        runs = long
+    runs = _with_log2_lr(runs)
+    if "step" in runs.columns and "run_id" in runs.columns:
+        order = runs.assign(_step=runs["step"].astype(float).fillna(-math.inf)).sort_values("_step",
+                                                                                            kind="stable")
+        runs = order.groupby("run_id", sort=False).tail(1).drop(columns="_step")
+    runs = runs.copy()
+    values = pd.to_numeric(runs["value"], errors="coerce").astype(float)
+    bad = ~np.isfinite(values)
+    if "status" in runs.columns:
+        bad |= runs["status"].astype(str).eq("diverged")
+    runs["value"] = values.where(~bad, math.inf)
+    if "status" in runs.columns:
+        runs.loc[bad, "status"] = "diverged"
+    else:
+        runs["status"] = np.where(bad, "diverged", "ok")
+    return runs.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimum of one curve (vectorised over bootstrap draws)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Optimum:
+    """η̂* of one loss curve: ``log2_lr`` (NaN if every point diverged), grid index, flags, loss there."""
+
+    log2_lr: float
+    index: int
+    censored: bool
+    refined: bool
+    loss: float
+
+
+def _optimum_batch(x: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                          np.ndarray]:
+    """Row-wise η̂* of curves ``Y`` (draws × grid) on the sorted grid ``x``.
+
+    Returns (estimate, argmin index (−1 if none), censored, refined, loss at the estimate).
+    """
+    B, L = Y.shape
+    Yf = np.where(np.isfinite(Y), Y, np.inf)
+    k = np.argmin(Yf, axis=1)
+    ok = np.isfinite(Yf[np.arange(B), k])
+    est = np.where(ok, x[k], np.nan)
+    loss = np.where(ok, Yf[np.arange(B), k], np.inf)
+    censored = ok & ((k == 0) | (k == L - 1))
+    refined = np.zeros(B, dtype=bool)
+    inner = ok & (k > 0) & (k < L - 1)
+    if inner.any() and L >= 3:
+        kk = np.clip(k, 1, L - 2)
+        rows = np.arange(B)
+        x0, x1, x2 = x[kk - 1], x[kk], x[kk + 1]
+        y0, y1, y2 = Yf[rows, kk - 1], Yf[rows, kk], Yf[rows, kk + 1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            b1 = (y1 - y0) / (x1 - x0)
+            curv = ((y2 - y1) / (x2 - x1) - b1) / (x2 - x0)
+            vertex = (x0 + x1) / 2 - b1 / (2 * curv)
+            vloss = y0 + b1 * (vertex - x0) + curv * (vertex - x0) * (vertex - x1)
+        step = np.maximum(x1 - x0, x2 - x1)
+        good = (inner & np.isfinite(y0) & np.isfinite(y2) & (curv > 0) & np.isfinite(vertex)
+                & (np.abs(vertex - x1) <= step))
+        est = np.where(good, vertex, est)
+        loss = np.where(good, vloss, loss)
+        refined = good
+    return est, np.where(ok, k, -1), censored, refined, loss
+
+
+def estimate_optimum(log2_lr: Sequence[float], loss: Sequence[float]) -> Optimum:
+    """η̂* of one curve: grid argmin refined by the parabola vertex (depth-mup spec §11.4)."""
+    x = np.asarray(log2_lr, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
+        raise DeeplimitError("estimate_optimum needs two 1-D sequences of the same non-zero length")
+    order = np.argsort(x)
+    est, k, cen, ref, lo = _optimum_batch(x[order], y[order][None, :])
+    return Optimum(log2_lr=float(est[0]), index=int(order[k[0]]) if k[0] >= 0 else -1,
+                   censored=bool(cen[0]), refined=bool(ref[0]), loss=float(lo[0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Per (group, size)
+# ------------------------------------------------------------------------------------------------
+def _matrix(sub: pd.DataFrame, value: str, seed: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """seeds × sorted LR grid matrix (NaN where a run is missing, +inf where it diverged)."""
+    pivot = sub.pivot_table(index=seed, columns="log2_lr", values=value, aggfunc="mean", dropna=False)
+    pivot = pivot.reindex(sorted(pivot.columns), axis=1)
+    return pivot.columns.to_numpy(dtype=float), pivot.to_numpy(dtype=float), list(pivot.index)
+
+
+def _mean_over_seeds(M: np.ndarray) -> np.ndarray:
+    # Mean over the seeds present; any diverged seed makes the mean +inf (never the argmin).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(M, axis=-2)
+
+
+def seed_mean_curves(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth",
+                     value: str = "value", seed: str = "seed") -> pd.DataFrame:
+    """Seed-mean loss per (group, size, log2_lr) with counts of seeds and diverged runs."""
+    g = _cols(group)
+    runs = _with_log2_lr(runs)
+    _require(runs, [*g, size, value], "the runs table")
+    vals = runs[value].astype(float)
+    runs = runs.assign(_v=vals, _div=~np.isfinite(vals))
+    out = runs.groupby([*g, size, "log2_lr"], sort=True).agg(
+        mean_loss=("_v", lambda v: float(np.mean(v)) if np.isfinite(v).all() else math.inf),
+        n_seeds=("_v", "size"), n_diverged=("_div", "sum")).reset_index()
+    out["n_diverged"] = out["n_diverged"].astype(int)
+    return out
+
+
+def summarize(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth", *,
+              value: str = "value", seed: str = "seed", n_boot: int = 1000,
+              ci: tuple[float, float] = (16, 84), rng: int | np.random.Generator = 0) -> pd.DataFrame:
+    """Summary table per (group, size): ``log2_eta_star, ci_low, ci_high, se, per_seed_argmins, censored,
+    best_loss`` and bookkeeping columns (depth-mup spec §11.8).
+
+    ``runs`` has one row per run (see :func:`final_values`), with columns ``group…, size, log2_lr (or lr),
+    seed, value`` and optionally ``status``.
+    """
+    g = _cols(group)
+    runs = _with_log2_lr(runs)
+    if seed not in runs.columns:
+        runs = runs.assign(**{seed: 0})
+    _require(runs, [*g, size, value], "the runs table")
+    if runs.empty:
+        raise DeeplimitError("the runs table is empty; run the sweep (or check the metric name) first")
+    runs = runs.assign(**{value: runs[value].astype(float).where(lambda v: np.isfinite(v), math.inf)})
+    if "status" in runs.columns:
+        runs.loc[runs["status"].astype(str).eq("diverged"), value] = math.inf
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    records = []
+    for keys, sub in runs.groupby([*g, size], sort=True):
+        x, M, seeds = _matrix(sub, value, seed)
+        mean = _mean_over_seeds(M)
+        est, k, cen, ref, loss = _optimum_batch(x, mean[None, :])
+        S = M.shape[0]
+        # Bootstrap over seeds: resample whole seeds (their curves share the batch order across LRs).
+        idx = gen.integers(0, S, size=(n_boot, S))
+        boot_est, _, boot_cen, _, _ = _optimum_batch(x, _mean_over_seeds(M[idx]))
+        finite = boot_est[np.isfinite(boot_est)]
+        lo, hi = (np.percentile(finite, ci) if finite.size else (math.nan, math.nan))
+        per_seed, *_ = _optimum_batch(x, np.where(np.isnan(M), np.inf, M))
+        half_step = float(np.median(np.diff(x)) / 2) if len(x) > 1 else math.nan
+        se = max((hi - lo) / 2, half_step) if np.isfinite(lo) else half_step
+        records.append({
+            **dict(zip([*g, size], keys)),
+            "log2_eta_star": float(est[0]),
+            "ci_low": float(lo), "ci_high": float(hi), "se": float(se), "half_step": half_step,
+            "per_seed_argmins": ";".join("nan" if not np.isfinite(v) else f"{v:g}" for v in per_seed),
+            "censored": bool(cen[0]), "refined": bool(ref[0]),
+            "best_loss": float(np.min(np.where(np.isfinite(mean), mean, np.inf))),
+            "grid_argmin": float(x[k[0]]) if k[0] >= 0 else math.nan,
+            "loss_at_optimum": float(loss[0]),
+            "boot_censored_frac": float(boot_cen.mean()),
+            "n_seeds": S, "n_lr": len(x), "n_diverged": int(np.isinf(M).sum()),
+            "lr_min": float(x.min()), "lr_max": float(x.max()),
+        })
+    return pd.DataFrame.from_records(records)
+
+
+# ------------------------------------------------------------------------------------------------
+# Drift across sizes
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Trend:
+    """Fitted ``log2 η* = intercept + slope · log2 size``, i.e. ``η*(size) ∝ size^slope``."""
+
+    intercept: float
+    slope: float
+    cov: tuple[tuple[float, float], tuple[float, float]]
+    crit: float  # two-sided 95 % critical value used for the intervals (normal or Student t)
+    sizes: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def exponent(self) -> float:
+        """k in η* ∝ size^k."""
+        return self.slope
+
+    @property
+    def slope_se(self) -> float:
+        return math.sqrt(self.cov[1][1])
+
+    def predict_log2_lr(self, size: float) -> float:
+        return self.intercept + self.slope * math.log2(size)
+
+    def interval(self, size: float) -> tuple[float, float]:
+        """95 % interval of the fitted log2 η* at ``size`` (uncertainty of the trend line)."""
+        x = math.log2(size)
+        var = self.cov[0][0] + 2 * x * self.cov[0][1] + x * x * self.cov[1][1]
+        half = self.crit * math.sqrt(max(var, 0.0))
+        centre = self.predict_log2_lr(size)
+        return centre - half, centre + half
+
+    def predict_lr(self, size: float) -> float:
+        """Predicted optimal learning rate at ``size`` (extrapolating the fitted power law)."""
+        return 2.0 ** self.predict_log2_lr(size)
+
+
+def fit_trend(sizes: Sequence[float], log2_eta: Sequence[float], se: Sequence[float]) -> Trend:
+    """Weighted least squares of log2 η̂* on log2 size with weights 1/SE².
+
+    The SEs come from the bootstrap (floored at the grid half-step). When the scatter exceeds them
+    (reduced χ² > 1) the covariance is scaled by it and Student-t quantiles are used, so an
+    underestimated SE cannot make a drift look significant.
+    """
+    x = np.log2(np.asarray(sizes, dtype=float))
+    y = np.asarray(log2_eta, dtype=float)
+    s = np.asarray(se, dtype=float)
+    if len(x) < 2 or len(np.unique(x)) < 2:
+        raise DeeplimitError("a trend needs at least two distinct sizes with an uncensored optimum; extend "
+                             "the LR grid where the argmin sits on an edge, or add sizes")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise DeeplimitError(f"standard errors must be positive and finite, got {s.tolist()}")
+    w = 1.0 / s**2
+    X = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(X.T @ (w[:, None] * X))
+    a, b = cov @ (X.T @ (w * y))
+    n = len(x)
+    crit = float(stats.norm.ppf(0.975))
+    if n > 2:
+        chi2 = float(np.sum(w * (y - a - b * x) ** 2))
+        birge = chi2 / (n - 2)
+        if birge > 1:
+            cov = cov * birge
+            crit = float(stats.t.ppf(0.975, n - 2))
+    return Trend(intercept=float(a), slope=float(b),
+                 cov=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+                 crit=crit, sizes=tuple(float(v) for v in np.asarray(sizes, dtype=float)))
+
+
+def verdict(drift: float, ci: tuple[float, float]) -> str:
+    """``"transfers"`` if |D| ≤ 0.5; ``"shifts"`` if the 95 % interval excludes 0 and |D| > 1; else
+    ``"inconclusive"`` (depth-mup spec §11.4)."""
+    if not math.isfinite(drift):
+        return "inconclusive"
+    if abs(drift) <= TRANSFER_TOL:
+        return "transfers"
+    if abs(drift) > SHIFT_MIN and (ci[0] > 0 or ci[1] < 0):
+        return "shifts"
+    return "inconclusive"
+
+
+def _fmt_size(v: float) -> str:
+    return f"{v:g}"
+
+
+def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset",
+                size: str = "depth") -> tuple[pd.DataFrame, dict[tuple, Trend]]:
+    """Drift table per group (``slope, drift, drift_ci, range, verdict`` …) and the fitted trends."""
+    g = _cols(group)
+    _require(summary, [*g, size, "log2_eta_star", "se", "censored"], "the summary table")
+    unit = SIZE_UNITS.get(size, size)
+    rows, trends = [], {}
+    for keys, sub in summary.groupby(g, sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        usable = sub[~sub["censored"].astype(bool) & np.isfinite(sub["log2_eta_star"])]
+        n_cen = int(sub["censored"].astype(bool).sum())
+        n_none = int((~np.isfinite(sub["log2_eta_star"])).sum())
+        row: dict = {**dict(zip(g, keys)), "n_sizes": len(sub), "n_used": len(usable), "n_censored": n_cen,
+                     "n_no_optimum": n_none, "size_min": math.nan, "size_max": math.nan,
+                     "slope": math.nan, "slope_ci_low": math.nan, "slope_ci_high": math.nan,
+                     "intercept": math.nan, "drift": math.nan, "drift_ci_low": math.nan,
+                     "drift_ci_high": math.nan, "range": math.nan,
+                     "best_loss_min": float(sub["best_loss"].min()) if "best_loss" in sub else math.nan}
+        notes = []
+        if n_cen:
+            notes.append(f"{n_cen} size(s) with the optimum on a grid edge (censored, not used)")
+        if n_none:
+            notes.append(f"{n_none} size(s) diverged at every LR")
+        if len(usable) >= 2 and usable[size].nunique() >= 2:
+            trend = fit_trend(usable[size].to_numpy(float), usable["log2_eta_star"].to_numpy(float),
+                              usable["se"].to_numpy(float))
+            trends[keys] = trend
+            smin, smax = float(usable[size].min()), float(usable[size].max())
+            span = math.log2(smax / smin)
+            half = trend.crit * trend.slope_se
+            d = trend.slope * span
+            dlo, dhi = (trend.slope - half) * span, (trend.slope + half) * span
+            v = verdict(d, (dlo, dhi))
+            row.update(size_min=smin, size_max=smax, slope=trend.slope, slope_ci_low=trend.slope - half,
+                       slope_ci_high=trend.slope + half, intercept=trend.intercept, drift=d,
+                       drift_ci_low=dlo, drift_ci_high=dhi,
+                       range=float(usable["log2_eta_star"].max() - usable["log2_eta_star"].min()))
+            text = (f"{v}: η* drifts {d:+.2f} log2 units (95% CI {dlo:+.2f} to {dhi:+.2f}) over "
+                    f"{_fmt_size(smin)}→{_fmt_size(smax)} {unit}; η* ∝ {size}^{trend.slope:+.2f}")
+        else:
+            v = "inconclusive"
+            text = f"inconclusive: fewer than two {unit} sizes with an uncensored optimum"
+        if notes:
+            text += " (" + "; ".join(notes) + ")"
+        row["verdict"] = v
+        row["verdict_text"] = text
+        row["drift_ci"] = (f"[{row['drift_ci_low']:+.2f}, {row['drift_ci_high']:+.2f}]"
+                           if math.isfinite(row["drift_ci_low"]) else "")
+        rows.append(row)
+    return pd.DataFrame.from_records(rows), trends
+
+
+# ------------------------------------------------------------------------------------------------
+# Everything at once
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TransferAnalysis:
+    """Result of :func:`analyze`: curves, summary and drift tables, fitted trends per group."""
+
+    group: list[str]
+    size: str
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    summary: pd.DataFrame
+    drift: pd.DataFrame
+    trends: dict[tuple, Trend]
+
+    def predict_lr(self, group: str | tuple, size: float) -> float:
+        """Optimal LR predicted at ``size`` for ``group`` from its fitted trend."""
+        key = group if isinstance(group, tuple) else (group,)
+        if key not in self.trends:
+            raise DeeplimitError(f"no fitted trend for {key} (fitted: {list(self.trends)}); the group needs "
+                                 "two sizes with an uncensored optimum")
+        return self.trends[key].predict_lr(size)
+
+    def verdicts(self) -> dict[tuple, str]:
+        return {tuple(r[c] for c in self.group): r["verdict_text"] for _, r in self.drift.iterrows()}
+
+
+def analyze(table: pd.DataFrame, metric: str = "objective", group: str | Sequence[str] = "preset",
+            size: str = "depth", *, n_boot: int = 1000, rng: int = 0) -> TransferAnalysis:
+    """Full §11.4 analysis of a long table (or of a one-row-per-run table without a ``metric`` column)."""
+    runs = final_values(table, metric)
+    g = _cols(group)
+    curves = seed_mean_curves(runs, g, size)
+    summary = summarize(runs, g, size, n_boot=n_boot, rng=rng)
+    drift, trends = drift_table(summary, g, size)
+    return TransferAnalysis(group=g, size=size, runs=runs, curves=curves, summary=summary, drift=drift,
+                            trends=trends)

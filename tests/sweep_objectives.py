@@ -1,0 +1,65 @@
+"""Objectives used by the sweep tests; imported by dotted path in worker processes.
+
+Each leaves a trace on disk (markers, completion log) so the tests can see what really ran, and where
+it was interrupted, independently of what the storage says.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from deeplimit.sweep.engine import TrialContext, TrialResult
+
+
+def _append(path: os.PathLike[str] | str, line: str) -> None:
+    # O_APPEND writes of one short line are atomic across processes.
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
+
+
+_calls = 0
+
+
+def slow_marked(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    """Write a 'started' marker, sleep, log the completion, return a parabola in log2_lr.
+
+    A process's first trial sleeps ``first_sleep`` (longer), so a test that kills a worker as soon as its
+    first marker appears surely hits it mid-trial even on a loaded machine.
+    """
+    global _calls
+    _calls += 1
+    started = context.sweep_dir / "started"
+    started.mkdir(exist_ok=True)
+    (started / f"{os.getpid()}-{context.trial_number}").write_text(context.run_key)
+    time.sleep(float(point.get("first_sleep" if _calls == 1 else "sleep", 1.0)))
+    _append(context.sweep_dir / "completions.log", f"{context.run_key}\t{os.getpid()}")
+    x = float(point["log2_lr"])
+    loss = (x + 1.0) ** 2
+    return TrialResult(value=loss, rows=[{"step": 1, "metric": "train_loss", "value": loss}])
+
+
+def fails_always(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    _append(context.sweep_dir / "attempts.log", f"{context.run_key}\t{context.attempt}")
+    raise RuntimeError(f"boom at {context.run_key}")
+
+
+def fails_first_attempt(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    _append(context.sweep_dir / "attempts.log", f"{context.run_key}\t{context.attempt}")
+    if context.attempt == 1:
+        raise RuntimeError("transient failure")
+    return TrialResult(value=1.0)
+
+
+def nan_or_value(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    """NaN loss for log2_lr > 0 (diverged), else a finite loss; counts calls."""
+    _append(context.sweep_dir / "calls.log", context.run_key)
+    x = float(point["log2_lr"])
+    return TrialResult(value=math.nan if x > 0 else 1.0 + x * x,
+                       rows=[{"step": 0, "metric": "train_loss", "value": 2.0}])
+
+
+def returns_float(point: dict[str, Any], context: TrialContext) -> float:
+    return float(point["log2_lr"]) ** 2

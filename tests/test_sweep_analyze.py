@@ -1,0 +1,124 @@
+"""Transfer analysis on synthetic tables with known optima."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.sweep.analyze import analyze, estimate_optimum, final_values, fit_trend, summarize, verdict
+
+GRID = np.arange(-12.0, -3.5, 1.0)
+
+
+def _table(slopes: dict[str, float], depths=(4, 8, 16, 32, 64, 128), seeds=3, noise=0.01,
+           rng: int = 0) -> pd.DataFrame:
+    """Parabolic loss in log2 LR whose vertex moves by ``slope`` per doubling of depth."""
+    gen = np.random.default_rng(rng)
+    rows = []
+    for preset, k in slopes.items():
+        for L in depths:
+            opt = -8.0 + k * math.log2(L / depths[0])
+            for s in range(seeds):
+                for x in GRID:
+                    rows.append({"preset": preset, "depth": L, "seed": s, "log2_lr": x,
+                                 "value": 1.0 + 0.1 * (x - opt) ** 2 + gen.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_parabola_vertex_recovered_exactly() -> None:
+    x = np.arange(-10.0, -4.0)
+    opt = estimate_optimum(x, 0.3 * (x + 7.3) ** 2 + 2.0)
+    assert opt.refined and not opt.censored
+    assert opt.log2_lr == pytest.approx(-7.3, abs=1e-9)
+    assert opt.loss == pytest.approx(2.0, abs=1e-9)
+
+
+def test_edge_argmin_is_censored_and_not_refined() -> None:
+    x = np.arange(-10.0, -4.0)
+    opt = estimate_optimum(x, x)  # increasing: minimum on the first grid point
+    assert opt.censored and not opt.refined and opt.log2_lr == -10.0
+
+
+def test_diverged_points_never_argmin() -> None:
+    x = np.arange(-6.0, 0.0)
+    y = np.array([5.0, 4.0, 3.0, 2.0, math.inf, math.nan])  # would keep falling, but diverged
+    opt = estimate_optimum(x, y)
+    assert opt.log2_lr == -3.0 and not opt.refined and not opt.censored
+    none = estimate_optimum(x, np.full(6, math.inf))
+    assert math.isnan(none.log2_lr) and none.index == -1
+
+
+def test_bootstrap_interval_covers_truth() -> None:
+    table = _table({"flat": 0.0}, depths=(8,), seeds=6, noise=0.02, rng=3)
+    summary = summarize(table, n_boot=1000)
+    row = summary.iloc[0]
+    assert row["ci_low"] <= -8.0 <= row["ci_high"]
+    assert row["ci_high"] - row["ci_low"] < 0.5
+    assert len(row["per_seed_argmins"].split(";")) == 6
+    assert row["se"] >= row["half_step"] == 0.5
+
+
+def test_verdict_flips_between_transfers_and_shifts() -> None:
+    result = analyze(_table({"flat": 0.0, "drifting": -0.5}), n_boot=300)
+    drift = result.drift.set_index("preset")
+    assert drift.loc["flat", "verdict"] == "transfers"
+    assert abs(drift.loc["flat", "drift"]) < 0.2
+    assert drift.loc["drifting", "verdict"] == "shifts"
+    assert drift.loc["drifting", "drift"] == pytest.approx(-2.5, abs=0.3)  # −0.5 × log2(128/4)
+    assert drift.loc["drifting", "drift_ci_high"] < 0
+    assert "transfers: η* drifts" in drift.loc["flat", "verdict_text"]
+    assert "4→128 blocks" in drift.loc["flat", "verdict_text"]
+    # A shifting rule still predicts the LR at the target size from its fitted power law.
+    assert math.log2(result.predict_lr("drifting", 256)) == pytest.approx(-8 - 0.5 * 6, abs=0.35)
+    assert result.trends[("drifting",)].exponent == pytest.approx(-0.5, abs=0.1)
+
+
+def test_censored_sizes_are_excluded_from_the_fit() -> None:
+    table = _table({"p": -1.0}, depths=(4, 8, 16, 32, 64))  # vertex leaves the grid at L = 64
+    result = analyze(table, n_boot=200)
+    s = result.summary.set_index("depth")
+    assert bool(s.loc[64, "censored"]) and not bool(s.loc[4, "censored"])
+    d = result.drift.iloc[0]
+    assert d["n_censored"] >= 1 and d["n_used"] == len(s) - d["n_censored"]
+    assert "censored" in d["verdict_text"]
+
+
+def test_diverged_status_counts_as_infinite_but_stays() -> None:
+    table = _table({"p": 0.0}, depths=(4, 8), seeds=2)
+    table["status"] = "ok"
+    hot = table["log2_lr"] >= -5
+    table.loc[hot, "status"] = "diverged"
+    runs = final_values(table)
+    assert len(runs) == len(table) and np.isinf(runs.loc[runs["log2_lr"] >= -5, "value"]).all()
+    summary = summarize(runs, n_boot=100)
+    assert (summary["n_diverged"] == 2 * 2).all()  # 2 LRs × 2 seeds per depth
+    assert (summary["log2_eta_star"] < -5).all()
+
+
+def test_long_table_metric_selection() -> None:
+    table = _table({"p": 0.0}, depths=(4, 8), seeds=1)
+    table["run_id"] = [f"r{i}" for i in range(len(table))]
+    table["metric"], table["step"] = "loss", 100
+    early = table.assign(metric="loss", step=10, value=99.0)
+    long = pd.concat([early, table])
+    runs = final_values(long, "loss")
+    assert len(runs) == len(table) and (runs["value"] < 99).all()  # last step wins
+    with pytest.raises(DeeplimitError, match="not in the table"):
+        final_values(long, "accuracy")
+
+
+def test_fit_trend_and_verdict_rules() -> None:
+    t = fit_trend([4, 8, 16], [-8.0, -9.0, -10.0], [0.1, 0.1, 0.1])
+    assert t.slope == pytest.approx(-1.0) and t.predict_lr(32) == pytest.approx(2.0**-11)
+    lo, hi = t.interval(32)
+    assert lo < -11 < hi
+    with pytest.raises(DeeplimitError):
+        fit_trend([4], [-8.0], [0.1])
+    assert verdict(0.4, (-2.0, 2.0)) == "transfers"
+    assert verdict(-1.5, (-2.5, -0.5)) == "shifts"
+    assert verdict(-1.5, (-3.0, 0.2)) == "inconclusive"
+    assert verdict(0.8, (0.1, 1.5)) == "inconclusive"
