@@ -261,7 +261,8 @@ def sample_network(
         for start in range(0, paths, chunk):
             b = min(chunk, paths - start)
             parts.append(
-                _run(kind, n, d, initial_X(b, n, V0, X0, init_std, gen, dtype), n_k, gamma, tau0, c_plus,
+                _run(kind, n, d, initial_X(b, n, V0, X0[start:start + b] if X0 is not None and X0.ndim == 3
+                                           else X0, init_std, gen, dtype), n_k, gamma, tau0, c_plus,
                      c_minus, variant, gen, save_every, layers, band, explicit=True)
             )
         return NetworkSamples(
