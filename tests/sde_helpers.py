@@ -14,8 +14,9 @@ def ks_critical(n1: int, n2: int, alpha: float = 0.05) -> float:
     return c * math.sqrt((n1 + n2) / (n1 * n2))
 
 
-def ks_with_seed_policy(run: Callable[[int], list[float]], threshold: float, seeds: tuple[int, ...] = (1, 2, 3)
-                        ) -> list[float]:
+def ks_with_seed_policy(
+    run: Callable[[int], list[float]], threshold: float, seeds: tuple[int, ...] = (1, 2, 3)
+) -> list[float]:
     """Spec §9 check 2 seed policy: pinned seed 0 first; if any KS exceeds ``threshold``, the failure is
     inconclusive and the check is re-run with 3 fresh seeds, requiring the per-quantity median ≤ threshold.
     Returns the KS values that were finally judged."""

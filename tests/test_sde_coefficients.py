@@ -48,11 +48,17 @@ def test_index_equals_matrix_form_quartic_m8_spot() -> None:
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, 8, (40, 4), generator=g)
     for a, b, d, w in idx.tolist():
-        ref = sum(
-            V[a, k] * V[d, u] * S1[b, k, w, u] + V[a, k] * V[w, u] * S1[b, k, d, u]
-            + V[b, u] * V[d, k] * S1[a, u, w, k] + V[b, u] * V[w, k] * S1[a, u, d, k]
-            for u in range(8) for k in range(8)
-        ) / 64
+        ref = (
+            sum(
+                V[a, k] * V[d, u] * S1[b, k, w, u]
+                + V[a, k] * V[w, u] * S1[b, k, d, u]
+                + V[b, u] * V[d, k] * S1[a, u, w, k]
+                + V[b, u] * V[w, k] * S1[a, u, d, k]
+                for u in range(8)
+                for k in range(8)
+            )
+            / 64
+        )
         assert abs(float(A[a, b, d, w] - ref)) <= 1e-12 * float(A.abs().max())
 
 

@@ -38,11 +38,13 @@ def normwise(est: torch.Tensor, th: torch.Tensor) -> float:
     return float((est - th).abs().max() / th.abs().max())
 
 
-def antithetic_drift(V: torch.Tensor, gamma: float, tau0: float, n: int, N: int, seed: int,
-                     bartlett: bool = True) -> torch.Tensor:
+def antithetic_drift(
+    V: torch.Tensor, gamma: float, tau0: float, n: int, N: int, seed: int, bartlett: bool = True
+) -> torch.Tensor:
     """``mean n γ² (½(A₊VA₊ᵀ + A₋VA₋ᵀ) − V)`` with ``Y = (L Z_Q)(L Z_K)ᵀ``, ``n_k = n`` (spec §9 check 1).
 
-    ``bartlett=True`` draws ``Z_Q Z_Kᵀ`` as ``G R`` (same law, O(m²) per sample); ``False`` draws ``Z_Q, Z_K``.
+    ``bartlett=True`` draws ``Z_Q Z_Kᵀ`` as ``G R`` (same law, O(m²) per sample); ``False`` draws ``Z_Q,
+    Z_K``.
     """
     m = V.shape[-1]
     L = torch.linalg.cholesky(V)
@@ -64,7 +66,9 @@ def antithetic_drift(V: torch.Tensor, gamma: float, tau0: float, n: int, N: int,
     return n * gamma**2 * acc / N
 
 
-def one_step_cov(V: torch.Tensor, kind: str, gamma: float, tau0: float, n: int, N: int, seed: int) -> torch.Tensor:
+def one_step_cov(
+    V: torch.Tensor, kind: str, gamma: float, tau0: float, n: int, N: int, seed: int
+) -> torch.Tensor:
     """``n · Cov(ΔV)`` (p×p, upper triangle) of one layer/block sampled in law from ``V``."""
     m = V.shape[-1]
     g = torch.Generator().manual_seed(seed)
@@ -103,8 +107,9 @@ def test_attention_drift_antithetic(setting: str) -> None:
         assert normwise(est, first) > 0.2
 
 
-def attention_sigma(V: torch.Tensor, gamma: float, tau0: float, drop_att: bool = False,
-                    k_lin: float | None = None) -> torch.Tensor:
+def attention_sigma(
+    V: torch.Tensor, gamma: float, tau0: float, drop_att: bool = False, k_lin: float | None = None
+) -> torch.Tensor:
     sc = Scenario("attention", gamma, tau0)
     kl = sc.kappa_lin if k_lin is None else k_lin
     S = kl * I.sigma_lin_index(V)
@@ -169,7 +174,8 @@ def test_lemma_c1_logit_moments() -> None:
     L = torch.linalg.cholesky(V)
     g = torch.Generator().manual_seed(2)
     Y = (L @ torch.randn(N, m, n_k, generator=g, dtype=torch.float64)) @ (
-        L @ torch.randn(N, m, n_k, generator=g, dtype=torch.float64)).mT
+        L @ torch.randn(N, m, n_k, generator=g, dtype=torch.float64)
+    ).mT
     Yf = Y.reshape(N, m * m)
     est = (Yf.T @ Yf / N).reshape(m, m, m, m)
     th = n_k * torch.einsum("ad,bw->abdw", V, V)

@@ -1,4 +1,5 @@
-"""Spec §9 check 5: exact finite-n shaped-ReLU identity by 2-D quadrature, convergence to ν, erratum control."""
+"""Spec §9 check 5: exact finite-n shaped-ReLU identity by 2-D quadrature, convergence to ν, erratum
+control."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def expectation_quadrature(rho: float, sp: float, sm: float) -> float:
 def closed_form_expectation(rho: float, sp: float, sm: float) -> float:
     """``E = [ρ + (s+ − s−)²/(s+² + s−²) · (1/π)(sqrt(1−ρ²) − ρ arccos ρ)] / c`` (spec §3.2, derived)."""
     c = 2 / (sp * sp + sm * sm)
-    return (rho + (sp - sm) ** 2 / (sp * sp + sm * sm) / math.pi * (math.sqrt(1 - rho * rho) - rho * math.acos(rho))) / c
+    return (
+        rho
+        + (sp - sm) ** 2 / (sp * sp + sm * sm) / math.pi * (math.sqrt(1 - rho * rho) - rho * math.acos(rho))
+    ) / c
 
 
 @pytest.mark.parametrize("cp, cm", PAIRS)

@@ -27,12 +27,15 @@ ENTRIES = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
 @functools.lru_cache(maxsize=16)
 def explicit_terminal(kind: str, seed: int, paths: int) -> torch.Tensor:
     # the explicit reference is the expensive side; both cheap methods are compared with the same draw
-    return sample_network(kind, 32, 8, V0_3, gamma=0.6, tau0=0.7, paths=paths, method="explicit",
-                          seed=200 + seed).terminal
+    return sample_network(
+        kind, 32, 8, V0_3, gamma=0.6, tau0=0.7, paths=paths, method="explicit", seed=200 + seed
+    ).terminal
 
 
 def terminal_ks(kind: str, method: str, seed: int, paths: int = 4096) -> list[float]:
-    a = sample_network(kind, 32, 8, V0_3, gamma=0.6, tau0=0.7, paths=paths, method=method, seed=100 + seed).terminal
+    a = sample_network(
+        kind, 32, 8, V0_3, gamma=0.6, tau0=0.7, paths=paths, method=method, seed=100 + seed
+    ).terminal
     b = explicit_terminal(kind, seed, paths)
     return [ks_distance(extract(a, "V", i, j), extract(b, "V", i, j)) for i, j in ENTRIES]
 
@@ -48,10 +51,16 @@ def test_plain_mlp_cheap_matches_explicit() -> None:
     # plain shaped-ReLU MLP (a) from Gaussian-like inputs; the gram method falls back to the X-state sampler
     X0 = torch.randn(3, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     kw = dict(n=32, d=4, X0=X0, paths=4096)
-    ks = ks_with_seed_policy(lambda s: [
-        ks_distance(extract(sample_network("mlp", method="cheap", seed=s, **kw).terminal, "V", i, j),
-                    extract(sample_network("mlp", method="explicit", seed=50 + s, **kw).terminal, "V", i, j))
-        for i, j in ENTRIES], 0.03)
+    ks = ks_with_seed_policy(
+        lambda s: [
+            ks_distance(
+                extract(sample_network("mlp", method="cheap", seed=s, **kw).terminal, "V", i, j),
+                extract(sample_network("mlp", method="explicit", seed=50 + s, **kw).terminal, "V", i, j),
+            )
+            for i, j in ENTRIES
+        ],
+        0.03,
+    )
     assert max(ks) <= 0.03, ks
 
 
@@ -75,8 +84,19 @@ def test_initial_X_is_exact_and_iid_option() -> None:
 def test_sampler_stopping_rules() -> None:
     # iid N(0, 100) start (eigenvalues ≈ 100) at γ = 1: many paths leave [1e-4, 1e4]; stopped paths are frozen
     V0 = torch.eye(3, dtype=torch.float64)
-    s = sample_network("attention", 200, 200, V0, init_std=10.0, gamma=1.0, tau0=2**-6, paths=64,
-                       band=(1e-4, 1e4), seed=0, save_every=50)
+    s = sample_network(
+        "attention",
+        200,
+        200,
+        V0,
+        init_std=10.0,
+        gamma=1.0,
+        tau0=2**-6,
+        paths=64,
+        band=(1e-4, 1e4),
+        seed=0,
+        save_every=50,
+    )
     assert s.exit_fraction > 0
     w = torch.linalg.eigvalsh(s.terminal)
     assert bool((w[:, -1] <= 1e4).all()) and bool((w[:, 0] >= 1e-4).all())
@@ -112,7 +132,9 @@ def test_temperature_and_variants() -> None:
     Y = torch.randn(4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     U = torch.full((4, 4), 0.25, dtype=torch.float64)
     assert torch.allclose(attention_matrix(Y, 1.0, "center") + U, torch.softmax(Y, -1))
-    assert torch.allclose(attention_matrix(Y, 1.0, "identity"), torch.eye(4, dtype=torch.float64) + torch.softmax(Y, -1))
+    assert torch.allclose(
+        attention_matrix(Y, 1.0, "identity"), torch.eye(4, dtype=torch.float64) + torch.softmax(Y, -1)
+    )
     layer = ShapedAttentionLayer(64, 8, gamma=0.5, tau0=2.0)
     assert layer.tau == pytest.approx(2.0 * math.sqrt(64 * 8))
     assert ShapedAttentionLayer(64, 8, variant="softmax").tau == pytest.approx(math.sqrt(8))
@@ -121,8 +143,12 @@ def test_temperature_and_variants() -> None:
 def test_theory_modules_batched_weights_and_shapes() -> None:
     g = torch.Generator().manual_seed(0)
     X = torch.randn(6, 3, 16, generator=g, dtype=torch.float64)
-    for mod in (ShapedAttentionLayer(16, batch=6, generator=g), ShapedReLUResidualMLP(16, batch=6, generator=g),
-                ShapedBlock(16, batch=6, generator=g), ShapedReLUMLP(16, batch=6, generator=g)):
+    for mod in (
+        ShapedAttentionLayer(16, batch=6, generator=g),
+        ShapedReLUResidualMLP(16, batch=6, generator=g),
+        ShapedBlock(16, batch=6, generator=g),
+        ShapedReLUMLP(16, batch=6, generator=g),
+    ):
         out = mod(X)
         assert out.shape == X.shape
     blk = ShapedBlock(16, batch=6, generator=g)

@@ -22,7 +22,9 @@ V0 = equicorrelated(3, 0.2)
 
 def test_stopping_band_freezes_paths_and_records_reason() -> None:
     V = 100 * torch.eye(3, dtype=torch.float64)
-    sol = solve(Scenario("attention", 1.0, 0.5), V, 1.0, 0.01, paths=64, seed=0, band=(1e-4, 1e4), save_every=25)
+    sol = solve(
+        Scenario("attention", 1.0, 0.5), V, 1.0, 0.01, paths=64, seed=0, band=(1e-4, 1e4), save_every=25
+    )
     assert sol.exit_fraction == 1.0
     assert bool((sol.reason == EXIT_HIGH).all())
     assert bool(torch.isfinite(sol.terminal).all()) and bool(torch.isfinite(sol.V).all())
@@ -71,12 +73,15 @@ def test_random_streams_line_up_across_scenarios() -> None:
     assert torch.allclose(a, b, atol=1e-9)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.tensor([[1.0, 0.5], [0.4, 1.0]]), "not symmetric"),
-    (torch.tensor([[1.0, 2.0], [2.0, 1.0]]), "nearest PSD"),
-    (torch.tensor([[1.0]]), "m ≥ 2"),
-    (torch.tensor([[1.0, float("nan")], [float("nan"), 1.0]]), "non-finite"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.tensor([[1.0, 0.5], [0.4, 1.0]]), "not symmetric"),
+        (torch.tensor([[1.0, 2.0], [2.0, 1.0]]), "nearest PSD"),
+        (torch.tensor([[1.0]]), "m ≥ 2"),
+        (torch.tensor([[1.0, float("nan")], [float("nan"), 1.0]]), "non-finite"),
+    ],
+)
 def test_bad_V0(bad: torch.Tensor, match: str) -> None:
     with pytest.raises(DeeplimitError, match=match):
         solve(Scenario("attention"), bad, 1.0, 0.01, paths=2)
@@ -138,8 +143,22 @@ def run_cli(argv: list[str]) -> int:
 
 def test_cli_comparison_writes_tables_png_and_samples(tmp_path) -> None:
     out = tmp_path / "att"
-    rc = run_cli(["--scenario", "attention", "--paths", "256", "--d", "30", "--bootstrap", "5", "--out", str(out),
-                  "--samples-out", str(tmp_path / "s.csv")])
+    rc = run_cli(
+        [
+            "--scenario",
+            "attention",
+            "--paths",
+            "256",
+            "--d",
+            "30",
+            "--bootstrap",
+            "5",
+            "--out",
+            str(out),
+            "--samples-out",
+            str(tmp_path / "s.csv"),
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(out / "attention_table.csv")
     assert {"ks", "ks_se", "w1", "w1_se", "sde_exit_fraction", "network_exit_fraction"} <= set(table.columns)
@@ -152,8 +171,28 @@ def test_cli_comparison_writes_tables_png_and_samples(tmp_path) -> None:
 
 
 def test_cli_stopping_map_and_bad_input(tmp_path) -> None:
-    rc = run_cli(["--scenario", "stopping-map", "--paths", "10", "--n", "50", "--d", "20", "--gammas", "0.1", "1.0",
-                  "--tau0s", "0.5", "4", "--source", "both", "--out", str(tmp_path)])
+    rc = run_cli(
+        [
+            "--scenario",
+            "stopping-map",
+            "--paths",
+            "10",
+            "--n",
+            "50",
+            "--d",
+            "20",
+            "--gammas",
+            "0.1",
+            "1.0",
+            "--tau0s",
+            "0.5",
+            "4",
+            "--source",
+            "both",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     df = pd.read_csv(tmp_path / "stopping-map_table.csv")
     assert len(df) == 8 and (tmp_path / "stopping-map_network.png").exists()

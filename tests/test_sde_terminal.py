@@ -56,14 +56,17 @@ def test_negative_control_softmax_vs_shaped_sde() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, over", [
-    ("attention", {"m": 3}),
-    ("block", {"m": 2}),
-    ("block", {"m": 3}),
-    ("resnet", {"gamma": 0.25, "paths": 4096}),
-    ("resnet", {"gamma": 0.5, "paths": 4096}),
-    ("resnet", {"gamma": 1.0, "paths": 4096}),
-])
+@pytest.mark.parametrize(
+    "name, over",
+    [
+        ("attention", {"m": 3}),
+        ("block", {"m": 2}),
+        ("block", {"m": 3}),
+        ("resnet", {"gamma": 0.25, "paths": 4096}),
+        ("resnet", {"gamma": 0.5, "paths": 4096}),
+        ("resnet", {"gamma": 1.0, "paths": 4096}),
+    ],
+)
 def test_presets_full(name: str, over: dict) -> None:
     ks = ks_with_seed_policy(lambda s: preset_ks(name, s, **over), 0.03)
     assert max(ks) <= 0.03, ks
@@ -71,7 +74,8 @@ def test_presets_full(name: str, over: dict) -> None:
         assert run_sde(get_preset("block", band=(1e-4, 1e4), **over)).exit_fraction < 0.01
 
 
-# ---- check 3: time change ------------------------------------------------------------------------------------
+# ---- check 3: time change
+# ------------------------------------------------------------------------------------
 
 
 def test_time_change_sde_identical_arrays() -> None:
@@ -105,15 +109,23 @@ def test_time_change_finite_networks_reduced() -> None:
     # (n=300, γ=0.5, d=100) vs (n=300, γ=1, d=25); 1024 paths each, threshold = 1% KS critical value
     paths = 1024
     thr = ks_critical(paths, paths, 0.01)
-    ks = ks_with_seed_policy(lambda s: [ks_distance(_resnet_rho(300, 0.5, 100, paths, 10 + s),
-                                                    _resnet_rho(300, 1.0, 25, paths, 20 + s))], thr)
+    ks = ks_with_seed_policy(
+        lambda s: [
+            ks_distance(_resnet_rho(300, 0.5, 100, paths, 10 + s), _resnet_rho(300, 1.0, 25, paths, 20 + s))
+        ],
+        thr,
+    )
     assert ks[0] <= thr
 
 
 @pytest.mark.slow
 def test_time_change_finite_networks_full() -> None:
-    ks = ks_with_seed_policy(lambda s: [ks_distance(_resnet_rho(300, 0.5, 100, 4096, 10 + s),
-                                                    _resnet_rho(300, 1.0, 25, 4096, 20 + s))], 0.03)
+    ks = ks_with_seed_policy(
+        lambda s: [
+            ks_distance(_resnet_rho(300, 0.5, 100, 4096, 10 + s), _resnet_rho(300, 1.0, 25, 4096, 20 + s))
+        ],
+        0.03,
+    )
     assert ks[0] <= 0.03
 
 

@@ -1,4 +1,5 @@
-"""``deeplimit sde``: run a named covariance-SDE scenario and compare it with finite networks (spec §4, §7, §9).
+"""``deeplimit sde``: run a named covariance-SDE scenario and compare it with finite networks (spec §4,
+§7, §9).
 
 Examples::
 
@@ -36,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scenario", default="attention", choices=SCENARIOS, help="preset of spec §4 (default attention)")
+    p.add_argument(
+        "--scenario", default="attention", choices=SCENARIOS, help="preset of spec §4 (default attention)"
+    )
     p.add_argument("--n", type=int, help="width (one layer/block = SDE time 1/n)")
     p.add_argument("--d", type=int, help="depth (layers or blocks)")
     p.add_argument("--m", type=int, help="number of tokens (≥ 2)")
@@ -49,16 +52,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dt", type=float, help="SDE step bound (default: preset, or min(0.01, 0.008/κ_lin))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--band", type=float, nargs=2, metavar=("LO", "HI"), help="stopping band on eigenvalues")
-    p.add_argument("--method", default="gram", choices=["gram", "cheap", "explicit"],
-                   help="finite-network sampler (gram/cheap are exact in law; explicit draws all weights)")
+    p.add_argument(
+        "--method",
+        default="gram",
+        choices=["gram", "cheap", "explicit"],
+        help="finite-network sampler (gram/cheap are exact in law; explicit draws all weights)",
+    )
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for KS/W1 standard errors")
-    p.add_argument("--source", default="network", choices=["network", "sde", "both"],
-                   help="stopping scenarios: simulate the network, the SDE, or both")
+    p.add_argument(
+        "--source",
+        default="network",
+        choices=["network", "sde", "both"],
+        help="stopping scenarios: simulate the network, the SDE, or both",
+    )
     p.add_argument("--gammas", type=float, nargs="+", help="stopping scenarios: γ grid")
     p.add_argument("--tau0s", type=float, nargs="+", help="stopping-map: τ0 grid")
     p.add_argument("--out", default="sde_out", help="output directory (CSV, JSON, PNG)")
-    p.add_argument("--samples-out", dest="samples_out",
-                   help="CSV of raw terminal samples: source, path, stopped, upper-triangle entries of V_d")
+    p.add_argument(
+        "--samples-out",
+        dest="samples_out",
+        help="CSV of raw terminal samples: source, path, stopped, upper-triangle entries of V_d",
+    )
     p.set_defaults(func=main)
 
 
@@ -71,7 +85,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def write_samples(path: str | Path, samples: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Path:
-    """One CSV row per path: ``source, path, stopped, V11, V12, …`` (upper triangle of the terminal ``V_d``)."""
+    """One CSV row per path: ``source, path, stopped, V11, V12, …`` (upper triangle of the terminal
+    ``V_d``)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(samples.values()))[0]
@@ -101,12 +116,22 @@ def _comparison(args: argparse.Namespace, out: Path) -> dict:
     res.quantiles.to_csv(out / f"{args.scenario}_quantiles.csv", index=False)
     summary = res.summary()
     summary["quantiles"] = res.quantiles.to_dict(orient="records")
-    png = plot_density(res.sde.survivors(), res.network.survivors(), out / f"{args.scenario}.png", "rho",
-                       title=f"{args.scenario}: terminal ρ^{{12}} at T = {preset.T:g}")
+    png = plot_density(
+        res.sde.survivors(),
+        res.network.survivors(),
+        out / f"{args.scenario}.png",
+        "rho",
+        title=f"{args.scenario}: terminal ρ^{{12}} at T = {preset.T:g}",
+    )
     summary["png"] = str(png)
     if args.samples_out:
-        write_samples(args.samples_out, {"sde": (res.sde.terminal, res.sde.stopped),
-                                         "network": (res.network.terminal, res.network.stopped)})
+        write_samples(
+            args.samples_out,
+            {
+                "sde": (res.sde.terminal, res.sde.stopped),
+                "network": (res.network.terminal, res.network.stopped),
+            },
+        )
     print(table.round(4).to_string(index=False))
     return summary
 
@@ -117,10 +142,10 @@ def _slope(layers: np.ndarray, y: np.ndarray, lo: int = 10, hi: int = 30) -> flo
 
 
 def _ablations(args: argparse.Namespace, out: Path) -> dict:
+    from deeplimit.sde.coefficients import correlation
     from deeplimit.sde.compare import extract
     from deeplimit.sde.plots import plot_vs_depth
     from deeplimit.sde.scenarios import get_preset, run_network
-    from deeplimit.sde.coefficients import correlation
 
     base = get_preset("ablations", **_overrides(args))
     rows, rho_curves, cov_curves, slopes = [], {}, {}, {}
@@ -134,15 +159,33 @@ def _ablations(args: argparse.Namespace, out: Path) -> dict:
         abscov = ns.V[..., 0, 1].abs().mean(dim=1).numpy()
         rho_curves[variant], cov_curves[variant] = (layers, absrho), (layers, abscov)
         slopes[variant] = _slope(layers, np.abs(med12))
-        rows += [{"variant": variant, "layer": int(ell), "mean_abs_rho": float(r), "mean_abs_V12": float(c),
-                  "median_V12": float(v)} for ell, r, c, v in zip(layers, absrho, abscov, med12)]
+        rows += [
+            {
+                "variant": variant,
+                "layer": int(ell),
+                "mean_abs_rho": float(r),
+                "mean_abs_V12": float(c),
+                "median_V12": float(v),
+            }
+            for ell, r, c, v in zip(layers, absrho, abscov, med12)
+        ]
     pd.DataFrame(rows).to_csv(out / "ablations_table.csv", index=False)
-    plot_vs_depth(rho_curves, out / "ablations.png", title=f"ablations (γ = {base.gamma:.3g}): mean |ρ^{{12}}|")
-    plot_vs_depth(cov_curves, out / "ablations_cov.png", ylabel="mean |V^{12}|", title="ablations: mean |V^{12}|",
-                  logy=True)
+    plot_vs_depth(
+        rho_curves, out / "ablations.png", title=f"ablations (γ = {base.gamma:.3g}): mean |ρ^{{12}}|"
+    )
+    plot_vs_depth(
+        cov_curves,
+        out / "ablations_cov.png",
+        ylabel="mean |V^{12}|",
+        title="ablations: mean |V^{12}|",
+        logy=True,
+    )
     lam2 = 1 - base.gamma**2
-    summary = {"preset": base.to_dict(), "log_median_V12_slope_layers_10_30": slopes,
-               "theory_slopes": {"no identity": math.log(lam2), "no centring": math.log(lam2 + 4 * base.gamma**2)}}
+    summary = {
+        "preset": base.to_dict(),
+        "log_median_V12_slope_layers_10_30": slopes,
+        "theory_slopes": {"no identity": math.log(lam2), "no centring": math.log(lam2 + 4 * base.gamma**2)},
+    }
     print(json.dumps(summary["log_median_V12_slope_layers_10_30"], indent=1))
     return summary
 
@@ -158,16 +201,30 @@ def _stopping(args: argparse.Namespace, out: Path) -> dict:
     sources = ["network", "sde"] if args.source == "both" else [args.source]
     frames = []
     for src in sources:
-        df = stopping_map(gammas, tau0s, n=p.n, d=p.d, m=p.m, paths=p.paths, seed=args.seed, band=band,
-                          init_std=p.init_std, source=src, dt=p.dt)
+        df = stopping_map(
+            gammas,
+            tau0s,
+            n=p.n,
+            d=p.d,
+            m=p.m,
+            paths=p.paths,
+            seed=args.seed,
+            band=band,
+            init_std=p.init_std,
+            source=src,
+            dt=p.dt,
+        )
         df.insert(0, "source", src)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
     table.to_csv(out / f"{args.scenario}_table.csv", index=False)
     if args.scenario == "stopping-map":
         for src in sources:
-            plot_stopping_map(table[table["source"] == src], out / f"{args.scenario}_{src}.png",
-                              title=f"median t* ({src}), n = {p.n}, d = {p.d}")
+            plot_stopping_map(
+                table[table["source"] == src],
+                out / f"{args.scenario}_{src}.png",
+                title=f"median t* ({src}), n = {p.n}, d = {p.d}",
+            )
     else:
         plot_stopping_vs_gamma(table, out / f"{args.scenario}.png")
     print(table.round(4).to_string(index=False))

@@ -1,4 +1,5 @@
-"""Exact single-head "theory" blocks of the Shaped Transformer (spec §2.1–§2.5, Noci et al. 2023 Eq. 1, 4, 9, 11).
+"""Exact single-head "theory" blocks of the Shaped Transformer (spec §2.1–§2.5, Noci et al. 2023 Eq. 1,
+4, 9, 11).
 
 Theory parameterization (spec §2.7): every weight has iid N(0, 1) entries and the ``1/√n`` factors are written
 explicitly; hidden width ``n``; a single head; no ``W^O``; no LayerNorm; ``λ = sqrt(1 − γ²)``.
@@ -45,7 +46,9 @@ def shaped_relu(x: Tensor, s_plus: float, s_minus: float) -> Tensor:
 def temperature(n: int, n_k: int, tau0: float, variant: str) -> float:
     """Softmax temperature: ``τ0 √(n n_k)`` for shaped/"-wide" variants, ``√n_k`` for the standard ones."""
     if variant not in ATTENTION_VARIANTS:
-        raise DeeplimitError(f"unknown attention variant {variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}")
+        raise DeeplimitError(
+            f"unknown attention variant {variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
+        )
     wide = ATTENTION_VARIANTS[variant][2]
     return tau0 * math.sqrt(n * n_k) if wide else math.sqrt(n_k)
 
@@ -91,7 +94,8 @@ class _TheoryModule(nn.Module):
 
 
 class ShapedAttentionLayer(_TheoryModule):
-    """Residual attention layer ``X ↦ λX + γ A X W^V/√n`` (spec §2.1, Eq. 1) with ``A`` from :data:`ATTENTION_VARIANTS`.
+    """Residual attention layer ``X ↦ λX + γ A X W^V/√n`` (spec §2.1, Eq. 1) with ``A`` from
+    :data:`ATTENTION_VARIANTS`.
 
     Logits ``Y = (X W^Q/√n)(X W^K/√n)ᵀ``, so ``E[Y^{αβ}Y^{δω}] = n_k V^{αδ}V^{βω}`` (Lemma C.1). Default
     ``variant="shaped"``: ``A = I + Softmax(Y/τ) − U`` with ``τ = τ0 √(n n_k)`` (Eq. 9).

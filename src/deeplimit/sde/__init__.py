@@ -5,7 +5,8 @@ Small flat API (see ``shared/spec/shaped-transformer.md`` §3–§5, §9):
 * coefficients: :class:`Scenario` (§3.6), :func:`drift_attention`, :func:`drift_relu`, :func:`relu_nu`,
   :func:`attention_quartic`, :func:`solve_correlation` (§3.7);
 * noise and solver: :func:`psd_sqrt`, :func:`matrix_free_noise`, :func:`solve` → :class:`Solution`;
-* finite networks: :func:`sample_network` → :class:`NetworkSamples` (theory blocks in :mod:`deeplimit.nn.theory`);
+* finite networks: :func:`sample_network` → :class:`NetworkSamples` (theory blocks in
+  :mod:`deeplimit.nn.theory`);
 * presets and studies: :func:`get_preset`, :func:`run_comparison`, :func:`stopping_map`, :func:`predict`;
 * statistics: :func:`compare_distributions`, :func:`quantile_table`.
 """

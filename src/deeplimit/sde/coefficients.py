@@ -2,8 +2,10 @@
 
 Every function works on batches ``V`` of shape ``(..., m, m)`` (symmetric PSD token covariances) and is a
 pure function of its inputs. The p×p diffusion matrix ``Σ(V)`` is **never** formed here: the solver only
-needs the drift, the scalar weights ``κ_lin``/``κ_att`` of the coefficient table (§3.6) and the factors used by
-the matrix-free noise (§5.1). Explicit p×p builders live in :mod:`deeplimit.sde._index` (tests/benchmarks only).
+needs the drift, the scalar weights ``κ_lin``/``κ_att`` of the coefficient table (§3.6) and the factors
+used by
+the matrix-free noise (§5.1). Explicit p×p builders live in :mod:`deeplimit.sde._index` (tests/benchmarks
+only).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ def relu_nu(rho: Tensor, c_plus: float, c_minus: float) -> Tensor:
     continuous at the ends (``ν(1) = 0``, ``ν(−1) = (c+ − c−)²/2``). Shape: elementwise.
     """
     r = rho.clamp(-1.0, 1.0)
-    return (c_plus - c_minus) ** 2 / (2 * math.pi) * (torch.sqrt((1 - r * r).clamp_min(0.0)) - r * torch.acos(r))
+    return (
+        (c_plus - c_minus) ** 2 / (2 * math.pi) * (torch.sqrt((1 - r * r).clamp_min(0.0)) - r * torch.acos(r))
+    )
 
 
 def correlation(V: Tensor) -> Tensor:
-    """Token correlations ``ρ^{αβ} = V^{αβ}/sqrt(V^{αα}V^{ββ})`` of ``V (..., m, m)``; 0 where a variance is 0."""
+    """Token correlations ``ρ^{αβ} = V^{αβ}/sqrt(V^{αα}V^{ββ})`` of ``V (..., m, m)``; 0 where a variance
+    is 0."""
     s = torch.sqrt(torch.diagonal(V, dim1=-2, dim2=-1).clamp_min(0.0))
     den = s.unsqueeze(-1) * s.unsqueeze(-2)
     safe = torch.where(den > 0, den, torch.ones_like(den))
@@ -45,27 +50,32 @@ def drift_relu(V: Tensor, c_plus: float, c_minus: float) -> Tensor:
     """
     s = torch.sqrt(torch.diagonal(V, dim1=-2, dim2=-1).clamp_min(0.0))
     den = s.unsqueeze(-1) * s.unsqueeze(-2)
-    b = relu_nu(correlation(V), c_plus, c_minus) * den
-    # ρ^{αα} = 1 up to round-off; force the exact zero of ν(1) so the diagonal is a pure martingale (§3.3).
-    return b - torch.diag_embed(torch.diagonal(b, dim1=-2, dim2=-1))
+    # where a variance is 0 the entry V^{αβ} is 0 too (PSD), so ρ := 0 there and b = ν·0 = 0
+    b = relu_nu(V / den.clamp_min(torch.finfo(V.dtype).tiny), c_plus, c_minus) * den
+    # ρ^{αα} = 1 up to round-off; force the exact zero of ν(1) so the diagonal is a pure martingale (§3.3)
+    torch.diagonal(b, dim1=-2, dim2=-1).zero_()
+    return b
 
 
 def centred(V: Tensor) -> Tensor:
-    """``C = P V P`` with ``P = I − 11ᵀ/m`` (spec §1), computed as ``V − row means − column means + grand mean``."""
+    """``C = P V P`` with ``P = I − 11ᵀ/m`` (spec §1), computed as ``V − row means − column means + grand
+    mean``."""
     row = V.mean(dim=-1, keepdim=True)
     col = V.mean(dim=-2, keepdim=True)
     return V - row - col + V.mean(dim=(-2, -1), keepdim=True)
 
 
 def attention_quartic(V: Tensor) -> Tensor:
-    """``M = V C V`` (spec §1, §3.4): PSD of rank ≤ m−1; the quartic building block of ``𝒜``. Shape ``(..., m, m)``."""
+    """``M = V C V`` (spec §1, §3.4): PSD of rank ≤ m−1; the quartic building block of ``𝒜``. Shape
+    ``(..., m, m)``."""
     return V @ centred(V) @ V
 
 
 def drift_attention(V: Tensor, gamma: float, tau0: float) -> Tensor:
     """Shaped-attention drift, matrix form of spec §3.4 (Thm. 4.2; derived, equal to the index form):
 
-    ``b(V) = (γ²/τ0²) [ (tr(V C)/m²) V + (1/(2m)) (v (V D)ᵀ + (V D) vᵀ) ]`` with ``C = P V P``, ``v = diag V``,
+    ``b(V) = (γ²/τ0²) [ (tr(V C)/m²) V + (1/(2m)) (v (V D)ᵀ + (V D) vᵀ) ]`` with ``C = P V P``, ``v =
+    diag V``,
     ``D = diag C − mean(diag C) 1``. ``V``: ``(..., m, m)`` → ``(..., m, m)``.
     """
     m = V.shape[-1]
@@ -80,7 +90,8 @@ def drift_attention(V: Tensor, gamma: float, tau0: float) -> Tensor:
 
 
 def sym_kron(R: Tensor, S: Tensor) -> Tensor:
-    """``K(R, S)^{αβ,δω} = R^{αδ}S^{βω} + R^{αω}S^{βδ}`` as an ``(..., m, m, m, m)`` tensor (tests only: O(m⁴))."""
+    """``K(R, S)^{αβ,δω} = R^{αδ}S^{βω} + R^{αω}S^{βδ}`` as an ``(..., m, m, m, m)`` tensor (tests only:
+    O(m⁴))."""
     return torch.einsum("...ad,...bw->...abdw", R, S) + torch.einsum("...aw,...bd->...abdw", R, S)
 
 
@@ -116,9 +127,13 @@ class Scenario:
                 f"unknown SDE scenario kind {self.kind!r}; use one of {', '.join(SCENARIO_KINDS)}"
             )
         if not 0.0 <= self.gamma <= 1.0:
-            raise DeeplimitError(f"gamma must lie in [0, 1] (λ² + γ² = 1), got {self.gamma!r}; pick γ ∈ [0, 1]")
+            raise DeeplimitError(
+                f"gamma must lie in [0, 1] (λ² + γ² = 1), got {self.gamma!r}; pick γ ∈ [0, 1]"
+            )
         if self.kind in ("attention", "block") and not self.tau0 > 0:
-            raise DeeplimitError(f"tau0 must be positive for attention, got {self.tau0!r}; the paper uses τ0 = 1")
+            raise DeeplimitError(
+                f"tau0 must be positive for attention, got {self.tau0!r}; the paper uses τ0 = 1"
+            )
 
     @property
     def kappa_lin(self) -> float:
@@ -184,7 +199,8 @@ def correlation_coefficients(rho: Tensor, scenario: Scenario) -> tuple[Tensor, T
 
 @dataclass
 class CorrelationSolution:
-    """Output of :func:`solve_correlation`: ``times (S,)``, ``rho (S, B)`` saved paths, ``clipped (B,)`` counts."""
+    """Output of :func:`solve_correlation`: ``times (S,)``, ``rho (S, B)`` saved paths, ``clipped (B,)``
+    counts."""
 
     times: Tensor
     rho: Tensor

@@ -23,7 +23,8 @@ DEFAULT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 def extract(V: Tensor, quantity: str, i: int = 0, j: int = 1) -> np.ndarray:
-    """Samples ``(B,)`` of ``quantity`` from ``V (B, m, m)``: ``rho``/``abs_rho``/``V`` at ``(i, j)``, or eigenvalues."""
+    """Samples ``(B,)`` of ``quantity`` from ``V (B, m, m)``: ``rho``/``abs_rho``/``V`` at ``(i, j)``, or
+    eigenvalues."""
     if quantity not in QUANTITIES:
         raise DeeplimitError(f"unknown quantity {quantity!r}; use one of {', '.join(QUANTITIES)}")
     V = V.double()
@@ -54,7 +55,10 @@ def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bootstrap_se(
-    stat: Callable[[np.ndarray, np.ndarray], float], a: np.ndarray, b: np.ndarray, reps: int = 200,
+    stat: Callable[[np.ndarray, np.ndarray], float],
+    a: np.ndarray,
+    b: np.ndarray,
+    reps: int = 200,
     seed: int = 0,
 ) -> float:
     """Bootstrap standard error of ``stat(a, b)`` (both samples resampled with replacement)."""
@@ -82,15 +86,17 @@ def compare_distributions(
     rows = []
     for q, i, j in quantities:
         a, b = extract(sde, q, i, j), extract(net, q, i, j)
-        rows.append({
-            "quantity": label(q, i, j),
-            "ks": ks_distance(a, b),
-            "ks_se": bootstrap_se(ks_distance, a, b, bootstrap, seed),
-            "w1": wasserstein1(a, b),
-            "w1_se": bootstrap_se(wasserstein1, a, b, bootstrap, seed + 1),
-            "n_sde": a.size,
-            "n_net": b.size,
-        })
+        rows.append(
+            {
+                "quantity": label(q, i, j),
+                "ks": ks_distance(a, b),
+                "ks_se": bootstrap_se(ks_distance, a, b, bootstrap, seed),
+                "w1": wasserstein1(a, b),
+                "w1_se": bootstrap_se(wasserstein1, a, b, bootstrap, seed + 1),
+                "n_sde": a.size,
+                "n_net": b.size,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -18,17 +18,25 @@ from deeplimit.sde.compare import extract, label  # noqa: E402
 
 
 def plot_density(
-    sde: Tensor, network: Tensor, path: str | Path, quantity: str = "rho", i: int = 0, j: int = 1,
+    sde: Tensor,
+    network: Tensor,
+    path: str | Path,
+    quantity: str = "rho",
+    i: int = 0,
+    j: int = 1,
     title: str | None = None,
 ) -> Path:
-    """SDE density (Gaussian KDE line) over the finite-network histogram for one quantity (Fig. 1 right, 3, 7).
+    """SDE density (Gaussian KDE line) over the finite-network histogram for one quantity (Fig. 1 right,
+    3, 7).
 
     ``sde, network``: ``(B, m, m)`` terminal Gram matrices. Writes a PNG and returns its path.
     """
     a, b = extract(sde, quantity, i, j), extract(network, quantity, i, j)
     fig, ax = plt.subplots(figsize=(6, 4))
     lo, hi = np.quantile(np.concatenate([a, b]), [0.001, 0.999])
-    ax.hist(b, bins=60, range=(lo, hi), density=True, alpha=0.45, color="C0", label=f"finite network (N={b.size})")
+    ax.hist(
+        b, bins=60, range=(lo, hi), density=True, alpha=0.45, color="C0", label=f"finite network (N={b.size})"
+    )
     grid = np.linspace(lo, hi, 400)
     if a.size > 1 and np.std(a) > 0:
         ax.plot(grid, stats.gaussian_kde(a)(grid), color="C3", lw=2, label=f"SDE (N={a.size})")
@@ -44,8 +52,11 @@ def plot_density(
 
 
 def plot_vs_depth(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, ylabel: str = "mean |ρ|",
-    title: str = "mean |ρ| vs depth", logy: bool = False,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    ylabel: str = "mean |ρ|",
+    title: str = "mean |ρ| vs depth",
+    logy: bool = False,
 ) -> Path:
     """Line plot of ``{label: (layers, values)}`` (Fig. 1 left, Fig. 4)."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -64,13 +75,22 @@ def plot_vs_depth(
     return out
 
 
-def plot_stopping_map(df: pd.DataFrame, path: str | Path, value: str = "median_t", title: str | None = None) -> Path:
-    """Heat map of ``value`` (median stopping time) over ``(γ, τ0)`` from :func:`~deeplimit.sde.scenarios.stopping_map`
+def plot_stopping_map(
+    df: pd.DataFrame, path: str | Path, value: str = "median_t", title: str | None = None
+) -> Path:
+    """Heat map of ``value`` (median stopping time) over ``(γ, τ0)`` from
+    :func:`~deeplimit.sde.scenarios.stopping_map`
     (Fig. 8). Axes: log2 τ0 (x) and γ (y)."""
     table = df.pivot(index="gamma", columns="tau0", values=value).sort_index()
     fig, ax = plt.subplots(figsize=(7, 5))
-    im = ax.imshow(table.to_numpy(), origin="lower", aspect="auto", cmap="viridis", vmin=0,
-                   vmax=float(df["T"].max()) if "T" in df else None)
+    im = ax.imshow(
+        table.to_numpy(),
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        vmin=0,
+        vmax=float(df["T"].max()) if "T" in df else None,
+    )
     ax.set_xticks(range(table.shape[1]), [f"{np.log2(t):g}" for t in table.columns], fontsize=7)
     ax.set_yticks(range(table.shape[0]), [f"{g:.3g}" for g in table.index], fontsize=7)
     ax.set_xlabel("log2 τ0")

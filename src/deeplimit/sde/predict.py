@@ -23,7 +23,12 @@ from deeplimit.sde.compare import compare_distributions, quantile_table
 from deeplimit.sde.samplers import NetworkSamples, sample_network
 from deeplimit.sde.solver import Solution, check_V0, solve
 
-DEFAULT_QUANTITIES: tuple[tuple[str, int, int], ...] = (("rho", 0, 1), ("V", 0, 1), ("V", 0, 0), ("eigmax", 0, 0))
+DEFAULT_QUANTITIES: tuple[tuple[str, int, int], ...] = (
+    ("rho", 0, 1),
+    ("V", 0, 1),
+    ("V", 0, 0),
+    ("eigmax", 0, 0),
+)
 
 
 @dataclass
@@ -77,7 +82,8 @@ def predict(
         gamma, tau0, c_plus, c_minus: shaped hyper-parameters (``λ = sqrt(1 − γ²)``).
         kind: ``block`` (Eq. 11), ``attention`` (Eq. 1) or ``resnet`` (Eq. 4).
         heads, n_k: the SDE covers one head without ``W^O`` (spec §2.7) and does not depend on ``n_k``; with
-            ``heads > 1`` the network comparison uses one head of width ``n_k = n // heads`` and a warning says
+            ``heads > 1`` the network comparison uses one head of width ``n_k = n // heads`` and a
+            warning says
             the prediction is the single-head limit.
         paths, seed, dt, band: SDE sample size, seed, step bound (default §5.4 rule) and stopping band (§3.8).
         compare: also run ``network_paths`` explicit forward passes per seed in ``seeds`` (``method="gram"``
@@ -103,8 +109,10 @@ def predict(
     if heads < 1 or n % heads:
         raise DeeplimitError(f"heads = {heads} must divide the width n = {n}")
     if heads > 1:
-        warn(f"the covariance SDE is the single-head limit (spec §2.7); heads = {heads} is modelled as one head "
-             f"of width n_k = {n // heads}")
+        warn(
+            f"the covariance SDE is the single-head limit (spec §2.7); heads = {heads} is modelled as "
+            f"one head of width n_k = {n // heads}"
+        )
     n_k = n_k or n // heads
     T = d / n
     sc = Scenario(kind, gamma, tau0, c_plus, c_minus)
@@ -120,9 +128,22 @@ def predict(
         nets, rows = [], []
         X0 = X if X is not None else None
         for s in seeds:
-            ns = sample_network(kind, n, d, None if X0 is not None else V0, X0=X0, n_k=n_k, gamma=gamma,
-                                tau0=tau0, c_plus=c_plus, c_minus=c_minus, paths=network_paths, seed=1000 + s,
-                                band=band, method=method)
+            ns = sample_network(
+                kind,
+                n,
+                d,
+                None if X0 is not None else V0,
+                X0=X0,
+                n_k=n_k,
+                gamma=gamma,
+                tau0=tau0,
+                c_plus=c_plus,
+                c_minus=c_minus,
+                paths=network_paths,
+                seed=1000 + s,
+                band=band,
+                method=method,
+            )
             nets.append(ns)
             if ns.survivors().shape[0] >= 2 and samples["sde"].shape[0] >= 2:
                 df = compare_distributions(samples["sde"], ns.survivors(), quantities, bootstrap=0)
@@ -130,8 +151,12 @@ def predict(
                 df["network_exit_fraction"] = ns.exit_fraction
                 rows.append(df)
         net = NetworkSamples(
-            nets[0].layers, torch.cat([x.V for x in nets], 1), torch.cat([x.terminal for x in nets]),
-            torch.cat([x.stop_layer for x in nets]), torch.cat([x.reason for x in nets]), n,
+            nets[0].layers,
+            torch.cat([x.V for x in nets], 1),
+            torch.cat([x.terminal for x in nets]),
+            torch.cat([x.stop_layer for x in nets]),
+            torch.cat([x.reason for x in nets]),
+            n,
         )
         net_p = net.exit_fraction
         samples["network"] = net.survivors()

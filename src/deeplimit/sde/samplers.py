@@ -1,12 +1,15 @@
 """Finite-network samplers of ``V_ℓ = X_ℓ X_ℓᵀ/n`` (spec §5.5): exact cheap sampler and explicit weights.
 
-* ``method="cheap"``: replaces ``X W/√n`` by ``L Z`` (``L Lᵀ = V``, ``Z`` iid N(0,1)); the sequence ``(V_ℓ)`` has
+* ``method="cheap"``: replaces ``X W/√n`` by ``L Z`` (``L Lᵀ = V``, ``Z`` iid N(0,1)); the sequence
+  ``(V_ℓ)`` has
   exactly the law of the explicit network, at ``O(B m n)`` random numbers per layer instead of ``O(B n²)``.
 * ``method="gram"`` (derived, default): the same law with the state kept as ``V`` in the canonical frame
   ``X = √n [L | 0]`` (rotation invariance): Gram products of iid Gaussian matrices are drawn by the Bartlett
   decomposition, so attention layers cost ``O(B m³)`` independent of ``n``; MLP layers still draw the ``m×n``
-  pre-activations (the nonlinearity needs them). Not available for the plain MLP (a), whose ``V`` is not Markov.
-* ``method="explicit"``: the theory modules of :mod:`deeplimit.nn.theory` with fresh N(0,1) weights per path and
+  pre-activations (the nonlinearity needs them). Not available for the plain MLP (a), whose ``V`` is not
+  Markov.
+* ``method="explicit"``: the theory modules of :mod:`deeplimit.nn.theory` with fresh N(0,1) weights per
+  path and
   layer (the reference the cheap sampler is tested against, spec §9 check 7).
 
 Both apply the stopping rule of §3.8 after every layer and freeze stopped paths at their last in-band state.
@@ -43,7 +46,8 @@ NETWORK_KINDS = ("attention", "resnet", "block", "mlp")
 class NetworkSamples:
     """Gram matrices of ``B`` finite networks.
 
-    ``layers (S,)`` saved layer indices; ``V (S, B, m, m)``; ``terminal (B, m, m)`` (last in-band state for stopped
+    ``layers (S,)`` saved layer indices; ``V (S, B, m, m)``; ``terminal (B, m, m)`` (last in-band state
+    for stopped
     paths); ``stop_layer (B,)`` = ``d*`` (``d`` if no exit); ``t_stop = d*/n``; ``reason (B,)`` codes as in
     :data:`deeplimit.sde.solver.REASONS`; ``n`` the width.
     """
@@ -80,9 +84,11 @@ def initial_X(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
-    """Start ``X_0 (paths, m, n)``: ``√n [L_0 | 0]`` (exactly ``V_0``), a given ``X0``, or iid ``N(0, init_std²)``.
+    """Start ``X_0 (paths, m, n)``: ``√n [L_0 | 0]`` (exactly ``V_0``), a given ``X0``, or iid ``N(0,
+    init_std²)``.
 
-    Exactly one of ``V0 (m, m)``, ``X0 ((paths,) m, n)``, ``init_std`` (with ``V0`` only used for ``m``) is used,
+    Exactly one of ``V0 (m, m)``, ``X0 ((paths,) m, n)``, ``init_std`` (with ``V0`` only used for ``m``)
+    is used,
     in that order of precedence: ``X0`` > ``init_std`` > ``V0``.
     """
     if X0 is not None:
@@ -114,7 +120,8 @@ def _gram(X: Tensor) -> Tensor:
 def cheap_attention_step(
     X: Tensor, n_k: int, gamma: float, tau: float, variant: str, gen: torch.Generator
 ) -> Tensor:
-    """One attention layer in law (spec §5.5): ``F_Q = L Z_Q``, ``F_K = L Z_K``, ``X ← λX + γ A L Z_V``. ``X (B, m, n)``."""
+    """One attention layer in law (spec §5.5): ``F_Q = L Z_Q``, ``F_K = L Z_K``, ``X ← λX + γ A L Z_V``.
+    ``X (B, m, n)``."""
     B, m, n = X.shape
     L, _ = psd_sqrt(_gram(X))
     FQ = L @ torch.randn(B, m, n_k, generator=gen, dtype=X.dtype)
@@ -125,10 +132,17 @@ def cheap_attention_step(
 
 
 def cheap_mlp_step(
-    X: Tensor, gamma: float, s_plus: float, s_minus: float, c: float, gen: torch.Generator, residual: bool = True
+    X: Tensor,
+    gamma: float,
+    s_plus: float,
+    s_minus: float,
+    c: float,
+    gen: torch.Generator,
+    residual: bool = True,
 ) -> Tensor:
     """One shaped-ReLU MLP layer in law (spec §5.5). Residual: ``H = L Z_1``, ``S = σ_s(H)``,
-    ``R = psd_sqrt((c/n) S Sᵀ)``, ``X ← λX + γ R Z_2``. Plain (a): ``S = σ_s(X)``, ``X ← R Z``. ``X (B, m, n)``."""
+    ``R = psd_sqrt((c/n) S Sᵀ)``, ``X ← λX + γ R Z_2``. Plain (a): ``S = σ_s(X)``, ``X ← R Z``. ``X (B,
+    m, n)``."""
     B, m, n = X.shape
     if residual:
         L, _ = psd_sqrt(_gram(X))
@@ -141,16 +155,19 @@ def cheap_mlp_step(
     return math.sqrt(1 - gamma**2) * X + gamma * out if residual else out
 
 
-def _bartlett(B: int, m: int, k: int, gen: torch.Generator, rng: np.random.Generator,
-              dtype: torch.dtype) -> Tensor:
-    """Upper-triangular ``R (B, m, m)`` with ``Rᵀ R ~ Wishart(k, I_m)`` (Bartlett: ``R_ii² ~ χ²(k − i)``), ``k ≥ m``."""
+def _bartlett(
+    B: int, m: int, k: int, gen: torch.Generator, rng: np.random.Generator, dtype: torch.dtype
+) -> Tensor:
+    """Upper-triangular ``R (B, m, m)`` with ``Rᵀ R ~ Wishart(k, I_m)`` (Bartlett: ``R_ii² ~ χ²(k −
+    i)``), ``k ≥ m``."""
     R = torch.randn(B, m, m, generator=gen, dtype=dtype).triu(1)
     chi = np.sqrt(rng.chisquare(k - np.arange(m), size=(B, m)))
     return R + torch.diag_embed(torch.as_tensor(chi, dtype=dtype))
 
 
-def _gaussian_gram(B: int, m: int, k: int, gen: torch.Generator, rng: np.random.Generator,
-                   dtype: torch.dtype) -> Tensor:
+def _gaussian_gram(
+    B: int, m: int, k: int, gen: torch.Generator, rng: np.random.Generator, dtype: torch.dtype
+) -> Tensor:
     """``Z Zᵀ`` for ``Z (B, m, k)`` iid N(0,1), drawn in ``O(m²)`` via Bartlett when ``k ≥ m``."""
     if k < m:
         Z = torch.randn(B, m, k, generator=gen, dtype=dtype)
@@ -159,9 +176,11 @@ def _gaussian_gram(B: int, m: int, k: int, gen: torch.Generator, rng: np.random.
     return R.mT @ R
 
 
-def _logit_core(B: int, m: int, n_k: int, gen: torch.Generator, rng: np.random.Generator,
-                dtype: torch.dtype) -> Tensor:
-    """``Z_Q Z_Kᵀ`` for independent ``Z_Q, Z_K (B, m, n_k)``: equal in law to ``G R`` (``G`` m×m iid, ``R`` Bartlett).
+def _logit_core(
+    B: int, m: int, n_k: int, gen: torch.Generator, rng: np.random.Generator, dtype: torch.dtype
+) -> Tensor:
+    """``Z_Q Z_Kᵀ`` for independent ``Z_Q, Z_K (B, m, n_k)``: equal in law to ``G R`` (``G`` m×m iid,
+    ``R`` Bartlett).
 
     Why: with ``Z_Kᵀ = Q R`` (thin QR), ``Z_Q Q`` is iid Gaussian and independent of ``R``.
     """
@@ -172,8 +191,9 @@ def _logit_core(B: int, m: int, n_k: int, gen: torch.Generator, rng: np.random.G
     return G @ _bartlett(B, m, n_k, gen, rng, dtype)
 
 
-def _residual_gram_update(V: Tensor, L: Tensor, BL: Tensor, gamma: float, n: int, gen: torch.Generator,
-                          rng: np.random.Generator) -> Tensor:
+def _residual_gram_update(
+    V: Tensor, L: Tensor, BL: Tensor, gamma: float, n: int, gen: torch.Generator, rng: np.random.Generator
+) -> Tensor:
     """Gram of ``λX + γ BL Z`` with ``X = √n [L | 0]``, ``Z (m, n)`` iid: ``Z = [Z_a | Z_b]`` (derived).
 
     ``λ² L Lᵀ + (λγ/√n)(L Z_aᵀ BLᵀ + BL Z_a Lᵀ) + (γ²/n) BL (Z_a Z_aᵀ + Z_b Z_bᵀ) BLᵀ``.
@@ -183,12 +203,24 @@ def _residual_gram_update(V: Tensor, L: Tensor, BL: Tensor, gamma: float, n: int
     Za = torch.randn(B, m, m, generator=gen, dtype=V.dtype)
     W = Za @ Za.mT + _gaussian_gram(B, m, n - m, gen, rng, V.dtype)
     cross = L @ Za.mT @ BL.mT
-    Vn = lam**2 * (L @ L.mT) + (lam * gamma / math.sqrt(n)) * (cross + cross.mT) + (gamma**2 / n) * (BL @ W @ BL.mT)
+    Vn = (
+        lam**2 * (L @ L.mT)
+        + (lam * gamma / math.sqrt(n)) * (cross + cross.mT)
+        + (gamma**2 / n) * (BL @ W @ BL.mT)
+    )
     return 0.5 * (Vn + Vn.mT)
 
 
-def gram_attention_step(V: Tensor, n: int, n_k: int, gamma: float, tau: float, variant: str,
-                        gen: torch.Generator, rng: np.random.Generator) -> Tensor:
+def gram_attention_step(
+    V: Tensor,
+    n: int,
+    n_k: int,
+    gamma: float,
+    tau: float,
+    variant: str,
+    gen: torch.Generator,
+    rng: np.random.Generator,
+) -> Tensor:
     """One attention layer on ``V (B, m, m)`` in the canonical frame (exact in law; derived from §5.5)."""
     B, m, _ = V.shape
     L, _ = psd_sqrt(V)
@@ -197,8 +229,16 @@ def gram_attention_step(V: Tensor, n: int, n_k: int, gamma: float, tau: float, v
     return _residual_gram_update(V, L, A @ L, gamma, n, gen, rng)
 
 
-def gram_mlp_step(V: Tensor, n: int, gamma: float, s_plus: float, s_minus: float, c: float,
-                  gen: torch.Generator, rng: np.random.Generator) -> Tensor:
+def gram_mlp_step(
+    V: Tensor,
+    n: int,
+    gamma: float,
+    s_plus: float,
+    s_minus: float,
+    c: float,
+    gen: torch.Generator,
+    rng: np.random.Generator,
+) -> Tensor:
     """One residual shaped-ReLU MLP layer on ``V (B, m, m)`` in the canonical frame (exact in law)."""
     B, m, _ = V.shape
     L, _ = psd_sqrt(V)
@@ -234,19 +274,23 @@ def sample_network(
     """Sample ``V_ℓ`` of ``paths`` independent finite networks of depth ``d`` (spec §5.5).
 
     Args:
-        kind: ``attention`` (§2.1 with ``variant``), ``resnet`` (§2.4), ``block`` (§2.5) or ``mlp`` (plain (a)).
+        kind: ``attention`` (§2.1 with ``variant``), ``resnet`` (§2.4), ``block`` (§2.5) or ``mlp``
+        (plain (a)).
         n, d, n_k: width, depth (layers/blocks), key width (default ``n``, as in §4).
         V0 / X0 / init_std: start, see :func:`initial_X` (stopping presets use ``init_std=10``).
         gamma, tau0, c_plus, c_minus, variant: layer hyper-parameters (§2; variants of §6).
         save_every / layers: save ``V_ℓ`` every k layers / at these layers (``0`` and ``d`` always kept).
         band: stopping band on eigenvalues (§3.8); ``None`` stops only on non-finite values.
-        method: ``"gram"`` (exact in law, fastest), ``"cheap"`` (exact in law, ``X`` state) or ``"explicit"`` (theory modules, fresh weights per path and layer).
+        method: ``"gram"`` (exact in law, fastest), ``"cheap"`` (exact in law, ``X`` state) or
+        ``"explicit"`` (theory modules, fresh weights per path and layer).
         chunk: explicit method only, number of paths per weight batch (memory ``chunk·n²``).
     """
     if kind not in NETWORK_KINDS:
         raise DeeplimitError(f"unknown network kind {kind!r}; use one of {', '.join(NETWORK_KINDS)}")
     if variant not in ATTENTION_VARIANTS:
-        raise DeeplimitError(f"unknown attention variant {variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}")
+        raise DeeplimitError(
+            f"unknown attention variant {variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
+        )
     if method not in ("gram", "cheap", "explicit"):
         raise DeeplimitError(f"unknown sampler method {method!r}; use 'gram', 'cheap' or 'explicit'")
     if method == "gram" and kind == "mlp":
@@ -261,9 +305,31 @@ def sample_network(
         for start in range(0, paths, chunk):
             b = min(chunk, paths - start)
             parts.append(
-                _run(kind, n, d, initial_X(b, n, V0, X0[start:start + b] if X0 is not None and X0.ndim == 3
-                                           else X0, init_std, gen, dtype), n_k, gamma, tau0, c_plus,
-                     c_minus, variant, gen, save_every, layers, band, explicit=True)
+                _run(
+                    kind,
+                    n,
+                    d,
+                    initial_X(
+                        b,
+                        n,
+                        V0,
+                        X0[start : start + b] if X0 is not None and X0.ndim == 3 else X0,
+                        init_std,
+                        gen,
+                        dtype,
+                    ),
+                    n_k,
+                    gamma,
+                    tau0,
+                    c_plus,
+                    c_minus,
+                    variant,
+                    gen,
+                    save_every,
+                    layers,
+                    band,
+                    explicit=True,
+                )
             )
         return NetworkSamples(
             layers=parts[0].layers,
@@ -274,14 +340,43 @@ def sample_network(
             n=n,
         )
     X = initial_X(paths, n, V0, X0, init_std, gen, dtype)
-    return _run(kind, n, d, X, n_k, gamma, tau0, c_plus, c_minus, variant, gen, save_every, layers, band,
-                explicit=False, gram=method == "gram")
+    return _run(
+        kind,
+        n,
+        d,
+        X,
+        n_k,
+        gamma,
+        tau0,
+        c_plus,
+        c_minus,
+        variant,
+        gen,
+        save_every,
+        layers,
+        band,
+        explicit=False,
+        gram=method == "gram",
+    )
 
 
 def _run(
-    kind: str, n: int, d: int, X: Tensor, n_k: int, gamma: float, tau0: float, c_plus: float, c_minus: float,
-    variant: str, gen: torch.Generator, save_every: int | None, layers: list[int] | None,
-    band: tuple[float, float] | None, explicit: bool, gram: bool = False,
+    kind: str,
+    n: int,
+    d: int,
+    X: Tensor,
+    n_k: int,
+    gamma: float,
+    tau0: float,
+    c_plus: float,
+    c_minus: float,
+    variant: str,
+    gen: torch.Generator,
+    save_every: int | None,
+    layers: list[int] | None,
+    band: tuple[float, float] | None,
+    explicit: bool,
+    gram: bool = False,
 ) -> NetworkSamples:
     B = X.shape[0]
     save = {0, d}

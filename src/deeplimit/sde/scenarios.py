@@ -1,6 +1,7 @@
 """Named presets of the paper's simulations (spec §4, §6, §7) and runners for them.
 
-``get_preset(name, **overrides)`` returns a validated :class:`Preset`; :func:`run_comparison` simulates the SDE
+``get_preset(name, **overrides)`` returns a validated :class:`Preset`; :func:`run_comparison` simulates
+the SDE
 and the finite network of a preset and tabulates KS/W1 distances, quantiles and exit fractions;
 :func:`stopping_map` computes the median stopping time over a ``(γ, τ0)`` grid (Fig. 5 right, Fig. 8).
 """
@@ -29,7 +30,8 @@ STOP_BAND = (1e-4, 1e4)
 
 @dataclass(frozen=True)
 class Preset:
-    """One simulation setting. ``kind`` is a coefficient-table row (§3.6); ``variant`` the attention matrix (§6).
+    """One simulation setting. ``kind`` is a coefficient-table row (§3.6); ``variant`` the attention
+    matrix (§6).
 
     ``init``: ``"exact"`` (``X_0 = √n [L_0 | 0]``, ``V_0 = (1−ρ0) I + ρ0 11ᵀ``), ``"iid"`` (entries
     N(0, init_std²), stopping presets) or ``"gaussian"`` (``X_0 = L_0 Z``, Gaussian coordinates for the plain
@@ -87,16 +89,45 @@ PRESETS: dict[str, Preset] = {
     for p in [
         Preset("attention", "attention", n=200, d=150),
         Preset("block", "block", n=200, d=150),
-        Preset("resnet", "resnet", n=300, d=100, gamma=0.5, paths=8192, dt=None,
-               gammas=(1 / math.sqrt(100), 0.25, 0.5, 1.0)),
+        Preset(
+            "resnet",
+            "resnet",
+            n=300,
+            d=100,
+            gamma=0.5,
+            paths=8192,
+            dt=None,
+            gammas=(1 / math.sqrt(100), 0.25, 0.5, 1.0),
+        ),
         Preset("mlp", "mlp", n=300, d=60, init="gaussian", dt=None),
         Preset("linear", "linear", n=200, d=150),
-        Preset("ablations", "attention", n=300, d=150, gamma=1 / math.sqrt(2), paths=8192,
-               gammas=(), tau0s=()),
-        Preset("stopping", "attention", n=200, d=200, m=3, gamma=0.735, init="iid", paths=100,
-               band=STOP_BAND, gammas=STOPPING_GAMMAS),
-        Preset("stopping-map", "attention", n=200, d=200, m=3, init="iid", paths=100, band=STOP_BAND,
-               gammas=MAP_GAMMAS, tau0s=MAP_TAU0S),
+        Preset(
+            "ablations", "attention", n=300, d=150, gamma=1 / math.sqrt(2), paths=8192, gammas=(), tau0s=()
+        ),
+        Preset(
+            "stopping",
+            "attention",
+            n=200,
+            d=200,
+            m=3,
+            gamma=0.735,
+            init="iid",
+            paths=100,
+            band=STOP_BAND,
+            gammas=STOPPING_GAMMAS,
+        ),
+        Preset(
+            "stopping-map",
+            "attention",
+            n=200,
+            d=200,
+            m=3,
+            init="iid",
+            paths=100,
+            band=STOP_BAND,
+            gammas=MAP_GAMMAS,
+            tau0s=MAP_TAU0S,
+        ),
     ]
 }
 
@@ -130,7 +161,9 @@ def validate_preset(p: Preset) -> None:
     if not p.tau0 > 0:
         raise DeeplimitError(f"tau0 = {p.tau0} must be positive; the paper uses 1")
     if p.variant not in ATTENTION_VARIANTS:
-        raise DeeplimitError(f"unknown attention variant {p.variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}")
+        raise DeeplimitError(
+            f"unknown attention variant {p.variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
+        )
     if p.init not in ("exact", "iid", "gaussian"):
         raise DeeplimitError(f"unknown init {p.init!r}; use 'exact', 'iid' or 'gaussian'")
     equicorrelated(p.m, p.rho0)
@@ -171,8 +204,13 @@ def start_states(p: Preset, seed: int, dtype: torch.dtype = torch.float64) -> tu
     return 0.5 * (V0 + V0.mT), X0
 
 
-def run_network(p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, method: str = "gram",
-                save_every: int | None = None) -> NetworkSamples:
+def run_network(
+    p: Preset,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    method: str = "gram",
+    save_every: int | None = None,
+) -> NetworkSamples:
     """Finite-network samples of preset ``p`` (exact-in-law sampler by default).
 
     The ``linear`` row is the attention layer with ``τ0 = 10¹²``: ``Softmax = U`` to ~1e-12, so ``A = I``
@@ -181,23 +219,46 @@ def run_network(p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, me
     V0, X0 = start_states(p, seed, dtype)
     linear = p.kind == "linear"
     return sample_network(
-        "attention" if linear else p.kind, p.n, p.d, None if X0 is not None else V0, X0=X0,
-        gamma=p.gamma, tau0=1e12 if linear else p.tau0, c_plus=p.c_plus, c_minus=p.c_minus,
-        variant=p.variant, paths=p.paths, seed=seed + 1, dtype=dtype, band=p.band, method=method,
+        "attention" if linear else p.kind,
+        p.n,
+        p.d,
+        None if X0 is not None else V0,
+        X0=X0,
+        gamma=p.gamma,
+        tau0=1e12 if linear else p.tau0,
+        c_plus=p.c_plus,
+        c_minus=p.c_minus,
+        variant=p.variant,
+        paths=p.paths,
+        seed=seed + 1,
+        dtype=dtype,
+        band=p.band,
+        method=method,
         save_every=save_every,
     )
 
 
-def run_sde(p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, save_every: int | None = None
-            ) -> Solution:
+def run_sde(
+    p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, save_every: int | None = None
+) -> Solution:
     """SDE solution of preset ``p`` (same realised start as :func:`run_network` for random inits)."""
     V0, _ = start_states(p, seed, dtype)
-    return solve(p.scenario, V0, p.T, p.dt, paths=p.paths, seed=seed + 2, dtype=dtype, band=p.band,
-                 save_every=save_every)
+    return solve(
+        p.scenario,
+        V0,
+        p.T,
+        p.dt,
+        paths=p.paths,
+        seed=seed + 2,
+        dtype=dtype,
+        band=p.band,
+        save_every=save_every,
+    )
 
 
-def run_comparison(p: Preset, seed: int = 0, bootstrap: int = 100, method: str = "gram",
-                   dtype: torch.dtype = torch.float64) -> ComparisonResult:
+def run_comparison(
+    p: Preset, seed: int = 0, bootstrap: int = 100, method: str = "gram", dtype: torch.dtype = torch.float64
+) -> ComparisonResult:
     """Simulate SDE and network for ``p``; KS/W1 (bootstrap SE) and quantiles on ρ^{12}, V^{12}, V^{11}.
 
     Statistics use the paths that stayed in the band; exit fractions are reported in :meth:`summary`.
@@ -231,7 +292,8 @@ def stopping_map(
 ) -> pd.DataFrame:
     """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over a ``(γ, τ0)`` grid.
 
-    Start ``X_0`` iid N(0, init_std²) (token norms ≈ ``init_std·√n``, Fig. 5/8); the SDE starts at the realised
+    Start ``X_0`` iid N(0, init_std²) (token norms ≈ ``init_std·√n``, Fig. 5/8); the SDE starts at the
+    realised
     ``X_0 X_0ᵀ/n``. ``source``: ``"sde"`` or ``"network"`` (exact-in-law sampler). One row per grid cell with
     ``gamma, tau0, median_t, p10_t, exit_fraction``.
     """
@@ -251,11 +313,20 @@ def stopping_map(
                 sol = solve(Scenario("attention", g, t0), V0, T, dt, paths=paths, seed=cell_seed, band=band)
                 t, frac = sol.t_stop, sol.exit_fraction
             else:
-                net = sample_network("attention", n, d, X0=X0, gamma=g, tau0=t0, paths=paths, seed=cell_seed,
-                                     band=band)
+                net = sample_network(
+                    "attention", n, d, X0=X0, gamma=g, tau0=t0, paths=paths, seed=cell_seed, band=band
+                )
                 t, frac = net.t_stop, net.exit_fraction
-            rows.append({"gamma": g, "tau0": t0, "median_t": float(t.median()),
-                         "p10_t": float(torch.quantile(t, 0.1)), "exit_fraction": frac, "T": T})
+            rows.append(
+                {
+                    "gamma": g,
+                    "tau0": t0,
+                    "median_t": float(t.median()),
+                    "p10_t": float(torch.quantile(t, 0.1)),
+                    "exit_fraction": frac,
+                    "T": T,
+                }
+            )
     return pd.DataFrame(rows)
 
 
