@@ -1,1 +1,57 @@
-"""deeplimit.sde"""
+"""deeplimit.sde: covariance SDEs of shaped networks (Noci et al. 2023) and exact finite-network samplers.
+
+Small flat API (see ``shared/spec/shaped-transformer.md`` §3–§5, §9):
+
+* coefficients: :class:`Scenario` (§3.6), :func:`drift_attention`, :func:`drift_relu`, :func:`relu_nu`,
+  :func:`attention_quartic`, :func:`solve_correlation` (§3.7);
+* noise and solver: :func:`psd_sqrt`, :func:`matrix_free_noise`, :func:`solve` → :class:`Solution`;
+* finite networks: :func:`sample_network` → :class:`NetworkSamples` (theory blocks in
+  :mod:`deeplimit.nn.theory`);
+* presets and studies: :func:`get_preset`, :func:`run_comparison`, :func:`stopping_map`, :func:`predict`;
+* statistics: :func:`compare_distributions`, :func:`quantile_table`.
+"""
+
+from deeplimit.sde.coefficients import (
+    Scenario,
+    attention_quartic,
+    correlation,
+    drift_attention,
+    drift_relu,
+    relu_nu,
+    solve_correlation,
+)
+from deeplimit.sde.compare import compare_distributions, ks_distance, quantile_table, wasserstein1
+from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
+from deeplimit.sde.predict import Prediction, predict
+from deeplimit.sde.samplers import NetworkSamples, sample_network
+from deeplimit.sde.scenarios import PRESETS, Preset, equicorrelated, get_preset, run_comparison, stopping_map
+from deeplimit.sde.solver import Solution, nearest_psd, solve
+
+__all__ = [
+    "PRESETS",
+    "NetworkSamples",
+    "Prediction",
+    "Preset",
+    "Scenario",
+    "Solution",
+    "attention_quartic",
+    "compare_distributions",
+    "correlation",
+    "drift_attention",
+    "drift_relu",
+    "equicorrelated",
+    "get_preset",
+    "ks_distance",
+    "matrix_free_noise",
+    "nearest_psd",
+    "predict",
+    "psd_sqrt",
+    "quantile_table",
+    "relu_nu",
+    "run_comparison",
+    "sample_network",
+    "solve",
+    "solve_correlation",
+    "stopping_map",
+    "wasserstein1",
+]

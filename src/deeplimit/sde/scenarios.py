@@ -1,0 +1,344 @@
+"""Named presets of the paper's simulations (spec §4, §6, §7) and runners for them.
+
+``get_preset(name, **overrides)`` returns a validated :class:`Preset`; :func:`run_comparison` simulates
+the SDE
+and the finite network of a preset and tabulates KS/W1 distances, quantiles and exit fractions;
+:func:`stopping_map` computes the median stopping time over a ``(γ, τ0)`` grid (Fig. 5 right, Fig. 8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.nn.theory import ATTENTION_VARIANTS
+from deeplimit.sde.coefficients import Scenario
+from deeplimit.sde.compare import compare_distributions, quantile_table
+from deeplimit.sde.samplers import NetworkSamples, initial_X, sample_network
+from deeplimit.sde.solver import Solution, check_V0, solve
+
+STOPPING_GAMMAS = (0.1, 0.16, 0.214, 0.29, 0.4, 0.54, 0.735, 1.0)
+MAP_GAMMAS = (0.0,) + tuple(2.0 ** (-3.0 + 0.2 * k) for k in range(16))  # {0, 2^-3.0, 2^-2.8, …, 2^0}
+MAP_TAU0S = tuple(2.0**k for k in range(-10, 7))  # 2^-10 … 2^6
+STOP_BAND = (1e-4, 1e4)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One simulation setting. ``kind`` is a coefficient-table row (§3.6); ``variant`` the attention
+    matrix (§6).
+
+    ``init``: ``"exact"`` (``X_0 = √n [L_0 | 0]``, ``V_0 = (1−ρ0) I + ρ0 11ᵀ``), ``"iid"`` (entries
+    N(0, init_std²), stopping presets) or ``"gaussian"`` (``X_0 = L_0 Z``, Gaussian coordinates for the plain
+    MLP (a), whose ``σ_s`` acts on ``X`` directly; the SDE then starts at the realised ``X_0 X_0ᵀ/n``).
+    """
+
+    name: str
+    kind: str
+    n: int
+    d: int
+    m: int = 2
+    gamma: float = 1 / math.sqrt(8)
+    tau0: float = 1.0
+    c_plus: float = 0.0
+    c_minus: float = -1.0
+    rho0: float = 0.2
+    init: str = "exact"
+    init_std: float = 10.0
+    paths: int = 4096
+    dt: float | None = 0.01
+    band: tuple[float, float] | None = None
+    variant: str = "shaped"
+    gammas: tuple[float, ...] = field(default=())
+    tau0s: tuple[float, ...] = field(default=())
+
+    @property
+    def T(self) -> float:
+        """Terminal SDE time ``d/n`` (one layer or block = ``1/n``)."""
+        return self.d / self.n
+
+    @property
+    def scenario(self) -> Scenario:
+        kind = "resnet" if self.kind == "resnet" else self.kind
+        return Scenario(kind, self.gamma if self.kind != "mlp" else 1.0, self.tau0, self.c_plus, self.c_minus)
+
+    def V0(self, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``(1 − ρ0) I + ρ0 11ᵀ`` (m×m)."""
+        return equicorrelated(self.m, self.rho0, dtype)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def equicorrelated(m: int, rho0: float, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``V_0 = (1 − ρ0) I + ρ0 11ᵀ``; PSD for ``−1/(m−1) ≤ ρ0 ≤ 1``."""
+    if m < 2:
+        raise DeeplimitError(f"m = {m}: covariance SDEs need at least 2 tokens; pass m ≥ 2")
+    if not -1.0 / (m - 1) <= rho0 <= 1.0:
+        raise DeeplimitError(f"rho0 = {rho0} gives a non-PSD start for m = {m}; use −1/(m−1) ≤ rho0 ≤ 1")
+    return (1 - rho0) * torch.eye(m, dtype=dtype) + rho0 * torch.ones(m, m, dtype=dtype)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("attention", "attention", n=200, d=150),
+        Preset("block", "block", n=200, d=150),
+        Preset(
+            "resnet",
+            "resnet",
+            n=300,
+            d=100,
+            gamma=0.5,
+            paths=8192,
+            dt=None,
+            gammas=(1 / math.sqrt(100), 0.25, 0.5, 1.0),
+        ),
+        Preset("mlp", "mlp", n=300, d=60, init="gaussian", dt=None),
+        Preset("linear", "linear", n=200, d=150),
+        Preset(
+            "ablations", "attention", n=300, d=150, gamma=1 / math.sqrt(2), paths=8192, gammas=(), tau0s=()
+        ),
+        Preset(
+            "stopping",
+            "attention",
+            n=200,
+            d=200,
+            m=3,
+            gamma=0.735,
+            init="iid",
+            paths=100,
+            band=STOP_BAND,
+            gammas=STOPPING_GAMMAS,
+        ),
+        Preset(
+            "stopping-map",
+            "attention",
+            n=200,
+            d=200,
+            m=3,
+            init="iid",
+            paths=100,
+            band=STOP_BAND,
+            gammas=MAP_GAMMAS,
+            tau0s=MAP_TAU0S,
+        ),
+    ]
+}
+
+
+def get_preset(name: str, **overrides: object) -> Preset:
+    """Preset ``name`` with fields replaced by the non-``None`` ``overrides``; validated.
+
+    Raises :class:`DeeplimitError` for unknown names (listing the valid ones) and bad parameters.
+    """
+    if name not in PRESETS:
+        raise DeeplimitError(f"unknown scenario {name!r}; valid scenarios: {', '.join(PRESETS)}")
+    p = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    validate_preset(p)
+    return p
+
+
+def validate_preset(p: Preset) -> None:
+    """Raise :class:`DeeplimitError` naming the problem and the fix for an impossible preset."""
+    if p.m < 2:
+        raise DeeplimitError(f"m = {p.m}: covariance SDEs need at least 2 tokens; pass --m 2 or more")
+    for name in ("n", "d", "paths"):
+        v = getattr(p, name)
+        if not (isinstance(v, int) and v >= 1):
+            raise DeeplimitError(f"{name} must be a positive integer, got {v!r}")
+    if p.n < p.m and p.init == "exact":
+        raise DeeplimitError(f"width n = {p.n} < m = {p.m}; the exact start √n [L0 | 0] needs n ≥ m")
+    if p.dt is not None and not 0 < p.dt <= p.T:
+        raise DeeplimitError(f"dt = {p.dt} must lie in (0, T = d/n = {p.T:g}]; use dt = 0.01 or raise d")
+    if not 0 <= p.gamma <= 1:
+        raise DeeplimitError(f"gamma = {p.gamma} outside [0, 1]; λ² + γ² = 1 needs γ ∈ [0, 1]")
+    if not p.tau0 > 0:
+        raise DeeplimitError(f"tau0 = {p.tau0} must be positive; the paper uses 1")
+    if p.variant not in ATTENTION_VARIANTS:
+        raise DeeplimitError(
+            f"unknown attention variant {p.variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
+        )
+    if p.init not in ("exact", "iid", "gaussian"):
+        raise DeeplimitError(f"unknown init {p.init!r}; use 'exact', 'iid' or 'gaussian'")
+    equicorrelated(p.m, p.rho0)
+
+
+@dataclass
+class ComparisonResult:
+    """Output of :func:`run_comparison`: SDE solution, network samples and the tables built from them."""
+
+    preset: Preset
+    sde: Solution
+    network: NetworkSamples
+    distances: pd.DataFrame
+    quantiles: pd.DataFrame
+
+    def summary(self) -> dict:
+        return {
+            "preset": self.preset.to_dict(),
+            "sde_exit_fraction": self.sde.exit_fraction,
+            "network_exit_fraction": self.network.exit_fraction,
+            "sde_clipped_paths": int((self.sde.clipped > 0).sum()),
+            "dt": self.sde.dt,
+            "distances": self.distances.to_dict(orient="records"),
+        }
+
+
+def start_states(p: Preset, seed: int, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor | None]:
+    """``(V0 for the SDE, X0 for the network or None)``: the realised start of each path for random inits."""
+    if p.init == "exact":
+        return p.V0(dtype), None
+    gen = torch.Generator().manual_seed(seed + 7919)
+    if p.init == "iid":
+        X0 = initial_X(p.paths, p.n, V0=p.V0(dtype), init_std=p.init_std, generator=gen, dtype=dtype)
+    else:
+        L0 = torch.linalg.cholesky(p.V0(dtype))
+        X0 = L0 @ torch.randn(p.paths, p.m, p.n, generator=gen, dtype=dtype)
+    V0 = X0 @ X0.mT / p.n
+    return 0.5 * (V0 + V0.mT), X0
+
+
+def run_network(
+    p: Preset,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    method: str = "gram",
+    save_every: int | None = None,
+) -> NetworkSamples:
+    """Finite-network samples of preset ``p`` (exact-in-law sampler by default).
+
+    The ``linear`` row is the attention layer with ``τ0 = 10¹²``: ``Softmax = U`` to ~1e-12, so ``A = I``
+    (the linear residual map ``λX + γ X W^V/√n``, same law as zero queries).
+    """
+    V0, X0 = start_states(p, seed, dtype)
+    linear = p.kind == "linear"
+    return sample_network(
+        "attention" if linear else p.kind,
+        p.n,
+        p.d,
+        None if X0 is not None else V0,
+        X0=X0,
+        gamma=p.gamma,
+        tau0=1e12 if linear else p.tau0,
+        c_plus=p.c_plus,
+        c_minus=p.c_minus,
+        variant=p.variant,
+        paths=p.paths,
+        seed=seed + 1,
+        dtype=dtype,
+        band=p.band,
+        method=method,
+        save_every=save_every,
+    )
+
+
+def run_sde(
+    p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, save_every: int | None = None
+) -> Solution:
+    """SDE solution of preset ``p`` (same realised start as :func:`run_network` for random inits)."""
+    V0, _ = start_states(p, seed, dtype)
+    return solve(
+        p.scenario,
+        V0,
+        p.T,
+        p.dt,
+        paths=p.paths,
+        seed=seed + 2,
+        dtype=dtype,
+        band=p.band,
+        save_every=save_every,
+    )
+
+
+def run_comparison(
+    p: Preset, seed: int = 0, bootstrap: int = 100, method: str = "gram", dtype: torch.dtype = torch.float64
+) -> ComparisonResult:
+    """Simulate SDE and network for ``p``; KS/W1 (bootstrap SE) and quantiles on ρ^{12}, V^{12}, V^{11}.
+
+    Statistics use the paths that stayed in the band; exit fractions are reported in :meth:`summary`.
+    """
+    if p.variant != "shaped":
+        raise DeeplimitError(
+            f"variant {p.variant!r} has no SDE limit (spec §6); compare only the shaped variant, or use "
+            "deeplimit.sde.sample_network directly for ablations"
+        )
+    sde = run_sde(p, seed, dtype)
+    net = run_network(p, seed, dtype, method)
+    a, b = sde.survivors(), net.survivors()
+    q = (("rho", 0, 1), ("V", 0, 1), ("V", 0, 0))
+    dist = compare_distributions(a, b, q, bootstrap=bootstrap, seed=seed)
+    quant = quantile_table({"sde": a, "network": b}, q)
+    return ComparisonResult(p, sde, net, dist, quant)
+
+
+def stopping_map(
+    gammas: tuple[float, ...] | list[float],
+    tau0s: tuple[float, ...] | list[float],
+    n: int = 200,
+    d: int = 200,
+    m: int = 3,
+    paths: int = 100,
+    seed: int = 0,
+    band: tuple[float, float] = STOP_BAND,
+    init_std: float = 10.0,
+    source: str = "sde",
+    dt: float | None = 0.01,
+) -> pd.DataFrame:
+    """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over a ``(γ, τ0)`` grid.
+
+    Start ``X_0`` iid N(0, init_std²) (token norms ≈ ``init_std·√n``, Fig. 5/8); the SDE starts at the
+    realised
+    ``X_0 X_0ᵀ/n``. ``source``: ``"sde"`` or ``"network"`` (exact-in-law sampler). One row per grid cell with
+    ``gamma, tau0, median_t, p10_t, exit_fraction``.
+    """
+    if source not in ("sde", "network"):
+        raise DeeplimitError(f"unknown source {source!r}; use 'sde' or 'network'")
+    T = d / n
+    gen = torch.Generator().manual_seed(seed)
+    V0m = torch.eye(m, dtype=torch.float64)
+    X0 = initial_X(paths, n, V0=V0m, init_std=init_std, generator=gen)
+    V0 = X0 @ X0.mT / n
+    V0 = 0.5 * (V0 + V0.mT)
+    rows = []
+    for i, g in enumerate(gammas):
+        for j, t0 in enumerate(tau0s):
+            cell_seed = seed + 1000 * i + j + 1
+            if source == "sde":
+                sol = solve(Scenario("attention", g, t0), V0, T, dt, paths=paths, seed=cell_seed, band=band)
+                t, frac = sol.t_stop, sol.exit_fraction
+            else:
+                net = sample_network(
+                    "attention", n, d, X0=X0, gamma=g, tau0=t0, paths=paths, seed=cell_seed, band=band
+                )
+                t, frac = net.t_stop, net.exit_fraction
+            rows.append(
+                {
+                    "gamma": g,
+                    "tau0": t0,
+                    "median_t": float(t.median()),
+                    "p10_t": float(torch.quantile(t, 0.1)),
+                    "exit_fraction": frac,
+                    "T": T,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+__all__ = [
+    "PRESETS",
+    "ComparisonResult",
+    "Preset",
+    "check_V0",
+    "equicorrelated",
+    "get_preset",
+    "run_comparison",
+    "run_network",
+    "run_sde",
+    "stopping_map",
+]
