@@ -17,6 +17,8 @@ COMMANDS = [
     "deeplimit.cli.coord_check",
     "deeplimit.cli.feature_diversity",
     "deeplimit.cli.train",
+    "deeplimit.cli.sweep",
+    "deeplimit.cli.sde",
 ]
 
 

@@ -44,3 +44,15 @@ def build_preset(name: str, **kwargs: Any) -> SweepSpec:
 
 
 register_preset("demo-quadratic")(demo_quadratic_spec)
+
+
+def _register_experiments() -> None:
+    # The TP6 / CompleteP experiments of depth-mup spec §11, each with tiers smoke | quick | full:
+    # ``deeplimit sweep create --preset depth-transfer --set tier=quick``.
+    from deeplimit.sweep.experiments import EXPERIMENTS
+
+    for name, builder in EXPERIMENTS.items():
+        register_preset(name)(builder)
+
+
+_register_experiments()
