@@ -13,13 +13,15 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec, log2_grid
 
 OBJECTIVE = "deeplimit.sweep.objectives:train_objective"
-TIERS = ("smoke", "quick", "full")
+TIERS = ("smoke", "quick", "standard", "full")
 
 
-def _tier(tier: str, smoke, quick, full):
+def _tier(tier: str, smoke, quick, full, standard=None):
+    """Pick a tier's settings: smoke (CI), quick (``deeplimit reproduce``), standard (the documented evidence
+    runs; defaults to quick), full (the spec's long version)."""
     if tier not in TIERS:
         raise DeeplimitError(f"unknown tier {tier!r}; choose one of {TIERS}")
-    return {"smoke": smoke, "quick": quick, "full": full}[tier]
+    return {"smoke": smoke, "quick": quick, "standard": standard or quick, "full": full}[tier]
 
 
 def depth_transfer(tier: str = "quick") -> SweepSpec:
@@ -27,9 +29,10 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
     presets, depths, lrs, seeds, steps, width = _tier(
         tier,
         (["depth_mup", "sp"], [2, 8], log2_grid(-12, -6, 2), [0], 50, 32),
-        (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32], log2_grid(-12, -5, 1), [0, 1], 300, 64),
+        (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-12, -5, 1), [0, 1], 200, 64),
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
-         [0, 1], 1000, 128))
+         [0, 1], 1000, 128),
+        (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1], 300, 64))
     return SweepSpec(
         axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": width, "base_width": width,
