@@ -99,9 +99,10 @@ def test_two_workers_retry_exceptions_without_losing_points(tmp_path: Path) -> N
     spec = SweepSpec(axes={"log2_lr": POINTS})
     create_sweep("retry", spec, objective="sweep_objectives:fails_first_attempt", storage=storage,
                  run_dir=run_dir)
-    procs = spawn_workers(storage, "retry", 2, heartbeat_interval=1, max_retries=1)
-    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    procs = spawn_workers(storage, "retry", 2, heartbeat_interval=1, grace_period=3, max_retries=1)
+    codes = [p.wait(timeout=60) for p in procs]
     status = sweep_status(storage, "retry")
+    assert codes == [0, 0], status.table.to_string()
     assert (status.done, status.failed, status.left) == (len(POINTS), 0, 0), str(status)
     attempts = Counter(line.split("\t")[0] for line in (run_dir / "attempts.log").read_text().splitlines())
     assert set(attempts.values()) == {2}  # each point: one failure, one successful retry
