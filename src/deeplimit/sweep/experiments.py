@@ -28,7 +28,7 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
     """TP6 Fig. 10/11: LR transfer over depth for Depth-μP, (½, 0), SP and ODE (1, 0); U, V frozen (§11.2)."""
     presets, depths, lrs, seeds, steps, width = _tier(
         tier,
-        (["depth_mup", "sp"], [2, 8], log2_grid(-12, -6, 2), [0], 50, 32),
+        (["depth_mup", "sp"], [2, 4], log2_grid(-10, -6, 2), [0], 30, 16),
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-12, -5, 1), [0, 1], 200, 64),
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
          [0, 1], 1000, 128),
@@ -46,8 +46,8 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
     """TP5 / spec §11.5: LR transfer over width, μP vs SP, depth fixed at the base depth, all layers trained."""
     presets, widths, lrs, seeds, steps = _tier(
         tier,
-        (["mup", "sp"], [32, 128], log2_grid(-12, -6, 2), [0], 50),
-        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -6, 1), [0], 400),
+        (["mup", "sp"], [16, 32], log2_grid(-10, -6, 2), [0], 30),
+        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -6, 1), [0], 300),
         (["mup", "sp"], [64, 128, 256, 512, 1024], log2_grid(-14, -6, 0.5), [0, 1], 1000))
     return SweepSpec(
         axes={"preset": presets, "width": widths, "log2_lr": lrs, "seed": seeds},
@@ -59,7 +59,7 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
 
 def activation(tier: str = "quick") -> SweepSpec:
     """TP6 Fig. 3: |x| vs ReLU under Depth-μP (log2 a = −1.5 for both); |x| should give the lower best loss."""
-    depths, lrs, seeds, steps = _tier(tier, ([8], log2_grid(-10, -6, 2), [0], 50),
+    depths, lrs, seeds, steps = _tier(tier, ([4], log2_grid(-9, -7, 2), [0], 30),
                                       ([8, 32], log2_grid(-11, -5, 1), [0], 300),
                                       ([8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1], 1000))
     return SweepSpec(
@@ -72,7 +72,7 @@ def activation(tier: str = "quick") -> SweepSpec:
 
 def block_depth(tier: str = "quick") -> SweepSpec:
     """TP6 §9, Figs. 4–6: block depth 1 vs 2 under Depth-μP; expect an η* shift for k = 2."""
-    depths, lrs, seeds, steps = _tier(tier, ([2, 8], log2_grid(-10, -6, 2), [0], 50),
+    depths, lrs, seeds, steps = _tier(tier, ([2], log2_grid(-9, -7, 2), [0], 30),
                                       ([2, 8, 32], log2_grid(-12, -5, 1), [0], 300),
                                       ([2, 8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1], 1000))
     return SweepSpec(
@@ -87,8 +87,8 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
     """Spec §11.7: byte-level LM, LR transfer over depth for CompleteP (α = 1), Depth-μP (α = ½) and μP."""
     presets, depths, lrs, seeds, steps, data = _tier(
         tier,
-        (["completep"], [1, 2], log2_grid(-10, -6, 2), [0], 30, "stdlib"),
-        (["completep", "depth_mup", "mup"], [2, 4, 8], log2_grid(-11, -5, 1), [0], 150, "shakespeare"),
+        (["completep"], [1, 2], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
+        (["completep", "depth_mup", "mup"], [1, 2, 4], log2_grid(-10, -5, 1), [0], 120, "shakespeare"),
         (["completep", "depth_mup", "mup"], [2, 4, 8, 16, 32], log2_grid(-12, -4, 1), [0, 1], 1000,
          "shakespeare"))
     return SweepSpec(
@@ -102,7 +102,7 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
 
 def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
     """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth."""
-    depths, lrs, seeds, steps, data = _tier(tier, ([2], log2_grid(-9, -7, 2), [0], 30, "stdlib"),
+    depths, lrs, seeds, steps, data = _tier(tier, ([1], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
                                             ([4], log2_grid(-10, -5, 1), [0], 200, "shakespeare"),
                                             ([4, 8], log2_grid(-12, -4, 1), [0, 1], 1000, "shakespeare"))
     return SweepSpec(
