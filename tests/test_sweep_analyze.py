@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.sweep.analyze import analyze, estimate_optimum, final_values, fit_trend, summarize, verdict
+from deeplimit.sweep.analysis import analyze, estimate_optimum, final_values, fit_trend, summarize, verdict
 
 GRID = np.arange(-12.0, -3.5, 1.0)
 

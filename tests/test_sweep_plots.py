@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeplimit.sweep.analyze import analyze
+from deeplimit.sweep.analysis import analyze
 from deeplimit.sweep.plots import plot_analysis
 
 

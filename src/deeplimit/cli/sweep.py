@@ -125,7 +125,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from deeplimit.sweep.analyze import analyze
+    from deeplimit.sweep.analysis import analyze
     from deeplimit.sweep.engine import _open_for_reading, results_frame, write_results
     from deeplimit.sweep.plots import plot_analysis
 

@@ -188,7 +188,8 @@ def stopping(ctx: Context) -> list[Section]:
 def run_experiment(ctx: Context, experiment: str):
     """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it."""
     from deeplimit.sweep.engine import create_sweep, launch_workers, results_frame, sweep_status
-    from deeplimit.sweep.experiments import ANALYSIS, experiment as build
+    from deeplimit.sweep.experiments import ANALYSIS
+    from deeplimit.sweep.experiments import experiment as build
     from deeplimit.sweep.plots import plot_analysis
 
     spec = build(experiment, ctx.tier)
@@ -200,7 +201,7 @@ def run_experiment(ctx: Context, experiment: str):
     status = sweep_status(ctx.storage, name)
     table = results_frame(ctx.storage, name)
     group, size = ANALYSIS[experiment]
-    from deeplimit.sweep.analyze import analyze
+    from deeplimit.sweep.analysis import analyze
 
     analysis = analyze(table, metric=spec.metric, group=group, size=size)
     figs_dir = ctx.out / "figures" / experiment

@@ -5,7 +5,7 @@ Public API (imported lazily, so ``import deeplimit.sweep`` stays cheap)::
     SweepSpec, log2_grid                                  # grid.py
     TrialResult, TrialContext, create_sweep, run_worker,  # engine.py
     launch_workers, sweep_status, results_frame, write_results, open_storage
-    analyze, summarize, drift_table, estimate_optimum, fit_trend, verdict   # analyze.py
+    analyze, summarize, drift_table, estimate_optimum, fit_trend, verdict   # analysis.py
     plot_loss_vs_lr, plot_optimum_vs_size, plot_analysis                     # plots.py
     PRESETS, register_preset                                                 # presets.py
     start_cluster, stop_cluster                                              # postgres.py
@@ -21,9 +21,9 @@ _EXPORTS = {
     "TrialResult": "engine", "TrialContext": "engine", "create_sweep": "engine", "run_worker": "engine",
     "launch_workers": "engine", "spawn_workers": "engine", "sweep_status": "engine",
     "results_frame": "engine", "write_results": "engine", "open_storage": "engine",
-    "analyze": "analyze", "summarize": "analyze", "drift_table": "analyze", "final_values": "analyze",
-    "estimate_optimum": "analyze", "fit_trend": "analyze", "verdict": "analyze",
-    "TransferAnalysis": "analyze", "Trend": "analyze",
+    "analyze": "analysis", "summarize": "analysis", "drift_table": "analysis", "final_values": "analysis",
+    "estimate_optimum": "analysis", "fit_trend": "analysis", "verdict": "analysis",
+    "TransferAnalysis": "analysis", "Trend": "analysis",
     "plot_loss_vs_lr": "plots", "plot_optimum_vs_size": "plots", "plot_analysis": "plots",
     "PRESETS": "presets", "register_preset": "presets", "build_preset": "presets",
     "start_cluster": "postgres", "stop_cluster": "postgres",

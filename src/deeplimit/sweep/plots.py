@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 
 from deeplimit.errors import DeeplimitError  # noqa: E402
-from deeplimit.sweep.analyze import SIZE_UNITS, TransferAnalysis  # noqa: E402
+from deeplimit.sweep.analysis import SIZE_UNITS, TransferAnalysis  # noqa: E402
 
 __all__ = ["plot_loss_vs_lr", "plot_optimum_vs_size", "plot_analysis"]
 
