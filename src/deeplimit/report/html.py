@@ -78,8 +78,8 @@ def render(sections: list[Section], title: str, intro: str, path: Path) -> Path:
         parts += [_img(f) for f in s.figures if Path(f).exists()]
         parts += [_table(n, df) for n, df in s.tables]
         if s.command or s.wall_s:
-            parts.append(f"<p class='meta'>{'reproduce with <code>' + html.escape(s.command) + '</code>; ' if s.command else ''}"
-                         f"{s.wall_s:.0f} s</p>")
+            cmd = f"reproduce with <code>{html.escape(s.command)}</code>; " if s.command else ""
+            parts.append(f"<p class='meta'>{cmd}{s.wall_s:.0f} s</p>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts))
     return path
