@@ -2,7 +2,7 @@
 VENV ?= .venv
 export DEEPLIMIT_DATA_DIR ?= $(CURDIR)/data-cache
 
-.PHONY: setup test reproduce lint bench
+.PHONY: setup test reproduce lint bench docs
 setup:
 	bash scripts/setup.sh
 
@@ -17,3 +17,6 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks --all
+
+docs: setup
+	$(VENV)/bin/python scripts/apidoc.py
