@@ -162,6 +162,7 @@ def run(quick: bool) -> dict:
                 "wall_s": time.perf_counter() - t0,
                 "paths_with_clipping": int((sol.clipped > 0).sum()),
             }
+            progress(f"m={m}: {paths} paths x {steps} steps ({tag}) in {res[tag]['wall_s']:.1f}s")
         wall = res["float64"]["wall_s"]
         A = torch.randn(paths, m, m, dtype=torch.float64)
         Bm = torch.randn(paths, m, m, dtype=torch.float64)
