@@ -158,7 +158,7 @@ def test_theory_modules_batched_weights_and_shapes() -> None:
         ShapedAttentionLayer(16, gamma=1.5)
 
 
-# ---- §9 check 9 (qualitative regressions of §6), via the exact-in-law sampler ---------------------------------
+# ---- §9 check 9 (qualitative regressions of §6), via the exact-in-law sampler --------------------------
 
 
 def test_ablation_rates_and_rank_collapse() -> None:
