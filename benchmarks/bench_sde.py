@@ -16,6 +16,7 @@ FLOP rate of our step at m ≥ 128 against a plain batched m×m matmul loop time
 from __future__ import annotations
 
 import math
+import sys
 import time
 from functools import partial
 
@@ -35,8 +36,15 @@ def start(m: int) -> torch.Tensor:
     return equicorrelated(m, 0.2)
 
 
-def ours(m: int, paths: int, steps: int, noise_dtype: torch.dtype | None = None, h: float = H):
-    return solve(SC, start(m), steps * h, h, paths=paths, seed=0, noise_dtype=noise_dtype)
+def ours(
+    m: int,
+    paths: int,
+    steps: int,
+    noise_dtype: torch.dtype | None = None,
+    h: float = H,
+    dtype: torch.dtype = torch.float64,
+):
+    return solve(SC, start(m), steps * h, h, paths=paths, seed=0, noise_dtype=noise_dtype, dtype=dtype)
 
 
 def naive(m: int, paths: int, steps: int) -> None:
@@ -110,9 +118,14 @@ def run(quick: bool) -> dict:
         "network": {},
         "flops": {},
     }
-    reps = 3 if quick else 5
+    reps = 3
+    t_start = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[bench sde {time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
     # -- peers at small m: same SDE, same step
-    sizes = {2: (256, 20), 8: (256, 5)} if quick else {2: (1024, 20), 8: (1024, 10), 32: (32, 3)}
+    sizes = {2: (256, 20), 8: (256, 5)} if quick else {2: (1024, 20), 8: (1024, 10), 32: (16, 2)}
     for m, (paths, steps) in sizes.items():
         peers = {
             "ours": partial(ours, m, paths, steps),
@@ -130,22 +143,27 @@ def run(quick: bool) -> dict:
             row[f"speedup_f32_noise_vs_{k}"] = t[k]["median_s"] / t["ours_f32_noise"]["median_s"]
         row.update(paths=paths, steps=steps)
         rec["peers"][f"m={m}"] = row
+        progress(
+            f"peers m={m}: "
+            + ", ".join(f"{k} {v['paths_steps_per_s']:.0f}/s" for k, v in row.items() if isinstance(v, dict))
+        )
     # -- ours alone at large m, and FLOP rate vs a plain matmul loop
     large = {128: (32, 5)} if quick else {128: (256, 100), 512: (8, 5)}
     for m, (paths, steps) in large.items():
-        # h = 0.01 (the paper's step) leaves the PSD cone at large m (noise spectral size
-        # ≈ 2 sqrt(κ_lin h m)), so the large-m runs use h = 1/(16 κ_lin m): Euler stays PSD and every
-        # step takes the Cholesky path
-        h = 1 / (16 * SC.kappa_lin * m)
+        # h = 0.01 (the paper's step) leaves the PSD cone at large m: the noise's relative spectral size is
+        # ≈ 2 sqrt(κ_lin h m) and the smallest eigenvalues decay on the time scale 1/(κ_lin m). The large-m
+        # runs use h = 1/(160 κ_lin m), at which 100 steps stay PSD (every step takes the Cholesky path).
+        h = 1 / (160 * SC.kappa_lin * m)
         res = {}
-        for tag, nd in (("f64_noise", None), ("f32_noise", torch.float32)):
+        for tag, nd, dt_ in (("float64", None, torch.float64), ("float32", torch.float32, torch.float32)):
             t0 = time.perf_counter()
-            sol = ours(m, paths, steps, nd, h)
+            sol = ours(m, paths, steps, nd, h, dt_)
             res[tag] = {
                 "wall_s": time.perf_counter() - t0,
                 "paths_with_clipping": int((sol.clipped > 0).sum()),
             }
-        wall = res["f64_noise"]["wall_s"]
+            progress(f"m={m}: {paths} paths x {steps} steps ({tag}) in {res[tag]['wall_s']:.1f}s")
+        wall = res["float64"]["wall_s"]
         A = torch.randn(paths, m, m, dtype=torch.float64)
         Bm = torch.randn(paths, m, m, dtype=torch.float64)
         n_mm = 4  # about as many matmul FLOPs as one step (≈ 8.3 m³)
@@ -175,7 +193,9 @@ def run(quick: bool) -> dict:
     # -- SDE vs finite-network sampling cost (block, m = 3, per path and layer)
     widths = (200,) if quick else (200, 2000)
     for n in widths:
-        paths, d = (64, 4) if quick else (128, 10)
+        paths, d = 64, 4
+        # explicit weights cost 5 n² normals per path and block: only a couple of paths at n = 2000
+        p_exp = paths if n <= 200 else 2
         V0 = start(3)
 
         def net(method: str, p: int, n: int = n, d: int = d, V0: torch.Tensor = V0) -> None:
@@ -187,16 +207,19 @@ def run(quick: bool) -> dict:
             "cheap_sampler": lambda p=paths: net("cheap", p),
         }
         if n <= 200 or not quick:
-            fns["explicit_weights"] = lambda p=(paths if n <= 200 else 16): net("explicit", p)
+            fns["explicit_weights"] = lambda p=p_exp: net("explicit", p)
         t = interleaved(fns, repeats=2 if n > 200 else reps, warmup=0 if n > 200 else 1)
         row = {}
         for k, v in t.items():
-            p = 16 if (k == "explicit_weights" and n > 200) else paths
+            p = p_exp if k == "explicit_weights" else paths
             row[k] = {"us_per_path_layer": 1e6 * v["median_s"] / (p * d)}
         base = row["sde_step"]["us_per_path_layer"]
         for k in row:
             row[k]["ratio_vs_sde"] = row[k]["us_per_path_layer"] / base
         rec["network"][f"n={n}"] = row
+        progress(
+            f"network n={n}: " + ", ".join(f"{k} {v['us_per_path_layer']:.1f}us" for k, v in row.items())
+        )
     # -- summary
     m8 = rec["peers"]["m=8"]
     summ = {
@@ -212,7 +235,7 @@ def run(quick: bool) -> dict:
         summ["m128_run"] = f"{f['paths']} paths x {f['steps']} steps"
         summ["m128_fraction_of_matmul_flops"] = f["fraction_of_matmul"]
         summ["m128_fraction_of_matmul_flops_f32_noise"] = f["fraction_of_matmul_f32_noise"]
-        summ["m128_run_s_f32_noise"] = f["runs"]["f32_noise"]["wall_s"]
+        summ["m128_run_s_float32"] = f["runs"]["float32"]["wall_s"]
     if "m=512" in rec["flops"]:
         summ["m512_fraction_of_matmul_flops"] = rec["flops"]["m=512"]["fraction_of_matmul"]
     for n, row in rec["network"].items():

@@ -156,3 +156,31 @@ def test_theory_modules_batched_weights_and_shapes() -> None:
     assert not torch.allclose(blk.attn.W_V[0], blk.attn.W_V[1])
     with pytest.raises(DeeplimitError):
         ShapedAttentionLayer(16, gamma=1.5)
+
+
+# ---- §9 check 9 (qualitative regressions of §6), via the exact-in-law sampler --------------------------
+
+
+def test_ablation_rates_and_rank_collapse() -> None:
+    import numpy as np
+
+    from deeplimit.sde.coefficients import correlation
+    from deeplimit.sde.scenarios import equicorrelated
+
+    g = 1 / math.sqrt(2)
+    lam2 = 1 - g * g
+    kw = dict(n=300, d=30, V0=equicorrelated(3, 0.2), gamma=g, paths=512, save_every=1, seed=4)
+    layers = np.arange(31)
+    sel = (layers >= 10) & (layers <= 30)
+
+    def slope(variant: str) -> float:
+        V = sample_network("attention", variant=variant, **kw).V
+        med = V[:, :, 0, 1].median(dim=1).values.numpy()
+        return float(np.polyfit(layers[sel], np.log(med[sel]), 1)[0])
+
+    assert slope("center") == pytest.approx(math.log(lam2), rel=0.05)
+    assert slope("identity") == pytest.approx(math.log(lam2 + 4 * g * g), rel=0.05)
+    soft = sample_network("attention", variant="softmax", **kw).V
+    shaped = sample_network("attention", **kw).V
+    assert float(correlation(soft[30])[:, 0, 1].abs().mean()) >= 0.99
+    assert float(correlation(shaped[30])[:, 0, 1].abs().mean()) <= 0.5

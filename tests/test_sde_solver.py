@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deeplimit.errors import DeeplimitError
+from deeplimit.errors import DeeplimitError, DeeplimitWarning
 from deeplimit.sde import Scenario, get_preset, nearest_psd, predict, solve
 from deeplimit.sde._index import naive_em_step
 from deeplimit.sde.compare import compare_distributions, extract, ks_distance
@@ -36,7 +36,10 @@ def test_stopping_band_freezes_paths_and_records_reason() -> None:
 def test_nonfinite_paths_stop_without_nan() -> None:
     # no band: a blow-up path is stopped when it becomes non-finite, never reported as NaN
     V = 1e3 * torch.eye(2, dtype=torch.float64)
-    sol = solve(Scenario("attention", 1.0, 0.05), V, 1.0, 0.05, paths=8, seed=0)
+    with pytest.warns(
+        DeeplimitWarning, match="leave the PSD cone"
+    ):  # the deliberately coarse step is flagged
+        sol = solve(Scenario("attention", 1.0, 0.05), V, 1.0, 0.05, paths=8, seed=0)
     assert sol.exit_fraction > 0 and bool(torch.isfinite(sol.terminal).all())
 
 
@@ -48,6 +51,7 @@ def test_float32_and_float64_agree_in_law() -> None:
     assert ks_distance(extract(a, "V", 0, 1), extract(b, "V", 0, 1)) <= ks_critical(4096, 4096, 0.01)
 
 
+@pytest.mark.filterwarnings("ignore::deeplimit.errors.DeeplimitWarning")  # one coarse step on purpose
 def test_matrix_free_step_matches_naive_pxp_step_in_law() -> None:
     # one Euler step from the stress covariance: matrix-free noise vs p×p eigen root
     sc = Scenario("block", 0.9, 0.5)
