@@ -122,3 +122,21 @@ def test_fit_trend_and_verdict_rules() -> None:
     assert verdict(-1.5, (-2.5, -0.5)) == "shifts"
     assert verdict(-1.5, (-3.0, 0.2)) == "inconclusive"
     assert verdict(0.8, (0.1, 1.5)) == "inconclusive"
+
+
+def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
+    """SP at depth: the argmin barely moves but the loss explodes (TP6 Fig. 20); the verdict must say so."""
+    import pandas as pd
+
+    from deeplimit.sweep.analysis import analyze as full_analysis
+
+    rows = []
+    for depth, scale in [(4, 1.0), (16, 3.0), (64, 200.0)]:
+        for lr in [-10, -9, -8, -7, -6]:
+            for seed in (0, 1):
+                rows.append({"preset": "sp", "depth": depth, "log2_lr": lr, "seed": seed,
+                             "run_id": f"{depth}{lr}{seed}", "value": scale * (0.5 + 0.05 * (lr + 8) ** 2)})
+    an = full_analysis(pd.DataFrame(rows), group="preset", size="depth")
+    row = an.drift.iloc[0]
+    assert row["verdict"] == "degrades"
+    assert "best loss goes from 0.5 at 4 to 100 at 64 blocks" in row["verdict_text"]

@@ -318,6 +318,9 @@ def fit_trend(sizes: Sequence[float], log2_eta: Sequence[float], se: Sequence[fl
                  crit=crit, sizes=tuple(float(v) for v in np.asarray(sizes, dtype=float)))
 
 
+DEGRADE_RATIO = 1.5  # best loss at the largest size above 1.5x the smallest size's: the rule breaks there
+
+
 def verdict(drift: float, ci: tuple[float, float]) -> str:
     """``"transfers"`` if |D| ≤ 0.5; ``"shifts"`` if the 95 % interval excludes 0 and |D| > 1; else
     ``"inconclusive"`` (depth-mup spec §11.4)."""
@@ -376,6 +379,16 @@ def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset",
         else:
             v = "inconclusive"
             text = f"inconclusive: fewer than two {unit} sizes with an uncensored optimum"
+        # An η* that barely moves means nothing if the model itself breaks at size: SP at depth diverges
+        # (TP6 Fig. 20) while its surviving LRs still put the argmin near the same place. Flag it.
+        if "best_loss" in sub and len(sub) >= 2:
+            ordered = sub.sort_values(size)
+            first, last = float(ordered["best_loss"].iloc[0]), float(ordered["best_loss"].iloc[-1])
+            row.update(best_loss_first=first, best_loss_last=last)
+            if not math.isfinite(last) or (math.isfinite(first) and last > DEGRADE_RATIO * first) or n_none:
+                v = "degrades"
+                text = (f"degrades: the best loss goes from {first:.3g} at {_fmt_size(ordered[size].iloc[0])} to "
+                        f"{last:.3g} at {_fmt_size(ordered[size].iloc[-1])} {unit}; " + text.split(": ", 1)[-1])
         if notes:
             text += " (" + "; ".join(notes) + ")"
         row["verdict"] = v
