@@ -53,10 +53,13 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
     colours = plt.get_cmap(cmap)(np.linspace(0.1, 0.9, len(sizes)))
     colour = dict(zip(sizes, colours))
     finite = curves["mean_loss"][np.isfinite(curves["mean_loss"])]
+    # Diverging presets can reach 1e7 while good runs sit near 0.5: a shared axis scaled to them would flatten
+    # every good curve. Cap the axis at a few times the typical step-0-like loss and mark points above it.
+    y_cap = math.inf
+    if len(finite) and finite.min() > 0:
+        y_cap = float(min(finite.max(), 4.0 * np.quantile(finite, 0.5)))
     if log_y is None:
-        # Diverging presets can reach 1e7 while good runs sit near 0.5: use a log axis when the
-        # finite losses span more than two decades.
-        log_y = bool(len(finite)) and finite.min() > 0 and finite.max() / finite.min() > 100
+        log_y = bool(len(finite)) and finite.min() > 0 and y_cap / finite.min() > 100
     n = len(groups)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1.2, 3.8), sharey=True, squeeze=False)
     for ax, key in zip(axes[0], groups):
@@ -69,8 +72,13 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
             if c.empty:
                 continue
             ok = np.isfinite(c["mean_loss"])
-            ax.plot(c["log2_lr"][ok], c["mean_loss"][ok], "o-", ms=3, lw=1.4, color=colour[s],
+            shown = ok & (c["mean_loss"] <= y_cap * 1.0001)
+            above = ok & ~shown
+            ax.plot(c["log2_lr"][shown], c["mean_loss"][shown], "o-", ms=3, lw=1.4, color=colour[s],
                     label=f"{size} {s:g}" if isinstance(s, int | float | np.number) else f"{size} {s}")
+            if above.any():
+                ax.scatter(c["log2_lr"][above], np.full(above.sum(), 0.93), marker="^", s=26, color=colour[s],
+                           transform=top, clip_on=False, zorder=5)
             if (~ok).any():
                 ax.scatter(c["log2_lr"][~ok], np.full((~ok).sum(), 0.97), marker="x", s=30, color=colour[s],
                            transform=top, clip_on=False, zorder=5)
@@ -79,6 +87,8 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
             if len(row) and math.isfinite(row["log2_eta_star"].iloc[0]):
                 r = row.iloc[0]
                 y = r["loss_at_optimum"] if math.isfinite(r["loss_at_optimum"]) else r["best_loss"]
+                if y > y_cap:
+                    continue  # the optimum of a blown-up size is off the axis; its ▲ markers show it
                 ax.scatter([r["log2_eta_star"]], [y], marker="*", s=140, color=colour[s],
                            edgecolor="black", linewidth=0.6, zorder=6,
                            facecolor="white" if r["censored"] else colour[s])
@@ -87,6 +97,9 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
         ax.grid(alpha=0.3)
         if log_y:
             ax.set_yscale("log")
+        if math.isfinite(y_cap):
+            lo = float(finite.min())
+            ax.set_ylim(lo * 0.97 if not log_y else lo / 1.1, y_cap * 1.03 if not log_y else y_cap * 1.1)
     axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:
@@ -97,8 +110,8 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
     from matplotlib.lines import Line2D
 
     handles += [Line2D([], [], marker="*", ls="", color="grey", markeredgecolor="black", ms=11),
-                Line2D([], [], marker="x", ls="", color="grey")]
-    labels += ["η̂* (hollow: censored)", "diverged (loss = +∞)"]
+                Line2D([], [], marker="x", ls="", color="grey"), Line2D([], [], marker="^", ls="", color="grey")]
+    labels += ["η̂* (hollow: censored)", "diverged (loss = +∞)", "above the axis (finite)"]
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
