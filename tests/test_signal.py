@@ -43,3 +43,12 @@ def test_attention_entropy_is_recorded_per_layer_during_training(batch):
                             data="stdlib", entropy_every=10, min_window=5))
     rows = [r for r in res.rows if r["metric"] == "attn_entropy"]
     assert {(r["step"], r["layer"]) for r in rows} == {(0, 0), (0, 1), (10, 0), (10, 1), (19, 0), (19, 1)}
+
+
+def test_signal_cli_writes_tables_and_figures(tmp_path):
+    from deeplimit.cli import main
+
+    assert main(["signal", "--depth", "4", "--width", "32", "--seeds", "1", "--train-steps", "10", "--corpus",
+                 "stdlib", "--out", str(tmp_path)]) == 0
+    for name in ("grad_norms.csv", "grad_norms.png", "attention_entropy.csv", "attention_entropy.png", "signal.json"):
+        assert (tmp_path / name).stat().st_size > 0

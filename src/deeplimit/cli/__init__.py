@@ -19,6 +19,7 @@ COMMANDS = [
     "deeplimit.cli.train",
     "deeplimit.cli.sweep",
     "deeplimit.cli.sde",
+    "deeplimit.cli.signal",
     "deeplimit.cli.reproduce",
 ]
 
