@@ -58,7 +58,12 @@ def interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 7, numbe
                 fn()
             samples[k].append((time.perf_counter() - t0) / number)
     return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": repeats,
-                "number": number} for k, v in samples.items()}
+                "number": number, "samples_s": v} for k, v in samples.items()}
+
+
+def paired_ratio(times: dict[str, dict], num: str, den: str) -> float:
+    """Median over rounds of num/den timed in the same round: machine drift cancels within a pair."""
+    return statistics.median(a / b for a, b in zip(times[num]["samples_s"], times[den]["samples_s"]))
 
 
 def environment() -> dict:

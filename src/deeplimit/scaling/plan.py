@@ -196,13 +196,16 @@ class Plan:
             if self.rule.wd_mode == "independent" and pp.wd_scale:
                 # u-μP independent decay: λ / lr_g(0), so the per-step decay λ·s(t) ignores η and scaling.
                 wd = weight_decay / (lr * pp.lr_scale)
-            key = (round(pp.lr_scale, 12), round(pp.eps_scale, 12), round(wd, 15), pp.role_label)
+            # One group per distinct (LR, ε, λ): fewer groups, fewer fused-kernel launches per optimizer step.
+            key = (round(pp.lr_scale, 12), round(pp.eps_scale, 12), round(wd, 15))
             if key not in groups:
                 g = {"params": [], "lr": lr * pp.lr_scale, "lr_scale": pp.lr_scale, "weight_decay": wd,
                      "dl_group": pp.role_label, "param_names": []}
                 if self.optimizer != "sgd":
                     g["eps"] = eps * pp.eps_scale
                 groups[key] = g
+            elif pp.role_label not in groups[key]["dl_group"].split("+"):
+                groups[key]["dl_group"] += "+" + pp.role_label
             groups[key]["params"].append(p)
             groups[key]["param_names"].append(canonical_name(name))
         return list(groups.values())
