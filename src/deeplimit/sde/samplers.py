@@ -37,13 +37,13 @@ from deeplimit.nn.theory import (
     temperature,
 )
 from deeplimit.sde.noise import psd_sqrt
-from deeplimit.sde.solver import RUNNING, band_exit, check_V0
+from deeplimit.sde.solver import RUNNING, StoppedPaths, band_exit, check_V0
 
 NETWORK_KINDS = ("attention", "resnet", "block", "mlp")
 
 
 @dataclass
-class NetworkSamples:
+class NetworkSamples(StoppedPaths):
     """Gram matrices of ``B`` finite networks.
 
     ``layers (S,)`` saved layer indices; ``V (S, B, m, m)``; ``terminal (B, m, m)`` (last in-band state
@@ -63,16 +63,6 @@ class NetworkSamples:
     def t_stop(self) -> Tensor:
         return self.stop_layer.double() / self.n
 
-    @property
-    def stopped(self) -> Tensor:
-        return self.reason != RUNNING
-
-    @property
-    def exit_fraction(self) -> float:
-        return float(self.stopped.double().mean())
-
-    def survivors(self) -> Tensor:
-        return self.terminal[~self.stopped]
 
 
 def initial_X(

@@ -18,8 +18,31 @@ RUNNING, EXIT_LOW, EXIT_HIGH, EXIT_NONFINITE = 0, 1, 2, 3
 REASONS = {RUNNING: "none", EXIT_LOW: "low", EXIT_HIGH: "high", EXIT_NONFINITE: "nonfinite"}
 
 
+class StoppedPaths:
+    """Per-path stopping bookkeeping shared by :class:`Solution` and finite-network samples.
+
+    Subclasses carry ``terminal (B, m, m)`` and ``reason (B,)`` (codes of :data:`REASONS`).
+    """
+
+    terminal: Tensor
+    reason: Tensor
+
+    @property
+    def stopped(self) -> Tensor:
+        """``(B,)`` bool: the path left the band before the end."""
+        return self.reason != RUNNING
+
+    @property
+    def exit_fraction(self) -> float:
+        return float(self.stopped.double().mean())
+
+    def survivors(self) -> Tensor:
+        """Terminal states of the paths that never left the band, ``(B_alive, m, m)``."""
+        return self.terminal[~self.stopped]
+
+
 @dataclass
-class Solution:
+class Solution(StoppedPaths):
     """Result of :func:`solve` (``B`` paths, ``S`` saved times).
 
     * ``times (S,)`` and ``V (S, B, m, m)`` saved states (``None`` when nothing but the end was asked);
@@ -40,18 +63,6 @@ class Solution:
     dt: float
     steps: int
 
-    @property
-    def stopped(self) -> Tensor:
-        """``(B,)`` bool: the path left the band before ``T``."""
-        return self.reason != RUNNING
-
-    @property
-    def exit_fraction(self) -> float:
-        return float(self.stopped.double().mean())
-
-    def survivors(self) -> Tensor:
-        """Terminal states of the paths that never left the band, ``(B_alive, m, m)``."""
-        return self.terminal[~self.stopped]
 
 
 def check_V0(V0: Tensor, *, name: str = "V0") -> None:
