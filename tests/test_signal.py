@@ -50,5 +50,24 @@ def test_signal_cli_writes_tables_and_figures(tmp_path):
 
     assert main(["signal", "--depth", "4", "--width", "32", "--seeds", "1", "--train-steps", "10", "--corpus",
                  "stdlib", "--out", str(tmp_path)]) == 0
-    for name in ("grad_norms.csv", "grad_norms.png", "attention_entropy.csv", "attention_entropy.png", "signal.json"):
+    for name in ("grad_norms.csv", "grad_norms.png", "attention_entropy.csv", "attention_entropy.png", "signal.json",
+                 "token_correlation.csv", "token_correlation.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_shaped_attention_prevents_the_rank_collapse_of_softmax(batch):
+    """Fig. 1 left on the real model family: same λ/γ residual, no LayerNorm; only the attention differs."""
+    from deeplimit.cli.signal import VARIANTS
+    from deeplimit.diagnostics.signal import token_correlation_vs_layer
+
+    last = {}
+    for variant in ("shaped", "softmax"):
+        vals = []
+        for seed in range(2):
+            model = TransformerLM(TransformerConfig(width=64, depth=24, residual_gamma=2**-1.5, **VARIANTS[variant]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dl.parametrize(model, "mup", base_width=64, base_depth=24, seed=seed)
+            vals.append(token_correlation_vs_layer(model, batch[0])["mean_abs_rho"].iloc[-1])
+        last[variant] = sum(vals) / 2
+    assert last["shaped"] < 0.5 and last["softmax"] > last["shaped"] + 0.25, last

@@ -103,3 +103,50 @@ def plot_entropy(df: pd.DataFrame, path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+@torch.no_grad()
+def token_correlation_vs_layer(model: nn.Module, idx: torch.Tensor) -> pd.DataFrame:
+    """Token correlations ρ^{αβ} = ⟨x^α, x^β⟩/(‖x^α‖‖x^β‖) of the residual stream per layer, at the model's
+    current weights (Noci et al. 2023, Fig. 1 left): mean |ρ| over token pairs and sequences, its 10/50/90%
+    quantiles, and the mean |covariance| ⟨x^α, x^β⟩/n. Needs ``forward(idx, return_stream=True)``."""
+    _, stream = model(idx, return_stream=True)
+    rows = []
+    for layer, x in enumerate(stream):
+        x = x.double()
+        V = x @ x.transpose(-1, -2) / x.shape[-1]  # (B, m, m)
+        d = V.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).sqrt()
+        rho = V / (d.unsqueeze(-1) * d.unsqueeze(-2))
+        iu = torch.triu_indices(V.shape[-1], V.shape[-1], offset=1)
+        r = rho[:, iu[0], iu[1]].abs().flatten()
+        q = torch.quantile(r, torch.tensor([0.1, 0.5, 0.9], dtype=r.dtype))
+        rows.append({"layer": layer, "mean_abs_rho": float(r.mean()), "q10": float(q[0]), "q50": float(q[1]),
+                     "q90": float(q[2]), "mean_abs_cov": float(V[:, iu[0], iu[1]].abs().mean())})
+    return pd.DataFrame(rows)
+
+
+def plot_token_correlation(df: pd.DataFrame, path) -> str:
+    """Mean |ρ| (with the 10–90% band) and mean |covariance| vs layer, one curve per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for variant, g in df.groupby("variant"):
+        g = g.groupby("layer").mean(numeric_only=True)
+        line, = axes[0].plot(g.index, g["mean_abs_rho"], lw=1.8, label=variant)
+        axes[0].fill_between(g.index, g["q10"], g["q90"], color=line.get_color(), alpha=0.15)
+        axes[1].plot(g.index, g["mean_abs_cov"], lw=1.8, label=variant)
+    axes[0].set_ylabel("mean |ρ| between tokens (10–90% band)")
+    axes[1].set_ylabel("mean |covariance| between tokens")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("token correlation at initialization (rank collapse)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
