@@ -170,3 +170,23 @@ def test_table_prints_every_parameter_with_resolved_numbers():
     hidden = [line for line in text.splitlines() if line.startswith("blocks.0.W.0.weight")][0]
     assert "0.000125" in hidden  # 1e-3 / m_N / sqrt(m_L) = 1e-3 / 4 / 2
     assert len([line for line in text.splitlines() if line.startswith("blocks.")]) == 8
+
+
+def test_inductor_compiled_model_trains_and_matches_eager():
+    """The full torch.compile path (dynamo + inductor, C++ codegen with the system gcc), where mup's
+    parameter metadata breaks (mup#60): the plan's float multipliers are constants and training works."""
+    torch.manual_seed(0)
+    model = build(width=32, depth=4)
+    plan = dl.parametrize(model, "depth_mup", base_width=16, base_depth=2, optimizer="adam")
+    compiled = torch.compile(model)
+    opt = dl.make_optimizer(compiled, plan, 1e-2)
+    xi, y = torch.randn(64, 12), torch.randint(0, 5, (64,))
+    first = None
+    for _ in range(10):
+        loss = nn.functional.cross_entropy(compiled(xi), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first
+    assert torch.allclose(compiled(xi), model(xi), atol=1e-5)
