@@ -115,7 +115,7 @@ class TrainResult:
 
 
 @functools.lru_cache(maxsize=4)
-def _image_data(name: str, data_dir: str | None):
+def cached_image_data(name: str, data_dir: str | None):
     from deeplimit.data import load_image_dataset
 
     xtr, ytr = load_image_dataset(name, "train", data_dir=data_dir)
@@ -127,7 +127,7 @@ def _image_data(name: str, data_dir: str | None):
 
 
 @functools.lru_cache(maxsize=4)
-def _text_data(name: str, data_dir: str | None):
+def cached_text_data(name: str, data_dir: str | None):
     from deeplimit.data import ByteCorpus
 
     return ByteCorpus.load(name, data_dir=data_dir)
@@ -139,9 +139,9 @@ class _Batches:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         if cfg.is_text:
-            self.corpus = _text_data(cfg.data, cfg.data_dir)
+            self.corpus = cached_text_data(cfg.data, cfg.data_dir)
         else:
-            self.xtr, self.ytr, self.xte, self.yte = _image_data(cfg.data, cfg.data_dir)
+            self.xtr, self.ytr, self.xte, self.yte = cached_image_data(cfg.data, cfg.data_dir)
             if len(self.xtr) < cfg.batch_size:
                 raise DeeplimitError(f"dataset {cfg.data!r} has {len(self.xtr)} training examples, fewer than "
                                      f"batch_size={cfg.batch_size}")
@@ -206,8 +206,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool
     data = _Batches(cfg)
     model, plan = build(cfg, data.shapes)
     opt = make_optimizer(model, plan, cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas,
-                         momentum=cfg.momentum) if cfg.optimizer == "sgd" else \
-        make_optimizer(model, plan, cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas)
+                         momentum=cfg.momentum)  # momentum reaches SGD only
     ckpt = Path(run_dir) / "ckpt.pt" if run_dir is not None else None
     start, losses, rows, prior_wall = 0, [], [], 0.0
     if ckpt is not None and ckpt.exists():

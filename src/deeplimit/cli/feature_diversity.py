@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from deeplimit.diagnostics.feature_diversity import kappa, plot_feature_diversity, residual_stream, stream_distances
-from deeplimit.train import TrainConfig, _image_data, train
+from deeplimit.train import TrainConfig, cached_image_data, train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def measure(rules, *, width, depth, base_width, base_depth, lr, steps, measure_a
             data="fashion-mnist", seed=0, batch=256) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train one run per rule and return (distances, κ) tables with ``rule`` and ``step`` columns."""
     torch.set_num_threads(1)
-    _, _, xte, _ = _image_data(data, None)
+    _, _, xte, _ = cached_image_data(data, None)
     held_out = xte[:batch]
     dist_frames, kap_frames = [], []
 

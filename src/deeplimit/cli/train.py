@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
                "step0_loss": res.step0_loss, "steps": res.steps_done, "wall_s": round(res.wall_s, 2),
                "reason": res.reason}
     if text:
-        from deeplimit.train import _text_data
+        from deeplimit.train import cached_text_data
 
-        summary["unigram_entropy_nats"] = _text_data(cfg.data, cfg.data_dir).unigram_entropy("train")
+        summary["unigram_entropy_nats"] = cached_text_data(cfg.data, cfg.data_dir).unigram_entropy("train")
     print(json.dumps(summary, indent=1))
     if args.out:
         out = Path(args.out)

@@ -12,7 +12,6 @@ The multipliers (``branch_mult`` = a·m_L^{−α}, ``input_mult``, ``output_mult
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplimit.errors import DeeplimitError, check_positive
+from deeplimit.nn.activations import c_phi
 from deeplimit.nn.layers import Input, Readout
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -34,7 +34,7 @@ PHI: dict[str, Activation] = {
     "gelu": F.gelu,
 }
 # Var φ(z) / Var z for z ~ N(0, 1) (spec §8.1); MS removes the mean, so a variance, not a second moment.
-C_PHI = {"relu": 0.5 - 1 / (2 * math.pi), "abs": 1 - 2 / math.pi, "identity": 1.0}
+C_PHI = {name: c_phi(name) for name in PHI}
 _NONZERO_MEAN = {"relu", "abs", "gelu"}
 
 
@@ -131,6 +131,6 @@ def init_rms_ratio(depth: int, base_depth: int, alpha: float, block_mult: float 
                    sigma_hidden: float = 1.0) -> float:
     """Closed form RMS(x^L)/RMS(x⁰) = (1 + a²σ_W²c_φ·m_L^{−2α})^{L/2} at init, n → ∞ (spec §8.1, derived)."""
     if activation not in C_PHI:
-        raise DeeplimitError(f"c_phi is tabulated for {sorted(C_PHI)}, not {activation!r}")
+        raise DeeplimitError(f"activation {activation!r} is unknown; choose one of {sorted(C_PHI)}")
     q = 1 + block_mult**2 * sigma_hidden**2 * C_PHI[activation] * (depth / base_depth) ** (-2 * alpha)
     return q ** (depth / 2)

@@ -345,13 +345,13 @@ def transformer_depth(ctx: Context) -> list[Section]:
 
 
 def shaped_vs_preln(ctx: Context) -> list[Section]:
-    from deeplimit.train import _text_data
+    from deeplimit.train import cached_text_data
 
     t0 = time.perf_counter()
     spec, status, an, figs = run_experiment(ctx, "shaped-vs-preln")
     depth = max(an.summary["depth"])
     shaped, pre = _best(an, ("shaped-transformer",), depth), _best(an, ("transformer",), depth)
-    h = _text_data(spec.fixed["data"], None).unigram_entropy("train")
+    h = cached_text_data(spec.fixed["data"], None).unigram_entropy("train")
     verdict = "holds" if shaped < h - 0.3 and shaped <= 1.15 * pre else (
         "partly" if shaped < h - 0.3 else "does not hold")
     return [Section(
