@@ -3,7 +3,8 @@
 All peers integrate the same SDE (full block, §3.5: γ = 1/√8, τ0 = 1, c± = (0, −1)) with Euler–Maruyama at
 the same step, so they have the same accuracy; throughput is ``paths·steps/s`` on one thread.
 
-* ours: :func:`deeplimit.sde.solve` (batched Cholesky + ~6 m×m matmuls per path and step);
+* ours: :func:`deeplimit.sde.solve` (a Cholesky and three GEMMs per path and step, 8⅓ m³ flops;
+  :mod:`deeplimit.sde.step`);
 * torchsde: ``sdeint(method="euler")`` on the flattened upper triangle (state ``p = m(m+1)/2``) with
   "general" noise of dimension ``2m²`` — the equivalent SDE of spec §5.1 item 4 (diffusion matrix ``p ×
   2m²``);
@@ -20,6 +21,7 @@ import sys
 import time
 from functools import partial
 
+import numpy as np
 import torch
 
 from benchmarks.common import interleaved, setup_threads, time_call
@@ -105,9 +107,9 @@ def tsde(m: int, paths: int, steps: int) -> None:
 
 
 def step_flops(m: int) -> float:
-    """FLOPs of one of our steps per path: Cholesky m³/3, five m×m matmuls (L G1 Lᵀ, V·PL, L_M G2 Lᵀ) at
-    2m³."""
-    return (1 / 3 + 5 * 2) * m**3
+    """FLOPs of one of our steps per path: Cholesky m³/3, ``L [G1 | G2]`` (4m³), ``V · P L G2`` and
+    ``Q Lᵀ`` (2m³ each); the O(m²) elementwise work is not counted."""
+    return (1 / 3 + 8) * m**3
 
 
 def run(quick: bool) -> dict:
@@ -166,18 +168,27 @@ def run(quick: bool) -> dict:
         wall = res["float64"]["wall_s"]
         A = torch.randn(paths, m, m, dtype=torch.float64)
         Bm = torch.randn(paths, m, m, dtype=torch.float64)
-        n_mm = 4  # about as many matmul FLOPs as one step (≈ 8.3 m³)
+        n_mm = 4  # about as many matmul FLOPs as one step (8⅓ m³)
 
         def mm_loop(A: torch.Tensor = A, Bm: torch.Tensor = Bm, n_mm: int = n_mm) -> None:
             for _ in range(n_mm):
                 torch.bmm(A, Bm)
 
+        An, Bn = A.numpy(), Bm.numpy()
+
+        def mm_loop_numpy(An: np.ndarray = An, Bn: np.ndarray = Bn, n_mm: int = n_mm) -> None:
+            for _ in range(n_mm):
+                np.matmul(An, Bn)
+
         # FLOP rate of a step from the (positive definite) start, where every path takes the Cholesky path
         step_t = time_call(partial(ours, m, paths, 1, None, h), repeats=reps)["median_s"]
         step_t32 = time_call(partial(ours, m, paths, 1, torch.float32, h), repeats=reps)["median_s"]
-        mm_t = time_call(mm_loop, repeats=reps)["median_s"]
+        mm = interleaved({"torch": mm_loop, "numpy": mm_loop_numpy}, repeats=reps)
+        # the reference is the faster of the two BLAS on this core (MKL via torch, OpenBLAS via NumPy)
+        mm_t = min(v["median_s"] for v in mm.values())
         ours_rate = paths * step_flops(m) / step_t
         mm_rate = paths * n_mm * 2 * m**3 / mm_t
+        mm_rates = {k: paths * n_mm * 2 * m**3 / v["median_s"] / 1e9 for k, v in mm.items()}
         rec["flops"][f"m={m}"] = {
             "paths": paths,
             "steps": steps,
@@ -188,6 +199,7 @@ def run(quick: bool) -> dict:
             "paths_steps_per_s": paths * steps / wall,
             "our_gflops": ours_rate / 1e9,
             "matmul_gflops": mm_rate / 1e9,
+            "matmul_gflops_by_blas": mm_rates,
             "fraction_of_matmul": ours_rate / mm_rate,
         }
     # -- SDE vs finite-network sampling cost (block, m = 3, per path and layer)

@@ -21,8 +21,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def setup_threads() -> None:
-    # Two OpenMP threads on the target VM are erratic (ecosystem spec §7): measure on one.
+    # Two OpenMP threads on the target VM are erratic (ecosystem spec §7): measure on one, for torch and for
+    # NumPy's OpenBLAS alike (the SDE solver's GEMMs run there on CPU).
     torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 7, number: int = 1, warmup: int = 1) -> dict:

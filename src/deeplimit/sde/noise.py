@@ -11,17 +11,19 @@ import math
 import torch
 from torch import Tensor
 
+from deeplimit.sde._linalg import cholesky_ex
+
 
 def psd_sqrt(V: Tensor) -> tuple[Tensor, Tensor]:
     """Square root ``L`` with ``L Lᵀ = V₊`` (the PSD part of ``V``), batched (spec §5.3).
 
-    ``V``: ``(..., m, m)`` symmetric. Uses ``torch.linalg.cholesky_ex`` on the whole batch and, **only for the
-    matrices where it fails**, the eigen factor ``Q diag(sqrt(max(w, 0)))``. Consumers (noise §5.1, sampler
-    §5.5) depend on ``L`` only through ``L Lᵀ``, so mixing the two factors across paths is consistent.
-    No jitter is added. Returns ``(L, clipped)`` where ``clipped (...)`` counts the negative eigenvalues that
-    were set to 0 (0 for every matrix whose Cholesky succeeded).
+    ``V``: ``(..., m, m)`` symmetric. Uses a batched Cholesky (:func:`deeplimit.sde._linalg.cholesky_ex`)
+    and, **only for the matrices where it fails**, the eigen factor ``Q diag(sqrt(max(w, 0)))``. Consumers
+    (noise §5.1, sampler §5.5) depend on ``L`` only through ``L Lᵀ``, so mixing the two factors across paths
+    is consistent. No jitter is added. Returns ``(L, clipped)`` where ``clipped (...)`` counts the negative
+    eigenvalues that were set to 0 (0 for every matrix whose Cholesky succeeded).
     """
-    L, info = torch.linalg.cholesky_ex(V)
+    L, info = cholesky_ex(V)
     bad = info != 0
     clipped = torch.zeros(V.shape[:-2], dtype=torch.long, device=V.device)
     if bool(bad.any()):

@@ -6,12 +6,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from deeplimit.errors import DeeplimitError, warn
+from deeplimit.sde._linalg import blas_threads
 from deeplimit.sde.coefficients import Scenario
-from deeplimit.sde.noise import matrix_free_noise_fused, psd_sqrt
+from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
+from deeplimit.sde.step import em_step
 
 # Stop reasons stored per path (spec §3.8).
 RUNNING, EXIT_LOW, EXIT_HIGH, EXIT_NONFINITE = 0, 1, 2, 3
@@ -65,6 +68,37 @@ class Solution(StoppedPaths):
 
 
 
+
+def path_chunk(m: int) -> int:
+    """Paths advanced together in one step: about 64K matrix entries (512 KiB in float64).
+
+    Every temporary of a step (``L``, ``G``, the drift, the noise products) then stays in a core's L2 cache;
+    one big batch streams each of them through memory and is ~5× slower for the elementwise drift at
+    m = 128 (measured). Small m still gets large batches, so per-op dispatch stays amortised.
+    """
+    return max(1, 65536 // (m * m))
+
+
+class _Normals:
+    """Standard normal draws for the noise, consumed in path order from one seeded stream.
+
+    float64 draws come from NumPy's ziggurat (SFC64 bit generator, seeded from the torch generator), which
+    is exact in float64 and ~2.7× faster on CPU than ``torch.randn(dtype=float64)``; float32 draws use
+    ``torch.randn`` (vectorised Box–Muller, faster still).
+    """
+
+    def __init__(self, gen: torch.Generator, dtype: torch.dtype) -> None:
+        self.gen, self.dtype = gen, dtype
+        self.rng = None
+        if dtype == torch.float64:
+            self.rng = np.random.Generator(np.random.SFC64(int(torch.randint(0, 2**62, (1,), generator=gen))))
+
+    def draw(self, shape: tuple[int, ...]) -> Tensor:
+        if self.rng is not None:
+            return torch.from_numpy(self.rng.standard_normal(shape))
+        return torch.randn(shape, generator=self.gen, dtype=self.dtype)
+
+
 def check_V0(V0: Tensor, *, name: str = "V0") -> None:
     """Raise :class:`DeeplimitError` unless ``V0 (..., m, m)`` is a finite symmetric PSD matrix with m ≥ 2.
 
@@ -106,7 +140,9 @@ def nearest_psd(V: Tensor) -> Tensor:
 def band_exit(V: Tensor, band: tuple[float, float] | None) -> Tensor:
     """Exit code per matrix of ``V (B, m, m)`` for the band of §3.8: 0 in band, 1 low, 2 high, 3 non-finite.
 
-    ``band=None`` only checks finiteness (no eigenvalues computed).
+    ``band=None`` only checks finiteness. Otherwise two Cholesky tests replace an eigendecomposition:
+    ``eigmin(V) < lo`` iff ``V − lo·I`` is not positive definite, and ``eigmax(V) > hi`` iff ``hi·I − V`` is
+    not (two ``m³/3`` factorisations instead of a symmetric eigensolver, ~10× cheaper at m = 128).
     """
     finite = torch.isfinite(V).flatten(-2).all(dim=-1)
     code = torch.where(finite, 0, EXIT_NONFINITE)
@@ -114,9 +150,11 @@ def band_exit(V: Tensor, band: tuple[float, float] | None) -> Tensor:
         return code
     lo, hi = band
     Vs = torch.where(finite[:, None, None], V, torch.zeros_like(V))
-    w = torch.linalg.eigvalsh(Vs)
-    code = torch.where(finite & (w[:, 0] < lo), EXIT_LOW, code)
-    code = torch.where(finite & (w[:, -1] > hi), EXIT_HIGH, code)
+    eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
+    low = torch.linalg.cholesky_ex(Vs - lo * eye).info != 0
+    high = torch.linalg.cholesky_ex(hi * eye - Vs).info != 0
+    code = torch.where(finite & low, EXIT_LOW, code)
+    code = torch.where(finite & high, EXIT_HIGH, code)
     return code
 
 
@@ -160,10 +198,10 @@ def solve(
         band: stopping band ``(lo, hi)`` on eigenvalues (§3.8, e.g. ``(1e-4, 1e4)``); ``None`` (default for
             comparisons) stops only on non-finite values, so Euler overshoot below 0 is handled by the robust
             square root (§5.3) and counted in ``clipped`` instead of removing the path.
-        noise_dtype: dtype in which the standard normals ``G`` are drawn (default ``dtype``).
-        ``torch.float32``
-            is about 6× faster to draw on CPU and is then cast; the law changes only by float32 rounding of
-            N(0, 1) draws (~1e-7 relative), which is far below Euler's O(h) bias. Opt-in.
+        noise_dtype: dtype in which the standard normals ``G`` are drawn (default ``dtype``). float64 draws
+            use NumPy's exact ziggurat seeded from ``seed``/``generator``; ``torch.float32`` draws are about 2×
+            faster again and are then cast: the law changes only by float32 rounding of N(0, 1) draws (~1e-7
+            relative), far below Euler's O(h) bias. Opt-in.
         scheme: ``"euler"`` or ``"tamed"`` (drift ``b/(1 + h‖b‖_F)``, §5.4 option for exploding cubic drifts).
 
     Both noise matrices ``G1, G2`` are drawn every step (even when ``κ_att = 0``) so random streams line up
@@ -221,32 +259,45 @@ def solve(
     stop_step = torch.full((paths,), steps, dtype=torch.long)
     clipped = torch.zeros(paths, dtype=torch.long)
     sqrt_h = math.sqrt(h)
-    n_stopped = 0
-    noise_dtype = dtype if noise_dtype is None else noise_dtype
-    for k in range(1, steps + 1):
-        alive = reason == RUNNING
-        L, clip = psd_sqrt(V)
-        if n_stopped:
-            clip = torch.where(alive, clip, 0)
-        clipped += clip
-        # G = [G1; G2] in one draw: both are drawn every step, whatever κ_att (streams line up, §5.2)
-        G = torch.randn((paths, 2 * m, m), generator=gen, dtype=noise_dtype)
-        b = scenario.drift(V)
-        if scheme == "tamed":
-            b = b / (1 + h * torch.linalg.matrix_norm(b))[:, None, None]
-        # drift and noise are exactly symmetric entry by entry, so V stays exactly symmetric (no
-        # re-symmetrising)
-        Vn = V + h * b + sqrt_h * matrix_free_noise_fused(V, L, G.to(dtype), k_lin, k_att)
-        code = band_exit(Vn, band)
-        newly = alive & (code != RUNNING)
-        if bool(newly.any()):
-            reason = torch.where(newly, code, reason)
-            stop_step = torch.where(newly, k - 1, stop_step)
-            n_stopped = int((reason != RUNNING).sum())
-        V = torch.where((reason == RUNNING)[:, None, None], Vn, V) if n_stopped else Vn
-        if k in save_at:
-            times.append(k * h)
-            saved.append(V.clone())
+    normals = _Normals(gen, dtype if noise_dtype is None else noise_dtype)
+    chunk = path_chunk(m)
+    Vn = torch.empty_like(V)
+    code = torch.zeros(paths, dtype=torch.long)
+    any_stopped = False
+    with blas_threads(torch.get_num_threads()):
+        for k in range(1, steps + 1):
+            alive = reason == RUNNING
+            for s in range(0, paths, chunk):
+                sl = slice(s, min(s + chunk, paths))
+                Vc = V[sl]
+                L, clip = psd_sqrt(Vc)
+                clipped[sl] += torch.where(alive[sl], clip, 0) if any_stopped else clip
+                # G = [G1 | G2] in one draw, in path order, so the stream does not depend on the chunking;
+                # both are drawn every step, whatever κ_att (streams line up across scenarios, §5.2)
+                G = normals.draw((Vc.shape[0], m, 2 * m)).to(dtype)
+                out = Vn[sl]
+                if scheme == "euler":
+                    em_step(scenario, Vc, L, G, h, out=out)
+                else:
+                    b = scenario.drift(Vc)
+                    b = b / (1 + h * torch.linalg.matrix_norm(b))[:, None, None]
+                    # drift and noise are exactly symmetric entry by entry, so V stays exactly symmetric
+                    torch.add(Vc, b, alpha=h, out=out)
+                    out.add_(matrix_free_noise(Vc, L, G[..., :m], G[..., m:], k_lin, k_att), alpha=sqrt_h)
+                code[sl] = band_exit(out, band)
+            newly = alive & (code != RUNNING)
+            if bool(newly.any()):
+                reason = torch.where(newly, code, reason)
+                stop_step = torch.where(newly, k - 1, stop_step)
+                any_stopped = True
+            if any_stopped:
+                # stopped paths stay frozen at their last in-band state
+                keep = reason != RUNNING
+                Vn[keep] = V[keep]
+            V, Vn = Vn, V
+            if k in save_at:
+                times.append(k * h)
+                saved.append(V.clone())
     return Solution(
         times=torch.tensor(times, dtype=torch.float64),
         V=torch.stack(saved) if saved else None,
