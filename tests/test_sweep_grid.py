@@ -64,3 +64,20 @@ def test_log2_grid() -> None:
     assert log2_grid(-2, -1, 0.5) == [-2.0, -1.5, -1.0]
     with pytest.raises(DeeplimitError):
         log2_grid(0, -1)
+
+
+def test_experiment_overrides_replace_axes_and_settings() -> None:
+    from deeplimit.sweep.presets import build_preset
+
+    spec = build_preset(
+        "depth-transfer", tier="standard", preset="depth_mup", seeds=4, log2_lr="-10:-5:0.5", steps=400,
+        width=(64, 128),
+    )
+    assert spec.axes["preset"] == ("depth_mup",) and spec.axes["seed"] == (0, 1, 2, 3)
+    assert spec.axes["log2_lr"][:3] == (-10.0, -9.5, -9.0) and len(spec.axes["log2_lr"]) == 11
+    assert spec.fixed["steps"] == 400 and "width" not in spec.fixed and spec.axes["width"] == (64, 128)
+    assert len(spec) == 5 * 11 * 4 * 2
+    with pytest.raises(DeeplimitError, match="no axis or setting 'bogus'"):
+        build_preset("depth-transfer", bogus=1)
+    with pytest.raises(DeeplimitError, match="start:stop:step"):
+        build_preset("depth-transfer", log2_lr="-10:-5")

@@ -8,6 +8,8 @@ version) and returns a :class:`~deeplimit.sweep.grid.SweepSpec` whose objective 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec, log2_grid
@@ -133,8 +135,46 @@ ANALYSIS = {
 }
 
 
-def experiment(name: str, tier: str = "quick") -> SweepSpec:
+def customise(spec: SweepSpec, **overrides: Any) -> SweepSpec:
+    """Change an experiment's grid from ``--set key=value`` pairs without writing a JSON spec.
+
+    * an axis name replaces that axis: ``depth=(8, 16, 32)`` (``--set depth=8,16,32``), a single value, or for
+      ``log2_lr`` a ``"start:stop:step"`` string (``--set log2_lr=-10:-5:0.5``);
+    * ``seeds=N`` sets the seed axis to ``0 … N−1``;
+    * a fixed setting takes a new value (``--set steps=400``), or becomes an axis when given several.
+    Unknown keys are errors that list the axes and settings.
+    """
+    axes, fixed = dict(spec.axes), dict(spec.fixed)
+    for key, value in overrides.items():
+        if key == "seeds" and isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise DeeplimitError(f"seeds must be ≥ 1, got {value}")
+            axes["seed"] = list(range(value))
+        elif key == "log2_lr" and isinstance(value, str):
+            try:
+                start, stop, step = (float(x) for x in value.split(":"))
+            except ValueError:
+                raise DeeplimitError(f"log2_lr={value!r}: use start:stop:step, e.g. -10:-5:0.5") from None
+            axes[key] = log2_grid(start, stop, step)
+        elif key in axes or (key in fixed and isinstance(value, (list, tuple))):
+            axes[key] = list(value) if isinstance(value, (list, tuple)) else [value]
+            fixed.pop(key, None)
+        elif key in fixed:
+            fixed[key] = value
+        else:
+            raise DeeplimitError(
+                f"this experiment has no axis or setting {key!r}; axes: {sorted(axes)} (and seeds=N), "
+                f"settings: {sorted(fixed)}"
+            )
+    if not overrides:
+        return spec
+    note = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return replace(spec, axes=axes, fixed=fixed, description=f"{spec.description} [customised: {note}]")
+
+
+def experiment(name: str, tier: str = "quick", **overrides: Any) -> SweepSpec:
+    """The named experiment at ``tier``, with optional :func:`customise` overrides."""
     key = name.replace("_", "-")
     if key not in EXPERIMENTS:
         raise DeeplimitError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
-    return EXPERIMENTS[key](tier)
+    return customise(EXPERIMENTS[key](tier), **overrides)

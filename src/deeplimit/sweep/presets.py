@@ -7,6 +7,7 @@ Other packages add their experiments (depth transfer tiers, width transfer, tran
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
@@ -49,10 +50,10 @@ register_preset("demo-quadratic")(demo_quadratic_spec)
 def _register_experiments() -> None:
     # The TP6 / CompleteP experiments of depth-mup spec §11, each with tiers smoke | quick | full:
     # ``deeplimit sweep create --preset depth-transfer --set tier=quick``.
-    from deeplimit.sweep.experiments import EXPERIMENTS
+    from deeplimit.sweep.experiments import EXPERIMENTS, experiment
 
-    for name, builder in EXPERIMENTS.items():
-        register_preset(name)(builder)
+    for name in EXPERIMENTS:
+        register_preset(name)(partial(experiment, name))
 
 
 _register_experiments()
