@@ -61,14 +61,21 @@ def cholesky_ex(V: Tensor) -> tuple[Tensor, Tensor]:
     return L.reshape(V.shape), torch.from_numpy(info).reshape(V.shape[:-2])
 
 
+_CONTROLLER = None
+
+
 @contextmanager
 def blas_threads(n: int) -> Iterator[None]:
-    """Run NumPy's BLAS on ``n`` threads (torch's own setting), so ``torch.set_num_threads(1)`` means one core
-    for the whole solver, not one for torch and all of them for OpenBLAS."""
+    """Run NumPy's and SciPy's BLAS on ``n`` threads (torch's own setting), so ``torch.set_num_threads(1)``
+    means one core for the whole solver, not one for torch and all of them for OpenBLAS."""
+    global _CONTROLLER
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn and in requirements.txt
         yield
         return
-    with threadpool_limits(limits=n, user_api="blas"):
+    if _CONTROLLER is None:
+        # scanning the loaded libraries costs ~3 ms: once per process (numpy and scipy are loaded by now)
+        _CONTROLLER = ThreadpoolController()
+    with _CONTROLLER.limit(limits=n, user_api="blas"):
         yield
