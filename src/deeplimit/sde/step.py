@@ -4,14 +4,14 @@ The step is the same arithmetic as ``V + h * scenario.drift(V) + √h * matrix_f
 so that an ``m×m`` step makes about 18 elementwise passes instead of ~60:
 
 * the attention drift never forms ``C = P V P``: with ``u = V1/m`` (row means) and ``μ = mean(u)``,
-  ``tr(VC) = ‖V‖²_F − 2m‖u‖² + m²μ²`` and ``diag C = v − 2u + μ``; its rank-2 part ``v (VD)ᵀ + (VD) vᵀ``
-  is one ``baddbmm`` with inner size 2;
+  ``tr(VC) = ‖V‖²_F − 2m‖u‖² + m²μ²`` and ``diag C = v − 2u + μ``; of its rank-2 part
+  ``v (VD)ᵀ + (VD) vᵀ`` only ``v (VD)ᵀ`` is added (a rank-1 update), the final ``H + Hᵀ`` adds the other;
 * the noise ``Q = a L G1 + b L_M G2`` with ``L_M G2 = V P L G2``: one GEMM ``L [G1 | G2]``, a column
   centring, one GEMM by ``V``; then ``W = Q Lᵀ`` (three GEMMs, 8m³ flops, through :mod:`._linalg`);
 * everything is accumulated into ``H = V/2 + (h/2) b + √h W``, and ``V' = H + Hᵀ`` (exactly symmetric).
 
 The public coefficient functions (:mod:`deeplimit.sde.coefficients`, :mod:`deeplimit.sde.noise`) stay the
-readable reference; ``tests/test_sde_solver.py`` checks this step against them to 1e-12 in float64.
+readable reference; ``tests/test_sde_step.py`` checks this step against them to 1e-12 in float64.
 """
 
 from __future__ import annotations
