@@ -140,11 +140,13 @@ def nearest_psd(V: Tensor) -> Tensor:
 def band_exit(V: Tensor, band: tuple[float, float] | None) -> Tensor:
     """Exit code per matrix of ``V (B, m, m)`` for the band of §3.8: 0 in band, 1 low, 2 high, 3 non-finite.
 
-    ``band=None`` only checks finiteness. Otherwise two Cholesky tests replace an eigendecomposition:
+    ``band=None`` only checks finiteness, through the sum of each matrix (one pass instead of two: NaN and
+    ±inf propagate through it; a sum that overflows means entries near the dtype's maximum, a path that
+    has blown up anyway). Otherwise two Cholesky tests replace an eigendecomposition:
     ``eigmin(V) < lo`` iff ``V − lo·I`` is not positive definite, and ``eigmax(V) > hi`` iff ``hi·I − V`` is
     not (two ``m³/3`` factorisations instead of a symmetric eigensolver, ~10× cheaper at m = 128).
     """
-    finite = torch.isfinite(V).flatten(-2).all(dim=-1)
+    finite = torch.isfinite(V.sum(dim=(-2, -1)))
     code = torch.where(finite, 0, EXIT_NONFINITE)
     if band is None:
         return code

@@ -82,14 +82,15 @@ def em_step(
     # H = V/2 + (h/2) b + √h W, then V' = H + Hᵀ; symmetric terms enter H halved, and a term T + Tᵀ of b
     # enters H as T only
     if w_att:
-        u = matmul(V, torch.full((V.shape[0], m, 1), 1.0 / m, dtype=V.dtype)).squeeze(-1)  # row means V1/m
+        u = V.mean(dim=-1)  # row means V1/m
         mu = u.mean(dim=-1, keepdim=True)  # (c, 1)
         trVC = torch.linalg.vector_norm(V.flatten(-2), dim=-1) ** 2 - 2 * m * (u * u).sum(-1) + (m * mu[:, 0]) ** 2
         dC = v - 2 * u + mu
         VD = matmul(V, (dC - dC.mean(dim=-1, keepdim=True)).unsqueeze(-1))  # (c, m, 1)
         H = V * (0.5 + 0.5 * h * w_att * trVC / m**2)[:, None, None]
-        # b ∋ w_att/(2m) (v (VD)ᵀ + (VD) vᵀ): H gets the rank-1 half (h w_att/(2m)) v (VD)ᵀ
-        H.baddbmm_(v.unsqueeze(-1), VD.mT, alpha=h * w_att / (2 * m))
+        # b ∋ w_att/(2m) (v (VD)ᵀ + (VD) vᵀ): H gets the rank-1 half (h w_att/(2m)) v (VD)ᵀ (a broadcast
+        # product: a k = 1 GEMM is several times slower)
+        H.addcmul_(v.unsqueeze(-1), VD.mT, value=h * w_att / (2 * m))
     else:
         H = V * 0.5
     if w_relu:
