@@ -12,6 +12,9 @@ import pytest
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.engine import (
     _enqueue,
+    _open_store,
+    _SqlStore,
+    _Store,
     create_sweep,
     open_storage,
     results_frame,
@@ -96,6 +99,36 @@ def test_completed_points_never_rerun(tmp_path: Path) -> None:
     assert bigger.points == 3 and bigger.done == 2
     assert run_worker(sw.storage, "s", **FAST).completed == 1
     assert len((tmp_path / "calls.log").read_text().split()) == 3
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["sql", "storage-api"])
+def test_store_pops_once_and_never_completes_a_failed_trial(tmp_path: Path, fast: bool) -> None:
+    # The worker's own ask/tell steps keep Optuna's rules: a trial is popped by one worker only, with its first
+    # heartbeat; a trial failed as stale by another worker cannot be completed, and keeps no result.
+    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [0.0, 1.0])
+    study = optuna.load_study(study_name="s", storage=open_storage(sw.storage, heartbeat_interval=1))
+    store = _open_store(study) if fast else _Store(study)
+    assert isinstance(store, _SqlStore) == fast
+    keys = [sw.spec.run_key(p) for p in sw.spec.iter_points()]
+    ids = [_enqueue(study, sw.spec, {}, k, 0) for k in keys]
+    number, attrs = store.start(ids[0])
+    assert attrs["run_key"] == keys[0] and store.start(ids[0]) is None
+    backend = study._storage._backend
+    assert backend._get_stale_trial_ids(study._study_id) == []  # beating: the pop recorded a heartbeat
+    with backend.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM trial_heartbeats").scalar() == 1
+    study._storage.set_trial_state_values(ids[0], optuna.trial.TrialState.FAIL)  # failed as stale elsewhere
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        store.finish(ids[0], optuna.trial.TrialState.COMPLETE, 1.0, {"result": "{}", "status": "ok"})
+    assert "result" not in study._storage.get_trial(ids[0]).user_attrs
+    assert store.start(ids[1]) is not None
+    store.finish(ids[1], optuna.trial.TrialState.COMPLETE, math.inf, {"status": "diverged", "n": 2})
+    done = study._storage.get_trial(ids[1])
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == math.inf
+    assert done.user_attrs == {"run_key": keys[1], "status": "diverged", "n": 2}
+    assert done.datetime_start <= done.datetime_complete
+    rows = {r.trial_id: r for r in store.rows()}
+    assert (rows[ids[0]].state, rows[ids[1]].key) == (optuna.trial.TrialState.FAIL, keys[1])
 
 
 def test_changed_spec_is_refused(tmp_path: Path) -> None:
