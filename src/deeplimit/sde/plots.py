@@ -44,11 +44,7 @@ def plot_density(
     ax.set_ylabel("density")
     ax.set_title(title or f"terminal {label(quantity, i, j)}: SDE vs network")
     ax.legend()
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_vs_depth(
@@ -68,11 +64,7 @@ def plot_vs_depth(
         ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_stopping_map(
@@ -97,11 +89,7 @@ def plot_stopping_map(
     ax.set_ylabel("γ")
     ax.set_title(title or f"{value.replace('_', ' ')} of stopping time t*")
     fig.colorbar(im, ax=ax, label="t* (capped at T)")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_stopping_vs_gamma(df: pd.DataFrame, path: str | Path) -> Path:
@@ -117,6 +105,11 @@ def plot_stopping_vs_gamma(df: pd.DataFrame, path: str | Path) -> Path:
     ax.set_ylabel("stopping time t*")
     ax.set_title("stopping time vs γ")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Lay out, write at 120 dpi and close ``fig``; return the path (one place for every figure here)."""
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)
