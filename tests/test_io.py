@@ -49,3 +49,14 @@ def test_ensure_dir_errors(tmp_path):
         ensure_dir(tmp_path / "f")
     with pytest.raises(DeeplimitError, match="cannot"):
         ensure_dir(tmp_path / "f" / "sub")
+
+
+def test_permissions_follow_the_umask_unless_private(tmp_path):
+    from deeplimit.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        assert os.stat(atomic_write_text(tmp_path / "shared.txt", "x")).st_mode & 0o777 == 0o644
+        assert os.stat(atomic_write_text(tmp_path / "secret.txt", "x", private=True)).st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -52,11 +52,19 @@ def _os_error(path: Path, exc: OSError) -> DeeplimitError:
     return DeeplimitError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, private: bool = False) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success it is fsync'ed and renamed over ``path``.
 
-    On any exception the temporary file is removed and ``path`` keeps its previous content.
+    On any exception the temporary file is removed and ``path`` keeps its previous content. The file gets
+    the permissions a plain ``open`` would give (0666 minus the umask), so folders shared by a group of
+    sweep workers stay readable; ``private=True`` keeps it owner-only (0600), for secrets.
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_write supports mode 'w' or 'wb'")
@@ -67,6 +75,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
     except OSError as exc:
         raise _os_error(path, exc) from None
     try:
+        os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()
@@ -82,9 +91,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
         raise
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_write(path, "w") as fh:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, private: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (owner-only if ``private``)."""
+    with atomic_write(path, "w", private=private) as fh:
         fh.write(text)
     return Path(path)
 
