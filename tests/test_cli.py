@@ -119,3 +119,13 @@ def test_quiet_train_prints_only_parseable_json(tmp_path):
     summary = json.loads(done.stdout)
     assert summary["steps"] == 5
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["config"]["width"] == 8
+
+
+def test_rst_docstrings_become_plain_text_and_example_blocks_stay_verbatim():
+    from deeplimit.cli import Parser
+
+    doc = ("``deeplimit x``: see :func:`deeplimit.train.train`.\n\nTypical session::\n\n"
+           "    deeplimit x --a 1\n    deeplimit x --b 2\n")
+    text = Parser(prog="deeplimit x", description=doc).format_help()
+    assert "deeplimit x: see deeplimit.train.train." in text
+    assert "Typical session:\n\n    deeplimit x --a 1\n    deeplimit x --b 2" in text

@@ -43,7 +43,7 @@ _RST = [
     (re.compile(r":[a-z]+:`~?([^`]+)`"), r"\1"),  # :func:`x` → x
     (re.compile(r"``([^`]+)``"), r"\1"),  # ``x`` → x
     (re.compile(r"`([^`]+)`"), r"\1"),
-    (re.compile(r"::\s*$", re.M), ":"),  # "Examples::" → "Examples:"
+    (re.compile(r"::[ \t]*$", re.M), ":"),  # "Examples::" → "Examples:"
 ]
 
 
