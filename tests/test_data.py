@@ -116,12 +116,28 @@ def test_npz_round_trip_and_split(tmp_path):
         (dict(x=np.zeros((4, 2)), y=np.array([0.0, 0.5, 1.0, 2.0])), "integer class indices"),
         (dict(x=np.zeros((4, 2)), y=np.eye(4, dtype=int)), "one-dimensional"),
         (dict(x=np.zeros((4, 2)), y=np.array([0, -1, 1, 2])), "non-negative"),
+        (dict(x=np.array([[0.0, np.nan], [1, 2], [3, 4], [5, 6]]), y=np.arange(4)), "1 NaN or infinite value"),
+        (dict(x=np.array([[0.0, np.inf], [1, 2], [3, -np.inf], [5, 6]]), y=np.arange(4)), "2 NaN or infinite"),
+        (dict(x=np.zeros((0, 2)), y=np.zeros(0, dtype=int)), "no data"),
     ],
 )
 def test_npz_errors(tmp_path, arrays, match):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(DeeplimitError, match=match):
+        load_npz(path)
+
+
+@pytest.mark.parametrize("content, why", [(b"", "EOFError"), (b"PK\x03\x04 torn", "BadZipFile"),
+                                          (b"\x00\x01 not an archive", "Error")])
+def test_empty_truncated_or_foreign_npz_is_one_clear_error(tmp_path, content, why):
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.zeros((8, 2)), y=np.zeros(8, dtype=int))
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content or b"")
+    if why == "BadZipFile":
+        path.write_bytes(good.read_bytes()[:60])  # a real archive cut short
+    with pytest.raises(DeeplimitError, match=rf"cannot read .*bad.npz as .npz \(\w*{why}.*np.savez"):
         load_npz(path)
 
 
@@ -183,7 +199,7 @@ def test_missing_shakespeare_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("DEEPLIMIT_DATA_DIR", raising=False)
     monkeypatch.setattr(text_module, "_REPO_ROOT", tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DeeplimitError, match="make setup.*--corpus stdlib"):
+    with pytest.raises(DeeplimitError, match=r"make setup.*stdlib \(--data stdlib\)"):
         load_text_corpus("shakespeare", data_dir=tmp_path)
 
 
@@ -196,6 +212,19 @@ def test_stdlib_and_file_corpora(tmp_path):
     assert load_text_corpus(path) == b"hello world\n" * 10
     with pytest.raises(DeeplimitError, match="unknown corpus 'wikitext'"):
         load_text_corpus("wikitext")
+
+
+def test_empty_or_binary_text_corpora_are_refused(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(DeeplimitError, match="is empty"):
+        load_text_corpus(empty)
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, x=np.zeros((4, 2)), y=np.zeros(4, dtype=int))
+    with pytest.raises(DeeplimitError, match="binary file .* not text"):
+        load_text_corpus(arrays)  # a byte model would otherwise train on the zip bytes
+    with pytest.raises(DeeplimitError, match="needs a text of at least"):
+        ByteCorpus(b"a")
 
 
 def test_byte_corpus_batches_are_seeded_and_shifted():

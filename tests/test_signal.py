@@ -7,7 +7,7 @@ import torch
 
 import deeplimit as dl
 from deeplimit.data import ByteCorpus
-from deeplimit.diagnostics.signal import attention_entropy, grad_norms_at_init
+from deeplimit.diagnostics.signal import SIGNAL_VARIANTS, grad_norms_at_init, layer_attention_entropy
 from deeplimit.nn.transformer import SHAPED, TransformerConfig, TransformerLM
 from deeplimit.train import TrainConfig, train
 
@@ -37,7 +37,7 @@ def test_shaped_gradients_stay_flat_over_depth_while_pre_ln_query_gradients_deca
 
 def test_attention_entropy_is_recorded_per_layer_during_training(batch):
     model = TransformerLM(width=32, depth=3)
-    ent = attention_entropy(model, batch[0])
+    ent = layer_attention_entropy(model, batch[0])
     assert len(ent) == 3 and all(0 < e <= torch.log(torch.tensor(64.0)).item() for e in ent)
     res = train(TrainConfig(model="transformer", width=32, depth=2, steps=20, batch_size=8, seq_len=32,
                             data="stdlib", entropy_every=10, min_window=5))
@@ -48,8 +48,8 @@ def test_attention_entropy_is_recorded_per_layer_during_training(batch):
 def test_signal_cli_writes_tables_and_figures(tmp_path):
     from deeplimit.cli import main
 
-    assert main(["signal", "--depth", "4", "--width", "32", "--seeds", "1", "--train-steps", "10", "--corpus",
-                 "stdlib", "--out", str(tmp_path)]) == 0
+    assert main(["signal", "--depth", "4", "--width", "32", "--seeds", "1", "--train-steps", "10", "--data",
+                 "stdlib", "--out", str(tmp_path), "-q"]) == 0
     for name in ("grad_norms.csv", "grad_norms.png", "attention_entropy.csv", "attention_entropy.png", "signal.json",
                  "token_correlation.csv", "token_correlation.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -57,14 +57,14 @@ def test_signal_cli_writes_tables_and_figures(tmp_path):
 
 def test_shaped_attention_prevents_the_rank_collapse_of_softmax(batch):
     """Fig. 1 left on the real model family: same λ/γ residual, no LayerNorm; only the attention differs."""
-    from deeplimit.cli.signal import VARIANTS
     from deeplimit.diagnostics.signal import token_correlation_vs_layer
 
     last = {}
     for variant in ("shaped", "softmax"):
         vals = []
         for seed in range(2):
-            model = TransformerLM(TransformerConfig(width=64, depth=24, residual_gamma=2**-1.5, **VARIANTS[variant]))
+            model = TransformerLM(TransformerConfig(width=64, depth=24, residual_gamma=2**-1.5,
+                                                    **SIGNAL_VARIANTS[variant]))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 dl.parametrize(model, "mup", base_width=64, base_depth=24, seed=seed)

@@ -1,9 +1,16 @@
 """A small, honest trainer: config → model → plan → optimizer → loop → tidy rows.
 
 ``train(TrainConfig(...), run_dir=...)`` trains one run and returns a :class:`TrainResult`. A run that
-diverges is a *result* (``status="diverged"``), never an exception. With a ``run_dir`` the run checkpoints
-(weights, optimizer, plan JSON, history) every ``checkpoint_every`` steps and resumes from the last checkpoint
-when called again, so a killed sweep worker loses at most that many steps.
+diverges is a *result* (``status="diverged"``), never an exception.
+
+Checkpoints and resume. With a ``run_dir`` the run checkpoints (weights, optimizer state, losses, rows, the
+config and its fingerprint) to ``run_dir/ckpt.pt`` — by default every quarter of the run or every 30 s of
+wall time, whichever comes first (``checkpoint_every``/``checkpoint_seconds`` change that) — and on Ctrl-C.
+Called again with the *same* config it resumes from the last checkpoint and reaches bit-identical losses (the
+batch of step t is a pure function of ``(seed, t)``). A checkpoint of a *different* config (another LR,
+other steps, other data, an edited data file…) is refused with an error naming the differing fields:
+``fresh=True`` (``deeplimit train --fresh``) discards it, or use another folder. A finished run is not
+re-trained: its stored result is returned. Checkpoints are loaded with ``weights_only=True``.
 
 Metric (depth-mup spec §11.1): mean train loss over the last 10% of steps (at least 50, or the whole run
 if shorter); divergence = a non-finite loss, or a final-window loss above the step-0 loss.
@@ -11,28 +18,53 @@ if shorter); divergence = a non-finite loss, or a final-window loss above the st
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import hashlib
+import json
 import math
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeplimit.errors import DeeplimitError, check_positive
-from deeplimit.nn.registry import build_model
-from deeplimit.scaling.apply import load_checkpoint, parametrize, save_checkpoint
+from deeplimit.errors import DeeplimitError
+from deeplimit.io import atomic_save, atomic_torch_save, atomic_write_json, ensure_dir, safe_torch_load
+from deeplimit.nn.registry import MODELS, build_model
+from deeplimit.scaling.apply import parametrize
 from deeplimit.scaling.optim import make_optimizer, set_base_lr
+from deeplimit.scaling.plan import canonical_name
+from deeplimit.scaling.rules import get_rule
 
 TEXT_MODELS = ("transformer", "shaped-transformer")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+CHECKPOINT = "ckpt.pt"
+CHECKPOINT_FORMAT = 2
+# Fields that change how often the run saves itself, never what it computes: left out of the fingerprint.
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "checkpoint_seconds")
+
+# Defaults of the byte-level transformer family (Noci et al. 2023 App. D settings at CPU scale).
+TEXT_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", data="shakespeare", batch_size=16, seq_len=64,
+                                     betas=(0.9, 0.95), warmup_frac=0.05, min_window=20)
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; a run is reproducible from this config alone."""
+    """Everything a run depends on; a run is reproducible from this config alone.
+
+    Every field is type-checked on construction: a bad value is a :class:`DeeplimitError` naming the field,
+    what it must be, and the value given.
+    """
 
     model: str = "mlp-resnet"
     width: int = 64
@@ -60,23 +92,15 @@ class TrainConfig:
     seed: int = 0
     window_frac: float = 0.1
     min_window: int = 50
-    eval_batches: int = 8
+    eval_batches: int = 8  # 0: no held-out evaluation (eval_loss is NaN)
     log_every: int = 10
-    checkpoint_every: int = 0  # 0: no periodic checkpoints
+    checkpoint_every: int = 0  # with a run_dir: 0 = a quarter of the run or checkpoint_seconds, whichever first
+    checkpoint_seconds: float = 30.0
     entropy_every: int = 0  # >0: record per-layer attention entropy on a fixed batch (transformers)
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
-        check_positive("steps", self.steps, integer=True)
-        check_positive("batch_size", self.batch_size, integer=True)
-        check_positive("width", self.width, integer=True)
-        check_positive("depth", self.depth, integer=True)
-        if not 0 <= self.warmup_frac < 1:
-            raise DeeplimitError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if self.dtype not in ("float32", "float64"):
-            raise DeeplimitError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        self.betas = tuple(self.betas)
+        _validate(self)
 
     @property
     def is_text(self) -> bool:
@@ -87,11 +111,171 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error listing the accepted ones."""
+        if not isinstance(d, dict):
+            raise DeeplimitError(f"a training config must be a mapping of option names to values, got "
+                                 f"{type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise DeeplimitError(f"unknown training option(s) {unknown}; accepted: {sorted(known)}")
         return cls(**d)
+
+    @classmethod
+    def from_point(cls, point: dict[str, Any]) -> TrainConfig:
+        """Same as :func:`config_from_point`."""
+        return config_from_point(point)
+
+    def fingerprint(self) -> str:
+        """Hex digest of everything that changes what the run computes, including the content of a data file.
+
+        Two configs with the same fingerprint produce the same losses; a checkpoint is resumed only under its
+        own fingerprint.
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
+        d["data_sha256"] = _file_digest(self.data)
+        blob = json.dumps(d, sort_keys=True, default=repr)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Validation: one line per problem, naming the field, what it must be and what was given.
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _need(ok: bool, name: str, what: str, value: Any) -> None:
+    if not ok:
+        raise DeeplimitError(f"training option {name} must be {what}, got {value!r}")
+
+
+def _validate(c: TrainConfig) -> None:
+    for name in ("width", "depth", "steps", "batch_size", "seq_len", "min_window", "log_every"):
+        v = getattr(c, name)
+        _need(_is_int(v) and v >= 1, name, "a positive integer", v)
+    for name in ("seed", "eval_batches", "checkpoint_every", "entropy_every"):
+        v = getattr(c, name)
+        _need(_is_int(v) and v >= 0, name, "an integer ≥ 0", v)
+    for name in ("base_width", "base_depth"):
+        v = getattr(c, name)
+        _need(v is None or (_is_int(v) and v >= 1), name, "a positive integer (or unset)", v)
+    _need(_is_num(c.lr) and math.isfinite(c.lr) and c.lr > 0, "lr", "a finite positive number", c.lr)
+    for name in ("eps", "weight_decay"):
+        v = getattr(c, name)
+        _need(_is_num(v) and math.isfinite(v) and v >= 0, name, "a finite number ≥ 0", v)
+    for name in ("momentum", "warmup_frac"):
+        v = getattr(c, name)
+        _need(_is_num(v) and 0 <= v < 1, name, "a number in [0, 1)", v)
+    _need(_is_num(c.window_frac) and 0 < c.window_frac <= 1, "window_frac", "a number in (0, 1]", c.window_frac)
+    _need(_is_num(c.checkpoint_seconds) and c.checkpoint_seconds > 0 and not math.isnan(c.checkpoint_seconds),
+          "checkpoint_seconds", "a positive number of seconds (inf: by steps only)", c.checkpoint_seconds)
+    for name in ("alpha", "gamma"):
+        v = getattr(c, name)
+        _need(v is None or (_is_num(v) and math.isfinite(v)), name, "a finite number (or unset)", v)
+    betas = c.betas
+    _need(isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas),
+          "betas", "two numbers in [0, 1), e.g. (0.9, 0.999)", betas)
+    c.betas = (float(betas[0]), float(betas[1]))
+    _need(isinstance(c.train_io, bool), "train_io", "True or False", c.train_io)
+    _need(c.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'", c.dtype)
+    _need(isinstance(c.optimizer, str) and c.optimizer.lower() in OPTIMIZERS, "optimizer",
+          f"one of {', '.join(OPTIMIZERS)}", c.optimizer)
+    _need(isinstance(c.model, str) and c.model.lower().replace("_", "-") in MODELS, "model",
+          f"one of {', '.join(sorted(MODELS))}", c.model)
+    _need(isinstance(c.data, str) and c.data.strip() != "", "data", "a dataset name or a file path", c.data)
+    _need(c.data_dir is None or isinstance(c.data_dir, str), "data_dir", "a folder path (or unset)", c.data_dir)
+    for name in ("model_kwargs", "plan_kwargs"):
+        v = getattr(c, name)
+        _need(isinstance(v, dict) and all(isinstance(k, str) for k in v), name, "a dict of option names", v)
+    _need(isinstance(c.rule, str), "rule", "a rule name", c.rule)
+    get_rule(c.rule, alpha=c.alpha, gamma=c.gamma)  # unknown rule: DeeplimitError listing the valid ones
+    for name, v in c.plan_kwargs.items():
+        if _is_num(v) and not math.isfinite(v):
+            raise DeeplimitError(f"plan option {name} must be finite, got {v!r}")
+    if c.is_text and (c.data.lower().endswith((".npz", ".npy", ".gz", ".zip", ".pt"))):
+        raise DeeplimitError(f"model {c.model!r} trains on text, but data={c.data!r} is an array/archive file; "
+                             "pass a text file or a corpus name (shakespeare, stdlib)")
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_digest(data: str) -> str | None:
+    """SHA-256 of a data *file* (so an edited file never resumes a stale run); None for named datasets."""
+    p = Path(data)
+    if not p.is_file():
+        return None
+    st = p.stat()
+    return _digest_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+# ------------------------------------------------------------------------------------------------------
+# A flat point (sweep grid point, CLI flags) → TrainConfig. The trainer owns this map: callers above it
+# (sweeps, the CLI, reports) build configs through it and never reach back up.
+
+MODEL_KEYS = frozenset({
+    "activation", "block_depth", "block", "mean_subtract", "pre_ln", "bias",  # MLP-ResNet
+    "n_heads", "mlp_ratio", "norm", "attention", "logit_scale", "attn_mult", "tau0", "tau_mode", "shaping",
+    "recover_steps", "c_plus", "c_minus", "residual", "residual_gamma", "residual_trainable",
+    "zero_query_init",  # transformers
+})
+PLAN_KEYS = frozenset({"block_mult", "input_mult", "output_mult", "sigma_in", "sigma_hidden", "sigma_out",
+                       "sigma_emb", "readout_zero_init", "decay_vectors", "eps_scope", "weight_decay_mode"})
+IGNORED_KEYS = frozenset({"experiment", "variant"})
+TRAIN_KEYS = frozenset(f.name for f in fields(TrainConfig)) - {"model_kwargs", "plan_kwargs"}
+
+
+def config_from_point(point: dict[str, Any]) -> TrainConfig:
+    """Map a flat dict to a :class:`TrainConfig`.
+
+    Keys: ``TrainConfig`` fields (``width``, ``depth``, ``steps``, ``seed``, ``data``, …) plus ``preset``
+    (alias of ``rule``), ``log2_lr`` (``lr = 2**log2_lr``), model options (:data:`MODEL_KEYS`, go to
+    ``model_kwargs``), plan options (:data:`PLAN_KEYS`, go to ``plan_kwargs``) and labels ignored by training
+    (``experiment``, ``variant``). Unknown keys are errors listing the accepted names, so a typo never silently
+    trains the default.
+    """
+    if "lr" in point and "log2_lr" in point:
+        raise DeeplimitError("give either lr or log2_lr, not both")
+    train_kw: dict[str, Any] = {}
+    model_kw: dict[str, Any] = {}
+    plan_kw: dict[str, Any] = {}
+    for key, value in point.items():
+        if key == "preset":
+            train_kw["rule"] = value
+        elif key == "log2_lr":
+            _need(_is_num(value) and math.isfinite(value), "log2_lr", "a finite number", value)
+            train_kw["lr"] = 2.0 ** float(value)
+        elif key in TRAIN_KEYS:
+            train_kw[key] = value
+        elif key in MODEL_KEYS:
+            model_kw[key] = value
+        elif key in PLAN_KEYS:
+            plan_kw[key] = value
+        elif key not in IGNORED_KEYS:
+            raise DeeplimitError(f"unknown training option {key!r}; accepted: preset, log2_lr, "
+                                 f"{', '.join(sorted(TRAIN_KEYS | MODEL_KEYS | PLAN_KEYS | IGNORED_KEYS))}")
+    return TrainConfig(model_kwargs=model_kw, plan_kwargs=plan_kw, **train_kw)
+
+
+def family_defaults(model: str) -> dict[str, Any]:
+    """Defaults that differ by model family (byte-level transformers: AdamW, batch 16, warm-up, …)."""
+    return dict(TEXT_DEFAULTS) if model.replace("_", "-") in TEXT_MODELS else {}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Results
 
 
 @dataclass
@@ -104,10 +288,30 @@ class TrainResult:
     wall_s: float
     rows: list[dict]
     reason: str = ""
+    resumed_from: int = 0  # step the run resumed from (0: fresh start)
 
     @property
     def value(self) -> float:
         return self.window_loss if self.status == "ok" else math.inf
+
+    def summary(self) -> dict:
+        """The one-line facts of the run (what ``deeplimit train`` prints)."""
+        return {"status": self.status, "window_loss": self.window_loss, "eval_loss": self.eval_loss,
+                "step0_loss": self.step0_loss, "steps": self.steps_done, "wall_s": round(self.wall_s, 2),
+                "reason": self.reason, "resumed_from": self.resumed_from}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: the run stopped at a step boundary (and checkpointed if it has a run_dir)."""
+
+    def __init__(self, step: int, run_dir: Path | None) -> None:
+        self.step, self.run_dir = step, run_dir
+        if run_dir is not None:
+            msg = (f"interrupted at step {step}; checkpoint saved in {run_dir}. Run the same command again to "
+                   "resume (the result is the same as an uninterrupted run)")
+        else:
+            msg = f"interrupted at step {step}; nothing was saved (pass a run folder to make runs resumable)"
+        super().__init__(msg)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -140,11 +344,16 @@ class _Batches:
         self.cfg = cfg
         if cfg.is_text:
             self.corpus = cached_text_data(cfg.data, cfg.data_dir)
+            for split in ("train", "held_out"):
+                if len(self.corpus.split(split)) < cfg.seq_len + 1:
+                    raise DeeplimitError(f"the {split} part of corpus {cfg.data!r} has "
+                                         f"{len(self.corpus.split(split))} bytes, fewer than seq_len + 1 = "
+                                         f"{cfg.seq_len + 1}; use a larger text or a smaller seq_len")
         else:
             self.xtr, self.ytr, self.xte, self.yte = cached_image_data(cfg.data, cfg.data_dir)
             if len(self.xtr) < cfg.batch_size:
                 raise DeeplimitError(f"dataset {cfg.data!r} has {len(self.xtr)} training examples, fewer than "
-                                     f"batch_size={cfg.batch_size}")
+                                     f"batch_size={cfg.batch_size}; lower batch_size")
             self.per_epoch = len(self.xtr) // cfg.batch_size
             self._perm_epoch, self._perm = -1, None
 
@@ -171,6 +380,11 @@ class _Batches:
         n = min(len(self.xte), cfg.eval_batches * cfg.batch_size)
         return [(self.xte[i:i + cfg.batch_size], self.yte[i:i + cfg.batch_size]) for i in range(0, n, cfg.batch_size)]
 
+    def probe(self):
+        """A fixed held-out input batch for diagnostics during training (attention entropy)."""
+        g = torch.Generator().manual_seed(2**31 - 1)
+        return self.corpus.get_batch("held_out", self.cfg.batch_size, self.cfg.seq_len, g)[0]
+
     @property
     def shapes(self) -> dict:
         if self.cfg.is_text:
@@ -182,10 +396,58 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+# ------------------------------------------------------------------------------------------------------
+# Model: refuse a size that cannot fit before allocating it.
+
+
+def _available_bytes() -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return None
+
+
+def _size_words(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+
+
+def _check_fits(cfg: TrainConfig, shapes: dict) -> None:
+    """Count parameters on the meta device (no memory) and refuse a run whose weights, gradients and
+    optimizer state (≈ 4 copies for Adam, 3 for SGD) exceed the memory available now."""
+    try:
+        with torch.device("meta"):
+            meta = build_model(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
+        n_params = sum(p.numel() for p in meta.parameters())
+    except DeeplimitError:
+        raise
+    except Exception:  # a model that cannot be built on the meta device is checked when it is really built
+        return
+    copies = 3 if cfg.optimizer.lower() == "sgd" else 4
+    need = n_params * copies * torch.finfo(getattr(torch, cfg.dtype)).bits // 8
+    avail = _available_bytes()
+    if avail is not None and need > avail:
+        raise DeeplimitError(f"model {cfg.model} at width {cfg.width}, depth {cfg.depth} has {n_params:,} "
+                             f"parameters and needs ≈ {_size_words(need)} for weights, gradients and optimizer "
+                             f"state, but only {_size_words(avail)} of memory is available; lower width or depth")
+
+
 def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, object]:
     """Model and plan for a config (the model is initialised by the plan with the run's seed)."""
-    model = build_model(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
-    model = model.to(getattr(torch, cfg.dtype))
+    _check_fits(cfg, shapes)
+    try:
+        model = build_model(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
+        model = model.to(getattr(torch, cfg.dtype))
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise DeeplimitError(f"out of memory building {cfg.model} at width {cfg.width}, depth {cfg.depth} "
+                             f"({exc.__class__.__name__}); lower width or depth") from None
+    except RuntimeError as exc:
+        if "alloc" not in str(exc).lower():
+            raise
+        raise DeeplimitError(f"out of memory building {cfg.model} at width {cfg.width}, depth {cfg.depth} "
+                             f"({str(exc).splitlines()[0][:160]}); lower width or depth") from None
     plan = parametrize(model, cfg.rule, seed=cfg.seed, optimizer=cfg.optimizer, base_width=cfg.base_width,
                        base_depth=cfg.base_depth, alpha=cfg.alpha, gamma=cfg.gamma, **cfg.plan_kwargs)
     if not cfg.train_io:
@@ -195,57 +457,211 @@ def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, object]:
     return model, plan
 
 
-def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool = False,
-          hook: Callable[[int, nn.Module], list[dict] | None] | None = None) -> TrainResult:
-    """Train one run; resume from ``run_dir/ckpt.pt`` if it exists.
+# ------------------------------------------------------------------------------------------------------
+# Checkpoints: one file, written atomically, read with weights_only=True, keyed by the config fingerprint.
 
-    ``hook(step, model)`` is called before every update and once after the last step (with ``step = steps``);
-    the rows it returns join the run's tidy rows (e.g. a diagnostic measured during training).
+
+def check_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Raise a DeeplimitError unless ``path`` is, or can be created as, a writable folder — without creating
+    it (a run that is refused later, e.g. for bad data, leaves nothing behind). The nearest existing ancestor
+    is probed by creating and removing a temporary folder in it."""
+    import tempfile
+
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise DeeplimitError(f"{what} {p} is a file, not a folder; pass a folder path")
+        probe_in = p
+    else:
+        probe_in = p.parent
+        while not probe_in.exists():
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise DeeplimitError(f"{what} {p} cannot be created: {probe_in} is a file, not a folder; pass a folder "
+                                 "path")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".deeplimit-probe-", dir=probe_in))
+    except OSError as exc:
+        raise DeeplimitError(f"cannot create {what} {p}: {exc.strerror or exc} in {probe_in}; pass a folder you "
+                             "can write to") from None
+    return p
+
+
+def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, fingerprint: str, *,
+          step: int, losses: list[float], rows: list[dict], wall_s: float, result: dict | None = None) -> None:
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "model": {canonical_name(k): v for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "extra": {
+            "config": json.dumps(cfg.to_dict(), default=list),
+            "fingerprint": fingerprint,
+            "step": step,
+            "losses": torch.tensor(losses, dtype=torch.float64),
+            # JSON keeps rows to plain types (a weights_only load accepts no numpy scalars); floats round-trip
+            "rows": json.dumps(rows, default=float),
+            "wall_s": wall_s,
+            "result": json.dumps(result) if result is not None else "",
+        },
+    }
+    atomic_torch_save(blob, path)
+
+
+def _config_diff(saved: dict, cfg: TrainConfig) -> str:
+    now = cfg.to_dict()
+    diffs = []
+    for k in sorted(set(saved) | set(now)):
+        if k in _NOT_IN_FINGERPRINT:
+            continue
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, list) and isinstance(b, tuple):
+            b = list(b)
+        if a != b:
+            diffs.append(f"{k}: {a!r} → {b!r}")
+    return ", ".join(diffs[:6]) + (" …" if len(diffs) > 6 else "") if diffs else "the content of the data file"
+
+
+def _load(path: Path, cfg: TrainConfig, fingerprint: str) -> dict:
+    """The checkpoint's contents, or a DeeplimitError if it belongs to another config or is unreadable."""
+    blob = safe_torch_load(path, "checkpoint")
+    extra = blob.get("extra", {}) if isinstance(blob, dict) else {}
+    if not isinstance(extra, dict) or "fingerprint" not in extra:
+        raise DeeplimitError(f"checkpoint {path} has no config record (written by another tool or an older "
+                             "deeplimit), so it cannot be matched to this run; start over with --fresh "
+                             "(fresh=True) or use another run folder")
+    if extra["fingerprint"] != fingerprint:
+        saved = json.loads(extra["config"]) if extra.get("config") else {}
+        raise DeeplimitError(f"{path.parent} holds a checkpoint of a different run ({_config_diff(saved, cfg)}); "
+                             "start over with --fresh (fresh=True) to discard it, or use another run folder")
+    return blob
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop at the next step boundary; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextlib.contextmanager
+def _graceful_sigint() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    # Only take over Python's default handler in the main thread; a caller with its own handler keeps it.
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if install:
+        signal.signal(signal.SIGINT, flag)
+    try:
+        yield flag
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _progress_bar(cfg: TrainConfig, start: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, disable=not enabled, file=sys.stderr, unit="step",
+                desc=f"train {cfg.model} w{cfg.width} d{cfg.depth}", dynamic_ncols=True, mininterval=0.5,
+                leave=False)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = False, progress: bool = False,
+          hook: Callable[[int, nn.Module], list[dict] | None] | None = None) -> TrainResult:
+    """Train one run; with ``run_dir``, checkpoint there and resume a checkpoint of the same config.
+
+    ``fresh=True`` discards a checkpoint already in ``run_dir``. ``progress=True`` shows a progress bar (step,
+    loss, rate, ETA) on stderr. ``hook(step, model)`` is called before every update and once after the last
+    step (with ``step = steps``); the rows it returns join the run's tidy rows (e.g. a diagnostic measured
+    during training). Ctrl-C stops at a step boundary, saves a checkpoint (with ``run_dir``) and raises
+    :class:`TrainingInterrupted`.
     """
     t_start = time.perf_counter()
+    fingerprint = cfg.fingerprint()
+    ckpt = None
+    if run_dir is not None:
+        ckpt = check_folder(run_dir, "run folder") / CHECKPOINT
+    blob = _load(ckpt, cfg, fingerprint) if ckpt is not None and ckpt.exists() and not fresh else None
+    if blob is not None and blob["extra"].get("result"):  # finished under this config: the stored result
+        res = json.loads(blob["extra"]["result"])
+        return TrainResult(**{**res, "rows": json.loads(blob["extra"]["rows"]), "resumed_from": res["steps_done"]})
+
     data = _Batches(cfg)
     model, plan = build(cfg, data.shapes)
+    if ckpt is not None:  # only now, so a run refused for its data or size leaves nothing behind
+        ensure_dir(ckpt.parent, "run folder")
+        if fresh:
+            ckpt.unlink(missing_ok=True)
     opt = make_optimizer(model, plan, cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas,
                          momentum=cfg.momentum)  # momentum reaches SGD only
-    ckpt = Path(run_dir) / "ckpt.pt" if run_dir is not None else None
     start, losses, rows, prior_wall = 0, [], [], 0.0
-    if ckpt is not None and ckpt.exists():
-        _, extra = load_checkpoint(ckpt, model, opt)
-        start, losses, rows, prior_wall = extra["step"], extra["losses"], extra["rows"], extra.get("wall_s", 0.0)
+    if blob is not None:
+        own = {canonical_name(k): k for k in model.state_dict()}
+        model.load_state_dict({own[k]: v for k, v in blob["model"].items()})
+        opt.load_state_dict(blob["optimizer"])
+        extra = blob["extra"]
+        start, prior_wall = int(extra["step"]), float(extra["wall_s"])
+        losses, rows = extra["losses"].tolist(), json.loads(extra["rows"])
+    elif ckpt is not None:
+        atomic_write_json(ckpt.with_name(CHECKPOINT + ".plan.json"), plan.to_dict())  # for people and dl.load_*
     window = min(cfg.steps, max(cfg.min_window, math.ceil(cfg.window_frac * cfg.steps)))
     warmup = int(cfg.warmup_frac * cfg.steps)
+    every = cfg.checkpoint_every or max(1, cfg.steps // 4)
     status, reason = "ok", ""
     model.train()
     schedule = getattr(model, "set_step", None)  # shaped "recover" schedules advance with the optimizer step
-    for t in range(start, cfg.steps):
-        if schedule is not None:
-            schedule(t)
-        if hook is not None:
-            rows.extend(hook(t, model) or [])
-        set_base_lr(opt, cfg.lr * min(1.0, (t + 1) / warmup) if warmup else cfg.lr)
-        xb, yb = data.train(t)
-        loss = _loss(model(xb.to(getattr(torch, cfg.dtype)) if not cfg.is_text else xb), yb)
-        value = loss.item()
-        losses.append(value)
-        if not math.isfinite(value):
-            status, reason = "diverged", f"non-finite loss at step {t}"
-            rows.append({"step": t, "metric": "train_loss", "value": value})
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if t % cfg.log_every == 0 or t == cfg.steps - 1:
-            rows.append({"step": t, "metric": "train_loss", "value": value})
-        if cfg.entropy_every and cfg.is_text and (t % cfg.entropy_every == 0 or t == cfg.steps - 1):
-            from deeplimit.diagnostics.signal import attention_entropy
+    dtype = getattr(torch, cfg.dtype)
+    probe = data.probe() if cfg.entropy_every and cfg.is_text else None
 
-            for layer, ent in enumerate(attention_entropy(model, data.eval()[0][0])):
-                rows.append({"step": t, "metric": "attn_entropy", "value": ent, "layer": layer})
-            if progress:
-                print(f"step {t:5d}  loss {value:.4f}", flush=True)
-        if ckpt is not None and cfg.checkpoint_every and (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.steps:
-            save_checkpoint(ckpt, model, plan, opt, step=t + 1, losses=losses, rows=rows,
-                            wall_s=prior_wall + time.perf_counter() - t_start)
+    def save(step: int, result: dict | None = None) -> None:
+        _save(ckpt, model, opt, cfg, fingerprint, step=step, losses=losses, rows=rows, result=result,
+              wall_s=prior_wall + time.perf_counter() - t_start)
+
+    last_save = time.monotonic()
+    bar = _progress_bar(cfg, start, progress)
+    try:
+        with _graceful_sigint() as stop:
+            for t in range(start, cfg.steps):
+                if stop.requested:
+                    if ckpt is not None:
+                        save(t)
+                    raise TrainingInterrupted(t, ckpt.parent if ckpt is not None else None)
+                if schedule is not None:
+                    schedule(t)
+                if hook is not None:
+                    rows.extend(hook(t, model) or [])
+                set_base_lr(opt, cfg.lr * min(1.0, (t + 1) / warmup) if warmup else cfg.lr)
+                xb, yb = data.train(t)
+                loss = _loss(model(xb.to(dtype) if not cfg.is_text else xb), yb)
+                value = loss.item()
+                losses.append(value)
+                if not math.isfinite(value):
+                    status, reason = "diverged", f"non-finite loss at step {t}"
+                    rows.append({"step": t, "metric": "train_loss", "value": value})
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if t % cfg.log_every == 0 or t == cfg.steps - 1:
+                    rows.append({"step": t, "metric": "train_loss", "value": value})
+                    bar.set_postfix_str(f"loss {value:.4f}", refresh=False)
+                if probe is not None and (t % cfg.entropy_every == 0 or t == cfg.steps - 1):
+                    from deeplimit.diagnostics.signal import layer_attention_entropy
+
+                    for layer, ent in enumerate(layer_attention_entropy(model, probe)):
+                        rows.append({"step": t, "metric": "attn_entropy", "value": ent, "layer": layer})
+                bar.update(1)
+                if ckpt is not None and t + 1 < cfg.steps and (
+                        (t + 1) % every == 0 or time.monotonic() - last_save >= cfg.checkpoint_seconds):
+                    save(t + 1)
+                    last_save = time.monotonic()
+    finally:
+        bar.close()
     steps_done = len(losses)
     if hook is not None and status == "ok":
         rows.extend(hook(steps_done, model) or [])
@@ -253,15 +669,17 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, progress: bool
     window_loss = sum(losses[-window:]) / len(losses[-window:]) if status == "ok" else math.inf
     if status == "ok" and not window_loss <= step0:
         status, reason = "diverged", f"final-window loss {window_loss:.4g} above the step-0 loss {step0:.4g}"
+        window_loss = math.inf
     eval_loss = math.nan
     if status == "ok":
         eval_loss = evaluate(model, data, cfg)
         rows.append({"step": steps_done, "metric": "eval_loss", "value": eval_loss})
-    rows.append({"step": steps_done, "metric": "window_loss", "value": window_loss})
+    rows.append({"step": steps_done, "metric": "window_loss", "value": window_loss})  # exactly one per run
     wall = prior_wall + time.perf_counter() - t_start
+    result = TrainResult(status, window_loss, eval_loss, step0, steps_done, wall, rows, reason, resumed_from=start)
     if ckpt is not None:
-        save_checkpoint(ckpt, model, plan, opt, step=steps_done, losses=losses, rows=rows, wall_s=wall)
-    return TrainResult(status, window_loss, eval_loss, step0, steps_done, wall, rows, reason)
+        save(steps_done, {k: v for k, v in dataclasses.asdict(result).items() if k not in ("rows", "resumed_from")})
+    return result
 
 
 @torch.no_grad()
@@ -274,3 +692,27 @@ def evaluate(model: nn.Module, data: _Batches, cfg: TrainConfig) -> float:
     total = sum(_loss(model(x if cfg.is_text else x.to(dtype)), y).item() for x, y in batches)
     model.train()
     return total / len(batches)
+
+
+def train_and_save(cfg: TrainConfig, *, run_dir: str | Path | None = None, out: str | Path | None = None,
+                   fresh: bool = False, progress: bool = False) -> dict:
+    """Train one run and, with ``out``, write ``rows.csv`` (tidy rows) and ``summary.json`` there.
+
+    Both folders are checked before training starts (an unwritable ``out`` fails in a second, not after the
+    run) but created only once the run is under way, so a refused run leaves nothing behind. Returns the
+    summary dict (``status``, ``window_loss``, …; ``unigram_entropy_nats`` for text).
+    """
+    if out is not None:
+        check_folder(out, "output folder")
+    res = train(cfg, run_dir, fresh=fresh, progress=progress)
+    summary = res.summary()
+    if cfg.is_text:
+        summary["unigram_entropy_nats"] = cached_text_data(cfg.data, cfg.data_dir).unigram_entropy("train")
+    if out is not None:
+        import pandas as pd
+
+        out_dir = ensure_dir(out, "output folder")
+        table = pd.DataFrame(res.rows)
+        atomic_save(out_dir / "rows.csv", lambda fh: fh.write(table.to_csv(index=False).encode()))
+        atomic_write_json(out_dir / "summary.json", {"config": cfg.to_dict(), **summary})
+    return summary

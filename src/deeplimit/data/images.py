@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -126,6 +127,14 @@ def _validate_xy(x: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray,
         raise DeeplimitError(f"{source}: labels must be non-negative class indices, found {int(y.min())}")
     if not np.issubdtype(x.dtype, np.number):
         raise DeeplimitError(f"{source}: inputs x must be numeric, got dtype {x.dtype}")
+    if len(x) == 0 or x[0].size == 0:
+        raise DeeplimitError(f"{source}: no data (x has shape {x.shape}); save at least one example with "
+                             "one feature")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise DeeplimitError(f"{source}: x holds {bad} NaN or infinite value(s); clean or impute them "
+                                 "before training (e.g. np.nan_to_num)")
     return x.reshape(len(x), -1), y.astype(np.int64)
 
 
@@ -159,16 +168,20 @@ def load_npz(path: str | os.PathLike, split: Literal["train", "test", "all"] = "
         raise DeeplimitError(f"no such dataset file {path}; save one with np.savez(path, x=images, y=labels)")
     try:
         with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise DeeplimitError(f"{path} holds a single array, not an .npz archive with x and y; save it "
+                                     "with np.savez(path, x=images, y=labels)")
             missing = [key for key in ("x", "y") if key not in data.files]
             if missing:
                 raise DeeplimitError(f"{path} lacks array(s) {missing} (found {data.files}); save it with "
                                      "np.savez(path, x=images, y=labels)")
             x, y = data["x"], data["y"]
-    except (ValueError, OSError) as err:
-        if isinstance(err, DeeplimitError):
-            raise
-        raise DeeplimitError(f"cannot read {path} as .npz ({err}); save it with np.savez(path, x=..., y=...)"
-                             ) from err
+    except DeeplimitError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        why = str(err).splitlines()[0] if str(err) else "empty or truncated"
+        raise DeeplimitError(f"cannot read {path} as .npz ({err.__class__.__name__}: {why}); it is empty, "
+                             "truncated or not an .npz file — save it with np.savez(path, x=..., y=...)") from None
     x, y = _validate_xy(x, y, str(path))
     return _split_and_standardise(x, y, split, test_fraction, seed)
 

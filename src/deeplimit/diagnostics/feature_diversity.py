@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.io import atomic_save
 
 
 @torch.no_grad()
@@ -76,6 +77,27 @@ def feature_diversity(model: nn.Module, x: torch.Tensor, us: Sequence[float] = (
     return d, kappa(d)
 
 
+class KappaProbe:
+    """A training hook (``hook(step, model)`` of :func:`deeplimit.train.train`) that measures the stream
+    distances and κ̂ on a fixed held-out batch ``x`` at the given ``steps``; results accumulate in
+    :attr:`distances` and :attr:`kappas` (tables with the ``labels`` columns, e.g. ``rule``, plus ``step``)."""
+
+    def __init__(self, x: torch.Tensor, steps: Sequence[int], **labels: object) -> None:
+        self.x, self.steps, self.labels = x, set(steps), labels
+        self.distances: list[pd.DataFrame] = []
+        self.kappas: list[pd.DataFrame] = []
+
+    def __call__(self, step: int, model: nn.Module) -> None:
+        if step in self.steps:
+            d = stream_distances(residual_stream(model, self.x))
+            k = kappa(d)
+            for table in (d, k):
+                for col, value in {**self.labels, "step": step}.items():
+                    table[col] = value
+            self.distances.append(d)
+            self.kappas.append(k)
+
+
 def init_distance_ratio(du: float, depth: int, base_depth: int, alpha: float, block_mult: float = 1.0,
                         c_phi: float = 0.5 - 1 / (2 * math.pi), sigma_hidden: float = 1.0) -> float:
     """Closed form at init, n → ∞ (spec §7, derived): d(Δu)/RMS(x^{⌊uL⌋}) = √((1 + a²σ²c_φ m_L^{−2α})^{ΔuL} − 1)."""
@@ -115,6 +137,8 @@ def plot_feature_diversity(distances: pd.DataFrame, path: str, title: str = "") 
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "feature diversity: distance between residual-stream layers", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path

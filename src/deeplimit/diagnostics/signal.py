@@ -2,7 +2,7 @@
 
 * :func:`grad_norms_at_init` — per-layer gradient norms of W^V and W^Q (Noci et al. 2023, Fig. 2: roughly
   constant over depth for shaped attention, decaying for Pre-LN queries, ≈ 0 for Post-LN queries);
-* :func:`attention_entropy` — mean entropy of each layer's softmax attention (Fig. 6: collapses for Pre-LN
+* :func:`layer_attention_entropy` — mean entropy of each layer's softmax attention (Fig. 6: collapses for Pre-LN
   at large LR, not for the shaped model).
 """
 
@@ -14,7 +14,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.io import atomic_save
 from deeplimit.nn.attention import MultiHeadAttention
+from deeplimit.nn.transformer import SHAPED
+
+SIGNAL_VARIANTS: dict[str, dict] = {
+    "shaped": dict(SHAPED),
+    # unshaped softmax attention with the same λ/γ residual and no LayerNorm: the rank-collapse baseline
+    "softmax": dict(norm="none", attention="softmax", logit_scale="sqrt", activation="relu", residual="shaped"),
+    "pre_ln": dict(norm="pre_ln", logit_scale="sqrt"),
+    "post_ln": dict(norm="post_ln", logit_scale="sqrt"),
+}
+"""Transformer variants compared by the signal-propagation study (TransformerConfig overrides)."""
+
+
+def _save(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    try:  # atomically: reports read the figures back
+        atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def _attention_modules(model: nn.Module) -> list[MultiHeadAttention]:
@@ -25,8 +45,10 @@ def _attention_modules(model: nn.Module) -> list[MultiHeadAttention]:
 
 
 @torch.no_grad()
-def attention_entropy(model: nn.Module, idx: torch.Tensor) -> list[float]:
-    """Mean (over batch, heads, queries) softmax-attention entropy in nats, one value per layer."""
+def layer_attention_entropy(model: nn.Module, idx: torch.Tensor) -> list[float]:
+    """Mean (over batch, heads, queries) softmax-attention entropy in nats, one value per layer of ``model``
+    on the token batch ``idx`` ``(B, m)``. Per-head entropies of one attention matrix are
+    :func:`deeplimit.nn.attention.attention_entropy`."""
     mods = _attention_modules(model)
     was_training = model.training
     model.eval()
@@ -77,8 +99,7 @@ def plot_grad_norms(df: pd.DataFrame, path) -> str:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return str(path)
 
 
@@ -100,8 +121,7 @@ def plot_entropy(df: pd.DataFrame, path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return str(path)
 
 
@@ -147,6 +167,5 @@ def plot_token_correlation(df: pd.DataFrame, path) -> str:
         ax.legend(fontsize=8)
     fig.suptitle("token correlation at initialization (rank collapse)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return str(path)

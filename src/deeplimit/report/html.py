@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-VERDICT_COLOURS = {"holds": "#1a7f37", "partly": "#9a6700", "does not hold": "#cf222e", "inconclusive": "#57606a"}
+from deeplimit.io import atomic_write_text
+
+VERDICT_COLOURS = {"holds": "#1a7f37", "partly": "#9a6700", "does not hold": "#cf222e", "inconclusive": "#57606a",
+                   "failed": "#a40e26"}
 
 
 @dataclass
@@ -21,7 +24,7 @@ class Section:
     title: str
     claim: str
     measured: str = ""
-    verdict: str = "inconclusive"  # holds | partly | does not hold | inconclusive
+    verdict: str = "inconclusive"  # holds | partly | does not hold | inconclusive | failed (it crashed)
     figures: list[Path] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     command: str = ""
@@ -81,5 +84,5 @@ def render(sections: list[Section], title: str, intro: str, path: Path) -> Path:
             cmd = f"reproduce with <code>{html.escape(s.command)}</code>; " if s.command else ""
             parts.append(f"<p class='meta'>{cmd}{s.wall_s:.0f} s</p>")
     parts.append("</body></html>")
-    path.write_text("\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
     return path

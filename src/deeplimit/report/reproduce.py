@@ -1,33 +1,38 @@
 """``deeplimit reproduce``: both papers' key results at CPU scale, as one self-contained HTML report.
 
-Every section runs through the library's public entry points (the sweep engine with its workers, the SDE
-CLI, the diagnostics), compares the measurement with the paper's claim by a rule written here in code, and
-says whether it holds. Results are cached: sweeps live in one Optuna storage (``<out>/sweeps.db``) and the
-other sections write their tables under ``<out>/<section>/``; re-running resumes, a killed run loses at most
-the trials in flight.
+Every section calls the library (the SDE studies, the sweep engine with its workers, the diagnostics and the
+trained-run studies — never the CLI), compares the measurement with the paper's claim by a rule written here in
+code, and says whether it holds. A section that crashes is reported as "failed" (with its error), the other
+sections still run, and :func:`reproduce` lists it in :attr:`Report.failed` (``deeplimit reproduce`` then exits
+non-zero). Results are cached: sweeps live in one Optuna storage (``<out>/sweeps.db``) and the other sections
+write a JSON summary under ``<out>/<section>/`` that records its settings — it is reused only for the same
+settings. Re-running resumes; a killed run loses at most the trials in flight.
+
+Settings of the non-sweep sections (:data:`SECTION_SETTINGS`) can be changed per run with ``overrides``
+(``deeplimit reproduce --set stopping.paths=64``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.io import atomic_write_json, ensure_dir, read_json
 from deeplimit.report.html import Section, render
+from deeplimit.secrets import redact_text, redact_url
+from deeplimit.sweep.experiments import TIERS  # the one definition of the tiers
 
-TIERS = ("smoke", "quick", "full")
 # SDE settings per tier: paths of the comparisons, samples of the ablations, stopping-map grid and paths.
 SDE_TIER = {
     "smoke": dict(paths=256, abl_paths=64, map_gammas=[0.1, 0.5, 1.0], map_tau0s=[0.25, 1.0, 4.0], map_paths=16,
@@ -35,6 +40,42 @@ SDE_TIER = {
     "quick": dict(paths=4096, abl_paths=512, map_gammas=[0.0, 0.125, 0.25, 0.5, 0.75, 1.0],
                   map_tau0s=[2.0**k for k in range(-6, 7, 2)], map_paths=48, n_att=200, d_att=150),
     "full": dict(paths=4096, abl_paths=8192, map_gammas=None, map_tau0s=None, map_paths=100, n_att=200, d_att=150),
+}
+SDE_TIER["standard"] = SDE_TIER["quick"]
+
+
+def _sde_settings(tier: str) -> dict:
+    t = SDE_TIER[tier]
+    return {"paths": t["paths"], "n": t["n_att"], "d": t["d_att"], "bootstrap": 100}
+
+
+def _rank_settings(tier: str) -> dict:
+    return {"paths": SDE_TIER[tier]["abl_paths"], "m": 3}
+
+
+def _stopping_settings(tier: str) -> dict:
+    t = SDE_TIER[tier]
+    return {"paths": t["map_paths"], "gammas": t["map_gammas"], "tau0s": t["map_tau0s"],
+            "source": "sde" if tier == "smoke" else "both"}
+
+
+def _coord_settings(tier: str) -> dict:
+    depths = {"smoke": [4, 16], "full": [4, 8, 16, 32, 64, 128]}.get(tier, [4, 8, 16, 32, 64])
+    return {"depths": depths, "seeds": 1 if tier == "smoke" else 3, "steps": 10, "width": 64, "lr": 2**-8}
+
+
+def _fd_settings(tier: str) -> dict:
+    depth, steps = {"smoke": (16, 20), "full": (256, 1000)}.get(tier, (64, 300))
+    return {"depth": depth, "steps": steps, "width": 128, "lr": 2**-8}
+
+
+# Section → its settings at a tier (the sweep sections take theirs from their sweep preset).
+SECTION_SETTINGS: dict[str, Callable[[str], dict]] = {
+    "sde": _sde_settings,
+    "rank-collapse": _rank_settings,
+    "stopping": _stopping_settings,
+    "coord-check": _coord_settings,
+    "feature-diversity": _fd_settings,
 }
 
 
@@ -44,9 +85,47 @@ class Context:
     tier: str
     workers: int
     storage: str
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    progress: bool = False
 
     def sweep_tier(self) -> str:
         return self.tier
+
+    def settings(self, section: str) -> dict:
+        """The section's settings at this tier with this run's overrides applied."""
+        return {**SECTION_SETTINGS[section](self.tier), **self.overrides.get(section, {})}
+
+
+def check_overrides(overrides: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Refuse overrides of unknown sections or keys (values are checked by the section when it runs)."""
+    overrides = overrides or {}
+    for section, values in overrides.items():
+        if section not in SECTION_SETTINGS:
+            hint = (" (sweep sections take their settings from their sweep preset: deeplimit sweep create "
+                    f"--preset {section} --set …)" if section in SECTIONS else "")
+            raise DeeplimitError(f"no settings to override in section {section!r}{hint}; sections with "
+                                 f"settings: {', '.join(SECTION_SETTINGS)}")
+        known = SECTION_SETTINGS[section]("smoke")
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise DeeplimitError(f"unknown setting(s) {unknown} of section {section!r}; known: {', '.join(known)}")
+    return overrides
+
+
+def _cached(path: Path, settings: dict, compute: Callable[[], dict]) -> dict:
+    """The JSON summary at ``path`` if it was computed with these ``settings``, else ``compute()`` (which
+    writes it). ``settings`` are compared as JSON, as stored."""
+    import json
+
+    want = json.loads(json.dumps(settings, default=float))
+    if path.is_file():
+        try:
+            summary = read_json(path, "cached result")
+        except DeeplimitError:  # unreadable cache: compute again (it is rewritten atomically)
+            summary = None
+        if isinstance(summary, dict) and summary.get("settings") == want:
+            return summary
+    return compute()
 
 
 def _ks_critical(n: int, m: int, alpha: float = 0.05) -> float:
@@ -54,39 +133,34 @@ def _ks_critical(n: int, m: int, alpha: float = 0.05) -> float:
     return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
 
 
-def _cli(args: list[str]) -> str:
-    """Run a deeplimit sub-command in-process; return what it printed (errors propagate)."""
-    from deeplimit.cli import main
+def _sde_study(ctx: Context, name: str, out: Path, **kwargs) -> dict:
+    from deeplimit.sde.studies import run_study, study_settings
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main(args)
-    if code:
-        raise DeeplimitError(f"deeplimit {' '.join(args)} exited with {code}: {buf.getvalue()[-500:]}")
-    return buf.getvalue()
+    settings = study_settings(name, **kwargs)
+    return _cached(out / f"{name}.json", settings,
+                   lambda: run_study(name, out, progress=ctx.progress, **kwargs).summary)
+
+
+def _flags(overrides: dict) -> str:
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v is not None)
 
 
 # ------------------------------------------------------------------------------------------------------
 # Shaped Transformer: SDE vs finite networks, rank collapse, stopping times
 # ------------------------------------------------------------------------------------------------------
 def sde_comparisons(ctx: Context) -> list[Section]:
-    t = SDE_TIER[ctx.tier]
+    t = ctx.settings("sde")
     sections = []
     runs = [
-        ("attention", "shaped attention layer (Thm. 4.2)", ["--scenario", "attention", "--m", "2",
-                                                            "--n", str(t["n_att"]), "--d", str(t["d_att"])]),
-        ("resnet", "shaped-ReLU ResNet (Thm. 3.2), γ = 0.5", ["--scenario", "resnet", "--m", "2", "--gamma", "0.5"]),
-        ("block", "full shaped Transformer block (Cor. 4.3)", ["--scenario", "block", "--m", "2",
-                                                               "--n", str(t["n_att"]), "--d", str(t["d_att"])]),
+        ("attention", "shaped attention layer (Thm. 4.2)", {"m": 2, "n": t["n"], "d": t["d"]}),
+        ("resnet", "shaped-ReLU ResNet (Thm. 3.2), γ = 0.5", {"m": 2, "gamma": 0.5}),
+        ("block", "full shaped Transformer block (Cor. 4.3)", {"m": 2, "n": t["n"], "d": t["d"]}),
     ]
-    for name, what, args in runs:
+    for name, what, over in runs:
         out = ctx.out / "sde" / name
         t0 = time.perf_counter()
-        cached = out / f"{name}.json"
-        if not cached.exists():
-            _cli(["sde", *args, "--paths", str(t["paths"]), "--out", str(out)])
-        summary = json.loads(cached.read_text())
+        over = {**over, "paths": t["paths"]}
+        summary = _sde_study(ctx, name, out, overrides=over, bootstrap=t["bootstrap"])
         dist = pd.DataFrame(summary["distances"])
         # three quantities tested at once: Bonferroni, family-wise 5%
         crit = _ks_critical(int(dist["n_sde"].min()), int(dist["n_net"].min()), 0.05 / len(dist))
@@ -105,18 +179,17 @@ def sde_comparisons(ctx: Context) -> list[Section]:
                    "correlations and covariances agree (Noci et al. 2023, Figs. 1 right, 3, 7)."),
             measured=measured, verdict="holds" if ok else "does not hold",
             figures=sorted(out.glob("*.png")), tables=[("distances", dist)],
-            command="deeplimit sde " + " ".join(args), wall_s=time.perf_counter() - t0))
+            command=f"deeplimit sde --scenario {name} {_flags(over)} --bootstrap {t['bootstrap']}",
+            wall_s=time.perf_counter() - t0))
     return sections
 
 
 def rank_collapse(ctx: Context) -> list[Section]:
-    t = SDE_TIER[ctx.tier]
+    t = ctx.settings("rank-collapse")
     out = ctx.out / "sde" / "ablations"
     t0 = time.perf_counter()
-    if not (out / "ablations.json").exists():
-        _cli(["sde", "--scenario", "ablations", "--m", "3", "--paths", str(t["abl_paths"]), "--out", str(out)])
-    table = pd.read_csv(out / "ablations_table.csv")
-    summary = json.loads((out / "ablations.json").read_text())
+    summary = _sde_study(ctx, "ablations", out, overrides=t)
+    table = pd.DataFrame(summary["table"])
     at = table[table["layer"] == min(30, table["layer"].max())].set_index("variant")["mean_abs_rho"]
     slopes, theory = summary["log_median_V12_slope_layers_10_30"], summary["theory_slopes"]
     softmax_collapses = at.get("softmax", np.nan) >= 0.99
@@ -140,20 +213,17 @@ def rank_collapse(ctx: Context) -> list[Section]:
                "(Noci et al. 2023, Figs. 1 left, 4; spec §6)."),
         measured=measured, verdict=verdict, figures=sorted(out.glob("*.png")),
         tables=[("mean |ρ| and covariance per layer and variant", table)],
-        command="deeplimit sde --scenario ablations --m 3", wall_s=time.perf_counter() - t0)]
+        command=f"deeplimit sde --scenario ablations {_flags(t)}", wall_s=time.perf_counter() - t0)]
 
 
 def stopping(ctx: Context) -> list[Section]:
-    t = SDE_TIER[ctx.tier]
+    t = ctx.settings("stopping")
     out = ctx.out / "sde" / "stopping-map"
     t0 = time.perf_counter()
-    args = ["sde", "--scenario", "stopping-map", "--paths", str(t["map_paths"]),
-            "--source", "sde" if ctx.tier == "smoke" else "both", "--out", str(out)]
-    if t["map_gammas"]:
-        args += ["--gammas", *map(str, t["map_gammas"]), "--tau0s", *map(str, t["map_tau0s"])]
-    if not (out / "stopping-map.json").exists():
-        _cli(args)
-    table = pd.read_csv(out / "stopping-map_table.csv")
+    summary = _sde_study(ctx, "stopping-map", out, overrides={"paths": t["paths"]}, gammas=t["gammas"],
+                         tau0s=t["tau0s"], source=t["source"])
+    table = pd.DataFrame(summary["table"])
+    preset = summary["preset"]
     corr, parts = {}, []
     for src, g in table.groupby("source"):
         if g["median_t"].nunique() < 2:
@@ -172,14 +242,20 @@ def stopping(ctx: Context) -> list[Section]:
         verdict = "partly"
     else:
         verdict = "does not hold"
+    grid = ""
+    if t["gammas"]:
+        grid = " --gammas " + " ".join(f"{g:g}" for g in t["gammas"]) + " --tau0s " + " ".join(
+            f"{x:g}" for x in t["tau0s"])
     return [Section(
         title="Stopping time over (γ, τ0)",
         claim=("The attention SDE can blow up; the median exit time t* from the stable band [1e-4, 1e4] shrinks as "
                "γ grows and grows with τ0: small γ or large τ0 is stable (Noci et al. 2023, Figs. 5, 8)."),
-        measured=("; ".join(parts) + f" ({table.groupby('source').size().max()} grid cells, {t['map_paths']} "
-                  "paths each, start X₀ iid N(0, 100), n = d = 200, m = 3)."),
+        measured=("; ".join(parts) + f" ({table.groupby('source').size().max()} grid cells, {t['paths']} "
+                  f"paths each, start X₀ iid N(0, {preset['init_std']:g}²), n = {preset['n']}, d = {preset['d']}, "
+                  f"m = {preset['m']})."),
         verdict=verdict, figures=sorted(out.glob("*.png")), tables=[("median and 10% stopping times", table)],
-        command=" ".join(["deeplimit", *args[:-2]]), wall_s=time.perf_counter() - t0)]
+        command=(f"deeplimit sde --scenario stopping-map --paths {t['paths']} --source {t['source']}{grid}"),
+        wall_s=time.perf_counter() - t0)]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -368,47 +444,77 @@ def shaped_vs_preln(ctx: Context) -> list[Section]:
 # ------------------------------------------------------------------------------------------------------
 # Diagnostics: depth coordinate check, feature diversity
 # ------------------------------------------------------------------------------------------------------
+FLAT = 0.25  # |log2 slope| per doubling of depth below which a coordinate counts as flat
+
+
+def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
+    """Depth coordinate check of one rule on Fashion-MNIST (library calls; summary cached with its settings)."""
+    import os
+
+    from deeplimit.diagnostics.coord_check import coord_check, log2_slopes, plot_coord_check
+    from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
+    from deeplimit.train import cached_image_data
+
+    settings = {"rule": rule, **t}
+
+    def compute() -> dict:
+        x, y, _, _ = cached_image_data("fashion-mnist", None)
+        depths = [int(d) for d in t["depths"]]
+        if len(depths) < 2 or min(depths) < 1:
+            raise DeeplimitError(f"coord-check needs at least two positive depths, got {t['depths']}")
+        make = lambda w, d: MLPResNet(MLPResNetConfig(d_in=x.shape[1], d_out=int(y.max()) + 1, width=w, depth=d))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = coord_check(make, rule, x, y, widths=[t["width"]], depths=depths, base_width=t["width"],
+                             base_depth=min(depths), lr=t["lr"], steps=t["steps"], seeds=range(t["seeds"]))
+        slopes = log2_slopes(df, "depth")
+        last = slopes[slopes["step"] == slopes["step"].max()].set_index("site")["slope"]
+        ensure_dir(out, "output folder")
+        tmp = out / ".coord_check.tmp.png"  # drawn by the diagnostics module, then renamed: never torn
+        plot_coord_check(df, "depth", str(tmp))
+        os.replace(tmp, out / "coord_check.png")
+        summary = {"settings": settings, "log2_slope_of_change_per_site": last.round(3).to_dict(),
+                   "verdict": "flat" if float(last.abs().max()) <= FLAT else "not flat", "threshold": FLAT}
+        atomic_write_json(out / "coord_check_summary.json", summary)
+        return summary
+
+    return _cached(out / "coord_check_summary.json", settings, compute)
+
+
 def coord_check_depth(ctx: Context) -> list[Section]:
     t0 = time.perf_counter()
+    t = ctx.settings("coord-check")
     out = ctx.out / "coord-check"
-    depths = {"smoke": ["4", "16"], "quick": ["4", "8", "16", "32", "64"], "full": ["4", "8", "16", "32", "64",
-                                                                                    "128"]}[ctx.tier]
-    seeds = "1" if ctx.tier == "smoke" else "3"
-    verdicts = {}
-    for rule in ("depth_mup", "sp"):
-        d = out / rule
-        if not (d / "coord_check_summary.json").exists():
-            _cli(["coord-check", "--axis", "depth", "--depths", *depths, "--steps", "10", "--seeds", seeds,
-                  "--rule", rule, "--out", str(d)])
-        verdicts[rule] = json.loads((d / "coord_check_summary.json").read_text())
+    verdicts = {rule: _coord_check_rule(ctx, rule, t, out / rule) for rule in ("depth_mup", "sp")}
     ok = verdicts["depth_mup"]["verdict"] == "flat" and verdicts["sp"]["verdict"] != "flat"
     fmt = lambda r: ", ".join(f"{k} {v:+.2f}" for k, v in verdicts[r]["log2_slope_of_change_per_site"].items())
     return [Section(
         title="Depth coordinate check (CompleteP Fig. 7 / nanoGPT-mup style)",
-        claim="Under Depth-μP activations and their change after 10 Adam steps are flat in depth; under SP they grow.",
-        measured=(f"log2 slope per doubling of depth of the change from init at step 10 — Depth-μP: {fmt('depth_mup')}"
-                  f" ({verdicts['depth_mup']['verdict']}); SP: {fmt('sp')} ({verdicts['sp']['verdict']})."),
+        claim=f"Under Depth-μP activations and their change after {t['steps']} Adam steps are flat in depth; under "
+              "SP they grow.",
+        measured=(f"log2 slope per doubling of depth of the change from init at step {t['steps']} — Depth-μP: "
+                  f"{fmt('depth_mup')} ({verdicts['depth_mup']['verdict']}); SP: {fmt('sp')} "
+                  f"({verdicts['sp']['verdict']}); flat means every |slope| ≤ {FLAT}."),
         verdict="holds" if ok else "does not hold",
         figures=[out / "depth_mup" / "coord_check.png", out / "sp" / "coord_check.png"],
-        command="deeplimit coord-check --axis depth --rule depth-mup", wall_s=time.perf_counter() - t0)]
+        command=(f"deeplimit coord-check --axis depth --depths {' '.join(map(str, t['depths']))} --steps "
+                 f"{t['steps']} --seeds {t['seeds']} --rule depth-mup"),
+        wall_s=time.perf_counter() - t0)]
 
 
 def feature_diversity(ctx: Context) -> list[Section]:
-    from deeplimit.cli.feature_diversity import measure
-    from deeplimit.diagnostics.feature_diversity import plot_feature_diversity
+    from deeplimit.studies import feature_diversity_settings, feature_diversity_study
 
     t0 = time.perf_counter()
+    t = ctx.settings("feature-diversity")
     out = ctx.out / "feature-diversity"
-    out.mkdir(parents=True, exist_ok=True)
-    depth, steps = {"smoke": (16, 20), "quick": (64, 300), "full": (256, 1000)}[ctx.tier]
-    if not (out / "kappa.csv").exists():
-        dist, kap = measure(["depth_mup", "ode"], width=128, depth=depth, base_width=128, base_depth=4, lr=2**-8,
-                            steps=steps, measure_at={0, steps})
-        dist.to_csv(out / "distances.csv", index=False)
-        kap.to_csv(out / "kappa.csv", index=False)
-    dist, kap = pd.read_csv(out / "distances.csv"), pd.read_csv(out / "kappa.csv")
-    png = plot_feature_diversity(dist, str(out / "feature_diversity.png"),
-                                 f"feature diversity at u = 1/2, {depth} blocks, width 128")
+    kw = dict(width=t["width"], depth=t["depth"], base_width=t["width"], base_depth=4, lr=t["lr"],
+              steps=t["steps"], measure_at=[0, t["steps"]])
+    settings = feature_diversity_settings(["depth_mup", "ode"], **kw)
+    summary = _cached(out / "feature_diversity.json", settings,
+                      lambda: feature_diversity_study(["depth_mup", "ode"], out=out, progress=ctx.progress,
+                                                      **kw).summary)
+    kap = pd.DataFrame(summary["kappa"])
     k = kap[kap["u"] == 0.5].pivot(index="rule", columns="step", values="kappa")
     last = k.columns.max()
     kd, ko = float(k.loc["depth_mup", last]), float(k.loc["ode", last])
@@ -419,8 +525,10 @@ def feature_diversity(ctx: Context) -> list[Section]:
                "under α = 1 (κ → 0); at initialization both give slope ½."),
         measured=(f"κ̂ at u = ½ after {last} steps: Depth-μP {kd:.3f}, ODE (1, 0) {ko:.3f}; at init: "
                   + ", ".join(f"{r} {k.loc[r, k.columns.min()]:.3f}" for r in k.index) + "."),
-        verdict=verdict, figures=[Path(png)], tables=[("κ per rule, u and step", kap)],
-        command=f"deeplimit feature-diversity --depth {depth} --steps {steps}", wall_s=time.perf_counter() - t0)]
+        verdict=verdict, figures=[out / "feature_diversity.png"], tables=[("κ per rule, u and step", kap)],
+        command=(f"deeplimit feature-diversity --width {t['width']} --depth {t['depth']} --steps {t['steps']} "
+                 f"--measure-at 0 {t['steps']}"),
+        wall_s=time.perf_counter() - t0)]
 
 
 SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
@@ -438,33 +546,62 @@ SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
 }
 
 
+@dataclass
+class Report:
+    """What :func:`reproduce` wrote: the HTML ``path``, every section, and the keys of the sections that failed."""
+
+    path: Path
+    sections: list[Section]
+    failed: list[str]
+
+
 def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: int = 2, storage: str | None = None,
-              only: list[str] | None = None) -> Path:
-    """Run every section (or ``only`` those), write ``<out>/report.html`` and return its path."""
+              only: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+              progress: bool = False) -> Report:
+    """Run every section (or ``only`` those) and write ``<out>/<tier>/report.html``.
+
+    A section that raises is shown as "failed" with its error and listed in :attr:`Report.failed`; the other
+    sections still run. ``overrides`` change the settings of non-sweep sections (:data:`SECTION_SETTINGS`).
+    ``progress`` shows a bar over the sections (and the sections' own bars) on stderr.
+    """
+    from tqdm.auto import tqdm
+
     if tier not in TIERS:
-        raise DeeplimitError(f"unknown tier {tier!r}; choose one of {TIERS}")
+        raise DeeplimitError(f"unknown tier {tier!r}; choose one of {', '.join(TIERS)}")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise DeeplimitError(f"workers must be a positive integer, got {workers!r}")
     unknown = sorted(set(only or []) - set(SECTIONS))
     if unknown:
         raise DeeplimitError(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
-    out = Path(out) / tier
-    out.mkdir(parents=True, exist_ok=True)
+    overrides = check_overrides(overrides)
+    out = ensure_dir(ensure_dir(out, "output folder") / tier, "output folder")
     torch.set_num_threads(1)
-    ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}")
+    ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress)
     sections: list[Section] = []
+    failed: list[str] = []
     t_all = time.perf_counter()
-    for key, fn in SECTIONS.items():
-        if only and key not in only:
-            continue
+    keys = [k for k in SECTIONS if not only or k in only]
+    bar = tqdm(keys, disable=not progress, desc=f"reproduce ({tier})", unit="section", dynamic_ncols=True)
+    for key in bar:
+        bar.set_postfix_str(key)
         t0 = time.perf_counter()
-        print(f"[reproduce] {key} …", flush=True)
         try:
-            sections += fn(ctx)
-        except Exception as exc:  # a failing section is reported, never silently dropped
-            sections.append(Section(title=key, claim="(section failed)", verdict="inconclusive",
-                                    error="".join(traceback.format_exception(exc))[-3000:]))
-        print(f"[reproduce] {key} done in {time.perf_counter() - t0:.0f} s", flush=True)
+            sections += SECTIONS[key](ctx)
+            verdict = sections[-1].verdict if sections else ""
+        except Exception as exc:  # a crashed section is reported as failed, never silently dropped
+            error = redact_text("".join(traceback.format_exception(exc))[-3000:], ctx.storage)
+            sections.append(Section(title=key, claim="(the section crashed before it could measure anything)",
+                                    verdict="failed", error=error, wall_s=time.perf_counter() - t0))
+            failed.append(key)
+            first = redact_text(str(exc), ctx.storage).splitlines()[0] if str(exc) else type(exc).__name__
+            verdict = f"FAILED: {first}"
+        if progress:
+            bar.write(f"[reproduce] {key}: {verdict} ({time.perf_counter() - t0:.0f} s)")
+    bar.close()
     intro = (f"Tier <b>{tier}</b> on {torch.get_num_threads()} thread(s) per process and {workers} sweep workers; "
              f"total {time.perf_counter() - t_all:.0f} s. Each section states the paper's claim, what this run "
-             "measured, and a verdict computed by a rule in <code>deeplimit/report/reproduce.py</code>. Tables "
-             f"are under <code>{out}/tables</code>; sweeps are cached in <code>{ctx.storage}</code>.")
-    return render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html")
+             "measured, and a verdict computed by a rule in <code>deeplimit/report/reproduce.py</code>; a "
+             "section that crashed is marked <b>failed</b>. Tables "
+             f"are under <code>{out}/tables</code>; sweeps are cached in <code>{redact_url(ctx.storage)}</code>.")
+    path = render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html")
+    return Report(path, sections, failed)

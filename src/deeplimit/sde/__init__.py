@@ -7,7 +7,8 @@ Small flat API (see ``shared/spec/shaped-transformer.md`` §3–§5, §9):
 * noise and solver: :func:`psd_sqrt`, :func:`matrix_free_noise`, :func:`solve` → :class:`Solution`;
 * finite networks: :func:`sample_network` → :class:`NetworkSamples` (theory blocks in
   :mod:`deeplimit.nn.theory`);
-* presets and studies: :func:`get_preset`, :func:`run_comparison`, :func:`stopping_map`, :func:`predict`;
+* scenarios and studies: :data:`SCENARIOS`, :func:`get_preset`, :func:`run_comparison`, :func:`stopping_map`,
+  :func:`predict`, :func:`deeplimit.sde.studies.run_study` (what ``deeplimit sde`` runs);
 * statistics: :func:`compare_distributions`, :func:`quantile_table`.
 """
 
@@ -24,11 +25,11 @@ from deeplimit.sde.compare import compare_distributions, ks_distance, quantile_t
 from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
 from deeplimit.sde.predict import Prediction, predict
 from deeplimit.sde.samplers import NetworkSamples, sample_network
-from deeplimit.sde.scenarios import PRESETS, Preset, equicorrelated, get_preset, run_comparison, stopping_map
+from deeplimit.sde.scenarios import SCENARIOS, Preset, equicorrelated, get_preset, run_comparison, stopping_map
 from deeplimit.sde.solver import Solution, nearest_psd, solve
 
 __all__ = [
-    "PRESETS",
+    "SCENARIOS",
     "NetworkSamples",
     "Prediction",
     "Preset",

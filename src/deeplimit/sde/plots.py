@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from deeplimit.io import atomic_save  # noqa: E402
 from deeplimit.sde.compare import extract, label  # noqa: E402
 
 
@@ -112,6 +113,8 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     """Lay out, write at 120 dpi and close ``fig``; return the path (one place for every figure here)."""
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:  # atomically: the report reads every figure back
+        atomic_save(out, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    finally:
+        plt.close(fig)
     return out

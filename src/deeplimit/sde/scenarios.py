@@ -1,7 +1,7 @@
 """Named presets of the paper's simulations (spec §4, §6, §7) and runners for them.
 
-``get_preset(name, **overrides)`` returns a validated :class:`Preset`; :func:`run_comparison` simulates
-the SDE
+:data:`SCENARIOS` maps each scenario name to its :class:`Preset` (its settings);
+``get_preset(name, **overrides)`` returns a validated copy; :func:`run_comparison` simulates the SDE
 and the finite network of a preset and tabulates KS/W1 distances, quantiles and exit fractions;
 :func:`stopping_map` computes the median stopping time over a ``(γ, τ0)`` grid (Fig. 5 right, Fig. 8).
 """
@@ -84,7 +84,7 @@ def equicorrelated(m: int, rho0: float, dtype: torch.dtype = torch.float64) -> T
     return (1 - rho0) * torch.eye(m, dtype=dtype) + rho0 * torch.ones(m, m, dtype=dtype)
 
 
-PRESETS: dict[str, Preset] = {
+SCENARIOS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset("attention", "attention", n=200, d=150),
@@ -137,9 +137,9 @@ def get_preset(name: str, **overrides: object) -> Preset:
 
     Raises :class:`DeeplimitError` for unknown names (listing the valid ones) and bad parameters.
     """
-    if name not in PRESETS:
-        raise DeeplimitError(f"unknown scenario {name!r}; valid scenarios: {', '.join(PRESETS)}")
-    p = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if name not in SCENARIOS:
+        raise DeeplimitError(f"unknown scenario {name!r}; valid scenarios: {', '.join(SCENARIOS)}")
+    p = replace(SCENARIOS[name], **{k: v for k, v in overrides.items() if v is not None})
     validate_preset(p)
     return p
 
@@ -158,8 +158,15 @@ def validate_preset(p: Preset) -> None:
         raise DeeplimitError(f"dt = {p.dt} must lie in (0, T = d/n = {p.T:g}]; use dt = 0.01 or raise d")
     if not 0 <= p.gamma <= 1:
         raise DeeplimitError(f"gamma = {p.gamma} outside [0, 1]; λ² + γ² = 1 needs γ ∈ [0, 1]")
-    if not p.tau0 > 0:
-        raise DeeplimitError(f"tau0 = {p.tau0} must be positive; the paper uses 1")
+    if not (math.isfinite(p.tau0) and p.tau0 > 0):
+        raise DeeplimitError(f"tau0 = {p.tau0} must be a finite positive number; the paper uses 1")
+    for name in ("c_plus", "c_minus", "rho0", "init_std"):
+        if not math.isfinite(getattr(p, name)):
+            raise DeeplimitError(f"{name} = {getattr(p, name)} must be finite")
+    if not p.init_std > 0:
+        raise DeeplimitError(f"init_std = {p.init_std} must be positive")
+    if p.band is not None:
+        check_band(p.band)
     if p.variant not in ATTENTION_VARIANTS:
         raise DeeplimitError(
             f"unknown attention variant {p.variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
@@ -167,6 +174,17 @@ def validate_preset(p: Preset) -> None:
     if p.init not in ("exact", "iid", "gaussian"):
         raise DeeplimitError(f"unknown init {p.init!r}; use 'exact', 'iid' or 'gaussian'")
     equicorrelated(p.m, p.rho0)
+
+
+def check_band(band: tuple[float, float]) -> None:
+    """A stopping band ``(lo, hi)`` on eigenvalues must satisfy ``0 < lo < hi < ∞``."""
+    try:
+        lo, hi = (float(b) for b in band)
+    except (TypeError, ValueError):
+        raise DeeplimitError(f"band must be two numbers LO HI, got {band!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise DeeplimitError(f"band ({lo:g}, {hi:g}) must satisfy 0 < LO < HI < inf (eigenvalue bounds); e.g. "
+                             "--band 1e-4 1e4")
 
 
 @dataclass
@@ -289,16 +307,26 @@ def stopping_map(
     init_std: float = 10.0,
     source: str = "sde",
     dt: float | None = 0.01,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over a ``(γ, τ0)`` grid.
 
     Start ``X_0`` iid N(0, init_std²) (token norms ≈ ``init_std·√n``, Fig. 5/8); the SDE starts at the
     realised
     ``X_0 X_0ᵀ/n``. ``source``: ``"sde"`` or ``"network"`` (exact-in-law sampler). One row per grid cell with
-    ``gamma, tau0, median_t, p10_t, exit_fraction``.
+    ``gamma, tau0, median_t, p10_t, exit_fraction``. ``progress`` shows a bar over the cells on stderr.
     """
+    from tqdm.auto import tqdm
+
     if source not in ("sde", "network"):
         raise DeeplimitError(f"unknown source {source!r}; use 'sde' or 'network'")
+    check_band(band)
+    for g in gammas:
+        if not (math.isfinite(g) and 0 <= g <= 1):
+            raise DeeplimitError(f"gamma = {g} outside [0, 1]; λ² + γ² = 1 needs γ ∈ [0, 1]")
+    for t0 in tau0s:
+        if not (math.isfinite(t0) and t0 > 0):
+            raise DeeplimitError(f"tau0 = {t0} must be a finite positive number")
     T = d / n
     gen = torch.Generator().manual_seed(seed)
     V0m = torch.eye(m, dtype=torch.float64)
@@ -306,8 +334,11 @@ def stopping_map(
     V0 = X0 @ X0.mT / n
     V0 = 0.5 * (V0 + V0.mT)
     rows = []
+    bar = tqdm(total=len(gammas) * len(tau0s), disable=not progress, desc=f"stopping map ({source})", leave=False,
+               dynamic_ncols=True)
     for i, g in enumerate(gammas):
         for j, t0 in enumerate(tau0s):
+            bar.update(1)
             cell_seed = seed + 1000 * i + j + 1
             if source == "sde":
                 sol = solve(Scenario("attention", g, t0), V0, T, dt, paths=paths, seed=cell_seed, band=band)
@@ -327,14 +358,16 @@ def stopping_map(
                     "T": T,
                 }
             )
+    bar.close()
     return pd.DataFrame(rows)
 
 
 __all__ = [
-    "PRESETS",
+    "SCENARIOS",
     "ComparisonResult",
     "Preset",
     "check_V0",
+    "check_band",
     "equicorrelated",
     "get_preset",
     "run_comparison",
