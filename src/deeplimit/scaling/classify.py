@@ -10,7 +10,8 @@ Where roles come from, first match wins:
 1. ``roles={"pattern": role}`` given to ``make_plan`` (fnmatch on canonical names);
 2. the model's :class:`~deeplimit.scaling.structure.Structure` ``roles``;
 3. the module's ``dl_roles`` (deeplimit's layers, :func:`deeplimit.nn.declare_roles`);
-4. the Structure's ``inputs`` / ``readouts`` (their weight; other parameters there are vectors);
+4. the Structure's ``readouts`` (their weight; other parameters there are vectors) and ``inputs`` (every
+   matrix at or below an input module is input-role: a ViT's patch projection, class token, position table);
 5. types: norms and 1-D tensors → vector, ``nn.Embedding`` → input, other matrices inside a block → hidden;
 6. with ``base=``: the dims that differ from the base model (as ``mup.set_base_shapes``).
 """
@@ -157,11 +158,10 @@ def _occurrence_role(name: str, pname: str, module: nn.Module, mname: str, p: to
         role = _match(name, structure.roles)
     if role is None:
         role = (getattr(module, "dl_roles", None) or {}).get(pname)
-    if role is None and structure is not None and mname in (*structure.inputs, *structure.readouts):
-        if p.ndim <= 1:
-            role = "vector"
-        else:
-            role = "input" if mname in structure.inputs else "readout"
+    if role is None and structure is not None and mname in structure.readouts:
+        role = "vector" if p.ndim <= 1 else "readout"
+    if role is None and structure is not None and _under(mname, structure.inputs) and not isinstance(module, NORMS):
+        role = "vector" if p.ndim <= 1 else "input"  # e.g. a ViT's patch projection inside its embeddings
     if role is None:
         if isinstance(module, NORMS) or p.ndim <= 1:
             role = "vector"
@@ -264,7 +264,12 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
 
 def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], structure: Structure | None,
                       occ_roles: dict[str, tuple[str, str | None]], sites: list[ParamSite]) -> list[MultiplierSite]:
-    """Which module carries which multiplier, and whether its forward (own layers) or a hook applies it."""
+    """Which module carries which multiplier, and whether its forward (own layers) or a hook applies it.
+
+    Input and readout sites are the Structure's ``inputs``/``readouts``, modules with their own ``input_mult`` /
+    ``output_mult``, and any other module owning an input- or readout-role weight — unless it lies inside a
+    declared input or readout module, whose multiplier already covers it (never applied twice).
+    """
     plan_name = {n: s.name for s in sites for n in (s.name, *s.aliases)}
     out: list[MultiplierSite] = []
     for name in blocks:
@@ -272,21 +277,29 @@ def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], str
             out.append(MultiplierSite(name, "branch", "branch_mult"))
     if structure is not None:
         out += [MultiplierSite(b, "branch", "dl_branch_mult") for b in structure.branches]
-    inputs = {m for m, r in occ_roles.values() if r == "input"} | set(structure.inputs if structure else ())
-    inputs |= {n for n, m in modules.items() if hasattr(m, "input_mult")}
-    for name in sorted(inputs):
+    declared_in = tuple(structure.inputs) if structure is not None else ()
+    declared_out = tuple(structure.readouts) if structure is not None else ()
+
+    def sites_of(kind: str, own_attr: str, declared: tuple[str, ...]) -> set[str]:
+        own = {n for n, m in modules.items() if hasattr(m, own_attr)}
+        inferred = {m for m, r in occ_roles.values() if r == kind}
+        covered = (*declared, *own)
+        return set(declared) | own | {m for m in inferred if not _under_strict(m, covered)}
+
+    for name in sorted(sites_of("input", "input_mult", declared_in)):
         out.append(MultiplierSite(name, "input", "input_mult" if hasattr(modules[name], "input_mult")
                                   else "dl_input_mult"))
-    readout_weights: dict[str, str | None] = {}
-    for occ, (mname, role) in occ_roles.items():
-        if role == "readout" and occ == join(mname, "weight"):
-            readout_weights[mname] = plan_name.get(occ)
-    readouts = set(readout_weights) | set(structure.readouts if structure else ())
-    readouts |= {n for n, m in modules.items() if hasattr(m, "output_mult")}
-    for name in sorted(readouts):
+    readout_weights = {m: plan_name.get(occ) for occ, (m, r) in occ_roles.items()
+                       if r == "readout" and occ == join(m, "weight")}
+    for name in sorted(sites_of("readout", "output_mult", declared_out)):
         attr = "output_mult" if hasattr(modules[name], "output_mult") else "dl_output_mult"
         out.append(MultiplierSite(name, "readout", attr, readout_weights.get(name)))
     return out
+
+
+def _under_strict(name: str, prefixes: tuple[str, ...]) -> bool:
+    """True if module ``name`` lies strictly inside one of ``prefixes`` (the root contains everything)."""
+    return any(p != name and (p == "" or name.startswith(p + ".")) for p in prefixes)
 
 
 def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None) -> list[AttentionSite]:
