@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from nanogpt import GPT, GPTConfig, build, structure, tokens
 from torch import nn
 
 import deeplimit as dl
+from nanogpt import GPT, GPTConfig, build, structure, tokens
 
 KW = dict(base_width=32, base_depth=2, optimizer="adamw")
 
