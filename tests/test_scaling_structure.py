@@ -293,3 +293,9 @@ def test_everything_inside_a_declared_input_module_is_input_and_multiplied_once(
     e = model.embeddings
     raw = torch.cat([e.cls_token.expand(2, -1, -1), e.projection(img).flatten(2).transpose(1, 2)], 1)
     assert torch.allclose(e(img), 3.0 * (raw + e.position_embeddings))
+
+
+def test_an_attention_scale_attribute_that_is_not_a_number_is_named():
+    model = tiny_llama(64, 4, 2, "head_dim", attn_scale_attr="softmax_scale")
+    with pytest.raises(dl.DeeplimitError, match="has no number attribute 'softmax_scale'"):
+        dl.make_plan(model, "mup", base_width=32, base_depth=2)

@@ -31,7 +31,7 @@ from deeplimit.nn.attention import MultiHeadAttention
 from deeplimit.nn.layers import ROLES
 from deeplimit.scaling.names import WRAPPER_PARTS, join, modules_by_name
 from deeplimit.scaling.shapes import base_width_mults, fans, is_transposed, role_from_mults
-from deeplimit.scaling.structure import Structure
+from deeplimit.scaling.structure import Structure, get_structure
 
 NORMS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                           getattr(nn, "RMSNorm", None)) if t is not None)
@@ -80,6 +80,21 @@ class AttentionSite:
     scale_attr: str | None  # the plan sets it; None: the module applies its own scale
     own_scale: float  # the model's own logit scale (c/√d)
     config: str | None = None  # deeplimit's MultiHeadAttention: its config-driven ``logit_scale``
+
+
+@dataclass(frozen=True)
+class _Occurrence:
+    """One name under which a tensor appears (a tied tensor has several), with what that name says about it."""
+
+    name: str
+    module_name: str
+    pname: str
+    module: nn.Module
+    p: torch.Tensor
+    in_block: bool
+    layout: str  # "linear" | "transposed" | "table"
+    base_mults: tuple[float, float] | None
+    role: str | None
 
 
 @dataclass
@@ -195,8 +210,6 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
 
     ``base`` is the base model's ``{name: shape}`` (``shapes.base_shapes``) when given.
     """
-    from deeplimit.scaling.structure import get_structure
-
     overrides = dict(overrides or {})
     structure = get_structure(model)
     modules = modules_by_name(model)
@@ -204,48 +217,41 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
     transposed_names = set(structure.transposed) if structure is not None else set()
 
     # every occurrence of every tensor, in named_parameters order (first occurrence = its plan name)
-    occurrences: dict[int, list[tuple[str, str, str, nn.Module, torch.Tensor]]] = {}
+    occurrences: dict[int, list[_Occurrence]] = {}
     for mname, module in modules.items():
         for pname, p in module.named_parameters(recurse=False):
-            occurrences.setdefault(id(p), []).append((join(mname, pname), mname, pname, module, p))
-
-    sites: list[ParamSite] = []
-    unresolved: list[str] = []
-    occ_roles: dict[str, tuple[str, str | None]] = {}  # occurrence name → (module, role at that occurrence)
-    for occ in occurrences.values():
-        roles: list[str | None] = []
-        facts = []
-        for name, mname, pname, module, p in occ:
-            in_block = _under(mname, blocks)
+            name, in_block = join(mname, pname), _under(mname, blocks)
             layout = _layout(module, mname, pname, p, structure, transposed_names)
-            fan_in, fan_out = fans(p, layout)
             base_mults = base_width_mults(name, p, layout, base) if base is not None else None
             role = _occurrence_role(name, pname, module, mname, p, in_block, overrides, structure,
                                     base_mults if not in_block else None)
-            roles.append(role)
-            occ_roles[name] = (mname, role)
-            facts.append((name, module, pname, p, in_block, fan_in, fan_out, base_mults, layout))
-        names = [f[0] for f in facts]
-        role = _combine(names[0], names[1:], roles)
+            occurrences.setdefault(id(p), []).append(
+                _Occurrence(name, mname, pname, module, p, in_block, layout, base_mults, role))
+
+    sites: list[ParamSite] = []
+    unresolved: list[str] = []
+    for occ in occurrences.values():
+        first = occ[0]
+        role = _combine(first.name, [o.name for o in occ[1:]], [o.role for o in occ])
         if role is None:
-            unresolved += [n for n, r in zip(names, roles) if r is None] or names[:1]
+            unresolved += [o.name for o in occ if o.role is None] or [first.name]
             continue
         # the occurrence that owns the combined role decides fans and init (a tied table is an embedding)
-        primary = next(f for f, r in zip(facts, roles) if r == role)
-        name, module, pname, p, in_block, fan_in, fan_out, base_mults, layout = primary
-        if isinstance(module, NORMS):
-            kind, init = "norm", ("ones" if pname == "weight" else "zeros")
+        own = next(o for o in occ if o.role == role)
+        if isinstance(own.module, NORMS):
+            kind, init = "norm", ("ones" if own.pname == "weight" else "zeros")
         elif role == "vector":
-            kind, init = None, ("zeros" if pname == "bias" else "keep")
+            kind, init = None, ("zeros" if own.pname == "bias" else "keep")
         else:
-            kind = "embedding" if layout == "table" and role == "input" else None
-            init = "normal"
-        init_mult = float((getattr(module, "dl_init_mult", None) or {}).get(pname, 1.0))
-        site = ParamSite(names[0], tuple(names[1:]), role, any(f[4] for f in facts), tuple(p.shape), fan_in,
-                         fan_out, init, init_mult, kind)
-        if base_mults is not None:
-            site.fan_in_mult, site.fan_out_mult = base_mults
+            kind, init = ("embedding" if own.layout == "table" and role == "input" else None), "normal"
+        fan_in, fan_out = fans(own.p, own.layout)
+        init_mult = float((getattr(own.module, "dl_init_mult", None) or {}).get(own.pname, 1.0))
+        site = ParamSite(first.name, tuple(o.name for o in occ[1:]), role, any(o.in_block for o in occ),
+                         tuple(own.p.shape), fan_in, fan_out, init, init_mult, kind)
+        if own.base_mults is not None:
+            site.fan_in_mult, site.fan_out_mult = own.base_mults
         sites.append(site)
+    occ_roles = {o.name: (o.module_name, o.role) for occ in occurrences.values() for o in occ}
 
     # a readout's bias has d_out entries: a finite dim (m_N = 1)
     readout_modules = {m for m, r in occ_roles.values() if r == "readout"}
@@ -310,7 +316,11 @@ def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None)
         own = getattr(module, "dl_own_scale", None)  # recorded by the first apply, before the plan overwrote it
         if own is None and spec.scale_attr is not None:
             value = getattr(module, spec.scale_attr, None)
-            own = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DeeplimitError(
+                    f"attention {name} has no number attribute {spec.scale_attr!r} (got {value!r}); name the float "
+                    "attribute its forward multiplies q·k by (AttentionSpec(scale_attr=...)), or None if it has none")
+            own = float(value)
         if own is None:
             own = 1.0 / math.sqrt(spec.head_dim)
         out.append(AttentionSite(name, spec.n_heads, spec.n_kv_heads, spec.head_dim, spec.scale_attr, own))

@@ -207,9 +207,8 @@ class Plan:
             attrs = self.multipliers.get(name, {})
             if not attrs and not getattr(module, "dl_multiplier_attrs", ()):
                 continue
-            for attr in attrs:
-                if attr not in FORWARD_ATTRS and not hasattr(module, "dl_own_scale"):
-                    module.dl_own_scale = float(getattr(module, attr))  # the model's own logit scale, kept once
+            if self.attention.get(name, {}).get("own_scale") is not None and not hasattr(module, "dl_own_scale"):
+                module.dl_own_scale = self.attention[name]["own_scale"]  # the model's own logit scale, kept once
             carry_multipliers(module, attrs)
         return model
 
@@ -514,7 +513,7 @@ def _attention(rule: Rule, hp: HParams, site: AttentionSite, m_N: float, head_gr
     d0 = table.base_head_dim(site.head_dim, m_N, head_growth)
     h0 = site.n_heads / m_N if head_growth == "heads" else float(site.n_heads)
     info = {"n_heads": site.n_heads, "n_kv_heads": site.n_kv_heads, "head_dim": site.head_dim,
-            "base_head_dim": d0, "base_n_heads": h0, "head_growth": head_growth}
+            "base_head_dim": d0, "base_n_heads": h0, "head_growth": head_growth, "own_scale": site.own_scale}
     if site.config is not None:  # deeplimit's MultiHeadAttention keeps its config-driven scale
         return {**info, "scale": site.own_scale, "law": site.config, "set_by": "model config"}
     for what, value in (("head_dim", d0), ("n_heads", h0)):
