@@ -22,7 +22,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Embedding": "deeplimit.nn", "Input": "deeplimit.nn", "MLPResNet": "deeplimit.nn",
     "MLPResNetConfig": "deeplimit.nn", "Readout": "deeplimit.nn", "Residual": "deeplimit.nn",
-    "TransformerConfig": "deeplimit.nn", "TransformerLM": "deeplimit.nn", "declare_roles": "deeplimit.nn",
+    "TiedReadout": "deeplimit.nn", "TransformerConfig": "deeplimit.nn", "TransformerLM": "deeplimit.nn",
+    "declare_roles": "deeplimit.nn",
+    "AttentionSpec": "deeplimit.scaling", "Structure": "deeplimit.scaling", "declare_structure": "deeplimit.scaling",
+    "scheduler": "deeplimit.scaling",
     "HParams": "deeplimit.scaling", "Plan": "deeplimit.scaling", "Rule": "deeplimit.scaling",
     "get_rule": "deeplimit.scaling", "load_checkpoint": "deeplimit.scaling", "make_optimizer": "deeplimit.scaling",
     "make_plan": "deeplimit.scaling", "parametrize": "deeplimit.scaling", "rule_names": "deeplimit.scaling",
