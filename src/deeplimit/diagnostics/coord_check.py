@@ -39,6 +39,7 @@ ModelFactory = Callable[[int, int], nn.Module]
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 FLAT = 0.25  # |log2 slope| per doubling below which a coordinate counts as flat
 SITES = ("input", "block_first", "block_last", "logits")
+VERDICT_SITES_DEPTH = ("input", "block_last", "logits")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,7 +267,8 @@ class CoordVerdict:
 
     ``verdict`` is ``"flat"`` (every site's |slope| ≤ ``threshold``), ``"not flat"`` (some site above it) or
     ``"inconclusive"`` (a slope could not be measured: activations went non-finite, or did not change; the
-    ``reason`` says which). ``slopes`` maps site → log2 slope per doubling of the axis.
+    ``reason`` says which). ``slopes`` maps every site → log2 slope per doubling of the axis; ``judged`` names
+    the sites that decide the verdict.
     """
 
     verdict: Literal["flat", "not flat", "inconclusive"]
@@ -276,6 +278,7 @@ class CoordVerdict:
     step: int
     stat: str
     slopes: dict[str, float]
+    judged: tuple[str, ...]
     threshold: float
     max_abs_slope: float
     reason: str
@@ -283,6 +286,7 @@ class CoordVerdict:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sizes"] = list(self.sizes)
+        d["judged"] = list(self.judged)
         d["slopes"] = {k: (None if math.isnan(v) else round(v, 4)) for k, v in self.slopes.items()}
         d["max_abs_slope"] = None if math.isnan(self.max_abs_slope) else round(self.max_abs_slope, 4)
         # the key older reports read
@@ -299,6 +303,10 @@ class CoordVerdict:
 def coord_verdict(df: pd.DataFrame, axis: str, *, threshold: float = FLAT, stat: str = "delta_rms",
                   step: int | None = None, sites: Sequence[str] | None = None) -> CoordVerdict:
     """Judge a :func:`coord_check` table along ``axis`` (``"width"`` or ``"depth"``) at ``step`` (default: last).
+
+    ``sites`` default: all four over width; over depth ``input``, ``block_last`` and ``logits`` — the first
+    block's own change is one block's share of the stream, O(L^{-α}) by design (depth-mup spec §8.2), so it is
+    reported in ``slopes``' table but does not decide the verdict.
 
     Raises a :class:`DeeplimitError` when the table cannot give a slope at all (fewer than two sizes, or only
     step 0, where the change from init is 0 by definition). A slope lost to non-finite or zero values gives
@@ -320,10 +328,19 @@ def coord_verdict(df: pd.DataFrame, axis: str, *, threshold: float = FLAT, stat:
     if len(rules) != 1:
         raise DeeplimitError(f"the table mixes rules {sorted(rules)}; judge one rule at a time")
     at = df[df["step"] == step]
-    wanted = list(sites) if sites is not None else [s for s in SITES if s in set(at["site"])]
+    if sites is None:
+        # Over depth one block's share of the stream shrinks like L^-alpha by design; the stream itself
+        # (block_last) and the logits are what must not move with depth.
+        default = SITES if axis == "width" else VERDICT_SITES_DEPTH
+        sites = [s for s in default if s in set(at["site"])]
+    wanted = list(sites)
     slopes_df = log2_slopes(at, axis, stat).set_index("site")["slope"]
-    slopes = {s: float(slopes_df.get(s, float("nan"))) for s in wanted}
-    bad = [s for s, v in slopes.items() if math.isnan(v)]
+    missing = sorted(set(wanted) - set(slopes_df.index))
+    if missing:
+        raise DeeplimitError(f"sites {missing} are not in the table (it has {sorted(slopes_df.index)})")
+    slopes = {s: float(slopes_df[s]) for s in SITES if s in slopes_df.index}
+    slopes.update({s: float(v) for s, v in slopes_df.items() if s not in slopes})
+    bad = [s for s in wanted if math.isnan(slopes[s])]
     if bad:
         sub = at[at["site"].isin(bad)]
         if not np.all(np.isfinite(sub[stat].to_numpy())):
@@ -334,12 +351,13 @@ def coord_verdict(df: pd.DataFrame, axis: str, *, threshold: float = FLAT, stat:
             where = sorted({int(v) for v in sub.loc[sub[stat] <= 0, axis]})
             reason = (f"no change from init at {axis} {where} for {bad}: the step did nothing; raise the learning "
                       "rate or check that the parameters train")
-        return CoordVerdict("inconclusive", str(rules[0]), axis, sizes, step, stat, slopes, threshold,
-                            float("nan"), reason)
-    worst = max(abs(v) for v in slopes.values())
+        return CoordVerdict("inconclusive", str(rules[0]), axis, sizes, step, stat, slopes, tuple(wanted),
+                            threshold, float("nan"), reason)
+    worst_site = max(wanted, key=lambda s: abs(slopes[s]))
+    worst = abs(slopes[worst_site])
     verdict = "flat" if worst <= threshold else "not flat"
-    return CoordVerdict(verdict, str(rules[0]), axis, sizes, step, stat, slopes, threshold, worst,
-                        f"max |log2 slope| of {stat} at step {step} is {worst:.3f}")
+    return CoordVerdict(verdict, str(rules[0]), axis, sizes, step, stat, slopes, tuple(wanted), threshold, worst,
+                        f"max |log2 slope| of {stat} at step {step} is {worst:.3f} ({worst_site})")
 
 
 @dataclass
