@@ -120,7 +120,7 @@ def test_schedulers_keep_group_factors():
     (dict(rule="custom", alpha=-1.0), r"alpha=-1.0 is outside"),
     (dict(rule="depth_mup", optimizer="lion"), "optimizer 'lion' is unknown"),
     (dict(rule="depth_mup", base_width=0), "base_width must be positive"),
-    (dict(rule="depth_mup", base_depth=-2), "base_depth must be positive"),
+    (dict(rule="depth_mup", base_depth=-2), "base_depth must be a positive integer"),
 ])
 def test_bad_input_is_named(kwargs, match):
     with pytest.raises(dl.DeeplimitError, match=match):
@@ -141,9 +141,20 @@ def test_unclassifiable_parameters_are_listed_with_the_fix():
         dl.make_plan(model, "mup")
     plan = dl.make_plan(model, "mup", roles={"0.weight": "input", "2.weight": "readout"}, width=32, base_width=32)
     assert plan["2.weight"].role == "readout"
-    # a plain nn.Linear readout cannot apply the 1/m_N multiplier: refuse rather than silently run SP
-    with pytest.raises(dl.DeeplimitError, match="use deeplimit.nn.Readout"):
-        dl.make_plan(model, "mup", roles={"0.weight": "input", "2.weight": "readout"}, width=32, base_width=8)
+
+
+def test_declared_plain_linear_readout_gets_the_multiplier_by_hook():
+    """A plain nn.Linear declared a readout applies output_mult/m_N through a forward pre-hook (as MuReadout)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    x = torch.randn(5, 8)
+    plan = dl.parametrize(model, "mup", roles={"0.weight": "input", "2.weight": "readout"}, width=32, base_width=8,
+                          seed=None, output_mult=3.0)
+    assert plan.multipliers["2"] == {"dl_output_mult": pytest.approx(3.0 / 4)}
+    assert plan.multipliers["0"] == {"dl_input_mult": 1.0}
+    h = torch.relu(model[0](x))
+    assert torch.allclose(model(x), nn.functional.linear(h * 0.75, model[2].weight, model[2].bias))
+    assert "forward hook" in plan.summary()
 
 
 def test_missing_base_shape_warns_and_is_recorded():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import deeplimit as dl
-from deeplimit.scaling.rules import PRESETS
+from deeplimit.scaling.rules import RULES
 
 N0, L0 = 16, 2
 SHAPES = [(1, 1), (4, 8), (2, 16), (8, 2)]
@@ -78,7 +78,7 @@ def test_plan_matches_spec_table(preset, opt, mN, mL):
 
 
 def test_presets_are_the_spec_presets():
-    assert {k: (r.alpha, r.gamma, r.is_mup) for k, r in PRESETS.items()} == SPEC_PRESETS
+    assert {k: (r.alpha, r.gamma, r.is_mup) for k, r in RULES.items()} == SPEC_PRESETS
 
 
 @pytest.mark.parametrize("preset", sorted(SPEC_PRESETS))

@@ -15,14 +15,18 @@ from deeplimit.nn import (
     MLPResNetConfig,
     Readout,
     Residual,
+    TiedReadout,
     TransformerConfig,
     TransformerLM,
     declare_roles,
 )
 from deeplimit.scaling import (
+    AttentionSpec,
     HParams,
     Plan,
     Rule,
+    Structure,
+    declare_structure,
     get_rule,
     load_checkpoint,
     make_optimizer,
@@ -30,13 +34,14 @@ from deeplimit.scaling import (
     parametrize,
     rule_names,
     save_checkpoint,
+    scheduler,
     set_base_lr,
 )
 
 __version__ = "0.1.0"
 __all__ = [
-    "DeeplimitError", "DeeplimitWarning", "Embedding", "HParams", "Input", "MLPResNet", "MLPResNetConfig", "Plan",
-    "Readout", "Residual", "Rule", "TransformerConfig", "TransformerLM", "declare_roles", "get_rule",
-    "load_checkpoint", "make_optimizer", "make_plan", "parametrize", "rule_names", "save_checkpoint",
-    "set_base_lr", "__version__",
+    "AttentionSpec", "DeeplimitError", "DeeplimitWarning", "Embedding", "HParams", "Input", "MLPResNet",
+    "MLPResNetConfig", "Plan", "Readout", "Residual", "Rule", "Structure", "TiedReadout", "TransformerConfig",
+    "TransformerLM", "declare_roles", "declare_structure", "get_rule", "load_checkpoint", "make_optimizer",
+    "make_plan", "parametrize", "rule_names", "save_checkpoint", "scheduler", "set_base_lr", "__version__",
 ]

@@ -5,7 +5,7 @@
         z = λ·x + γ·branch_mult · Attn(N(x))          N = LayerNorm (norm="pre_ln") or identity (norm="none")
         x = λ·z + γ·branch_mult · MLP(N(z))           MLP(u) = W_out φ(W_in u)
     (norm="post_ln" instead applies LayerNorm after each residual sum, for the paper's Fig. 2 baseline)
-    f = output_mult · m_N^{-1} · V N_final(x)
+    f = output_mult · m_N^{-1} · V N_final(x)         (tie_embeddings=True: V = E_tok, one tensor)
 
 ``residual="scaled"`` uses λ = γ = 1 (the CompleteP / Depth-μP form, branch_mult = a·m_L^{-α} from the plan);
 ``residual="shaped"`` uses λ² + γ² = 1 with γ = ``residual_gamma`` (shaped-transformer spec §2.5–2.6), fixed or
@@ -25,7 +25,7 @@ from torch import nn
 from deeplimit.errors import DeeplimitError, check_positive
 from deeplimit.nn.activations import get_activation
 from deeplimit.nn.attention import MultiHeadAttention
-from deeplimit.nn.layers import Embedding, Readout
+from deeplimit.nn.layers import Embedding, Readout, TiedReadout, watch_multipliers
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class TransformerConfig:
     residual_trainable: bool = False
     bias: bool = True
     zero_query_init: bool = False
+    tie_embeddings: bool = False  # readout shares E_tok (input role; μP readout factor in its forward)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_seq_len", "width", "depth", "n_heads", "mlp_ratio"):
@@ -76,6 +77,7 @@ class Branch(nn.Module):
         super().__init__()
         self.dl_block_depth = 2
         self.branch_mult = 1.0
+        watch_multipliers(self)
         self.norm = nn.LayerNorm(cfg.width, bias=cfg.bias) if cfg.norm != "none" else None
         self.post = cfg.norm == "post_ln"
         self.f = f
@@ -145,7 +147,7 @@ class TransformerLM(nn.Module):
         self.pos = Embedding(cfg.max_seq_len, cfg.width)
         self.blocks = nn.ModuleList(Layer(cfg) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(cfg.width, bias=cfg.bias) if cfg.norm == "pre_ln" else None
-        self.readout = Readout(cfg.width, cfg.vocab_size, bias=False)
+        self.readout = TiedReadout(self.tok) if cfg.tie_embeddings else Readout(cfg.width, cfg.vocab_size, bias=False)
         self.register_buffer("_positions", torch.arange(cfg.max_seq_len), persistent=False)
 
     @property

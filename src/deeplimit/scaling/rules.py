@@ -1,10 +1,10 @@
 """Parametrization rules: width μP × depth (α, γ), as data.
 
 A :class:`Rule` says *which* scaling law applies; a :class:`~deeplimit.scaling.plan.Plan` resolves it to
-numbers for every parameter of a concrete model. Presets follow the depth-mup spec §4.1:
+numbers for every parameter of a concrete model. The named rules (``RULES``) follow the depth-mup spec §4.1:
 
 =============== ======= ========= ========================================================
-preset          width   (α, γ)    source
+rule            width   (α, γ)    source
 =============== ======= ========= ========================================================
 ``sp``          none    (0, 0)    TP6 Fig. 10 bottom (SP as plotted)
 ``sp_lr_depth`` none    (0, 1)    TP6 §10.2 text, footnote 26 (SP as described)
@@ -27,9 +27,11 @@ from deeplimit.errors import DeeplimitError
 WidthRule = Literal["mup", "sp"]
 EpsScope = Literal["consistent", "blocks", "all", "none"]
 WeightDecayMode = Literal["mup", "torch", "independent"]
+AttnScale = Literal["mup", "sqrt"]
 
 EPS_SCOPES = ("consistent", "blocks", "all", "none")
 WEIGHT_DECAY_MODES = ("mup", "torch", "independent")
+ATTN_SCALES = ("mup", "sqrt")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
@@ -38,12 +40,15 @@ class Rule:
     """A width × depth parametrization.
 
     Attributes:
-        name: preset name (``custom`` for hand-made rules).
+        name: rule name (``custom`` for hand-made rules).
         width: ``"mup"`` (μP in the readout-multiplier form, decision D1) or ``"sp"`` (no width rule).
         alpha: branch exponent: every residual branch is multiplied by ``a · m_L^{-α}``.
         gamma: learning-rate exponent: in-block Adam LR × ``m_L^{-γ}``, SGD LR × ``m_L^{α-γ}``.
         eps_scope: which Adam ε are scaled (decision D2).
         weight_decay_mode: how λ scales (decision D3); ``None`` picks ``mup`` for μP and ``torch`` for SP.
+        attn_scale: attention logit scale (depth-mup spec §5.1): ``"mup"`` (attn_mult·√d₀/d, the 1/d law written
+            so that it equals the model's own 1/√d₀ at the base shape) or ``"sqrt"`` (attn_mult/√d, standard;
+            nanoGPT-mup's ``mup_disable_attention_scaling``); ``None`` picks ``mup`` for μP and ``sqrt`` for SP.
     """
 
     name: str
@@ -52,6 +57,7 @@ class Rule:
     gamma: float
     eps_scope: EpsScope = "consistent"
     weight_decay_mode: WeightDecayMode | None = None
+    attn_scale: AttnScale | None = None
 
     def __post_init__(self) -> None:
         if self.width not in ("mup", "sp"):
@@ -67,6 +73,8 @@ class Rule:
         if self.weight_decay_mode is not None and self.weight_decay_mode not in WEIGHT_DECAY_MODES:
             raise DeeplimitError(
                 f"weight_decay_mode {self.weight_decay_mode!r} is unknown; choose one of {WEIGHT_DECAY_MODES}")
+        if self.attn_scale is not None and self.attn_scale not in ATTN_SCALES:
+            raise DeeplimitError(f"attn_scale {self.attn_scale!r} is unknown; choose one of {ATTN_SCALES}")
 
     @property
     def is_mup(self) -> bool:
@@ -78,13 +86,21 @@ class Rule:
             return self.weight_decay_mode
         return "mup" if self.is_mup else "torch"
 
+    @property
+    def attention(self) -> AttnScale:
+        """The attention logit scale law in force (``attn_scale``, or the width rule's default)."""
+        if self.attn_scale is not None:
+            return self.attn_scale
+        return "mup" if self.is_mup else "sqrt"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["weight_decay_mode"] = self.wd_mode
+        d["attn_scale"] = self.attention
         return d
 
 
-PRESETS: dict[str, Rule] = {
+RULES: dict[str, Rule] = {
     "sp": Rule("sp", "sp", 0.0, 0.0),
     "sp_lr_depth": Rule("sp_lr_depth", "sp", 0.0, 1.0),
     "mup": Rule("mup", "mup", 0.0, 0.0),
@@ -106,11 +122,11 @@ def _normalise(name: str) -> str:
 
 def get_rule(rule: str | Rule, *, alpha: float | None = None, gamma: float | None = None,
              width: WidthRule | None = None, eps_scope: EpsScope | None = None,
-             weight_decay_mode: WeightDecayMode | None = None) -> Rule:
-    """Return a :class:`Rule` from a preset name (or a Rule), with optional overrides.
+             weight_decay_mode: WeightDecayMode | None = None, attn_scale: AttnScale | None = None) -> Rule:
+    """Return a :class:`Rule` from a rule name in ``RULES`` (or a Rule), with optional overrides.
 
     ``get_rule("custom", alpha=0.75)`` gives the μP rule with (α, γ) = (0.75, 0.25) (γ = 1 − α by
-    default, decision D8). Overriding α or γ of a named preset turns it into ``custom``.
+    default, decision D8). Overriding α or γ of a named rule turns it into ``custom``.
     """
     if isinstance(rule, Rule):
         base = rule
@@ -120,11 +136,11 @@ def get_rule(rule: str | Rule, *, alpha: float | None = None, gamma: float | Non
             if alpha is None:
                 raise DeeplimitError("the 'custom' rule needs alpha (e.g. --alpha 0.75); gamma defaults to 1 - alpha")
             base = Rule("custom", width or "mup", alpha, 1.0 - alpha if gamma is None else gamma)
-        elif key in PRESETS:
-            base = PRESETS[key]
+        elif key in RULES:
+            base = RULES[key]
         else:
             raise DeeplimitError(
-                f"unknown rule {rule!r}; choose one of {sorted(PRESETS) + ['custom']} (dashes allowed, e.g. depth-mup)")
+                f"unknown rule {rule!r}; choose one of {rule_names()} (dashes allowed, e.g. depth-mup)")
     changes: dict = {}
     if alpha is not None and alpha != base.alpha:
         changes["alpha"] = alpha
@@ -140,8 +156,11 @@ def get_rule(rule: str | Rule, *, alpha: float | None = None, gamma: float | Non
         changes["eps_scope"] = eps_scope
     if weight_decay_mode is not None:
         changes["weight_decay_mode"] = weight_decay_mode
+    if attn_scale is not None:
+        changes["attn_scale"] = attn_scale
     return replace(base, **changes) if changes else base
 
 
 def rule_names() -> list[str]:
-    return sorted(PRESETS) + ["custom"]
+    """Names accepted by :func:`get_rule`: the entries of ``RULES`` and ``custom``."""
+    return sorted(RULES) + ["custom"]

@@ -7,7 +7,11 @@ the input embeddings and the readout (tied or not), and which modules compute at
 it into per-parameter roles and into forward multipliers applied with hooks, so no forward needs editing.
 
 A :class:`Structure` is stored on the model (``model.dl_structure``), a plain attribute that survives
-``deepcopy``. Module names are canonical (see :func:`deeplimit.scaling.plan.canonical_name`).
+``deepcopy``. Module names are canonical (see :func:`deeplimit.scaling.names.canonical_name`).
+
+How the plan consumes it (docs/scaling.md, "Models you cannot edit"): ``blocks`` make every parameter below them
+in-block (hidden matrices, block vectors); ``branches``, ``inputs`` and ``readouts`` get forward hooks that
+multiply by the plan's multipliers; ``attention`` modules get their logit scale attribute set.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 from torch import nn
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.scaling.names import WRAPPER_PARTS, canonical_name
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,15 @@ class AttentionSpec:
     n_kv_heads: int
     head_dim: int
     scale_attr: str | None = "scaling"
+
+    def __post_init__(self) -> None:
+        for name in ("n_heads", "n_kv_heads", "head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DeeplimitError(f"AttentionSpec {name} must be a positive int, got {value!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise DeeplimitError(f"n_kv_heads={self.n_kv_heads} does not divide n_heads={self.n_heads}; grouped-"
+                                 "query attention shares each k/v head among n_heads/n_kv_heads query heads")
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class Structure:
         head_growth: which attention dimension grows with width: ``"head_dim"`` (heads fixed) or ``"heads"``
             (head_dim fixed). Decides the base head_dim used by the μP 1/d logit scale.
         source: free text naming where the structure came from (e.g. ``"hf:llama"``), shown in the plan.
+        transposed: modules whose ``weight`` is stored (fan_in, fan_out) instead of PyTorch's (fan_out, fan_in),
+            e.g. GPT-2's ``Conv1D`` (found by type as well); it decides fan-in for the init std.
     """
 
     width: int | None = None
@@ -70,8 +86,22 @@ class Structure:
     family: Literal["transformer", "resnet"] = "transformer"
     head_growth: Literal["head_dim", "heads"] = "head_dim"
     source: str = "declared"
+    transposed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("inputs", "readouts", "transposed"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise DeeplimitError(f"{name} must be a tuple of module names, got the string {value!r}; "
+                                     f"write {name}=({value!r},)")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("width", "depth"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or
+                                      not 0 < value < float("inf")):
+                raise DeeplimitError(f"Structure {name} must be a positive number, got {value!r}")
+        if self.family not in ("transformer", "resnet"):
+            raise DeeplimitError(f"family must be 'transformer' or 'resnet', got {self.family!r}")
         for name, block in self.branches.items():
             if block not in self.blocks:
                 raise DeeplimitError(f"branch {name!r} names block {block!r}, which is not in blocks; declare the "
@@ -88,15 +118,35 @@ class Structure:
 
 
 def declare_structure(model: nn.Module, structure: Structure) -> nn.Module:
-    """Attach ``structure`` to ``model`` (checked against its modules); returns the model."""
-    modules = {n for n, _ in model.named_modules()}
-    from deeplimit.scaling.plan import canonical_name
+    """Attach ``structure`` to ``model`` (checked against its modules); returns the model.
 
-    modules = {canonical_name(n) for n in modules}
-    named = [*structure.blocks, *structure.branches, *structure.inputs, *structure.readouts, *structure.attention]
+    The generic way to describe a model that carries no deeplimit declarations (nanoGPT, your own)::
+
+        dl.declare_structure(model, dl.Structure(width=n, depth=L, blocks={"h.0": 2, ...},
+                                                 branches={"h.0.attn": "h.0", "h.0.mlp": "h.0", ...},
+                                                 inputs=("wte", "wpe"), readouts=("lm_head",)))
+        plan = dl.parametrize(model, "completep", base_width=64, base_depth=2)
+    """
+    if not isinstance(structure, Structure):
+        raise DeeplimitError(f"declare_structure needs a deeplimit.Structure, got {type(structure).__name__}")
+    modules = {canonical_name(n) for n, _ in model.named_modules()}
+    named = [*structure.blocks, *structure.branches, *structure.inputs, *structure.readouts, *structure.attention,
+             *structure.transposed]
     missing = sorted({n for n in named if n not in modules})
     if missing:
         raise DeeplimitError(f"the structure names modules the model does not have: {missing[:8]}; use the names "
                              "of model.named_modules()")
     model.dl_structure = structure
     return model
+
+
+def get_structure(model: nn.Module) -> Structure | None:
+    """The :class:`Structure` declared on ``model`` or on the model it wraps (DDP, compile, FSDP1), if any."""
+    s = getattr(model, "dl_structure", None)
+    if s is not None:
+        return s
+    for attr in WRAPPER_PARTS:  # only through wrappers: a submodule's structure uses the submodule's names
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module) and inner is not model:
+            return get_structure(inner)
+    return None

@@ -1,0 +1,308 @@
+"""Structural facts about a model, before any rule is applied: roles, blocks, multiplier sites, attention.
+
+One walk over the model's modules answers, for every *tensor* (a tied weight is one tensor under two names):
+which role it has (depth-mup spec §4: input, hidden, readout, vector), whether it is in a residual block, its
+fans and init kind; and, for every module, which forward multiplier it carries (branch, input or readout) and
+whether its own ``forward`` reads it or a deeplimit hook applies it.
+
+Where roles come from, first match wins:
+
+1. ``roles={"pattern": role}`` given to ``make_plan`` (fnmatch on canonical names);
+2. the model's :class:`~deeplimit.scaling.structure.Structure` ``roles``;
+3. the module's ``dl_roles`` (deeplimit's layers, :func:`deeplimit.nn.declare_roles`);
+4. the Structure's ``inputs`` / ``readouts`` (their weight; other parameters there are vectors);
+5. types: norms and 1-D tensors → vector, ``nn.Embedding`` → input, other matrices inside a block → hidden;
+6. with ``base=``: the dims that differ from the base model (as ``mup.set_base_shapes``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.nn.attention import MultiHeadAttention
+from deeplimit.nn.layers import ROLES
+from deeplimit.scaling.names import WRAPPER_PARTS, join, modules_by_name
+from deeplimit.scaling.shapes import base_width_mults, fans, is_transposed, role_from_mults
+from deeplimit.scaling.structure import Structure
+
+NORMS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                          getattr(nn, "RMSNorm", None)) if t is not None)
+
+
+@dataclass
+class ParamSite:
+    """One tensor of the model: its role and shape facts (multipliers filled in by :mod:`shapes`)."""
+
+    name: str  # canonical name under which ``named_parameters`` yields it (its first occurrence)
+    aliases: tuple[str, ...]  # other names of the same tensor (tied weights)
+    role: str
+    in_block: bool
+    shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    init: str  # "normal" | "zeros" | "ones" | "keep"
+    init_mult: float  # extra std factor declared by the module (``dl_init_mult``, e.g. zero queries: 0)
+    kind: str | None  # "embedding" | "norm" | "readout_bias" | None
+    fan_in_mult: float = 1.0
+    fan_out_mult: float = 1.0
+
+
+@dataclass(frozen=True)
+class MultiplierSite:
+    """A module that carries a forward multiplier.
+
+    ``attr`` is read by the module's own forward (``branch_mult``, ``input_mult``, ``output_mult``) or, for a
+    ``dl_``-prefixed name, by a deeplimit hook. ``weight`` names the readout's tensor (its m_N sets 1/m_N).
+    """
+
+    module: str
+    kind: str  # "branch" | "input" | "readout"
+    attr: str
+    weight: str | None = None
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """An attention module: heads, and either the attribute the plan sets or the model's own config."""
+
+    module: str
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    scale_attr: str | None  # the plan sets it; None: the module applies its own scale
+    own_scale: float  # the model's own logit scale (c/√d)
+    config: str | None = None  # deeplimit's MultiHeadAttention: its config-driven ``logit_scale``
+
+
+@dataclass
+class Layout:
+    params: list[ParamSite]
+    unresolved: list[str]
+    multipliers: list[MultiplierSite]
+    attention: list[AttentionSite]
+    blocks: dict[str, int]
+    family: str | None
+    structure: Structure | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def declared_attr(model: nn.Module, attr: str) -> object:
+    """``model.attr``, looking through wrappers (DDP ``module``, compile ``_orig_mod``) when absent."""
+    if hasattr(model, attr):
+        return getattr(model, attr)
+    for part in WRAPPER_PARTS:
+        inner = getattr(model, part, None)
+        if isinstance(inner, nn.Module) and inner is not model:
+            return declared_attr(inner, attr)
+    return None
+
+
+def _under(name: str, prefixes: Mapping[str, object] | tuple[str, ...]) -> bool:
+    return any(name == b or name.startswith(b + ".") for b in prefixes if b != "")
+
+
+def _blocks(modules: dict[str, nn.Module], structure: Structure | None) -> dict[str, int]:
+    own = {n: int(m.dl_block_depth) for n, m in modules.items() if getattr(m, "dl_block_depth", None) is not None}
+    declared = dict(structure.blocks) if structure is not None else {}
+    both = sorted(set(own) & set(declared))
+    if both:
+        raise DeeplimitError(f"block(s) {both[:4]} are declared twice, by their class (dl_block_depth, which applies "
+                             "its own branch multiplier) and by the Structure; remove them from Structure.blocks")
+    for name in own:
+        if not hasattr(modules[name], "branch_mult"):
+            raise DeeplimitError(
+                f"residual block {name!r} declares dl_block_depth but has no float attribute 'branch_mult' used in "
+                "its forward; wrap the branch in deeplimit.nn.Residual(branch, block_depth=k), or describe the "
+                "model with a deeplimit.Structure (branches get a hook)")
+    if structure is not None:
+        bare = sorted(set(declared) - set(structure.branches.values()))
+        if bare:
+            raise DeeplimitError(f"Structure block(s) {bare[:4]} have no branch, so the branch multiplier a*m_L^-alpha "
+                                 "would never be applied; name the modules whose outputs are added to the residual "
+                                 "stream: branches={'<block>.attn': '<block>', '<block>.mlp': '<block>'}")
+    return {**own, **declared}
+
+
+def _layout(module: nn.Module, mname: str, pname: str, p: torch.Tensor, structure: Structure | None,
+            transposed: set[str]) -> str:
+    """How a parameter's dims are stored: ``linear`` (out, in, …), ``transposed`` (in, out) or ``table``."""
+    if isinstance(module, nn.Embedding) and pname == "weight":
+        return "table"
+    if structure is not None and mname in structure.inputs and pname != "weight" and p.ndim >= 2:
+        return "table"  # e.g. a ViT's position embeddings (1, P, n) and class token (1, 1, n)
+    if pname == "weight" and (mname in transposed or is_transposed(module)):
+        return "transposed"
+    return "linear"
+
+
+def _match(name: str, patterns: Mapping[str, str]) -> str | None:
+    for pattern, role in patterns.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return role
+    return None
+
+
+def _occurrence_role(name: str, pname: str, module: nn.Module, mname: str, p: torch.Tensor, in_block: bool,
+                     overrides: Mapping[str, str], structure: Structure | None,
+                     base_mults: tuple[float, float] | None) -> str | None:
+    role = _match(name, overrides)
+    if role is None and structure is not None:
+        role = _match(name, structure.roles)
+    if role is None:
+        role = (getattr(module, "dl_roles", None) or {}).get(pname)
+    if role is None and structure is not None and mname in (*structure.inputs, *structure.readouts):
+        if p.ndim <= 1:
+            role = "vector"
+        else:
+            role = "input" if mname in structure.inputs else "readout"
+    if role is None:
+        if isinstance(module, NORMS) or p.ndim <= 1:
+            role = "vector"
+        elif isinstance(module, nn.Embedding):
+            role = "input"
+        elif in_block:
+            role = "hidden"
+        elif base_mults is not None:
+            role = role_from_mults(*base_mults)
+    if role is not None and role not in ROLES:
+        raise DeeplimitError(f"role {role!r} for {name} is unknown; roles are {ROLES}")
+    return role
+
+
+def _combine(name: str, aliases: list[str], roles: list[str | None]) -> str | None:
+    """One role for a tensor seen under several names; input + readout is a tied embedding (input role)."""
+    known = set(r for r in roles if r is not None)
+    if not known or None in roles:
+        return None
+    if len(known) == 1:
+        return known.pop()
+    if known == {"input", "readout"}:
+        return "input"
+    raise DeeplimitError(f"{name} is one tensor under the names {[name, *aliases]} with conflicting roles "
+                         f"{sorted(known)}; only an input embedding tied to a readout may have two roles — untie "
+                         "the weights or declare one role with roles={'<name>': '<role>'}")
+
+
+def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base: dict | None = None) -> Layout:
+    """Roles, blocks, multiplier sites and attention sites of ``model`` (see the module docstring).
+
+    ``base`` is the base model's ``{name: shape}`` (``shapes.base_shapes``) when given.
+    """
+    from deeplimit.scaling.structure import get_structure
+
+    overrides = dict(overrides or {})
+    structure = get_structure(model)
+    modules = modules_by_name(model)
+    blocks = _blocks(modules, structure)
+    transposed_names = set(structure.transposed) if structure is not None else set()
+
+    # every occurrence of every tensor, in named_parameters order (first occurrence = its plan name)
+    occurrences: dict[int, list[tuple[str, str, str, nn.Module, torch.Tensor]]] = {}
+    for mname, module in modules.items():
+        for pname, p in module.named_parameters(recurse=False):
+            occurrences.setdefault(id(p), []).append((join(mname, pname), mname, pname, module, p))
+
+    sites: list[ParamSite] = []
+    unresolved: list[str] = []
+    occ_roles: dict[str, tuple[str, str | None]] = {}  # occurrence name → (module, role at that occurrence)
+    for occ in occurrences.values():
+        roles: list[str | None] = []
+        facts = []
+        for name, mname, pname, module, p in occ:
+            in_block = _under(mname, blocks)
+            layout = _layout(module, mname, pname, p, structure, transposed_names)
+            fan_in, fan_out = fans(p, layout)
+            base_mults = base_width_mults(name, p, layout, base) if base is not None else None
+            role = _occurrence_role(name, pname, module, mname, p, in_block, overrides, structure,
+                                    base_mults if not in_block else None)
+            roles.append(role)
+            occ_roles[name] = (mname, role)
+            facts.append((name, module, pname, p, in_block, fan_in, fan_out, base_mults, layout))
+        names = [f[0] for f in facts]
+        role = _combine(names[0], names[1:], roles)
+        if role is None:
+            unresolved += [n for n, r in zip(names, roles) if r is None] or names[:1]
+            continue
+        # the occurrence that owns the combined role decides fans and init (a tied table is an embedding)
+        primary = next(f for f, r in zip(facts, roles) if r == role)
+        name, module, pname, p, in_block, fan_in, fan_out, base_mults, layout = primary
+        if isinstance(module, NORMS):
+            kind, init = "norm", ("ones" if pname == "weight" else "zeros")
+        elif role == "vector":
+            kind, init = None, ("zeros" if pname == "bias" else "keep")
+        else:
+            kind = "embedding" if layout == "table" and role == "input" else None
+            init = "normal"
+        init_mult = float((getattr(module, "dl_init_mult", None) or {}).get(pname, 1.0))
+        site = ParamSite(names[0], tuple(names[1:]), role, any(f[4] for f in facts), tuple(p.shape), fan_in,
+                         fan_out, init, init_mult, kind)
+        if base_mults is not None:
+            site.fan_in_mult, site.fan_out_mult = base_mults
+        sites.append(site)
+
+    # a readout's bias has d_out entries: a finite dim (m_N = 1)
+    readout_modules = {m for m, r in occ_roles.values() if r == "readout"}
+    for site in sites:
+        owner = occ_roles[site.name][0]
+        if site.role == "vector" and site.kind != "norm" and owner in readout_modules:
+            site.kind = "readout_bias"
+
+    multipliers = _multiplier_sites(modules, blocks, structure, occ_roles, sites)
+    attention = _attention_sites(modules, structure)
+    family = structure.family if structure is not None else declared_attr(model, "dl_family")
+    if family is None and attention:
+        family = "transformer"
+    return Layout(sites, unresolved, multipliers, attention, blocks, family, structure)
+
+
+def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], structure: Structure | None,
+                      occ_roles: dict[str, tuple[str, str | None]], sites: list[ParamSite]) -> list[MultiplierSite]:
+    """Which module carries which multiplier, and whether its forward (own layers) or a hook applies it."""
+    plan_name = {n: s.name for s in sites for n in (s.name, *s.aliases)}
+    out: list[MultiplierSite] = []
+    for name in blocks:
+        if hasattr(modules[name], "branch_mult") and getattr(modules[name], "dl_block_depth", None) is not None:
+            out.append(MultiplierSite(name, "branch", "branch_mult"))
+    if structure is not None:
+        out += [MultiplierSite(b, "branch", "dl_branch_mult") for b in structure.branches]
+    inputs = {m for m, r in occ_roles.values() if r == "input"} | set(structure.inputs if structure else ())
+    inputs |= {n for n, m in modules.items() if hasattr(m, "input_mult")}
+    for name in sorted(inputs):
+        out.append(MultiplierSite(name, "input", "input_mult" if hasattr(modules[name], "input_mult")
+                                  else "dl_input_mult"))
+    readout_weights: dict[str, str | None] = {}
+    for occ, (mname, role) in occ_roles.items():
+        if role == "readout" and occ == join(mname, "weight"):
+            readout_weights[mname] = plan_name.get(occ)
+    readouts = set(readout_weights) | set(structure.readouts if structure else ())
+    readouts |= {n for n, m in modules.items() if hasattr(m, "output_mult")}
+    for name in sorted(readouts):
+        attr = "output_mult" if hasattr(modules[name], "output_mult") else "dl_output_mult"
+        out.append(MultiplierSite(name, "readout", attr, readout_weights.get(name)))
+    return out
+
+
+def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None) -> list[AttentionSite]:
+    out = []
+    declared = structure.attention if structure is not None else {}
+    for name, spec in declared.items():
+        module = modules[name]
+        own = getattr(module, "dl_own_scale", None)  # recorded by the first apply, before the plan overwrote it
+        if own is None and spec.scale_attr is not None:
+            value = getattr(module, spec.scale_attr, None)
+            own = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if own is None:
+            own = 1.0 / math.sqrt(spec.head_dim)
+        out.append(AttentionSite(name, spec.n_heads, spec.n_kv_heads, spec.head_dim, spec.scale_attr, own))
+    for name, module in modules.items():
+        if isinstance(module, MultiHeadAttention) and name not in declared:
+            out.append(AttentionSite(name, module.n_heads, module.n_heads, module.head_dim, None, module.scale,
+                                     config=module.logit_scale))
+    return out

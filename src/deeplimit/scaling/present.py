@@ -1,0 +1,137 @@
+"""The printed plan: "which table does it use?" answered per tensor, with the attention scale and ties stated."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from deeplimit.scaling import table as formulas
+from deeplimit.scaling.groups import check_base_values
+from deeplimit.scaling.names import parent
+
+if TYPE_CHECKING:
+    from deeplimit.scaling.plan import Plan
+
+
+def forward_mults(plan: Plan) -> dict[str, float]:
+    """Forward multiplier acting on each tensor's output: the product over the modules that contain it
+    (branch, input or readout multiplier; logit scales are not forward multipliers)."""
+    from deeplimit.scaling.plan import FORWARD_ATTRS
+
+    res: dict[str, float] = {}
+    for mod, attrs in plan.multipliers.items():
+        mult = 1.0
+        for attr, value in attrs.items():
+            if attr in FORWARD_ATTRS:
+                mult *= value
+        prefix = mod + "." if mod else ""
+        for name in plan.params:
+            if name.startswith(prefix):
+                res[name] = res.get(name, 1.0) * mult
+    return res
+
+
+def rows(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> list[dict]:
+    """One dict per tensor with the resolved numbers (absolute when ``lr`` is given)."""
+    check_base_values(lr, eps, weight_decay)
+    mults = forward_mults(plan)
+    adam = plan.optimizer != "sgd"
+    out = []
+    for pp in plan.params.values():
+        row = {
+            "name": pp.name, "role": pp.role_label, "shape": "x".join(map(str, pp.shape)) or "scalar",
+            "m_N": pp.width_mult, "init": pp.init if pp.init != "normal" else f"N(0,{pp.init_std:.4g}^2)",
+            "init_std": pp.init_std, "forward_mult": mults.get(pp.name, 1.0),
+            "lr_scale": pp.lr_scale, "eps_scale": pp.eps_scale if adam else None, "wd_scale": pp.wd_scale,
+            "tied_to": list(pp.aliases),
+        }
+        if lr is not None:
+            row["lr"] = lr * pp.lr_scale
+            row["eps"] = eps * pp.eps_scale if adam else None
+            row["weight_decay"] = formulas.group_weight_decay(plan.rule, weight_decay, pp.wd_scale, lr, pp.lr_scale)
+        out.append(row)
+    return out
+
+
+def _pattern(name: str) -> str:
+    return re.sub(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)", "*", name)
+
+
+def attention_lines(plan: Plan) -> list[str]:
+    """One line per distinct attention setting: heads, which dim grows with width, the logit scale law and value."""
+    groups: dict[tuple, list[str]] = {}
+    for module, a in plan.attention.items():
+        key = tuple(sorted((k, v) for k, v in a.items()))
+        groups.setdefault(key, []).append(module)
+    out = []
+    for key, modules in groups.items():
+        a = dict(key)
+        names = sorted({_pattern(m) for m in modules})
+        grows = ("head_dim grows with width (heads fixed)" if a["head_growth"] == "head_dim"
+                 else "heads grow with width (head_dim fixed)")
+        kv = f", H_kv={a['n_kv_heads']} (GQA)" if a["n_kv_heads"] != a["n_heads"] else ""
+        if a["set_by"] == "model config":
+            law = f"logit_scale={a['law']!r} from the model's config"
+        elif a["law"] == "mup":
+            law = "muP attn_mult*sqrt(d0)/d"
+        else:
+            law = "attn_mult/sqrt(d)"
+        out.append(f"attention {', '.join(names)} ({len(modules)} module{'s' if len(modules) > 1 else ''}): "
+                   f"H={a['n_heads']}{kv}, d_head={a['head_dim']} (base {a['base_head_dim']:g}; {grows}); "
+                   f"logit scale {law} = {a['scale']:.6g}, set on {a['set_by']}")
+    return out
+
+
+def multiplier_lines(plan: Plan) -> list[str]:
+    """Which modules carry which multiplier, and whether their forward or a deeplimit hook applies it."""
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for module, attrs in plan.multipliers.items():
+        for attr, value in attrs.items():
+            if attr.startswith("dl_"):
+                kinds.setdefault((attr[3:], f"{value:.6g}, forward hook"), []).append(module)
+    out = []
+    for (attr, how), modules in sorted(kinds.items()):
+        names = sorted({_pattern(m) for m in modules})
+        out.append(f"{attr} = {how} on {', '.join(names)} ({len(modules)} module{'s' if len(modules) > 1 else ''})")
+    for pp in plan.params.values():
+        for alias in pp.aliases:
+            mult = plan.multipliers.get(parent(alias), {})
+            value = mult.get("output_mult", mult.get("dl_output_mult"))
+            how = f"; readout multiplier {value:.6g} in {parent(alias) or 'the root'}'s forward" if value else ""
+            out.append(f"tied: {alias} is {pp.name} (one tensor: {pp.role} init and LR, never rescaled{how})")
+    return out
+
+
+def summary(plan: Plan) -> str:
+    """The rule, shapes and multipliers in a few lines (plus the attention scale when the model has attention)."""
+    r = plan.rule
+    head = (f"rule {r.name} (width {r.width}, alpha={r.alpha:g}, gamma={r.gamma:g}, eps scope {r.eps_scope}, "
+            f"weight decay {r.wd_mode}, attention {r.attention}); optimizer {plan.optimizer}; "
+            f"width {plan.width:g} / base {plan.base_width:g} (m_N={plan.width_mult:g}); depth {plan.depth} / base "
+            f"{plan.base_depth} (m_L={plan.depth_mult:g}, L counts residual blocks); block depth {plan.block_depth}; "
+            f"branch multiplier a*m_L^-alpha = {plan.branch_mult:.6g}")
+    if plan.source:
+        head += f"; structure from {plan.source}"
+    return "\n".join([head, *attention_lines(plan), *multiplier_lines(plan)])
+
+
+def table(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> str:
+    """Human-readable table: the answer to "which table does it use?"."""
+    data = rows(plan, lr, eps, weight_decay)
+    cols = ["name", "role", "shape", "m_N", "init", "forward_mult"]
+    cols += (["lr", "eps", "weight_decay"] if lr is not None else ["lr_scale", "eps_scale", "wd_scale"])
+    if plan.optimizer == "sgd":
+        cols = [c for c in cols if not c.startswith("eps")]
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    cells = [[fmt(r[c]) for c in cols] for r in data]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
+    out = [summary(plan), line(cols), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    out += [f"note: {n}" for n in plan.notes]
+    return "\n".join(out)
+

@@ -1,0 +1,134 @@
+"""The implementation table of the depth-mup spec §4: one pure function per column, the only place the formulas live.
+
+Every function returns a factor relative to the base value tuned at (n₀, L₀), so each is 1 at the base shape
+(spec §8.3). Arguments are plain numbers: ``fi``/``fo`` are the tensor's fan-in / fan-out multipliers (m_N of
+each dimension), ``m_L = L/L₀``. The rule's width law is ``rule.is_mup`` (μP in the readout-multiplier form,
+decision D1) or SP (no width law at all).
+"""
+
+from __future__ import annotations
+
+import math
+
+from deeplimit.scaling.hparams import HParams
+from deeplimit.scaling.rules import Rule
+
+
+def tensor_width_mult(fi: float, fo: float) -> float:
+    """m_N of one tensor: its fan-in multiplier if fan-in scales, else its fan-out multiplier (as ``mup``)."""
+    return fi if fi != 1.0 else fo
+
+
+# --- forward multipliers (spec §3 (b), §2.2, §5.1) ------------------------------------------------------------
+def branch_mult(rule: Rule, hp: HParams, m_L: float) -> float:
+    """Residual branch multiplier a·m_L^{-α} (spec §3 (b))."""
+    return hp.block_mult * m_L ** (-rule.alpha)
+
+
+def input_mult(rule: Rule, hp: HParams) -> float:
+    """Input-layer / embedding output multiplier (spec §4 "input" row): width-independent."""
+    return hp.input_mult
+
+
+def readout_mult(rule: Rule, hp: HParams, m_N: float) -> float:
+    """Readout multiplier: output_mult·m_N^{-1} under μP (canonical form, spec §2.2), output_mult under SP."""
+    return hp.output_mult / m_N if rule.is_mup else hp.output_mult
+
+
+def base_head_dim(head_dim: int, m_N: float, head_growth: str) -> float:
+    """d₀, the head dimension at the base width: d/m_N when head_dim grows with width, d when the heads do."""
+    return head_dim / m_N if head_growth == "head_dim" else float(head_dim)
+
+
+def attention_scale(rule: Rule, hp: HParams, head_dim: int, base_head_dim: float, own_scale: float) -> float:
+    """Logit scale on q·k (spec §5.1).
+
+    ``own_scale`` is the model's own scale, c/√d (c = 1 for the usual 1/√d). μP: attn_mult·c·√d₀/d, the 1/d law
+    normalised so that at the base shape (d = d₀) it equals the model's own scale and μP is the SP model bit for
+    bit; SP ("sqrt"): attn_mult·c/√d.
+    """
+    c = own_scale * math.sqrt(head_dim)
+    if rule.attention == "mup":
+        return hp.attn_mult * c * math.sqrt(base_head_dim) / head_dim
+    return hp.attn_mult * c / math.sqrt(head_dim)
+
+
+# --- init std (spec §4 "init std" column) ----------------------------------------------------------------------
+def init_std(rule: Rule, hp: HParams, role: str, kind: str | None, fan_in: int, fi: float) -> float:
+    """Init std of a ``normal``-initialised tensor with ``fan_in`` (actual) and fan-in multiplier ``fi``.
+
+    input σ_in/√d_in (embedding tables σ_emb); hidden σ_W/√fan_in; readout σ_out/√n₀ under μP (constant in n),
+    σ_out/√fan_in under SP — equal at the base shape — or 0 (decision D10).
+    """
+    if kind == "embedding":
+        return hp.sigma_emb
+    if role == "input":
+        return hp.sigma_in / math.sqrt(fan_in)
+    if role == "readout":
+        if hp.readout_zero_init:
+            return 0.0
+        return hp.sigma_out / math.sqrt(fan_in / fi if rule.is_mup else fan_in)
+    return hp.sigma_hidden / math.sqrt(fan_in)
+
+
+# --- learning rate (spec §4 "SGD LR" / "Adam LR", §3 (c), note 1) ---------------------------------------------------
+def width_lr(rule: Rule, optimizer: str, role: str, fi: float, fo: float) -> float:
+    """Width factor of the LR. Adam: hidden η·m_N^{-1}, else η. SGD: hidden η·fo/fi (MuSGD, note 1), else η·m_N."""
+    if not rule.is_mup:
+        return 1.0
+    if optimizer == "sgd":
+        return fo / fi if role == "hidden" else tensor_width_mult(fi, fo)
+    return 1.0 / fi if role == "hidden" else 1.0
+
+
+def depth_lr(rule: Rule, optimizer: str, in_block: bool, m_L: float) -> float:
+    """Depth factor of the LR for in-block tensors: Adam m_L^{-γ}, SGD m_L^{α-γ} (spec §3 (c)); 1 outside blocks."""
+    if not in_block:
+        return 1.0
+    return m_L ** (rule.alpha - rule.gamma) if optimizer == "sgd" else m_L ** (-rule.gamma)
+
+
+def lr_scale(rule: Rule, optimizer: str, role: str, in_block: bool, fi: float, fo: float, m_L: float) -> float:
+    """LR factor of one tensor (group ``lr_scale``): width factor × depth factor."""
+    return width_lr(rule, optimizer, role, fi, fo) * depth_lr(rule, optimizer, in_block, m_L)
+
+
+# --- Adam ε (spec §4 "Adam ε", note 4, decision D2) -----------------------------------------------------------------
+def eps_scale(rule: Rule, in_block: bool, m_N: float, global_m_N: float, m_L: float) -> float:
+    """ε factor: ε follows the group's gradient scale, m_N^{-1} (μP) × m_L^{-α} in blocks (``consistent``).
+
+    ``blocks``: only in-block groups scaled (CompleteP Table 1); ``all``: one ε for every group from the model's
+    global m_N (nanoGPT-mup); ``none``: unscaled. ``m_N`` is the tensor's width multiplier.
+    """
+    depth = m_L ** (-rule.alpha)
+    width = 1.0 / m_N if rule.is_mup else 1.0
+    if rule.eps_scope == "consistent":
+        return width * (depth if in_block else 1.0)
+    if rule.eps_scope == "blocks":
+        return width * depth if in_block else 1.0
+    if rule.eps_scope == "all":
+        return (1.0 / global_m_N if rule.is_mup else 1.0) * depth
+    return 1.0
+
+
+# --- weight decay (decisions D3, D4) -------------------------------------------------------------------------------
+def wd_scale(rule: Rule, hp: HParams, role: str, width_lr_factor: float) -> float:
+    """λ factor: vectors never decay (unless ``decay_vectors``); ``mup`` mode divides by the width LR factor
+    so the coupled decay lr·λ is width-invariant (MuAdam/MuSGD); ``torch``/``independent``: 1."""
+    if role == "vector" and not hp.decay_vectors:
+        return 0.0
+    if rule.wd_mode == "mup":
+        return 1.0 / width_lr_factor
+    return 1.0
+
+
+def group_weight_decay(rule: Rule, weight_decay: float, wd_factor: float, lr: float | None,
+                       lr_factor: float) -> float:
+    """The ``weight_decay`` value of an optimizer group with base λ, base LR ``lr`` and the tensor's factors.
+
+    ``independent`` mode (u-μP): λ / lr_g(0) with lr_g(0) = lr·lr_scale, so the per-step decay λ·s(t) ignores η
+    and the width/depth factors. Without a base LR (a factor-only table) it falls back to λ·wd_scale.
+    """
+    if rule.wd_mode == "independent" and wd_factor and lr:
+        return weight_decay / (lr * lr_factor)
+    return weight_decay * wd_factor
