@@ -173,8 +173,6 @@ def test_probe_leaves_the_model_as_it_was(built):
 
 def test_gpt2_conv1d_weights_are_declared_transposed(built):
     _, s = built["gpt2"]
-    if not hasattr(s, "transposed"):
-        pytest.skip("Structure.transposed comes with the scaling core (merge the scaling branch)")
     assert "transformer.h.0.attn.c_attn" in s.transposed and "transformer.h.1.mlp.c_proj" in s.transposed
     assert not any("ln_" in n or "wte" in n for n in s.transposed)
 

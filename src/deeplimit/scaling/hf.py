@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -418,13 +418,12 @@ def structure_of(model: nn.Module, *, head_growth: Literal["head_dim", "heads"] 
     canon = canonical_name
     # GPT-2's Conv1D stores weight as (fan_in, fan_out), the transpose of nn.Linear.
     transposed = tuple(canon(n) for n, m in modules.items() if isinstance(m, tf.pytorch_utils.Conv1D))
-    extra = {"transposed": transposed} if "transposed" in {f.name for f in fields(Structure)} else {}
     return Structure(
         width=width, depth=depth, blocks={canon(n): BLOCK_DEPTH for n, _ in layers},
         branches={canon(b): canon(k) for b, k in branches.items()},
         inputs=tuple(canon(n) for n in inputs), readouts=tuple(canon(n) for n in readouts),
         attention={canon(n): s for n, s in attention.items()}, roles=roles, family="transformer",
-        head_growth=head_growth, source=f"hf:{cfg.model_type}", **extra)
+        head_growth=head_growth, source=f"hf:{cfg.model_type}", transposed=transposed)
 
 
 def _roles(model: nn.Module, blocks: list[str], inputs: list[str], readouts: tuple[str, ...]) -> dict[str, str]:
