@@ -34,6 +34,7 @@ from deeplimit.io import atomic_write_json, atomic_write_text, ensure_dir
 from deeplimit.scaling import hf
 from deeplimit.scaling.apply import parametrize
 from deeplimit.scaling.optim import make_optimizer
+from deeplimit.scaling.structure import get_structure
 
 ModelFactory = Callable[[int, int], nn.Module]
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -86,20 +87,13 @@ def _first_tensor(obj: Any) -> torch.Tensor:
     return logits_of(obj)
 
 
-def _structure(model: nn.Module):
-    s = getattr(model, "dl_structure", None)
-    if s is None and hf.is_hf_model(model):
-        s = hf.structure_of(model)
-    return s
-
-
 def _sites(model: nn.Module) -> dict[str, tuple[nn.Module, Literal["in", "out"]]]:
     """Alias → (module, whether its input or output is recorded)."""
     if all(hasattr(model, a) for a in ("input", "blocks", "readout")):
         blocks = list(model.blocks)
         return {"input": (model.input, "out"), "block_first": (blocks[0], "out"), "block_last": (blocks[-1], "out"),
                 "logits": (model.readout, "out")}
-    s = _structure(model)
+    s = get_structure(model)  # declared, or found for a Hugging Face model
     if s is None or not s.blocks:
         raise DeeplimitError(
             f"coord_check cannot find the sites of {type(model).__name__}: give it 'input', 'blocks' and 'readout' "
@@ -212,6 +206,7 @@ def coord_check(
         for width in widths:
             for depth in depths:
                 model = call_factory(make_model, width, depth).to(dtype)
+                _sites(model)  # before the plan: a model without sites gets the coordinate check's error
                 plan = parametrize(model, rule, seed=seed, optimizer=optimizer, base_width=base_width,
                                    base_depth=base_depth, **plan_kwargs)
                 opt = make_optimizer(model, plan, lr)
