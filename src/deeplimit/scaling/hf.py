@@ -8,7 +8,7 @@ forward pass* on a tiny input (a probe, no gradients, eval mode):
   the block's input through every addition (a :class:`torch.overrides.TorchFunctionMode` sees each ``+``) and
   names the module that produced the other operand: Llama's ``o_proj``/``down_proj``, GPT-2's ``c_proj``
   (``Conv1D``), BERT's ``output.dense`` (whose add sits inside ``BertOutput`` before the post-LN), ViT's
-  ``output.dense``, Gemma-2/OLMo-2's post-branch norms, and both branches of parallel blocks (GPT-NeoX,
+  ``o_proj``/``fc2``, Gemma-2/OLMo-2's post-branch norms, and both branches of parallel blocks (GPT-NeoX,
   Falcon, Phi, Cohere). Dropout and reshapes are looked through;
 * **inputs** are the modules whose output *is* the first block's input (summed, as GPT-2's ``wte + wpe``);
 * **readouts**: ``model.get_output_embeddings()`` (tied or not), else the module that produced ``logits``;
@@ -74,7 +74,11 @@ def is_hf_model(model: nn.Module) -> bool:
     tf = sys.modules.get("transformers")
     if tf is None:  # a transformers model cannot exist before the package is imported
         return False
-    return isinstance(unwrap(model), tf.PreTrainedModel)
+    try:
+        base = tf.PreTrainedModel
+    except Exception:  # a broken install: not a model we can inspect
+        return False
+    return isinstance(unwrap(model), base)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ class _BlockTrace:
     name: str
     stream: set[int]  # ids of tensors that are this block's residual stream
     sums: set[int] = field(default_factory=set)  # ids that are results of residual additions
-    branches: list[list[int]] = field(default_factory=list)  # per residual add: ids of the summed branch tensors
+    branches: list[int] = field(default_factory=list)  # ids of the tensors added to the stream
 
 
 class _Probe(TorchFunctionMode):
@@ -126,7 +130,7 @@ class _Probe(TorchFunctionMode):
             a, b = id(first), id(args[1])
             if blk is not None and (a in blk.stream) != (b in blk.stream):
                 # x + f(x): the operand that is not the residual stream is a branch output.
-                blk.branches.append([b] if a in blk.stream else [a])
+                blk.branches.append(b if a in blk.stream else a)
                 blk.stream.add(id(out))
                 blk.sums.add(id(out))
             elif blk is not None and a in blk.stream:
@@ -374,8 +378,8 @@ def structure_of(model: nn.Module, *, head_growth: Literal["head_dim", "heads"] 
         if trace is None:
             raise _unsupported(model, f"block {name} was not called with the hidden states as its first input")
         found = []
-        for summed in trace.branches:
-            for t in probe.leaves(summed[0]):
+        for branch in trace.branches:
+            for t in probe.leaves(branch):
                 m = _pick(probe.producers.get(t, []), modules, name, outermost=False)
                 if m is None:
                     raise _unsupported(model, f"block {name} adds a tensor to its residual stream that no module "
