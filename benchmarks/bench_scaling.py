@@ -1,9 +1,12 @@
-"""Training-step time of a parametrized MLP-ResNet vs the identical plain PyTorch model vs microsoft/mup.
+"""Training-step time of a parametrized MLP-ResNet vs the identical plain PyTorch model vs microsoft/mup, and the
+cost of deeplimit's forward hooks on a model described by a Structure.
 
-All three compute the same function (Depth-μP MLP-ResNet, width 256, 16 blocks, batch 128, Adam): the plain
+All peers compute the same function (Depth-μP MLP-ResNet, width 256, 16 blocks, batch 128, Adam): the plain
 model hard-codes the multipliers and builds the same Adam groups by hand; the mup peer uses ``MuReadout``,
-``set_base_shapes`` and ``MuAdam`` with the depth multiplier hard-coded (mup has no depth support). Goal:
-deeplimit / plain ≤ 1.02.
+``set_base_shapes`` and ``MuAdam`` with the depth multiplier hard-coded (mup has no depth support). The hooked
+peer is a plain model with no deeplimit classes, declared with ``dl.declare_structure`` and parametrized, so its
+branch and readout multipliers are applied by forward hooks; its twin has the same constants typed in its
+forward. Goals: deeplimit / plain ≤ 1.02 and hooked / its twin ≤ 1.02.
 """
 
 from __future__ import annotations
@@ -37,6 +40,51 @@ class Plain(nn.Module):
         return self.readout(x * self.out_mult) if self.out_mult != 1.0 else self.readout(x)
 
 
+class Branch(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.W = nn.Linear(width, width, bias=False)
+
+    def forward(self, x):
+        h = F.relu(self.W(x))
+        return h - h.mean(dim=-1, keepdim=True)
+
+
+class Block(nn.Module):
+    def __init__(self, width, branch_mult):
+        super().__init__()
+        self.branch = Branch(width)
+        self.branch_mult = branch_mult
+
+    def forward(self, x):
+        return x + self.branch(x) if self.branch_mult is None else x + self.branch_mult * self.branch(x)
+
+
+class Foreign(nn.Module):
+    """A model with no deeplimit classes: residual sums in its own forward. With ``mults`` its forward applies
+    the multipliers itself (the hand-written twin); without, a Structure and hooks do."""
+
+    def __init__(self, width, depth, mults=None):
+        super().__init__()
+        self.mults = mults
+        self.input = nn.Linear(D_IN, width, bias=False)
+        self.blocks = nn.ModuleList(Block(width, mults[0] if mults else None) for _ in range(depth))
+        self.readout = nn.Linear(width, D_OUT, bias=False)
+
+    def forward(self, x):
+        x = self.input(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(x * self.mults[1] if self.mults else x)
+
+
+def _foreign_structure(width, depth):
+    blocks = [f"blocks.{i}" for i in range(depth)]
+    return dl.Structure(width=width, depth=depth, blocks={b: 1 for b in blocks},
+                        branches={f"{b}.branch": b for b in blocks}, inputs=("input",), readouts=("readout",),
+                        family="resnet", source="benchmark")
+
+
 def _step(model, opt, xb, yb):
     def step():
         opt.zero_grad(set_to_none=True)
@@ -68,7 +116,19 @@ def run(quick: bool = False) -> dict:
     ], lr=lr)
     assert torch.allclose(plain(xb), ours(xb), atol=1e-5), "peers must compute the same function"
 
-    peers = {"deeplimit": _step(ours, opt_ours, xb, yb), "plain_torch": _step(plain, opt_plain, xb, yb)}
+    hooked = dl.declare_structure(Foreign(width, depth), _foreign_structure(width, depth))
+    plan_hooked = dl.parametrize(hooked, "depth_mup", base_width=N0, base_depth=L0, optimizer="adam")
+    twin = Foreign(width, depth, mults=(mL ** -0.5, 1 / mN))
+    twin.load_state_dict({k: v for k, v in hooked.state_dict().items() if ".deeplimit." not in k})
+    opt_hooked = dl.make_optimizer(hooked, plan_hooked, lr)
+    opt_twin = torch.optim.Adam([
+        {"params": [twin.input.weight, twin.readout.weight], "lr": lr, "eps": 1e-8 / mN},
+        {"params": [b.branch.W.weight for b in twin.blocks], "lr": lr / mN / mL ** 0.5, "eps": 1e-8 / mN / mL ** 0.5},
+    ], lr=lr)
+    assert torch.equal(hooked(xb), twin(xb)), "the hooked model must compute its twin's function"
+
+    peers = {"deeplimit": _step(ours, opt_ours, xb, yb), "plain_torch": _step(plain, opt_plain, xb, yb),
+             "hooked_structure": _step(hooked, opt_hooked, xb, yb), "hooked_twin": _step(twin, opt_twin, xb, yb)}
     record: dict = {"config": {"width": width, "depth": depth, "batch": batch, "optimizer": "adam",
                                "rule": "depth_mup", "base": [N0, L0]}}
     try:
@@ -90,6 +150,8 @@ def run(quick: bool = False) -> dict:
     times = interleaved(peers, repeats=5 if quick else 21, number=number, warmup=2)
     summary = {f"{k}_ms_per_step": round(v["median_s"] * 1e3, 3) for k, v in times.items()}
     summary["ratio_deeplimit_over_plain"] = round(paired_ratio(times, "deeplimit", "plain_torch"), 4)
+    summary["ratio_hooked_over_twin"] = round(paired_ratio(times, "hooked_structure", "hooked_twin"), 4)
+    summary["hooks_per_step"] = f"{depth} branch forward hooks, 1 readout pre-hook, 1 input hook (returns early)"
     if "mup" in times:
         summary["ratio_deeplimit_over_mup"] = round(paired_ratio(times, "deeplimit", "mup"), 4)
     summary["ratio"] = "median over rounds of the paired per-round time ratio"

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from nanogpt import GPT, GPTConfig, build, structure, tokens
 from torch import nn
 
 import deeplimit as dl
+from nanogpt import GPT, GPTConfig, build, structure, tokens
 
 KW = dict(base_width=32, base_depth=2, optimizer="adamw")
 
@@ -248,3 +248,54 @@ def test_builtin_transformer_states_its_config_driven_attention_scale():
     info = plan.attention["blocks.0.attn.f"]
     assert info["set_by"] == "model config" and info["scale"] == pytest.approx(1 / 32)  # attn_mult/d_head, d = 32
     assert "logit_scale='mup' from the model's config" in plan.summary()
+
+
+class PatchEmbeddings(nn.Module):
+    """ViT-shaped embeddings: a patch projection, a class token and a position table owned by the module."""
+
+    def __init__(self, n, patches=4):
+        super().__init__()
+        self.projection = nn.Conv2d(3, n, kernel_size=2, stride=2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, n))
+        self.position_embeddings = nn.Parameter(torch.randn(1, patches + 1, n))
+
+    def forward(self, img):
+        x = self.projection(img).flatten(2).transpose(1, 2)
+        return torch.cat([self.cls_token.expand(len(img), -1, -1), x], dim=1) + self.position_embeddings
+
+
+class TinyViT(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.embeddings = PatchEmbeddings(n)
+        self.layer = nn.ModuleList(nn.Sequential(nn.LayerNorm(n), nn.Linear(n, n)) for _ in range(2))
+        self.classifier = nn.Linear(n, 3)
+
+    def forward(self, img):
+        x = self.embeddings(img)
+        for block in self.layer:
+            x = x + block(x)
+        return self.classifier(x[:, 0])
+
+
+def test_everything_inside_a_declared_input_module_is_input_and_multiplied_once():
+    torch.manual_seed(0)
+    model = dl.declare_structure(TinyViT(64), dl.Structure(
+        width=64, depth=2, blocks={"layer.0": 1, "layer.1": 1}, branches={"layer.0": "layer.0", "layer.1": "layer.1"},
+        inputs=("embeddings",), readouts=("classifier",), family="transformer"))
+    plan = dl.parametrize(model, "mup", base_width=16, base_depth=2, input_mult=3.0, sigma_emb=0.5, seed=0)
+    assert set(plan.multipliers) == {"embeddings", "layer.0", "layer.1", "classifier"}  # not the projection
+    proj, pos = plan["embeddings.projection.weight"], plan["embeddings.position_embeddings"]
+    assert proj.role == "input" and proj.fan_in == 12 and proj.init_std == pytest.approx(1 / math.sqrt(12))
+    assert pos.role == "input" and (pos.fan_in, pos.fan_out) == (5, 64) and pos.init_std == 0.5  # a table
+    assert plan["embeddings.cls_token"].role == "input" and plan["embeddings.projection.bias"].role == "vector"
+    img = torch.randn(2, 3, 4, 4)
+    e = model.embeddings
+    raw = torch.cat([e.cls_token.expand(2, -1, -1), e.projection(img).flatten(2).transpose(1, 2)], 1)
+    assert torch.allclose(e(img), 3.0 * (raw + e.position_embeddings))
+
+
+def test_an_attention_scale_attribute_that_is_not_a_number_is_named():
+    model = tiny_llama(64, 4, 2, "head_dim", attn_scale_attr="softmax_scale")
+    with pytest.raises(dl.DeeplimitError, match="has no number attribute 'softmax_scale'"):
+        dl.make_plan(model, "mup", base_width=32, base_depth=2)

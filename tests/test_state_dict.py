@@ -5,9 +5,9 @@ import copy
 
 import pytest
 import torch
-from nanogpt import build, tokens
 
 import deeplimit as dl
+from nanogpt import build, tokens
 
 KW = dict(base_width=16, base_depth=2, optimizer="adam")
 

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from nanogpt import GPT, GPTConfig, build, tokens
 from torch import nn
 
 import deeplimit as dl
+from nanogpt import GPT, GPTConfig, build, tokens
 
 
 def test_tied_nanogpt_declared_by_roles_alone_is_one_tensor_with_two_roles():

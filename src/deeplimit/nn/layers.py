@@ -88,6 +88,9 @@ def _readout_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, 
 # attribute read by the hook → (hook kind, hook function)
 HOOKED_ATTRS = {"dl_branch_mult": ("forward", _branch_hook), "dl_input_mult": ("forward", _input_hook),
                 "dl_output_mult": ("pre", _readout_hook)}
+# every attribute that multiplies a module's output (or a readout's input): read by deeplimit's layers, or hooked.
+# Anything else a plan sets is a module's own attribute (an attention logit scale).
+FORWARD_ATTRS = frozenset({"branch_mult", "input_mult", "output_mult", *HOOKED_ATTRS})
 
 
 # ------------------------------------------------------------------------------------------------------------

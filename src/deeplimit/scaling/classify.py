@@ -10,7 +10,8 @@ Where roles come from, first match wins:
 1. ``roles={"pattern": role}`` given to ``make_plan`` (fnmatch on canonical names);
 2. the model's :class:`~deeplimit.scaling.structure.Structure` ``roles``;
 3. the module's ``dl_roles`` (deeplimit's layers, :func:`deeplimit.nn.declare_roles`);
-4. the Structure's ``inputs`` / ``readouts`` (their weight; other parameters there are vectors);
+4. the Structure's ``readouts`` (their weight; other parameters there are vectors) and ``inputs`` (every
+   matrix at or below an input module is input-role: a ViT's patch projection, class token, position table);
 5. types: norms and 1-D tensors → vector, ``nn.Embedding`` → input, other matrices inside a block → hidden;
 6. with ``base=``: the dims that differ from the base model (as ``mup.set_base_shapes``).
 """
@@ -30,7 +31,7 @@ from deeplimit.nn.attention import MultiHeadAttention
 from deeplimit.nn.layers import ROLES
 from deeplimit.scaling.names import WRAPPER_PARTS, join, modules_by_name
 from deeplimit.scaling.shapes import base_width_mults, fans, is_transposed, role_from_mults
-from deeplimit.scaling.structure import Structure
+from deeplimit.scaling.structure import Structure, get_structure
 
 NORMS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                           getattr(nn, "RMSNorm", None)) if t is not None)
@@ -79,6 +80,21 @@ class AttentionSite:
     scale_attr: str | None  # the plan sets it; None: the module applies its own scale
     own_scale: float  # the model's own logit scale (c/√d)
     config: str | None = None  # deeplimit's MultiHeadAttention: its config-driven ``logit_scale``
+
+
+@dataclass(frozen=True)
+class _Occurrence:
+    """One name under which a tensor appears (a tied tensor has several), with what that name says about it."""
+
+    name: str
+    module_name: str
+    pname: str
+    module: nn.Module
+    p: torch.Tensor
+    in_block: bool
+    layout: str  # "linear" | "transposed" | "table"
+    base_mults: tuple[float, float] | None
+    role: str | None
 
 
 @dataclass
@@ -157,11 +173,10 @@ def _occurrence_role(name: str, pname: str, module: nn.Module, mname: str, p: to
         role = _match(name, structure.roles)
     if role is None:
         role = (getattr(module, "dl_roles", None) or {}).get(pname)
-    if role is None and structure is not None and mname in (*structure.inputs, *structure.readouts):
-        if p.ndim <= 1:
-            role = "vector"
-        else:
-            role = "input" if mname in structure.inputs else "readout"
+    if role is None and structure is not None and mname in structure.readouts:
+        role = "vector" if p.ndim <= 1 else "readout"
+    if role is None and structure is not None and _under(mname, structure.inputs) and not isinstance(module, NORMS):
+        role = "vector" if p.ndim <= 1 else "input"  # e.g. a ViT's patch projection inside its embeddings
     if role is None:
         if isinstance(module, NORMS) or p.ndim <= 1:
             role = "vector"
@@ -195,8 +210,6 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
 
     ``base`` is the base model's ``{name: shape}`` (``shapes.base_shapes``) when given.
     """
-    from deeplimit.scaling.structure import get_structure
-
     overrides = dict(overrides or {})
     structure = get_structure(model)
     modules = modules_by_name(model)
@@ -204,48 +217,41 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
     transposed_names = set(structure.transposed) if structure is not None else set()
 
     # every occurrence of every tensor, in named_parameters order (first occurrence = its plan name)
-    occurrences: dict[int, list[tuple[str, str, str, nn.Module, torch.Tensor]]] = {}
+    occurrences: dict[int, list[_Occurrence]] = {}
     for mname, module in modules.items():
         for pname, p in module.named_parameters(recurse=False):
-            occurrences.setdefault(id(p), []).append((join(mname, pname), mname, pname, module, p))
-
-    sites: list[ParamSite] = []
-    unresolved: list[str] = []
-    occ_roles: dict[str, tuple[str, str | None]] = {}  # occurrence name → (module, role at that occurrence)
-    for occ in occurrences.values():
-        roles: list[str | None] = []
-        facts = []
-        for name, mname, pname, module, p in occ:
-            in_block = _under(mname, blocks)
+            name, in_block = join(mname, pname), _under(mname, blocks)
             layout = _layout(module, mname, pname, p, structure, transposed_names)
-            fan_in, fan_out = fans(p, layout)
             base_mults = base_width_mults(name, p, layout, base) if base is not None else None
             role = _occurrence_role(name, pname, module, mname, p, in_block, overrides, structure,
                                     base_mults if not in_block else None)
-            roles.append(role)
-            occ_roles[name] = (mname, role)
-            facts.append((name, module, pname, p, in_block, fan_in, fan_out, base_mults, layout))
-        names = [f[0] for f in facts]
-        role = _combine(names[0], names[1:], roles)
+            occurrences.setdefault(id(p), []).append(
+                _Occurrence(name, mname, pname, module, p, in_block, layout, base_mults, role))
+
+    sites: list[ParamSite] = []
+    unresolved: list[str] = []
+    for occ in occurrences.values():
+        first = occ[0]
+        role = _combine(first.name, [o.name for o in occ[1:]], [o.role for o in occ])
         if role is None:
-            unresolved += [n for n, r in zip(names, roles) if r is None] or names[:1]
+            unresolved += [o.name for o in occ if o.role is None] or [first.name]
             continue
         # the occurrence that owns the combined role decides fans and init (a tied table is an embedding)
-        primary = next(f for f, r in zip(facts, roles) if r == role)
-        name, module, pname, p, in_block, fan_in, fan_out, base_mults, layout = primary
-        if isinstance(module, NORMS):
-            kind, init = "norm", ("ones" if pname == "weight" else "zeros")
+        own = next(o for o in occ if o.role == role)
+        if isinstance(own.module, NORMS):
+            kind, init = "norm", ("ones" if own.pname == "weight" else "zeros")
         elif role == "vector":
-            kind, init = None, ("zeros" if pname == "bias" else "keep")
+            kind, init = None, ("zeros" if own.pname == "bias" else "keep")
         else:
-            kind = "embedding" if layout == "table" and role == "input" else None
-            init = "normal"
-        init_mult = float((getattr(module, "dl_init_mult", None) or {}).get(pname, 1.0))
-        site = ParamSite(names[0], tuple(names[1:]), role, any(f[4] for f in facts), tuple(p.shape), fan_in,
-                         fan_out, init, init_mult, kind)
-        if base_mults is not None:
-            site.fan_in_mult, site.fan_out_mult = base_mults
+            kind, init = ("embedding" if own.layout == "table" and role == "input" else None), "normal"
+        fan_in, fan_out = fans(own.p, own.layout)
+        init_mult = float((getattr(own.module, "dl_init_mult", None) or {}).get(own.pname, 1.0))
+        site = ParamSite(first.name, tuple(o.name for o in occ[1:]), role, any(o.in_block for o in occ),
+                         tuple(own.p.shape), fan_in, fan_out, init, init_mult, kind)
+        if own.base_mults is not None:
+            site.fan_in_mult, site.fan_out_mult = own.base_mults
         sites.append(site)
+    occ_roles = {o.name: (o.module_name, o.role) for occ in occurrences.values() for o in occ}
 
     # a readout's bias has d_out entries: a finite dim (m_N = 1)
     readout_modules = {m for m, r in occ_roles.values() if r == "readout"}
@@ -264,7 +270,12 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
 
 def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], structure: Structure | None,
                       occ_roles: dict[str, tuple[str, str | None]], sites: list[ParamSite]) -> list[MultiplierSite]:
-    """Which module carries which multiplier, and whether its forward (own layers) or a hook applies it."""
+    """Which module carries which multiplier, and whether its forward (own layers) or a hook applies it.
+
+    Input and readout sites are the Structure's ``inputs``/``readouts``, modules with their own ``input_mult`` /
+    ``output_mult``, and any other module owning an input- or readout-role weight — unless it lies inside a
+    declared input or readout module, whose multiplier already covers it (never applied twice).
+    """
     plan_name = {n: s.name for s in sites for n in (s.name, *s.aliases)}
     out: list[MultiplierSite] = []
     for name in blocks:
@@ -272,21 +283,29 @@ def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], str
             out.append(MultiplierSite(name, "branch", "branch_mult"))
     if structure is not None:
         out += [MultiplierSite(b, "branch", "dl_branch_mult") for b in structure.branches]
-    inputs = {m for m, r in occ_roles.values() if r == "input"} | set(structure.inputs if structure else ())
-    inputs |= {n for n, m in modules.items() if hasattr(m, "input_mult")}
-    for name in sorted(inputs):
+    declared_in = tuple(structure.inputs) if structure is not None else ()
+    declared_out = tuple(structure.readouts) if structure is not None else ()
+
+    def sites_of(kind: str, own_attr: str, declared: tuple[str, ...]) -> set[str]:
+        own = {n for n, m in modules.items() if hasattr(m, own_attr)}
+        inferred = {m for m, r in occ_roles.values() if r == kind}
+        covered = (*declared, *own)
+        return set(declared) | own | {m for m in inferred if not _under_strict(m, covered)}
+
+    for name in sorted(sites_of("input", "input_mult", declared_in)):
         out.append(MultiplierSite(name, "input", "input_mult" if hasattr(modules[name], "input_mult")
                                   else "dl_input_mult"))
-    readout_weights: dict[str, str | None] = {}
-    for occ, (mname, role) in occ_roles.items():
-        if role == "readout" and occ == join(mname, "weight"):
-            readout_weights[mname] = plan_name.get(occ)
-    readouts = set(readout_weights) | set(structure.readouts if structure else ())
-    readouts |= {n for n, m in modules.items() if hasattr(m, "output_mult")}
-    for name in sorted(readouts):
+    readout_weights = {m: plan_name.get(occ) for occ, (m, r) in occ_roles.items()
+                       if r == "readout" and occ == join(m, "weight")}
+    for name in sorted(sites_of("readout", "output_mult", declared_out)):
         attr = "output_mult" if hasattr(modules[name], "output_mult") else "dl_output_mult"
         out.append(MultiplierSite(name, "readout", attr, readout_weights.get(name)))
     return out
+
+
+def _under_strict(name: str, prefixes: tuple[str, ...]) -> bool:
+    """True if module ``name`` lies strictly inside one of ``prefixes`` (the root contains everything)."""
+    return any(p != name and (p == "" or name.startswith(p + ".")) for p in prefixes)
 
 
 def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None) -> list[AttentionSite]:
@@ -297,7 +316,11 @@ def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None)
         own = getattr(module, "dl_own_scale", None)  # recorded by the first apply, before the plan overwrote it
         if own is None and spec.scale_attr is not None:
             value = getattr(module, spec.scale_attr, None)
-            own = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DeeplimitError(
+                    f"attention {name} has no number attribute {spec.scale_attr!r} (got {value!r}); name the float "
+                    "attribute its forward multiplies q·k by (AttentionSpec(scale_attr=...)), or None if it has none")
+            own = float(value)
         if own is None:
             own = 1.0 / math.sqrt(spec.head_dim)
         out.append(AttentionSite(name, spec.n_heads, spec.n_kv_heads, spec.head_dim, spec.scale_attr, own))

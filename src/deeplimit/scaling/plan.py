@@ -21,10 +21,11 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError, warn
 from deeplimit.io import atomic_write_json, read_json
-from deeplimit.nn.layers import HOOKED_ATTRS, carry_multipliers
-from deeplimit.scaling import table
+from deeplimit.nn.layers import carry_multipliers
+from deeplimit.scaling import present, table
 from deeplimit.scaling.checks import check_number
 from deeplimit.scaling.classify import AttentionSite, Layout, classify, declared_attr
+from deeplimit.scaling.groups import param_groups
 from deeplimit.scaling.hparams import HParams, hparams_with
 from deeplimit.scaling.names import canonical_name, modules_by_name
 from deeplimit.scaling.rules import OPTIMIZERS, Rule, get_rule
@@ -32,9 +33,6 @@ from deeplimit.scaling.shapes import base_shapes, role_width_mults
 from deeplimit.scaling.structure import get_structure
 
 PLAN_VERSION = 1
-# attributes that multiply a module's output (or the readout's input); anything else in ``multipliers`` is a
-# logit scale (an attention module's own attribute)
-FORWARD_ATTRS = frozenset({"branch_mult", "input_mult", "output_mult", *HOOKED_ATTRS})
 
 __all__ = ["HParams", "ParamPlan", "Plan", "canonical_name", "make_plan"]
 
@@ -207,9 +205,8 @@ class Plan:
             attrs = self.multipliers.get(name, {})
             if not attrs and not getattr(module, "dl_multiplier_attrs", ()):
                 continue
-            for attr in attrs:
-                if attr not in FORWARD_ATTRS and not hasattr(module, "dl_own_scale"):
-                    module.dl_own_scale = float(getattr(module, attr))  # the model's own logit scale, kept once
+            if self.attention.get(name, {}).get("own_scale") is not None and not hasattr(module, "dl_own_scale"):
+                module.dl_own_scale = self.attention[name]["own_scale"]  # the model's own logit scale, kept once
             carry_multipliers(module, attrs)
         return model
 
@@ -240,27 +237,19 @@ class Plan:
     # --- optimizer groups and presentation (one module each) ---------------------------------------------------
     def param_groups(self, model: nn.Module, lr: float, *, weight_decay: float = 0.0, eps: float = 1e-8) -> list[dict]:
         """Parameter groups for ``torch.optim``; see :func:`deeplimit.scaling.groups.param_groups`."""
-        from deeplimit.scaling.groups import param_groups
-
         return param_groups(self, model, lr, weight_decay=weight_decay, eps=eps)
 
     def rows(self, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> list[dict]:
         """One dict per tensor with the resolved numbers; see :func:`deeplimit.scaling.present.rows`."""
-        from deeplimit.scaling.present import rows
-
-        return rows(self, lr, eps, weight_decay)
+        return present.rows(self, lr, eps, weight_decay)
 
     def summary(self) -> str:
         """Rule, shapes and multipliers in a few lines; see :func:`deeplimit.scaling.present.summary`."""
-        from deeplimit.scaling.present import summary
-
-        return summary(self)
+        return present.summary(self)
 
     def table(self, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> str:
         """Human-readable table; see :func:`deeplimit.scaling.present.table`."""
-        from deeplimit.scaling.present import table as render
-
-        return render(self, lr, eps, weight_decay)
+        return present.table(self, lr, eps, weight_decay)
 
     # --- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -511,10 +500,9 @@ def _resolve(rule: Rule, optimizer: str, width: float, base_width: float, depth:
 
 def _attention(rule: Rule, hp: HParams, site: AttentionSite, m_N: float, head_growth: str) -> dict:
     """Heads and logit scale of one attention module (spec §5.1), checked for a base shape that can exist."""
-    d0 = table.base_head_dim(site.head_dim, m_N, head_growth)
-    h0 = site.n_heads / m_N if head_growth == "heads" else float(site.n_heads)
+    h0, d0 = table.base_heads(site.n_heads, site.head_dim, m_N, head_growth)
     info = {"n_heads": site.n_heads, "n_kv_heads": site.n_kv_heads, "head_dim": site.head_dim,
-            "base_head_dim": d0, "base_n_heads": h0, "head_growth": head_growth}
+            "base_head_dim": d0, "base_n_heads": h0, "head_growth": head_growth, "own_scale": site.own_scale}
     if site.config is not None:  # deeplimit's MultiHeadAttention keeps its config-driven scale
         return {**info, "scale": site.own_scale, "law": site.config, "set_by": "model config"}
     for what, value in (("head_dim", d0), ("n_heads", h0)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from deeplimit.nn.layers import FORWARD_ATTRS
 from deeplimit.scaling import table as formulas
 from deeplimit.scaling.groups import check_base_values
 from deeplimit.scaling.names import parent
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
 def forward_mults(plan: Plan) -> dict[str, float]:
     """Forward multiplier acting on each tensor's output: the product over the modules that contain it
     (branch, input or readout multiplier; logit scales are not forward multipliers)."""
-    from deeplimit.scaling.plan import FORWARD_ATTRS
-
     res: dict[str, float] = {}
     for mod, attrs in plan.multipliers.items():
         mult = 1.0

@@ -35,9 +35,12 @@ def readout_mult(rule: Rule, hp: HParams, m_N: float) -> float:
     return hp.output_mult / m_N if rule.is_mup else hp.output_mult
 
 
-def base_head_dim(head_dim: int, m_N: float, head_growth: str) -> float:
-    """d₀, the head dimension at the base width: d/m_N when head_dim grows with width, d when the heads do."""
-    return head_dim / m_N if head_growth == "head_dim" else float(head_dim)
+def base_heads(n_heads: int, head_dim: int, m_N: float, head_growth: str) -> tuple[float, float]:
+    """(H₀, d₀), heads and head dimension at the base width (spec §5.1): the dimension that grows with width is
+    divided by m_N — head_dim when ``head_growth == "head_dim"`` (heads fixed), the heads otherwise."""
+    if head_growth == "head_dim":
+        return float(n_heads), head_dim / m_N
+    return n_heads / m_N, float(head_dim)
 
 
 def attention_scale(rule: Rule, hp: HParams, head_dim: int, base_head_dim: float, own_scale: float) -> float:
