@@ -177,7 +177,8 @@ def coord_check(
         make_model: ``(width, depth) -> nn.Module``, a fresh model per call.
         rule, plan_kwargs: passed to :func:`deeplimit.parametrize` with the base shape and optimizer.
         x: ``(N, …)`` float inputs, or ``(N, T)`` int token ids (never cast). The first ``batch_size`` rows are
-            the fixed measurement batch; training batches come from the rest (N ≥ 2·batch_size).
+            the fixed measurement batch; training batches come from the rest (N ≥ 2·batch_size), in as many
+            seeded epochs as ``steps`` needs.
         y: ``(N,)`` labels, ``(N, T)`` token targets, or ``None`` for token ids (next-token loss on ``x``).
         loss_fn: ``(output, y) -> loss``; default cross-entropy on the logits (:func:`default_loss`, or
             :func:`next_token_loss` with ``y=None``, called as ``loss_fn(output, x_batch)``).
@@ -202,7 +203,10 @@ def coord_check(
     eval_x = cast(x[:batch_size])
     for seed in seeds:
         gen = torch.Generator().manual_seed(10_000 + seed)
-        order = torch.randperm(len(x) - batch_size, generator=gen)[: steps * batch_size] + batch_size
+        # Epochs of the training rows (all but the measurement batch), as many as the steps need.
+        pool = len(x) - batch_size
+        epochs = [torch.randperm(pool, generator=gen) for _ in range(max(1, -(-steps * batch_size // pool)))]
+        order = torch.cat(epochs)[: steps * batch_size] + batch_size
         for width in widths:
             for depth in depths:
                 model = call_factory(make_model, width, depth).to(dtype)
