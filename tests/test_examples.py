@@ -15,6 +15,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     ("parametrize_your_model.py", []),
     ("simulate_sde.py", []),
     ("transfer_sweep.py", ["--out"]),
+    ("hf_llama_transfer.py", ["--out"]),
 ])
 def test_example_runs(script, extra, tmp_path):
     args = [sys.executable, str(ROOT / "examples" / script), "--quick"] + ([*extra, str(tmp_path)] if extra else [])

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
 
+from torch import nn
+
+from deeplimit.errors import DeeplimitError
 from deeplimit.scaling.rules import rule_names
 
 
@@ -31,3 +38,58 @@ def add_mlp_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block", choices=["post", "pre"], default="post", help="phi(Wx) or W phi(x)")
     g.add_argument("--no-mean-subtract", action="store_true", help="drop MS after phi (TP6 §6.3 ablation)")
     g.add_argument("--pre-ln", action="store_true", help="LayerNorm before each block's first matrix")
+
+
+def add_model_source_args(p: argparse.ArgumentParser) -> None:
+    """``--model pkg.module:factory`` and ``--hf MODEL_TYPE``: any model, not only the built-in ones."""
+    g = p.add_argument_group("model (any model)")
+    g.add_argument("--hf", default=None, metavar="MODEL_TYPE",
+                   help="a Hugging Face transformers model type (llama, gpt2, bert, vit, ...) built from a tiny config "
+                        "with the given width and depth (pip install deeplimit[hf])")
+    g.add_argument("--heads", type=int, default=4, help="attention heads of the --hf model (head_dim grows with width)")
+
+
+def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
+    """Import ``pkg.module:factory`` (or ``path/to/file.py:factory``): a callable ``(width, depth) -> nn.Module``."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise DeeplimitError(f"--model {spec!r} is neither a built-in model nor pkg.module:factory; write e.g. "
+                             "--model mypkg.models:make (a callable (width, depth) -> nn.Module)")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise DeeplimitError(f"--model {spec!r}: file {path} does not exist")
+            loader = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except DeeplimitError:
+        raise
+    except ImportError as exc:
+        raise DeeplimitError(f"--model {spec!r}: cannot import {module_name!r} ({exc}); make it importable (install "
+                             "it, or add its folder to PYTHONPATH)") from None
+    except Exception as exc:
+        raise DeeplimitError(f"--model {spec!r}: importing {module_name!r} raised {type(exc).__name__}: "
+                             f"{exc}") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise DeeplimitError(f"--model {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise DeeplimitError(f"--model {spec!r}: {attr!r} is a {type(factory).__name__}, not a callable "
+                             "(width, depth) -> nn.Module")
+    return factory
+
+
+def model_factory(args: argparse.Namespace) -> Callable[[int, int], nn.Module] | None:
+    """The factory named by ``--hf`` or ``--model pkg.module:factory``; None for a built-in model."""
+    if getattr(args, "hf", None) and ":" in (getattr(args, "model", None) or ""):
+        raise DeeplimitError("give either --hf MODEL_TYPE or --model pkg.module:factory, not both")
+    if getattr(args, "hf", None):
+        from deeplimit.scaling import hf
+
+        return hf.factory(args.hf, heads=args.heads)
+    if ":" in (getattr(args, "model", None) or ""):
+        return load_factory(args.model)
+    return None

@@ -1,4 +1,5 @@
-"""``deeplimit plan``: print (or write as JSON) the resolved plan of a built-in model."""
+"""``deeplimit plan``: print (or write as JSON) the resolved plan of a built-in model, of any model
+(``--model pkg.module:factory``) or of a Hugging Face model built from a tiny config (``--hf MODEL_TYPE``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import sys
 import warnings
 
-from deeplimit.cli.common import add_mlp_args, add_rule_args, rule_kwargs
+from deeplimit.cli.common import add_mlp_args, add_model_source_args, add_rule_args, model_factory, rule_kwargs
+from deeplimit.diagnostics.coord_check import call_factory
 from deeplimit.nn.registry import MODELS, build_model
 from deeplimit.scaling.plan import make_plan
 
@@ -16,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="print the resolved per-parameter plan (which table? this one)",
                        description="Resolve a rule for a built-in model and print, per parameter: role, shape, "
                                    "init std, forward multiplier, learning rate, Adam eps and weight decay.")
-    p.add_argument("--model", default="mlp-resnet", help=f"one of {', '.join(sorted(MODELS))}")
+    p.add_argument("--model", default="mlp-resnet",
+                   help=f"one of {', '.join(sorted(MODELS))}, or pkg.module:factory (a callable (width, depth) -> "
+                        "nn.Module)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=32)
     p.add_argument("--d-in", type=int, default=784)
@@ -27,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="base weight decay lambda")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write the plan as JSON (to FILE, or stdout when no FILE is given)")
+    add_model_source_args(p)
     add_rule_args(p)
     add_mlp_args(p)
     p.set_defaults(func=run)
@@ -41,7 +46,11 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = build_model(args.model, **model_kwargs(args))
+    factory = model_factory(args)
+    if factory is not None:
+        model = call_factory(factory, args.width, args.depth)
+    else:
+        model = build_model(args.model, **model_kwargs(args))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the notes are printed with the table instead
         plan = make_plan(model, args.rule, optimizer=args.optimizer, base_width=args.base_width,

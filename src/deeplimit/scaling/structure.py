@@ -141,7 +141,11 @@ def declare_structure(model: nn.Module, structure: Structure) -> nn.Module:
 
 
 def get_structure(model: nn.Module) -> Structure | None:
-    """The :class:`Structure` declared on ``model`` or on the model it wraps (DDP, compile, FSDP1), if any."""
+    """The :class:`Structure` declared on ``model`` or on the model it wraps (DDP, compile, FSDP1), if any.
+
+    A Hugging Face ``PreTrainedModel`` with none declared gets :func:`deeplimit.scaling.hf.structure_of`'s
+    (one probe forward), stored on it so later plans reuse it.
+    """
     s = getattr(model, "dl_structure", None)
     if s is not None:
         return s
@@ -149,4 +153,8 @@ def get_structure(model: nn.Module) -> Structure | None:
         inner = getattr(model, attr, None)
         if isinstance(inner, nn.Module) and inner is not model:
             return get_structure(inner)
+    from deeplimit.scaling import hf  # a Hugging Face model needs no declaration: found once, kept on the model
+
+    if hf.is_hf_model(model):
+        return declare_structure(model, hf.structure_of(model)).dl_structure
     return None

