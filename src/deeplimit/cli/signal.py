@@ -21,8 +21,8 @@ from deeplimit.diagnostics.signal import (
 )
 from deeplimit.nn.transformer import SHAPED, TransformerConfig, TransformerLM
 from deeplimit.scaling.apply import parametrize
-from deeplimit.sweep.objectives import config_from_point
 from deeplimit.train import train
+from deeplimit.transfer.objectives import config_from_point
 
 VARIANTS = {
     "shaped": dict(SHAPED),

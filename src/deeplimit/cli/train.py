@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.sweep.objectives import config_from_point
 from deeplimit.train import train
+from deeplimit.transfer.objectives import config_from_point
 
 
 def _value(text: str):
