@@ -236,6 +236,7 @@ class _Worker:
         self.in_objective = False
         self.current: int | None = None  # number of the trial this worker is running
         self.last_view: _View | None = None
+        self.races = 0  # consecutive ask() races lost (older Optuna, see _one_trial)
         self.outcome = ""
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ class _Worker:
                       f"worker {t.user_attrs.get(CLAIM_ATTR)} gave no sign of life for {now - last:.0f} s")
             try:
                 self.study.tell(t.number, state=TrialState.FAIL)
-            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            except (ValueError, RuntimeError):  # UpdateFinishedTrialError (a RuntimeError) in Optuna ≥ 4.x
                 continue  # finished meanwhile, or another worker reaped it first
             log.warning("trial %d (%s): %s; failed", t.number, t.user_attrs.get(KEY_ATTR, "-"), reason)
             self.retry(t)
@@ -418,25 +419,34 @@ class _Worker:
         return report
 
     def _one_trial(self) -> None:
-        report = self.report
         self.current, self.outcome = None, ""
         try:
             self.study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
                                 show_progress_bar=False)
         except KeyboardInterrupt:
-            report.interrupted, self.stop_requested = True, True
+            self.report.interrupted, self.stop_requested = True, True
             self.outcome = "interrupted"
         except Exception as exc:
+            if self.current is None and isinstance(exc, RuntimeError):
+                # Optuna < 5 lets ask() fail when the queued trial it picked was finished by another worker
+                # meanwhile (it lists WAITING trials, then claims one): nothing happened here; read again.
+                self.races += 1
+                if self.races > 20:
+                    raise storage_error(exc, self.url) from None
+                log.debug("ask() lost a race for a queued trial (%s); trying again", exc)
+                return
             if self.current is None or not self._refused(self.current):
                 raise storage_error(exc, self.url) from None
             # Our heartbeat was late (machine overloaded, process stopped) and another worker declared this
             # trial dead: it is FAIL, its retry is queued, and our result is refused. Nothing is lost.
-            report.refused += 1
+            self.report.refused += 1
             self.outcome = "refused"
             log.warning("trial %d finished elsewhere as stale (heartbeat later than the grace period); its "
                         "retry runs instead; raise --grace-period on loaded machines", self.current)
+        self.races = 0
         if self.current is None:
             return
+        report = self.report
         report.trials += 1
         report.completed += self.outcome in STATUSES
         report.diverged += self.outcome == "diverged"
@@ -444,8 +454,11 @@ class _Worker:
         report.skipped += self.outcome == "skipped"
 
     def _refused(self, number: int) -> bool:
+        # Read the storage itself, not the study's cache (older Optuna caches the trials this process runs).
         try:
-            return any(t.number == number and t.state == TrialState.FAIL for t in self.study.get_trials(deepcopy=False))
+            study_id = self.storage.get_study_id_from_name(self.name)
+            failed = self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.FAIL,))
+            return any(t.number == number for t in failed)
         except Exception:
             return False
 
