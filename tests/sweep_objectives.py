@@ -87,3 +87,11 @@ def failed_elsewhere(point: dict[str, Any], context: TrialContext) -> TrialResul
         other.tell(context.trial_number, state=optuna.trial.TrialState.FAIL)
         enqueue_point(other, context.run_key, retry_of=context.trial_number)
     return TrialResult(value=float(point["x"]) ** 2, rows=[{"step": 1, "metric": "train_loss", "value": 1.0}])
+
+
+def writes_checkpoint(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    """Saves a checkpoint of ``kb`` kilobytes into its run directory (atomically), then returns."""
+    from deeplimit.io import atomic_save
+
+    atomic_save(context.checkpoint_path, lambda fh: fh.write(b"\0" * int(point.get("kb", 64)) * 1024))
+    return TrialResult(value=float(point["x"]))

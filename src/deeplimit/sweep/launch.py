@@ -198,7 +198,10 @@ def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: floa
                 timed_out = True
                 break
             time.sleep(poll_s)
-            status = status_of(spec, study.get_trials(deepcopy=False), table=False)
+            try:
+                status = status_of(spec, study.get_trials(deepcopy=False), table=False)
+            except Exception:  # noqa: BLE001 - a display hiccup; the workers report storage failures themselves
+                continue
             _show(bar, status)
             if on_status is not None:
                 on_status(status)

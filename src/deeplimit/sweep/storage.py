@@ -165,14 +165,30 @@ def _sqlite_path(url: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # Errors
 # ------------------------------------------------------------------------------------------------
-def storage_error(exc: BaseException, url: str) -> DeeplimitError:
-    """A one-line :class:`DeeplimitError` for a storage failure, naming the cause and the fix."""
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 10:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> DeeplimitError:
+    """A one-line :class:`DeeplimitError` for a storage failure, naming the cause and the fix.
+
+    The whole exception chain is read (Optuna wraps database errors in its own), so a full disk says
+    "no space left" whatever layer noticed it. ``opening``: the storage was being opened (a bad URL is then a
+    likely cause) rather than used.
+    """
     shown = redact_url(url)
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    first = first.replace(url, shown)
+    chain = _chain(exc)
+    # The most specific message is usually the innermost one (the database driver's).
+    text = " | ".join(str(e).strip() for e in reversed(chain) if str(e).strip())
+    root = chain[-1]
+    first = (str(root).strip().splitlines() or [type(root).__name__])[0].replace(url, shown)
     low = text.lower()
-    err = getattr(exc, "errno", None) or getattr(getattr(exc, "orig", None), "errno", None)
+    err = next((getattr(e, "errno", None) for e in chain if getattr(e, "errno", None)), None)
+    exc = root
     if err == errno.ENOSPC or "disk is full" in low or "no space left" in low or "could not extend file" in low:
         return DeeplimitError(f"storage {shown!r}: no space left on the device ({first}); free disk space and "
                               "run the same command again (finished points are kept)")
@@ -201,6 +217,9 @@ def storage_error(exc: BaseException, url: str) -> DeeplimitError:
     if isinstance(exc, ModuleNotFoundError):
         return DeeplimitError(f"storage {shown!r} needs the database driver {exc.name!r}; install it (for "
                               "PostgreSQL: pip install psycopg2-binary)")
+    if not opening:
+        return DeeplimitError(f"storage {shown!r} failed: {first}; check the database (disk, server) and run the "
+                              "same command again (finished points are kept)")
     return DeeplimitError(f"cannot use storage {shown!r}: {first}; check the URL ({SCHEMES})")
 
 

@@ -432,11 +432,11 @@ class _Worker:
                 # meanwhile (it lists WAITING trials, then claims one): nothing happened here; read again.
                 self.races += 1
                 if self.races > 20:
-                    raise storage_error(exc, self.url) from None
+                    raise storage_error(exc, self.url, opening=False) from None
                 log.debug("ask() lost a race for a queued trial (%s); trying again", exc)
                 return
             if self.current is None or not self._refused(self.current):
-                raise storage_error(exc, self.url) from None
+                raise storage_error(exc, self.url, opening=False) from None
             # Our heartbeat was late (machine overloaded, process stopped) and another worker declared this
             # trial dead: it is FAIL, its retry is queued, and our result is refused. Nothing is lost.
             self.report.refused += 1
@@ -504,6 +504,10 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
     except KeyboardInterrupt:
         worker.report.interrupted = True
         report = worker.report
+    except DeeplimitError:
+        raise
+    except Exception as exc:  # the loop itself only reads and writes the storage
+        raise storage_error(exc, storage, opening=False) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
