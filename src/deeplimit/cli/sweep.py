@@ -127,13 +127,13 @@ def _storage(args: argparse.Namespace) -> str:
     return resolve_storage(args.storage, args.run_dir)
 
 
-def _common(p: argparse.ArgumentParser, run_dir_help: str = "sweep folder; its sweep.db is the default storage "
-            "(default: none)") -> None:
+def _common(p: argparse.ArgumentParser, run_dir_help: str = "sweep folder; its sweep.db is the default storage, "
+            "its runs/ the per-point folders (default: as given to create)") -> None:
     p.add_argument("--storage", default=None, type=_text("--storage sqlite:////abs/path/sweep.db"),
                    help="storage URL: sqlite:///PATH, postgresql+psycopg2://USER@HOST:PORT/DB or journal:PATH "
                         "(default: $DEEPLIMIT_STORAGE_URL, else RUN_DIR/sweep.db); prefer the environment "
                         "variable for URLs with a password")
-    p.add_argument("--name", required=True, type=_text("--name depth"), help="sweep (Optuna study) name")
+    p.add_argument("--name", required=True, type=_text("--name depth"), help="sweep (Optuna study) name (required)")
     p.add_argument("--run-dir", default=None, type=_text("--run-dir runs/depth"), help=run_dir_help)
 
 
@@ -308,7 +308,6 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, argparse.Argum
     """Add ``deeplimit sweep …`` to the top-level parser; return its sub-command parsers by name."""
     from deeplimit.sweep.worker import add_worker_arguments
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     sweep = subparsers.add_parser("sweep", help="grid sweeps on Optuna: create, launch, status, analyze, Slurm",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", parser_class=_Parser)
@@ -316,7 +315,7 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, argparse.Argum
 
     p = sub.add_parser("create", help="create or resume a sweep from a named grid or a JSON spec",
                        description="Create (or resume) a sweep. Every grid point is validated before anything is "
-                                   "written.", formatter_class=fmt)
+                                   "written.")
     _common(p, "sweep folder: per-point run folders and the default storage RUN_DIR/sweep.db (default: ./sweep)")
     p.add_argument("--grid", default=None, type=_text("--grid depth-transfer"),
                    help="named experiment grid (deeplimit.transfer.grids.EXPERIMENT_GRIDS), e.g. depth-transfer, "
@@ -324,87 +323,89 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, argparse.Argum
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="grid argument, repeatable: --set tier=quick --set depth=8,16 --set log2_lr=-10:-5:0.5")
     p.add_argument("--spec", default=None, type=_text("--spec grid.json"),
-                   help="JSON spec file: {axes, fixed, objective, metric}")
+                   help="JSON spec file: {axes, fixed, objective, metric} (instead of --grid)")
     p.add_argument("--objective", default=None, type=_text("--objective pkg.module:function"),
-                   help="override the objective 'package.module:function'")
+                   help="override the objective 'package.module:function' (default: the spec's)")
     p.set_defaults(func=_cmd_create)
 
-    p = sub.add_parser("launch", help="run N local worker processes until the sweep is done (one progress bar)",
-                       formatter_class=fmt)
+    p = sub.add_parser("launch", help="run N local worker processes until the sweep is done (one progress bar)")
     _common(p)
-    p.add_argument("--workers", type=_int_range(1, 256, "--workers 2"), default=2, help="worker processes")
+    p.add_argument("--workers", type=_int_range(1, 256, "--workers 2"), default=2,
+                   help="worker processes (default: %(default)s)")
     add_worker_arguments(p, share=False)
     _add_quiet(p)
     p.set_defaults(func=_cmd_launch)
 
-    p = sub.add_parser("worker", help="run one worker in this process (one per core or machine)",
-                       formatter_class=fmt)
+    p = sub.add_parser("worker", help="run one worker in this process (one per core or machine)")
     _common(p)
     add_worker_arguments(p)
     p.set_defaults(func=_cmd_worker)
 
-    p = sub.add_parser("status", help="done / running / failed / left grid points; --watch for a live bar",
-                       formatter_class=fmt)
+    p = sub.add_parser("status", help="done / running / failed / left grid points; --watch for a live bar")
     _common(p)
     p.add_argument("--table", action="store_true", help="also print one line per grid point")
     p.add_argument("--json", action="store_true", help="also print the counts as JSON")
     p.add_argument("--watch", action="store_true", help="show a progress bar with ETA until the sweep is finished")
-    p.add_argument("--poll", type=_positive_float("--poll 2"), default=2.0, help="seconds between reads with --watch")
+    p.add_argument("--poll", type=_positive_float("--poll 2"), default=2.0,
+                   help="seconds between reads with --watch (default: %(default)s)")
     _add_quiet(p)
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("results", help="write the tidy long table (CSV, and Parquet with pyarrow)",
-                       formatter_class=fmt)
+    p = sub.add_parser("results", help="write the tidy long table (CSV, and Parquet with pyarrow)")
     _common(p)
     p.add_argument("--out", default=None, type=_text("--out runs/depth/results"),
                    help="output folder (default: RUN_DIR/results)")
     p.set_defaults(func=_cmd_results)
 
-    p = sub.add_parser("analyze", help="eta* per size, drift and verdict; summary/drift CSVs and plots",
-                       formatter_class=fmt)
+    p = sub.add_parser("analyze", help="eta* per size, drift and verdict; summary/drift CSVs and plots")
     _common(p)
     p.add_argument("--out", default=None, type=_text("--out runs/depth/analysis"),
                    help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--metric", default=None, type=_text("--metric window_loss"),
                    help="metric to minimise (default: the spec's metric)")
-    p.add_argument("--group", default="preset", type=_text("--group preset"), help="comma-separated grouping columns")
-    p.add_argument("--size", default="depth", type=_text("--size depth"), help="size column: depth or width")
+    p.add_argument("--group", default="preset", type=_text("--group preset"),
+                   help="comma-separated grouping columns (default: %(default)s)")
+    p.add_argument("--size", default="depth", type=_text("--size depth"),
+                   help="size column: depth or width (default: %(default)s)")
     p.add_argument("--n-boot", type=_int_range(1, 1_000_000, "--n-boot 1000"), default=1000,
-                   help="bootstrap resamples over seeds")
-    p.add_argument("--ylabel", default="train loss (cross-entropy, nats)", help="loss axis label")
+                   help="bootstrap resamples over seeds (default: %(default)s)")
+    p.add_argument("--ylabel", default="train loss (cross-entropy, nats)",
+                   help="loss axis label (default: %(default)s)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("slurm", help="submit workers as a Slurm job array (submitit)", formatter_class=fmt,
+    p = sub.add_parser("slurm", help="submit workers as a Slurm job array (submitit)",
                        description="Submit ARRAY workers of a created sweep as one Slurm job array. Use PostgreSQL "
                                    "or journal:/shared/disk/FILE as storage; see docs/cluster.md.")
     _common(p)
     p.add_argument("--array", required=True, type=_int_range(1, 100_000, "--array 32"), help="number of workers")
     p.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm",
-                   help="slurm, or local processes / this process to try it out")
+                   help="slurm, or local processes / this process to try it out (default: %(default)s)")
     p.add_argument("--folder", default=None, type=_text("--folder /shared/runs/depth/slurm"),
                    help="submitit folder for job files and logs, on a shared disk (default: RUN_DIR/slurm)")
-    p.add_argument("--partition", default=None, type=_text("--partition cpu"), help="Slurm partition")
+    p.add_argument("--partition", default=None, type=_text("--partition cpu"),
+                   help="Slurm partition (default: the cluster's)")
     p.add_argument("--time", type=_int_range(1, 525_600, "--time 240"), default=1440,
-                   help="wall-time limit per worker in minutes")
+                   help="wall-time limit per worker in minutes (default: %(default)s)")
     p.add_argument("--cpus-per-task", type=_int_range(1, 1024, "--cpus-per-task 1"), default=1,
-                   help="CPUs per worker")
-    p.add_argument("--mem-gb", type=_positive_float("--mem-gb 4"), default=None, help="memory per worker in GB")
+                   help="CPUs per worker (default: %(default)s)")
+    p.add_argument("--mem-gb", type=_positive_float("--mem-gb 4"), default=None,
+                   help="memory per worker in GB (default: the cluster's)")
     p.add_argument("--max-parallel", type=_int_range(1, 100_000, "--max-parallel 16"), default=None,
-                   help="at most this many workers at once")
+                   help="at most this many workers at once (default: no limit)")
     p.add_argument("--wait", action="store_true", help="wait for the workers, with a progress bar")
     add_worker_arguments(p, share=False)
     _add_quiet(p)
     p.set_defaults(func=_cmd_slurm)
 
-    p = sub.add_parser("postgres", help="start/stop a private PostgreSQL server on 127.0.0.1 (password login)",
-                       formatter_class=fmt)
+    p = sub.add_parser("postgres", help="start/stop a private PostgreSQL server on 127.0.0.1 (password login)")
     p.add_argument("action", choices=["start", "stop"], help="start (initialising if new) or stop")
     p.add_argument("--dir", required=True, type=_text("--dir /var/tmp/deeplimit-pg"),
                    help="cluster folder: new, empty, or one made by this command (reachable by user postgres when "
                         "run as root)")
     p.add_argument("--port", type=_int_range(1024, 65535, "--port 5433"), default=None,
                    help="port (default: a free one)")
-    p.add_argument("--database", default="deeplimit", help="database to create (letters, digits, _)")
+    p.add_argument("--database", default="deeplimit",
+                   help="database to create (letters, digits, _; default: %(default)s)")
     p.add_argument("--remove", action="store_true", help="with stop: delete the cluster folder")
     p.set_defaults(func=_cmd_postgres)
     return dict(sub.choices)
