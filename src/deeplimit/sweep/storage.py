@@ -39,7 +39,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.secrets import STORAGE_ENV, redact_url
+from deeplimit.secrets import STORAGE_ENV, redact_text, redact_url
 
 __all__ = ["default_storage", "resolve_storage", "open_storage", "storage_error", "has_heartbeats",
            "creation_lock", "check_url", "STORAGE_ENV"]
@@ -185,7 +185,7 @@ def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> Deep
     # The most specific message is usually the innermost one (the database driver's).
     text = " | ".join(str(e).strip() for e in reversed(chain) if str(e).strip())
     root = chain[-1]
-    first = (str(root).strip().splitlines() or [type(root).__name__])[0].replace(url, shown)
+    first = redact_text((str(root).strip().splitlines() or [type(root).__name__])[0], url)
     low = text.lower()
     err = next((getattr(e, "errno", None) for e in chain if getattr(e, "errno", None)), None)
     exc = root
@@ -266,6 +266,12 @@ def _stale_callback_kwarg() -> str:
 
 
 def _journal(path: str) -> BaseStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # experimental before Optuna 4
+        return _journal_storage(path)
+
+
+def _journal_storage(path: str) -> BaseStorage:
     try:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 

@@ -421,8 +421,10 @@ class _Worker:
     def _one_trial(self) -> None:
         self.current, self.outcome = None, ""
         try:
-            self.study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
-                                show_progress_bar=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, Optuna < 4
+                self.study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
+                                    show_progress_bar=False)
         except KeyboardInterrupt:
             self.report.interrupted, self.stop_requested = True, True
             self.outcome = "interrupted"
