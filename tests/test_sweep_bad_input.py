@@ -108,6 +108,8 @@ RUN = [
     (["status", "--name", "demo", "--run-dir", "{sweep}", "--poll", "0"], "finite number > 0"),
     (["status", "--name", "demo", "--run-dir", "{sweep}", "--poll", "abc"], "is not a number"),
     (["status", "--name", "nosuch", "--run-dir", "{sweep}"], "no sweep named"),
+    (["status", "--name", "demo", "--run-dir", "{run}"], "no sweep storage at"),
+    (["launch", "--name", "demo", "--run-dir", "{root}"], "no sweep storage at"),
     (["status", "--name", "demo", "--storage", "sqlite:///{binary}"], "not an SQLite database"),
     (["results", "--name", "demo", "--run-dir", "{sweep}", "--out", "{file}"], "is a file"),
     (["analyze", "--name", "demo", "--run-dir", "{sweep}", "--n-boot", "0"], "--n-boot: must be from 1"),

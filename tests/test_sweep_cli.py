@@ -35,6 +35,10 @@ def test_cli_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert _run("status", *common, "--json") == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert counts["done"] == counts["total"] == 78 and counts["left"] == 0
+    # --watch: the aggregate bar until the sweep is finished (here at once), then the status line.
+    assert _run("status", *common, "--watch", "--poll", "0.1") == 0
+    out, err = capsys.readouterr()
+    assert "78/78" in err and "78/78 done" in out
     assert _run("results", *common) == 0
     long = pd.read_csv(tmp_path / "demo" / "results" / "long.csv")
     assert {"preset", "depth", "log2_lr", "lr", "seed", "step", "metric", "value", "status"} <= set(long.columns)

@@ -184,13 +184,17 @@ def test_storage_and_objective_errors(tmp_path: Path) -> None:
         _sweep(tmp_path, "no_such_module_xyz:f", [0.0])
     with pytest.raises(DeeplimitError, match="dotted path"):
         _sweep(tmp_path, "no_colon", [0.0])
-    with pytest.raises(DeeplimitError, match="no sweep named"):
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sweep.db").exists()
+    with pytest.raises(DeeplimitError, match="no sweep storage at"):
         sweep_status(f"sqlite:///{tmp_path}/other.db", "nothing")
+    assert not (tmp_path / "other.db").exists()  # reading never creates an empty database
+    _sweep(tmp_path, "sweep_objectives:returns_float", [0.0], name="real")
+    with pytest.raises(DeeplimitError, match="no sweep named 'nothing'"):
+        sweep_status(f"sqlite:///{tmp_path}/sweep.db", "nothing")
     not_db = tmp_path / "not.db"
     not_db.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(DeeplimitError, match="not an SQLite database"):
         open_storage(f"sqlite:///{not_db}")
-    assert not (tmp_path / "runs").exists()
 
 
 def test_concurrent_creates_on_a_new_sqlite_file(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: floa
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         raise DeeplimitError(f"the number of workers must be a whole number ≥ 1, got {n_workers!r}")
     check_worker_options(**kwargs)
-    st = open_storage(storage)
+    st = open_storage(storage, create=False)
     study, spec = load_sweep(st, name, storage)
     run_dir = kwargs.get("run_dir") or study.user_attrs.get(RUN_DIR_ATTR) or "."
     logs = Path(log_dir) if log_dir is not None else Path(run_dir) / "logs"
@@ -227,7 +227,7 @@ def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: floa
 def watch(storage: str, name: str, *, poll_s: float = 2.0, quiet: bool = False,
           until_finished: bool = True) -> SweepStatus:
     """Show the aggregate progress bar of a sweep run by other processes until it is finished (or Ctrl-C)."""
-    st = open_storage(storage)
+    st = open_storage(storage, create=False)
     study, spec = load_sweep(st, name, storage)
     status = status_of(spec, study.get_trials(deepcopy=False), table=False)
     bar = progress_bar(status.total, status.done + status.failed, desc=name, quiet=quiet)

@@ -108,7 +108,7 @@ def status_of(spec: SweepSpec, trials: Sequence[FrozenTrial], *, table: bool = T
 
 def sweep_status(storage: str, name: str) -> SweepStatus:
     """Where the sweep stands: per grid point ``done | running | waiting | failed | pending``."""
-    study, spec = load_sweep(open_storage(storage), name, storage)
+    study, spec = load_sweep(open_storage(storage, create=False), name, storage)
     return status_of(spec, study.get_trials(deepcopy=False))
 
 
@@ -121,7 +121,7 @@ def results_frame(storage: str, name: str) -> pd.DataFrame:
     ``metric = spec.metric`` at the run's last step, unless the objective's rows already hold that metric (the
     runner never adds a second row for it). Only COMPLETE trials are read.
     """
-    study, spec = load_sweep(open_storage(storage), name, storage)
+    study, spec = load_sweep(open_storage(storage, create=False), name, storage)
     points = {spec.run_key(p): p for p in spec.iter_points()}
     records: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

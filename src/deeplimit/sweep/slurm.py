@@ -99,7 +99,7 @@ def submit_workers(storage: str, name: str, array: int, *, folder: str | os.Path
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise DeeplimitError(f"--max-parallel must be a whole number ≥ 1, got {max_parallel!r}")
     check_worker_options(**worker_options)
-    load_sweep(open_storage(storage), name, storage)  # fail here, not in every task
+    load_sweep(open_storage(storage, create=False), name, storage)  # fail here, not in every task
     try:
         import submitit
     except ImportError:

@@ -284,14 +284,22 @@ def _journal_storage(path: str) -> BaseStorage:
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  stale_trial_callback: Callable[[optuna.Study, Any], None] | None = None,
-                 connect_timeout: int = 5) -> BaseStorage:
+                 connect_timeout: int = 5, create: bool = True) -> BaseStorage:
     """Open an Optuna storage from a URL, failing fast with a DeeplimitError if it is unusable.
 
     With ``heartbeat_interval`` (seconds, ≥ 1) an RDB storage records heartbeats of running trials; a trial
     silent for ``grace_period`` seconds (default 2× interval) is failed by the next worker that looks, and
     ``stale_trial_callback(study, trial)`` queues its retry. Journal storages have no heartbeats in Optuna;
     the runner's own liveness stamps cover them (see :mod:`deeplimit.sweep.worker`).
+    With ``create=False`` a missing SQLite or journal file is an error (reading a sweep must not create an
+    empty database as a side effect).
     """
+    if isinstance(url, str) and not create:
+        local = (_sqlite_path(url) if url.startswith("sqlite:///") else
+                 url.removeprefix("journal:") if url.startswith("journal:") else "")
+        if local and local != ":memory:" and not Path(local).is_file():
+            raise DeeplimitError(f"no sweep storage at {local}; check --run-dir / --storage, or create the sweep "
+                                 "first (deeplimit sweep create)")
     check_url(url)
     if url.startswith("journal:"):
         try:

@@ -216,7 +216,7 @@ class _Worker:
         self.interval = heartbeat_interval
         self.grace = grace_period or 2 * heartbeat_interval
         self.storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                    stale_trial_callback=self.on_stale)
+                                    stale_trial_callback=self.on_stale, create=False)
         self.heartbeats = has_heartbeats(self.storage, heartbeat_interval)
         self.study, self.spec = load_sweep(self.storage, name, url)
         self.objective_path = self.study.user_attrs.get(OBJECTIVE_ATTR) or self.spec.objective

@@ -76,7 +76,7 @@ def analyze_sweep(storage: str, name: str, out: str | os.PathLike[str], *, group
     groups = [g.strip() for g in groups if g.strip()]
     if not groups:
         raise DeeplimitError("--group is empty; name the grouping columns, e.g. --group preset")
-    _, spec = load_sweep(open_storage(storage), name, storage)
+    _, spec = load_sweep(open_storage(storage, create=False), name, storage)
     frame = transfer_results(storage, name)
     if frame.empty:
         raise DeeplimitError(f"sweep {name!r} has no completed runs yet; run workers first "
