@@ -161,3 +161,28 @@ def test_24_random_sigkills_postgres(tmp_path: Path) -> None:
     finally:
         stop_cluster(root / "c", remove=True)
         root.rmdir()
+
+
+def test_a_later_launch_recovers_a_killed_workers_point(tmp_path: Path) -> None:
+    # Issue #11: after a kill no point may stay "running" for ever and a later launch must not hang.
+    from deeplimit.sweep import launch_workers
+
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    storage = f"sqlite:///{run_dir / 'sweep.db'}"
+    spec = SweepSpec(axes={"x": [0.0, 1.0, 2.0]}, fixed={"sleep": 0.2, "first_sleep": 4.0})
+    create_sweep("later", spec, objective="sweep_objectives:slow_marked", storage=storage, run_dir=run_dir)
+    (victim,) = spawn_workers(storage, "later", 1, heartbeat_interval=1, grace_period=2)
+    started = run_dir / "started"
+    deadline = time.monotonic() + 60
+    while not (started.exists() and any(started.iterdir())):
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.05)
+    victim.kill()
+    victim.wait()
+    assert sweep_status(storage, "later").running == 1  # left behind by the dead worker
+    t0 = time.monotonic()
+    report = launch_workers(storage, "later", 1, heartbeat_interval=1, grace_period=2, timeout=120)
+    assert report.exit_code == 0 and time.monotonic() - t0 < 60
+    status = report.status
+    assert (status.done, status.running, status.failed) == (3, 0, 0)
