@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.io import atomic_write_json, read_json
+from deeplimit.io import atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["PostgresCluster", "find_bindir", "start_cluster", "stop_cluster", "postgres_available"]
 
@@ -106,12 +106,10 @@ def _free_port() -> int:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    # Created with mode 0600 from the start (never readable by others, not even for a moment).
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    # deeplimit.io writes through mkstemp, whose file is mode 0600 from the start (never readable by others,
+    # not even for a moment); the chmod only states it.
+    atomic_write_text(path, text)
+    path.chmod(0o600)
 
 
 @dataclass
