@@ -244,3 +244,19 @@ def test_journal_dead_worker_is_retried(tmp_path: Path) -> None:
     assert report.completed == 1
     states = [t.state for t in _study(sw).trials]
     assert states == [TS.FAIL, TS.COMPLETE]
+
+
+def test_a_failure_whose_retry_was_never_queued_is_healed(tmp_path: Path) -> None:
+    # A worker that fails a trial (stale, dead) queues the retry right after; killed in between, it leaves a
+    # failed point with retries left. Any worker queues that retry once the grace period has passed.
+    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [1.0])
+    study = _study(sw)
+    trial = study.ask()
+    trial.set_user_attr("run_key", sw.spec.run_key({"x": 1.0, "seed": 0}))
+    trial.set_user_attr("worker", "gone-host:1")
+    study.tell(trial, state=TS.FAIL)  # ... and its worker died before queuing the retry
+    assert sweep_status(sw.storage, "s").failed == 1
+    report = run_worker(sw.storage, "s", grace_period=2, **FAST)
+    assert report.completed == 1
+    st = sweep_status(sw.storage, "s")
+    assert (st.done, st.failed) == (1, 0) and st.table.iloc[0]["attempts"] == 2

@@ -18,7 +18,8 @@ the result. The objective handed to Optuna (:meth:`_Worker.objective`) adds the 
   period is failed by the next worker that looks; on RDB storages the stamp is only a backstop (twice the
   grace period) for a worker killed between its claim and the heartbeat thread's first beat. A worker killed
   between Optuna's ask and the claim leaves a trial with no claim, failed after the grace period (and
-  re-queued if it was a retry).
+  re-queued if it was a retry). A worker killed after it failed a trial but before it queued the retry leaves a
+  failed point with retries left: any worker queues it after the grace period (:meth:`_Worker.heal`).
 * **Failures.** An exception in the objective is recorded (traceback in ``error``) and retried at most
   ``max_retries`` times per point, counting deaths and exceptions together. Ctrl-C or SIGTERM stop the
   worker cleanly: the running trial closes as PRUNED with ``interrupted`` set (not an attempt), its point is
@@ -297,6 +298,33 @@ class _Worker:
             log.warning("trial %d (%s): %s; failed", t.number, t.user_attrs.get(KEY_ATTR, "-"), reason)
             self.retry(t)
 
+    def heal(self, view: _View) -> tuple[int, int]:
+        """Queue the retry of failed points whose retry was never queued; return (queued, still waiting).
+
+        The worker that fails a trial (its own, a stale one, a dead one) queues the retry right after; if that
+        worker is killed in between, the point would stay failed with retries left. Any worker queues it once
+        the failure is older than the grace period (until then it may still be queued by its owner).
+        """
+        queued = waiting = 0
+        now = time.time()
+        for key, trials in view.by_key.items():
+            states = {t.state for t in trials}
+            if TrialState.FAIL not in states or states & {TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING}:
+                continue
+            last = max((t for t in trials if t.state == TrialState.FAIL), key=lambda t: t.number)
+            base = int(last.user_attrs.get("fail_base", 0))
+            if last.user_attrs.get("gave_up") or view.failures(key) - base > self.max_retries:
+                continue  # failed for good (create again re-queues it)
+            done = last.datetime_complete.timestamp() if last.datetime_complete else now
+            if now - done <= self.grace:
+                waiting += 1
+                continue
+            log.warning("point %s failed in trial %d and no retry was queued (its worker died?); queuing it", key,
+                        last.number)
+            enqueue_point(self.study, key, fail_base=base, retry_of=last.number)
+            queued += 1
+        return queued, waiting
+
     # -- the objective handed to Optuna ------------------------------------------------------------------
     def objective(self, trial: optuna.Trial) -> float:
         self.current, self.outcome = trial.number, "failed"
@@ -403,10 +431,13 @@ class _Worker:
         while not self.stop_requested and (n_trials is None or report.trials < n_trials):
             view = self.last_view = self.view()
             self.reap(view)
+            healed, unhealed = self.heal(view)
+            if healed:
+                continue  # read again: the queue changed
             if view.waiting or view.fresh(self.keys):
                 self._one_trial()
                 continue
-            if wait_for_running and view.running:
+            if wait_for_running and (view.running or unhealed):
                 # Other workers' trials may still die and come back as retries: keep watching.
                 if self.heartbeats:
                     with warnings.catch_warnings():
