@@ -9,8 +9,9 @@ Re-running resumes: finished runs are read from the Optuna storage, not trained 
 import argparse
 from pathlib import Path
 
-from deeplimit.sweep import SweepSpec, analyze, create_sweep, launch_workers, log2_grid, results_frame
-from deeplimit.sweep.plots import plot_analysis
+from deeplimit.sweep import SweepSpec, create_sweep, launch_workers
+from deeplimit.transfer import analyze, log2_grid, transfer_results
+from deeplimit.transfer.plots import plot_analysis
 
 
 def main(out: Path, quick: bool) -> None:
@@ -22,12 +23,12 @@ def main(out: Path, quick: bool) -> None:
         fixed={"model": "mlp-resnet", "width": 16 if quick else 64, "base_width": 16 if quick else 64,
                "base_depth": 4, "steps": 30 if quick else 300, "train_io": False,
                "data": "fashion-mnist"},  # or a path to your own .npz with arrays x, y
-        objective="deeplimit.sweep.objectives:train_objective", metric="window_loss")
+        objective="deeplimit.transfer.objectives:train_objective", metric="window_loss")
     storage = f"sqlite:///{(out / 'sweep.db').resolve()}"  # or postgresql+psycopg2://… across machines
     create_sweep("example", spec, storage=storage, run_dir=out)
     launch_workers(storage, "example", n_workers=2, run_dir=str(out))
 
-    analysis = analyze(results_frame(storage, "example"), metric="window_loss", group="preset", size="depth")
+    analysis = analyze(transfer_results(storage, "example"), metric="window_loss", group="preset", size="depth")
     print(analysis.summary[["preset", "depth", "log2_eta_star", "ci_low", "ci_high", "censored", "best_loss"]])
     for key, text in analysis.verdicts().items():
         print(key[0], "->", text)

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from deeplimit.sweep.engine import TrialContext, TrialResult
+from deeplimit.sweep.trial import TrialContext, TrialResult
 
 
 def _append(path: os.PathLike[str] | str, line: str) -> None:
@@ -24,7 +24,7 @@ _calls = 0
 
 
 def slow_marked(point: dict[str, Any], context: TrialContext) -> TrialResult:
-    """Write a 'started' marker, sleep, log the completion, return a parabola in log2_lr.
+    """Write a 'started' marker, sleep, log the completion, return a parabola in x.
 
     A process's first trial sleeps ``first_sleep`` (longer), so a test that kills a worker as soon as its
     first marker appears surely hits it mid-trial even on a loaded machine.
@@ -36,7 +36,7 @@ def slow_marked(point: dict[str, Any], context: TrialContext) -> TrialResult:
     (started / f"{os.getpid()}-{context.trial_number}").write_text(context.run_key)
     time.sleep(float(point.get("first_sleep" if _calls == 1 else "sleep", 1.0)))
     _append(context.sweep_dir / "completions.log", f"{context.run_key}\t{os.getpid()}")
-    x = float(point["log2_lr"])
+    x = float(point["x"])
     loss = (x + 1.0) ** 2
     return TrialResult(value=loss, rows=[{"step": 1, "metric": "train_loss", "value": loss}])
 
@@ -54,12 +54,44 @@ def fails_first_attempt(point: dict[str, Any], context: TrialContext) -> TrialRe
 
 
 def nan_or_value(point: dict[str, Any], context: TrialContext) -> TrialResult:
-    """NaN loss for log2_lr > 0 (diverged), else a finite loss; counts calls."""
+    """NaN loss for x > 0 (diverged), else a finite loss; counts calls."""
     _append(context.sweep_dir / "calls.log", context.run_key)
-    x = float(point["log2_lr"])
+    x = float(point["x"])
     return TrialResult(value=math.nan if x > 0 else 1.0 + x * x,
                        rows=[{"step": 0, "metric": "train_loss", "value": 2.0}])
 
 
 def returns_float(point: dict[str, Any], context: TrialContext) -> float:
-    return float(point["log2_lr"]) ** 2
+    return float(point["x"]) ** 2
+
+
+def reports_metric(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    """Reports its own 'loss' row (as the trainer reports window_loss); diverged for x > 2."""
+    x = float(point["x"])
+    status = "diverged" if x > 2 else "ok"
+    return TrialResult(value=x, status=status, rows=[{"step": 3, "metric": "loss", "value": x * 10},
+                                                    {"step": 3, "metric": "train_loss", "value": x}])
+
+
+def failed_elsewhere(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    """First attempt: another 'worker' fails this trial as stale and queues its retry while it runs."""
+    if context.attempt == 1 and not (context.sweep_dir / "failed_once").exists():
+        import optuna
+
+        from deeplimit.sweep.create import enqueue_point, load_sweep
+        from deeplimit.sweep.storage import open_storage
+
+        (context.sweep_dir / "failed_once").write_text("")
+        url = f"sqlite:///{context.sweep_dir / 'sweep.db'}"
+        other, _ = load_sweep(open_storage(url), context.study_name, url)
+        other.tell(context.trial_number, state=optuna.trial.TrialState.FAIL)
+        enqueue_point(other, context.run_key, retry_of=context.trial_number)
+    return TrialResult(value=float(point["x"]) ** 2, rows=[{"step": 1, "metric": "train_loss", "value": 1.0}])
+
+
+def writes_checkpoint(point: dict[str, Any], context: TrialContext) -> TrialResult:
+    """Saves a checkpoint of ``kb`` kilobytes into its run directory (atomically), then returns."""
+    from deeplimit.io import atomic_save
+
+    atomic_save(context.checkpoint_path, lambda fh: fh.write(b"\0" * int(point.get("kb", 64)) * 1024))
+    return TrialResult(value=float(point["x"]))

@@ -1,39 +1,48 @@
-"""``deeplimit sweep`` end to end on the demo preset, through ``register`` on our own parser."""
+"""``deeplimit sweep`` end to end: the demo grid in process, and `launch` as a real process (progress, Ctrl-C)."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from deeplimit.cli.sweep import register
+from deeplimit.cli.sweep import main, parse_sets
 from deeplimit.errors import DeeplimitError
+from deeplimit.sweep import results_frame, sweep_status
 
 
 def _run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="deeplimit")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sweep", *argv])
-    return args.func(args)
+    return main(list(argv))
 
 
 def test_cli_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = str(tmp_path / "demo")
     common = ["--name", "demo", "--run-dir", d]
-    assert _run("create", *common, "--preset", "demo-quadratic", "--set", "seeds=1",
+    assert _run("create", *common, "--grid", "demo-quadratic", "--set", "seeds=1",
                 "--set", "depths=[1, 4, 16]", "--set", "steps=100", "--set", "lr_step=1.0") == 0
     assert "78 points" in capsys.readouterr().out
-    # One in-process worker (the launch path is covered by the fault test's worker processes).
+    # One in-process worker (launch runs as a real process in the tests below).
     assert _run("worker", *common, "--heartbeat-interval", "1", "--threads", "0") == 0
+    out, err = capsys.readouterr()
+    assert "Trial" not in out + err  # no Optuna INFO lines
     assert _run("status", *common, "--json") == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert counts["done"] == counts["total"] == 78 and counts["left"] == 0
+    # --watch: the aggregate bar until the sweep is finished (here at once), then the status line.
+    assert _run("status", *common, "--watch", "--poll", "0.1") == 0
+    out, err = capsys.readouterr()
+    assert "78/78" in err and "78/78 done" in out
     assert _run("results", *common) == 0
     long = pd.read_csv(tmp_path / "demo" / "results" / "long.csv")
-    assert {"preset", "depth", "log2_lr", "seed", "step", "metric", "value", "status"} <= set(long.columns)
+    assert {"preset", "depth", "log2_lr", "lr", "seed", "step", "metric", "value", "status"} <= set(long.columns)
+    assert list(long.columns[:3]) == ["experiment", "run_id", "preset"]  # the transfer table's column order
     capsys.readouterr()
     assert _run("analyze", *common, "--n-boot", "200") == 0
     out = capsys.readouterr().out
@@ -46,10 +55,72 @@ def test_cli_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert (tmp_path / "demo" / "analysis" / name).stat().st_size > 0
 
 
-def test_cli_errors(tmp_path: Path) -> None:
-    with pytest.raises(DeeplimitError, match="unknown sweep preset"):
-        _run("create", "--name", "x", "--run-dir", str(tmp_path), "--preset", "nope")
-    with pytest.raises(DeeplimitError, match="exactly one of"):
-        _run("create", "--name", "x", "--run-dir", str(tmp_path))
-    with pytest.raises(DeeplimitError, match="--storage URL or --run-dir"):
-        _run("status", "--name", "x")
+def test_parse_sets() -> None:
+    assert parse_sets(["seeds=2", "preset=depth_mup,blocks_only", "depth=8,16", "log2_lr=-10:-5:0.5",
+                       "train_io=False"]) == {"seeds": 2, "preset": ["depth_mup", "blocks_only"], "depth": (8, 16),
+                                              "log2_lr": "-10:-5:0.5", "train_io": False}
+    for bad in (["noequals"], ["=3"], ["a=1", "a=2"], ["a="]):
+        with pytest.raises(DeeplimitError):
+            parse_sets(bad)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and Path(p).is_dir()),
+            "OMP_NUM_THREADS": "1"}
+
+
+def _deeplimit_sweep(*argv: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "deeplimit.cli.sweep", *argv], env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _slow_sweep(tmp_path: Path, name: str, n: int = 8) -> list[str]:
+    spec = tmp_path / f"{name}.json"
+    spec.write_text(json.dumps({"axes": {"x": [float(i) for i in range(n)]},
+                                "fixed": {"sleep": 0.5, "first_sleep": 0.5},
+                                "objective": "sweep_objectives:slow_marked", "metric": "loss"}))
+    common = ["--name", name, "--run-dir", str(tmp_path / name)]
+    p = _deeplimit_sweep("create", *common, "--spec", str(spec))
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    return common
+
+
+def test_launch_shows_progress_and_ctrl_c_resumes_to_the_same_result(tmp_path: Path) -> None:
+    common = _slow_sweep(tmp_path, "ctrlc")
+    launch = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1")
+    started = tmp_path / "ctrlc" / "started"
+    deadline = time.monotonic() + 60
+    while not (started.exists() and len(list(started.iterdir())) >= 3):
+        assert time.monotonic() < deadline and launch.poll() is None, launch.stderr.read()
+        time.sleep(0.05)
+    launch.send_signal(signal.SIGINT)
+    out, err = launch.communicate(timeout=60)
+    assert launch.returncode == 130, err
+    assert "Traceback" not in out + err
+    assert "run the same command again to resume" in err
+    assert "ctrlc: " in err and "pt" in err  # the aggregate progress bar (tqdm, on stderr)
+    storage = f"sqlite:///{tmp_path / 'ctrlc' / 'sweep.db'}"
+    stopped = sweep_status(storage, "ctrlc")
+    assert stopped.running == 0 and 0 < stopped.done < 8, stopped  # nothing left 'running' after the stop
+    for log in (tmp_path / "ctrlc" / "logs").iterdir():
+        assert "Traceback" not in log.read_text(), log.read_text()
+    # Resume: the same command finishes the sweep; every point once, interrupted points re-run.
+    again = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1", "--quiet")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert "8/8 done" in out and "pt/s" not in err  # --quiet: no bar
+    per_run = results_frame(storage, "ctrlc").query("metric == 'loss'")
+    assert sorted(per_run["x"]) == [float(i) for i in range(8)] and per_run["run_id"].is_unique
+    assert list(per_run.sort_values("x")["value"]) == [(i + 1.0) ** 2 for i in range(8)]  # same as a clean run
+
+
+def test_launch_exits_nonzero_when_points_fail(tmp_path: Path) -> None:
+    spec = tmp_path / "f.json"
+    spec.write_text(json.dumps({"axes": {"x": [0.0, 1.0]}, "objective": "sweep_objectives:fails_always"}))
+    common = ["--name", "f", "--run-dir", str(tmp_path / "f")]
+    assert _deeplimit_sweep("create", *common, "--spec", str(spec)).wait(timeout=60) == 0
+    p = _deeplimit_sweep("launch", *common, "--workers", "2", "--max-retries", "1", "--heartbeat-interval", "1",
+                         "--quiet")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1, (out, err)
+    assert "2 failed" in out and "RuntimeError: boom" in err and "Traceback" not in err

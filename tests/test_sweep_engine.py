@@ -1,8 +1,10 @@
-"""Engine behaviour in one process: diverged runs, retries, de-duplication, resume, storage errors."""
+"""The generic runner in one process: diverged runs, retries, de-duplication, resume, dead trials, storages."""
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -10,85 +12,89 @@ import optuna
 import pytest
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.sweep.engine import (
-    _enqueue,
-    _open_store,
-    _SqlStore,
-    _Store,
-    create_sweep,
-    open_storage,
-    results_frame,
-    run_worker,
-    sweep_status,
-    write_results,
-)
-from deeplimit.sweep.grid import SweepSpec
+from deeplimit.sweep import SweepSpec, create_sweep, open_storage, results_frame, run_worker, sweep_status
+from deeplimit.sweep.create import enqueue_point, load_sweep
+from deeplimit.sweep.results import write_results
+from deeplimit.sweep.trial import point_dir
 
-FAST = {"heartbeat_interval": 1, "threads": None}
+FAST = {"heartbeat_interval": 1, "threads": None, "handle_signals": False}
+TS = optuna.trial.TrialState
 
 
-def _sweep(tmp_path: Path, objective: str, lrs: list[float], name: str = "s", **kw):
-    spec = SweepSpec(axes={"log2_lr": lrs, "seed": [0]}, metric="loss")
+def _sweep(tmp_path: Path, objective: str, xs: list[float], name: str = "s", **kw):
+    spec = SweepSpec(axes={"x": xs, "seed": [0]}, metric="loss")
     return create_sweep(name, spec, objective=objective, run_dir=tmp_path, **kw)
+
+
+def _study(sw) -> optuna.Study:
+    return load_sweep(open_storage(sw.storage), sw.name, sw.storage)[0]
 
 
 def test_diverged_runs_are_completed_with_status(tmp_path: Path) -> None:
     sw = _sweep(tmp_path, "sweep_objectives:nan_or_value", [-1.0, 0.0, 1.0, 2.0])
     report = run_worker(sw.storage, "s", **FAST)
-    assert (report.completed, report.diverged, report.failed) == (4, 2, 0)
+    assert (report.completed, report.diverged, report.failed, report.exit_code) == (4, 2, 0, 0)
     st = sweep_status(sw.storage, "s")
     assert (st.done, st.diverged, st.failed, st.left) == (4, 2, 0, 0)
-    study = optuna.load_study(study_name="s", storage=sw.storage)
-    by_lr = {float(t.user_attrs["run_key"].split(",")[0].split("=")[1]): t for t in study.trials}
-    assert by_lr[2.0].state == optuna.trial.TrialState.COMPLETE
-    assert by_lr[2.0].user_attrs["status"] == "diverged" and by_lr[2.0].value == math.inf
+    by_x = {json.loads(t.user_attrs["run_key"].split(",")[0].split("=")[1]): t for t in _study(sw).trials}
+    assert by_x[2.0].state == TS.COMPLETE
+    assert by_x[2.0].user_attrs["status"] == "diverged" and by_x[2.0].value == math.inf
     frame = results_frame(sw.storage, "s")
-    final = frame[frame["metric"] == "loss"].set_index("log2_lr")
+    final = frame[frame["metric"] == "loss"].set_index("x")
     assert final.loc[2.0, "status"] == "diverged" and math.isinf(final.loc[2.0, "value"])
     assert final.loc[0.0, "value"] == 1.0 and final.loc[0.0, "status"] == "ok"
-    # Identifying columns come first, observation columns last; lr is filled from log2_lr.
-    assert list(frame.columns[:2]) == ["experiment", "run_id"]
+    # Identifying columns first, then the point's axes, observation columns last; the runner adds nothing else.
+    assert list(frame.columns[:4]) == ["experiment", "run_id", "x", "seed"]
     assert list(frame.columns[-5:]) == ["step", "metric", "value", "status", "wall_s"]
-    assert final.loc[1.0, "lr"] == 2.0
+    assert "lr" not in frame.columns and "log2_lr" not in frame.columns
     paths = write_results(frame, tmp_path / "out")
-    assert paths["csv"].stat().st_size > 0
-    if "parquet" in paths:
-        import pandas as pd
+    assert paths["csv"].stat().st_size > 0 and not list((tmp_path / "out").glob(".*tmp"))
 
-        assert len(pd.read_parquet(paths["parquet"])) == len(frame)
+
+def test_objective_metric_row_is_not_duplicated(tmp_path: Path) -> None:
+    # The objective reports its own 'loss' row: the runner must not add a second one at the same step.
+    spec = SweepSpec(axes={"x": [1.0, 5.0]}, metric="loss")
+    sw = create_sweep("own", spec, objective="sweep_objectives:reports_metric", run_dir=tmp_path)
+    run_worker(sw.storage, "own", **FAST)
+    frame = results_frame(sw.storage, "own")
+    rows = frame[frame["metric"] == "loss"]
+    assert len(rows) == 2 and rows["run_id"].is_unique
+    # A diverged run keeps the objective's own row (status says diverged); no second, disagreeing row.
+    assert set(rows["status"]) == {"ok", "diverged"}
 
 
 def test_exception_is_retried_then_recorded(tmp_path: Path) -> None:
     sw = _sweep(tmp_path, "sweep_objectives:fails_always", [0.0])
     report = run_worker(sw.storage, "s", max_retries=2, **FAST)
-    assert report.failed == 3 and report.completed == 0
+    assert report.failed == 3 and report.completed == 0 and report.gave_up == 1 and report.exit_code == 1
     attempts = (tmp_path / "attempts.log").read_text().split()
     assert attempts[1::2] == ["1", "2", "3"]  # attempt numbers seen by the objective
     st = sweep_status(sw.storage, "s")
-    assert st.failed == 1 and st.done == 0
+    assert st.failed == 1 and st.done == 0 and st.finished
     row = st.table.iloc[0]
     assert row["attempts"] == 3 and "RuntimeError: boom" in row["last_error"]
-    study = optuna.load_study(study_name="s", storage=sw.storage)
+    study = _study(sw)
     assert all("Traceback" in t.user_attrs["error"] for t in study.trials)
     assert study.trials[-1].user_attrs.get("gave_up") is True
     # Resuming after the cause is fixed re-queues the failed point with a fresh budget.
     again = _sweep(tmp_path, "sweep_objectives:fails_always", [0.0])
     assert again.requeued == 1
+    assert run_worker(sw.storage, "s", max_retries=0, **FAST).failed == 1
+    assert (tmp_path / "attempts.log").read_text().split()[1::2][-1] == "1"  # fresh budget: attempt 1 again
 
 
 def test_transient_exception_recovers(tmp_path: Path) -> None:
     sw = _sweep(tmp_path, "sweep_objectives:fails_first_attempt", [0.0, 1.0])
     report = run_worker(sw.storage, "s", max_retries=1, **FAST)
-    assert report.completed == 2 and report.failed == 2
+    assert report.completed == 2 and report.failed == 2 and report.exit_code == 0
     assert sweep_status(sw.storage, "s").done == 2
 
 
 def test_completed_points_never_rerun(tmp_path: Path) -> None:
     sw = _sweep(tmp_path, "sweep_objectives:nan_or_value", [-1.0, 0.0])
     run_worker(sw.storage, "s", **FAST)
-    study = optuna.load_study(study_name="s", storage=open_storage(sw.storage))
-    # A stray duplicate of a completed point (e.g. two create calls racing) is skipped, not re-run.
-    _enqueue(study, sw.spec, {"log2_lr": 0.0, "seed": 0}, sw.spec.run_key({"log2_lr": 0.0, "seed": 0}), 0)
+    # A stray duplicate of a completed point (e.g. queued by hand) steps aside, it is not run again.
+    enqueue_point(_study(sw), sw.spec.run_key({"x": 0.0, "seed": 0}))
     resumed = _sweep(tmp_path, "sweep_objectives:nan_or_value", [-1.0, 0.0])
     assert resumed.done == 2 and resumed.requeued == 0
     report = run_worker(sw.storage, "s", **FAST)
@@ -101,34 +107,36 @@ def test_completed_points_never_rerun(tmp_path: Path) -> None:
     assert len((tmp_path / "calls.log").read_text().split()) == 3
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["sql", "storage-api"])
-def test_store_pops_once_and_never_completes_a_failed_trial(tmp_path: Path, fast: bool) -> None:
-    # The worker's own ask/tell steps keep Optuna's rules: a trial is popped by one worker only, with its first
-    # heartbeat; a trial failed as stale by another worker cannot be completed, and keeps no result.
-    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [0.0, 1.0])
-    study = optuna.load_study(study_name="s", storage=open_storage(sw.storage, heartbeat_interval=1))
-    store = _open_store(study) if fast else _Store(study)
-    assert isinstance(store, _SqlStore) == fast
-    keys = [sw.spec.run_key(p) for p in sw.spec.iter_points()]
-    ids = [_enqueue(study, sw.spec, {}, k, 0) for k in keys]
-    number, attrs = store.start(ids[0])
-    assert attrs["run_key"] == keys[0] and store.start(ids[0]) is None
-    backend = study._storage._backend
-    assert backend._get_stale_trial_ids(study._study_id) == []  # beating: the pop recorded a heartbeat
-    with backend.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM trial_heartbeats").scalar() == 1
-    study._storage.set_trial_state_values(ids[0], optuna.trial.TrialState.FAIL)  # failed as stale elsewhere
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        store.finish(ids[0], optuna.trial.TrialState.COMPLETE, 1.0, {"result": "{}", "status": "ok"})
-    assert "result" not in study._storage.get_trial(ids[0]).user_attrs
-    assert store.start(ids[1]) is not None
-    store.finish(ids[1], optuna.trial.TrialState.COMPLETE, math.inf, {"status": "diverged", "n": 2})
-    done = study._storage.get_trial(ids[1])
-    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == math.inf
-    assert done.user_attrs == {"run_key": keys[1], "status": "diverged", "n": 2}
-    assert done.datetime_start <= done.datetime_complete
-    rows = {r.trial_id: r for r in store.rows()}
-    assert (rows[ids[0]].state, rows[ids[1]].key) == (optuna.trial.TrialState.FAIL, keys[1])
+def test_a_trial_failed_elsewhere_cannot_complete(tmp_path: Path) -> None:
+    # A worker whose heartbeat was late finds its trial failed as stale by another: its result is refused
+    # (Optuna never tells a finished trial), the retry queued for the point runs instead; nothing is counted twice.
+    sw = _sweep(tmp_path, "sweep_objectives:failed_elsewhere", [0.0])
+    report = run_worker(sw.storage, "s", **FAST)
+    assert report.refused == 1 and report.completed == 1
+    trials = _study(sw).trials
+    assert [t.state for t in trials] == [TS.FAIL, TS.COMPLETE]
+    assert sweep_status(sw.storage, "s").done == 1
+    assert len(results_frame(sw.storage, "s").query("metric == 'loss'")) == 1
+
+
+def test_dead_trial_without_claim_is_reaped_and_retried(tmp_path: Path) -> None:
+    # A worker killed between Optuna's ask and the claim (before any heartbeat) leaves a RUNNING trial that
+    # Optuna's heartbeat check cannot see. Simulate both kinds: a popped retry of a point, and a fresh trial.
+    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [1.0, 2.0])
+    study = _study(sw)
+    key = sw.spec.run_key({"x": 1.0, "seed": 0})
+    enqueue_point(study, key)
+    popped = study.ask()  # pops the queued retry: RUNNING, carrying the run key, never claimed
+    fresh = study.ask()  # a fresh trial that never picked a point
+    assert popped.user_attrs["run_key"] == key and "run_key" not in fresh.user_attrs
+    t0 = time.perf_counter()
+    report = run_worker(sw.storage, "s", grace_period=2, **FAST)
+    assert time.perf_counter() - t0 < 30
+    assert report.completed == 2
+    trials = {t.number: t for t in _study(sw).trials}
+    assert trials[popped.number].state == TS.FAIL and trials[fresh.number].state == TS.FAIL
+    st = sweep_status(sw.storage, "s")
+    assert (st.done, st.running, st.failed) == (2, 0, 0)
 
 
 def test_changed_spec_is_refused(tmp_path: Path) -> None:
@@ -137,33 +145,76 @@ def test_changed_spec_is_refused(tmp_path: Path) -> None:
         _sweep(tmp_path, "sweep_objectives:nan_or_value", [-1.0])
 
 
-def test_float_return_and_context(tmp_path: Path) -> None:
+def test_float_return_context_and_run_dirs(tmp_path: Path) -> None:
     sw = _sweep(tmp_path, "sweep_objectives:returns_float", [1.0, 3.0])
     run_worker(sw.storage, "s", **FAST)
     frame = results_frame(sw.storage, "s")
     assert sorted(frame[frame["metric"] == "loss"]["value"]) == [1.0, 9.0]
-    assert len(list((tmp_path / "runs").iterdir())) == 2  # one private directory per point
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(dirs) == 2  # one private directory per point, each recording what it belongs to
+    record = json.loads((dirs[0] / "point.json").read_text())
+    assert record["sweep"] == "s" and record["objective"] == "sweep_objectives:returns_float"
+
+
+def test_run_dirs_are_keyed_by_the_full_config(tmp_path: Path) -> None:
+    # Same axis values, other fixed settings or another sweep: another folder (no stale checkpoint reuse).
+    a = point_dir(tmp_path, "s", "x=1", "m:f", {"x": 1, "steps": 200})
+    b = point_dir(tmp_path, "s", "x=1", "m:f", {"x": 1, "steps": 50})
+    c = point_dir(tmp_path, "t", "x=1", "m:f", {"x": 1, "steps": 200})
+    assert len({a, b, c}) == 3 and a == point_dir(tmp_path, "s", "x=1", "m:f", {"x": 1, "steps": 200})
+    (a / "point.json").write_text(json.dumps({"config_hash": "something else"}))
+    with pytest.raises(DeeplimitError, match="belongs to another run"):
+        point_dir(tmp_path, "s", "x=1", "m:f", {"x": 1, "steps": 200})
 
 
 def test_unreachable_postgres_fails_fast() -> None:
-    url = "postgresql+psycopg2://postgres@127.0.0.1:9/nodb"
+    url = "postgresql+psycopg2://u:S3cretPW@127.0.0.1:9/nodb"
     t0 = time.perf_counter()
-    with pytest.raises(DeeplimitError, match=r"127\.0\.0\.1:9.*start the server"):
+    with pytest.raises(DeeplimitError, match=r"127\.0\.0\.1:9.*start the server") as info:
         open_storage(url)
-    assert time.perf_counter() - t0 < 10
+    assert time.perf_counter() - t0 < 10 and "S3cretPW" not in str(info.value)
 
 
 def test_storage_and_objective_errors(tmp_path: Path) -> None:
     with pytest.raises(DeeplimitError, match="does not exist"):
         open_storage(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    with pytest.raises(DeeplimitError, match="heartbeat interval"):
+        open_storage(f"sqlite:///{tmp_path}/x.db", heartbeat_interval=0)
     with pytest.raises(DeeplimitError, match="cannot import module"):
         _sweep(tmp_path, "no_such_module_xyz:f", [0.0])
     with pytest.raises(DeeplimitError, match="dotted path"):
         _sweep(tmp_path, "no_colon", [0.0])
-    with pytest.raises(DeeplimitError, match="no sweep named"):
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sweep.db").exists()
+    with pytest.raises(DeeplimitError, match="no sweep storage at"):
         sweep_status(f"sqlite:///{tmp_path}/other.db", "nothing")
-    with pytest.raises(DeeplimitError, match="empty"):
-        SweepSpec(axes={"log2_lr": []})
+    assert not (tmp_path / "other.db").exists()  # reading never creates an empty database
+    _sweep(tmp_path, "sweep_objectives:returns_float", [0.0], name="real")
+    with pytest.raises(DeeplimitError, match="no sweep named 'nothing'"):
+        sweep_status(f"sqlite:///{tmp_path}/sweep.db", "nothing")
+    not_db = tmp_path / "not.db"
+    not_db.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(DeeplimitError, match="not an SQLite database"):
+        open_storage(f"sqlite:///{not_db}")
+
+
+def test_concurrent_creates_on_a_new_sqlite_file(tmp_path: Path) -> None:
+    # Two `create` calls on a new database at once: the schema is created once, both succeed.
+    spec = SweepSpec(axes={"x": [1.0, 2.0]}, metric="loss")
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            create_sweep("race", spec, objective="sweep_objectives:returns_float", run_dir=tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sweep_status(f"sqlite:///{tmp_path / 'sweep.db'}", "race").total == 2
 
 
 def test_journal_storage_and_lazy_api(tmp_path: Path) -> None:
@@ -177,3 +228,35 @@ def test_journal_storage_and_lazy_api(tmp_path: Path) -> None:
     assert sweep_status(url, "s").done == 2
     assert sorted(results_frame(url, "s").query("metric == 'loss'")["value"]) == [1.0, 4.0]
     assert sw.storage == url
+
+
+def test_journal_dead_worker_is_retried(tmp_path: Path) -> None:
+    # Journal storages have no Optuna heartbeats: a claimed trial whose liveness stamp goes stale is failed and
+    # its point retried by the next worker.
+    url = f"journal:{tmp_path / 'sweep.journal'}"
+    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [1.0], storage=url)
+    study = _study(sw)
+    trial = study.ask()
+    trial.set_user_attr("run_key", sw.spec.run_key({"x": 1.0, "seed": 0}))
+    trial.set_user_attr("worker", "gone-host:1")
+    trial.set_user_attr("alive_at", time.time() - 60)
+    report = run_worker(url, "s", grace_period=2, **FAST)
+    assert report.completed == 1
+    states = [t.state for t in _study(sw).trials]
+    assert states == [TS.FAIL, TS.COMPLETE]
+
+
+def test_a_failure_whose_retry_was_never_queued_is_healed(tmp_path: Path) -> None:
+    # A worker that fails a trial (stale, dead) queues the retry right after; killed in between, it leaves a
+    # failed point with retries left. Any worker queues that retry once the grace period has passed.
+    sw = _sweep(tmp_path, "sweep_objectives:returns_float", [1.0])
+    study = _study(sw)
+    trial = study.ask()
+    trial.set_user_attr("run_key", sw.spec.run_key({"x": 1.0, "seed": 0}))
+    trial.set_user_attr("worker", "gone-host:1")
+    study.tell(trial, state=TS.FAIL)  # ... and its worker died before queuing the retry
+    assert sweep_status(sw.storage, "s").failed == 1
+    report = run_worker(sw.storage, "s", grace_period=2, **FAST)
+    assert report.completed == 1
+    st = sweep_status(sw.storage, "s")
+    assert (st.done, st.failed) == (1, 0) and st.table.iloc[0]["attempts"] == 2

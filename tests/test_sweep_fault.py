@@ -12,15 +12,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from deeplimit.sweep.engine import create_sweep, open_storage, results_frame, spawn_workers, sweep_status
-from deeplimit.sweep.grid import SweepSpec
+from deeplimit.sweep import SweepSpec, create_sweep, open_storage, results_frame, spawn_workers, sweep_status
 from deeplimit.sweep.postgres import postgres_available, start_cluster, stop_cluster
 
 POINTS = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0]
 
 
 def _kill_one_mid_trial(storage: str, run_dir: Path) -> None:
-    spec = SweepSpec(axes={"log2_lr": POINTS, "seed": [0]}, fixed={"sleep": 0.4, "first_sleep": 2.0})
+    spec = SweepSpec(axes={"x": POINTS, "seed": [0]}, fixed={"sleep": 0.4, "first_sleep": 2.0})
     create_sweep("fault", spec, objective="sweep_objectives:slow_marked", storage=storage, run_dir=run_dir)
     procs = spawn_workers(storage, "fault", 2, heartbeat_interval=1, grace_period=3, max_retries=2)
     victim, survivor = procs
@@ -48,7 +47,7 @@ def _kill_one_mid_trial(storage: str, run_dir: Path) -> None:
 
     frame = results_frame(storage, "fault")
     per_run = frame[frame["metric"] == "objective"]
-    assert sorted(per_run["log2_lr"]) == POINTS  # each key exactly once in the results
+    assert sorted(per_run["x"]) == POINTS  # each key exactly once in the results
     assert per_run["run_id"].is_unique
 
     # Side effects: every key completed exactly once — the killed run never reached its log line.
@@ -96,7 +95,7 @@ def test_two_workers_retry_exceptions_without_losing_points(tmp_path: Path) -> N
     run_dir = tmp_path / "sweep"
     run_dir.mkdir()
     storage = f"sqlite:///{run_dir / 'sweep.db'}"
-    spec = SweepSpec(axes={"log2_lr": POINTS})
+    spec = SweepSpec(axes={"x": POINTS})
     create_sweep("retry", spec, objective="sweep_objectives:fails_first_attempt", storage=storage,
                  run_dir=run_dir)
     procs = spawn_workers(storage, "retry", 2, heartbeat_interval=1, grace_period=3, max_retries=1)
@@ -106,3 +105,84 @@ def test_two_workers_retry_exceptions_without_losing_points(tmp_path: Path) -> N
     assert (status.done, status.failed, status.left) == (len(POINTS), 0, 0), str(status)
     attempts = Counter(line.split("\t")[0] for line in (run_dir / "attempts.log").read_text().splitlines())
     assert set(attempts.values()) == {2}  # each point: one failure, one successful retry
+
+
+def _chaos(storage: str, run_dir: Path, kills: int, seed: int = 0) -> None:
+    """Two workers at a time; SIGKILL a random one at a random moment ``kills`` times, restarting it each time."""
+    import random
+
+    rng = random.Random(seed)
+    xs = [float(i) for i in range(30)]
+    spec = SweepSpec(axes={"x": xs}, fixed={"sleep": 0.3, "first_sleep": 0.3})
+    create_sweep("chaos", spec, objective="sweep_objectives:slow_marked", storage=storage, run_dir=run_dir)
+    opts = {"heartbeat_interval": 1, "grace_period": 2, "max_retries": 100}
+    procs = spawn_workers(storage, "chaos", 2, **opts)
+    try:
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.05, 1.5))
+            victim = rng.randrange(len(procs))
+            procs[victim].kill()
+            procs[victim].wait()
+            procs[victim] = spawn_workers(storage, "chaos", 1, **opts)[0]
+        codes = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    status = sweep_status(storage, "chaos")
+    assert codes == [0, 0] and (status.done, status.running, status.waiting, status.failed) == (30, 0, 0, 0), status
+    study = optuna.load_study(study_name="chaos", storage=open_storage(storage))
+    complete = Counter(t.user_attrs["run_key"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    assert len(complete) == 30 and set(complete.values()) == {1}, complete  # each point completed exactly once
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
+    per_run = results_frame(storage, "chaos").query("metric == 'objective'")
+    assert sorted(per_run["x"]) == xs and per_run["run_id"].is_unique
+
+
+@pytest.mark.slow
+def test_24_random_sigkills_sqlite(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    _chaos(f"sqlite:///{run_dir / 'sweep.db'}", run_dir, kills=24)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries (initdb) not installed")
+def test_24_random_sigkills_postgres(tmp_path: Path) -> None:
+    root = Path(tempfile.mkdtemp(prefix="deeplimit-pg-test-"))
+    root.chmod(0o755)
+    cluster = start_cluster(root / "c")
+    try:
+        run_dir = tmp_path / "sweep"
+        run_dir.mkdir()
+        _chaos(cluster.url, run_dir, kills=24, seed=1)
+    finally:
+        stop_cluster(root / "c", remove=True)
+        root.rmdir()
+
+
+def test_a_later_launch_recovers_a_killed_workers_point(tmp_path: Path) -> None:
+    # Issue #11: after a kill no point may stay "running" for ever and a later launch must not hang.
+    from deeplimit.sweep import launch_workers
+
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    storage = f"sqlite:///{run_dir / 'sweep.db'}"
+    spec = SweepSpec(axes={"x": [0.0, 1.0, 2.0]}, fixed={"sleep": 0.2, "first_sleep": 4.0})
+    create_sweep("later", spec, objective="sweep_objectives:slow_marked", storage=storage, run_dir=run_dir)
+    (victim,) = spawn_workers(storage, "later", 1, heartbeat_interval=1, grace_period=2)
+    started = run_dir / "started"
+    deadline = time.monotonic() + 60
+    while not (started.exists() and any(started.iterdir())):
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.05)
+    victim.kill()
+    victim.wait()
+    assert sweep_status(storage, "later").running == 1  # left behind by the dead worker
+    t0 = time.monotonic()
+    report = launch_workers(storage, "later", 1, heartbeat_interval=1, grace_period=2, timeout=120)
+    assert report.exit_code == 0 and time.monotonic() - t0 < 60
+    status = report.status
+    assert (status.done, status.running, status.failed) == (3, 0, 0)

@@ -1,109 +1,225 @@
-"""``deeplimit sweep {create,worker,launch,status,results,analyze,postgres}``.
+"""deeplimit sweep {create,launch,worker,status,results,analyze,slurm,postgres}: grid sweeps on Optuna.
 
-Typical local session (SQLite under the run directory, two single-thread workers)::
+A local session (SQLite under the run directory, two single-thread workers):
 
-    deeplimit sweep create  --name demo --run-dir runs/demo --preset demo-quadratic --set seeds=2
-    deeplimit sweep launch  --name demo --run-dir runs/demo --workers 2
-    deeplimit sweep status  --name demo --run-dir runs/demo
-    deeplimit sweep analyze --name demo --run-dir runs/demo --group preset --size depth
+  deeplimit sweep create  --name demo --run-dir runs/demo --grid demo-quadratic --set seeds=2
+  deeplimit sweep launch  --name demo --run-dir runs/demo --workers 2
+  deeplimit sweep status  --name demo --run-dir runs/demo --table
+  deeplimit sweep analyze --name demo --run-dir runs/demo --group preset --size depth
 
-Several machines: ``deeplimit sweep postgres start --dir /var/tmp/pg`` (or any PostgreSQL), then pass
-``--storage postgresql+psycopg2://…`` to ``create`` and run ``deeplimit sweep worker`` on each machine.
+Several machines: start PostgreSQL (deeplimit sweep postgres start --dir DIR prints how), put the URL in
+$DEEPLIMIT_STORAGE_URL (keeps the password off command lines), create the sweep once and run
+deeplimit sweep worker --name NAME on each machine, or deeplimit sweep slurm --name NAME --array 32 on a
+Slurm cluster. Ctrl-C stops cleanly; running the same command again resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from deeplimit.errors import DeeplimitError
 
+EXIT_INTERRUPTED = 130
 
-def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line naming the fix (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _clean(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Quiet Optuna's INFO lines, and turn Ctrl-C outside a worker loop into a one-line exit."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return fn(args)
+        except KeyboardInterrupt:
+            print("deeplimit sweep: interrupted; run the same command again to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument types (each error names the fix)
+# ------------------------------------------------------------------------------------------------
+def _int_range(low: int, high: int | None, example: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; e.g. {example}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"≥ {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}; e.g. {example}")
+        return value
+
+    return parse
+
+
+def _positive_float(example: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. {example}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}; e.g. {example}")
+        return value
+
+    return parse
+
+
+def _text(example: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"is empty; e.g. {example}")
+        return text
+
+    return parse
+
+
+def _value(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw  # plain strings need no quotes
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` pairs: Python literals (``8``, ``[1, 2]``, ``True``), plain strings, or
+    comma-separated lists (``preset=depth_mup,blocks_only`` gives two values)."""
     out: dict[str, Any] = {}
     for item in items or []:
-        if "=" not in item:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
             raise DeeplimitError(f"--set {item!r} must look like key=value (e.g. --set seeds=2)")
-        key, _, raw = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw  # plain strings need no quotes
+        if key in out:
+            raise DeeplimitError(f"--set {key}=… is given twice; give each key once (lists: --set {key}=a,b)")
+        if not raw.strip():
+            raise DeeplimitError(f"--set {key}= has no value; e.g. --set {key}=8")
+        value = _value(raw.strip())
+        if isinstance(value, str) and "," in value:
+            value = [_value(part.strip()) for part in value.split(",") if part.strip()]
+        out[key] = value
     return out
 
 
 def _storage(args: argparse.Namespace) -> str:
-    from deeplimit.sweep.engine import default_storage
+    from deeplimit.sweep.storage import resolve_storage
 
-    if args.storage:
-        return args.storage
-    if args.run_dir:
-        return default_storage(args.run_dir)
-    raise DeeplimitError("give --storage URL or --run-dir DIR (whose sweep.db is the default storage)")
+    return resolve_storage(args.storage, args.run_dir)
 
 
-def _common(p: argparse.ArgumentParser, run_dir_help: str = "sweep directory (default storage: DIR/sweep.db)"
-            ) -> None:
-    p.add_argument("--storage", default=None, help="storage URL: sqlite:///PATH, postgresql+psycopg2://…, "
-                   "journal:PATH")
-    p.add_argument("--name", required=True, help="sweep (study) name")
-    p.add_argument("--run-dir", default=None, help=run_dir_help)
+def _common(p: argparse.ArgumentParser, run_dir_help: str = "sweep folder; its sweep.db is the default storage, "
+            "its runs/ the per-point folders (default: as given to create)") -> None:
+    p.add_argument("--storage", default=None, type=_text("--storage sqlite:////abs/path/sweep.db"),
+                   help="storage URL: sqlite:///PATH, postgresql+psycopg2://USER@HOST:PORT/DB or journal:PATH "
+                        "(default: $DEEPLIMIT_STORAGE_URL, else RUN_DIR/sweep.db); prefer the environment "
+                        "variable for URLs with a password")
+    p.add_argument("--name", required=True, type=_text("--name depth"), help="sweep (Optuna study) name (required)")
+    p.add_argument("--run-dir", default=None, type=_text("--run-dir runs/depth"), help=run_dir_help)
 
 
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands: parse, call one library function, print
+# ------------------------------------------------------------------------------------------------
+@_clean
 def _cmd_create(args: argparse.Namespace) -> int:
-    from deeplimit.sweep.engine import create_sweep
-    from deeplimit.sweep.grid import SweepSpec
-    from deeplimit.sweep.presets import build_preset
+    import os
 
-    if bool(args.preset) == bool(args.spec):
-        raise DeeplimitError("give exactly one of --preset NAME or --spec FILE.json")
-    if args.preset:
-        spec = build_preset(args.preset, **_parse_sets(args.set))
-    else:
-        path = Path(args.spec)
-        if not path.exists():
-            raise DeeplimitError(f"spec file {path} does not exist")
-        spec = SweepSpec.from_json(path.read_text())
-    run_dir = args.run_dir or "sweep"
-    sweep = create_sweep(args.name, spec, objective=args.objective, storage=args.storage, run_dir=run_dir)
-    print(f"sweep {sweep.name!r}: {sweep.points} points, {sweep.done} done, {sweep.requeued} failed points "
-          f"re-queued\nstorage: {sweep.storage}\nrun dir: {sweep.run_dir}")
+    from deeplimit.secrets import STORAGE_ENV
+    from deeplimit.transfer.sweeps import create_transfer_sweep
+
+    sweep = create_transfer_sweep(args.name, grid=args.grid, overrides=parse_sets(args.set), spec_file=args.spec,
+                                  objective=args.objective, storage=args.storage or os.environ.get(STORAGE_ENV),
+                                  run_dir=args.run_dir or "sweep")
+    print(sweep)  # the storage URL is shown redacted
     return 0
 
 
+@_clean
 def _cmd_worker(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from deeplimit.sweep.engine import run_worker
-    from deeplimit.sweep.worker import worker_kwargs
+    from deeplimit.sweep.worker import run_worker, worker_kwargs
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
     report = run_worker(_storage(args), args.name, **worker_kwargs(args))
-    print(json.dumps(asdict(report)))
-    return 0
+    print(json.dumps({**asdict(report), "exit_code": report.exit_code}))
+    if report.interrupted:
+        print("deeplimit sweep worker: interrupted; the running point was queued again; run the same command "
+              "to resume", file=sys.stderr)
+    return report.exit_code
 
 
+def _failures(status: Any, limit: int = 5) -> list[str]:
+    table = status.table
+    if table.empty or "state" not in table:
+        return []
+    failed = table[table["state"] == "failed"]
+    return [f"  {row.run_key}: {row.last_error}" for row in failed.head(limit).itertuples()]
+
+
+@_clean
 def _cmd_launch(args: argparse.Namespace) -> int:
-    from deeplimit.sweep.engine import launch_workers, sweep_status
+    from deeplimit.sweep.launch import launch_workers
     from deeplimit.sweep.worker import worker_kwargs
 
     kwargs = worker_kwargs(args)
-    kwargs.pop("wait_for_running")
-    kwargs.pop("share")  # launch gives each worker its share
-    codes = launch_workers(_storage(args), args.name, args.workers, **kwargs)
-    print(sweep_status(_storage(args), args.name))
-    return 0 if all(c == 0 for c in codes) else 1
+    kwargs.pop("share", None)  # launch gives each worker its share
+    report = launch_workers(_storage(args), args.name, args.workers, quiet=args.quiet, **kwargs)
+    print(report.status)
+    if report.interrupted:
+        print("interrupted: every worker recorded its running point and stopped; run the same command again to "
+              "resume (finished points are kept)", file=sys.stderr)
+    elif report.exit_code:
+        lines = _failures(report.status)
+        if lines:
+            print(f"{report.status.failed} point(s) failed after all retries:", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
+        bad = [f"worker {i}: exit {c}" for i, c in enumerate(report.codes) if c]
+        if bad:
+            print("workers: " + ", ".join(bad) + f"; logs in {report.log_dir}", file=sys.stderr)
+        print("fix the cause, then `deeplimit sweep create` again (same arguments) re-queues failed points",
+              file=sys.stderr)
+    return report.exit_code
 
 
+@_clean
 def _cmd_status(args: argparse.Namespace) -> int:
-    from deeplimit.sweep.engine import sweep_status
+    from deeplimit.sweep.launch import watch
+    from deeplimit.sweep.results import sweep_status
 
-    st = sweep_status(_storage(args), args.name)
+    if args.watch:
+        try:
+            st = watch(_storage(args), args.name, poll_s=args.poll, quiet=args.quiet)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    else:
+        st = sweep_status(_storage(args), args.name)
     print(st)
-    if args.table:
+    if args.table and not st.table.empty:
         import pandas as pd
 
         with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_columns", None):
@@ -113,114 +229,191 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clean
 def _cmd_results(args: argparse.Namespace) -> int:
-    from deeplimit.sweep.engine import results_frame, write_results
+    from deeplimit.transfer.sweeps import write_transfer_results
 
-    frame = results_frame(_storage(args), args.name)
     out = args.out or str(Path(args.run_dir or ".") / "results")
-    paths = write_results(frame, out)
-    print(f"{len(frame)} rows from {frame['run_id'].nunique() if len(frame) else 0} runs -> "
-          + ", ".join(str(p) for p in paths.values()))
+    frame, paths = write_transfer_results(_storage(args), args.name, out)
+    runs = frame["run_id"].nunique() if len(frame) else 0
+    print(f"{len(frame)} rows from {runs} runs -> " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
+@_clean
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from deeplimit.sweep.analysis import analyze
-    from deeplimit.sweep.engine import _open_for_reading, results_frame, write_results
-    from deeplimit.sweep.plots import plot_analysis
+    from deeplimit.transfer.sweeps import analyze_sweep
 
-    storage = _storage(args)
-    _, spec = _open_for_reading(storage, args.name)
-    frame = results_frame(storage, args.name)
-    if frame.empty:
-        raise DeeplimitError(f"sweep {args.name!r} has no completed runs yet; run workers first")
-    group = [g.strip() for g in args.group.split(",")]
-    result = analyze(frame, metric=args.metric or spec.metric, group=group, size=args.size,
-                     n_boot=args.n_boot)
-    out = Path(args.out or Path(args.run_dir or ".") / "analysis")
-    write_results(frame, out, "long")
-    result.summary.to_csv(out / "summary.csv", index=False)
-    result.drift.to_csv(out / "drift.csv", index=False)
-    plots = plot_analysis(result, out, ylabel=args.ylabel)
-    for text in result.drift["verdict_text"]:
+    out = args.out or Path(args.run_dir or ".") / "analysis"
+    res = analyze_sweep(_storage(args), args.name, out, group=args.group.split(","), size=args.size,
+                        metric=args.metric, n_boot=args.n_boot, ylabel=args.ylabel)
+    for text in res.analysis.drift["verdict_text"]:
         print(text)
-    print("written: " + ", ".join(str(p) for p in [out / "summary.csv", out / "drift.csv", *plots]))
+    print("written: " + ", ".join(str(p) for p in res.paths))
     return 0
 
 
+@_clean
+def _cmd_slurm(args: argparse.Namespace) -> int:
+    from deeplimit.sweep.slurm import submit_workers
+    from deeplimit.sweep.worker import worker_kwargs
+
+    kwargs = worker_kwargs(args)
+    kwargs.pop("share", None)
+    storage = _storage(args)
+    folder = args.folder or str(Path(args.run_dir or ".") / "slurm")
+    jobs = submit_workers(storage, args.name, args.array, folder=folder, executor=args.executor,
+                          timeout_min=args.time, partition=args.partition, cpus_per_task=args.cpus_per_task,
+                          mem_gb=args.mem_gb, max_parallel=args.max_parallel, **kwargs)
+    print(f"submitted {len(jobs)} worker task(s) of sweep {args.name!r} ({args.executor}): job "
+          f"{jobs[0].job_id.split('_')[0] if jobs else '-'}; logs and pickles in {folder}")
+    if not args.wait:
+        print(f"follow them with: deeplimit sweep status --name {args.name} --watch")
+        return 0
+    from deeplimit.sweep.launch import watch
+
+    status = watch(storage, args.name, quiet=args.quiet)
+    codes = []
+    for job in jobs:
+        try:
+            codes.append(int(job.result().get("exit_code", 0)))
+        except Exception as exc:  # the task itself crashed (its log is in the folder)
+            print(f"task {job.job_id}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}",
+                  file=sys.stderr)
+            codes.append(2)
+    print(status)
+    bad = [c for c in codes if c not in (0, 1)]
+    return bad[0] if bad else (1 if status.failed or any(codes) else 0)
+
+
+@_clean
 def _cmd_postgres(args: argparse.Namespace) -> int:
+    from deeplimit.secrets import STORAGE_ENV, redact_url
     from deeplimit.sweep.postgres import start_cluster, stop_cluster
 
     if args.action == "start":
         cluster = start_cluster(args.dir, port=args.port, database=args.database)
-        print(cluster.url)
+        print(f"PostgreSQL on 127.0.0.1:{cluster.port}, database {cluster.database!r}, password login\n"
+              f"URL: {redact_url(cluster.url)}\n"
+              f"the full URL is in {cluster.url_file} (readable by you only); use it with\n"
+              f"  export {STORAGE_ENV}=\"$(cat {cluster.url_file})\"")
     else:
         stop_cluster(args.dir, remove=args.remove)
-        print(f"stopped the cluster in {args.dir}")
+        print(f"stopped the cluster in {args.dir}" + (" and removed it" if args.remove else ""))
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``deeplimit sweep …`` to the top-level parser."""
+# ------------------------------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction) -> dict[str, argparse.ArgumentParser]:
+    """Add ``deeplimit sweep …`` to the top-level parser; return its sub-command parsers by name."""
     from deeplimit.sweep.worker import add_worker_arguments
 
-    sweep = subparsers.add_parser("sweep", help="LR-transfer sweeps on Optuna (create, run, analyze)",
+    sweep = subparsers.add_parser("sweep", help="grid sweeps on Optuna: create, launch, status, analyze, Slurm",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION")
+    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("create", help="create or resume a sweep from a preset or a JSON spec")
-    _common(p, "sweep directory: per-run checkpoints and the default storage DIR/sweep.db (default ./sweep)")
-    p.add_argument("--preset", default=None, help="named preset (deeplimit.sweep.presets.PRESETS)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="preset argument (repeatable)")
-    p.add_argument("--spec", default=None, help="JSON spec file: {axes, fixed, objective, metric}")
-    p.add_argument("--objective", default=None, help="override the objective 'package.module:function'")
+    p = sub.add_parser("create", help="create or resume a sweep from a named grid or a JSON spec",
+                       description="Create (or resume) a sweep. Every grid point is validated before anything is "
+                                   "written.")
+    _common(p, "sweep folder: per-point run folders and the default storage RUN_DIR/sweep.db (default: ./sweep)")
+    p.add_argument("--grid", default=None, type=_text("--grid depth-transfer"),
+                   help="named experiment grid (deeplimit.transfer.grids.EXPERIMENT_GRIDS), e.g. depth-transfer, "
+                        "width-transfer, demo-quadratic")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="grid argument, repeatable: --set tier=quick --set depth=8,16 --set log2_lr=-10:-5:0.5")
+    p.add_argument("--spec", default=None, type=_text("--spec grid.json"),
+                   help="JSON spec file: {axes, fixed, objective, metric} (instead of --grid)")
+    p.add_argument("--objective", default=None, type=_text("--objective pkg.module:function"),
+                   help="override the objective 'package.module:function' (default: the spec's)")
     p.set_defaults(func=_cmd_create)
 
-    p = sub.add_parser("worker", help="run one worker in this process (start one per core / machine)")
+    p = sub.add_parser("launch", help="run N local worker processes until the sweep is done (one progress bar)")
+    _common(p)
+    p.add_argument("--workers", type=_int_range(1, 256, "--workers 2"), default=2,
+                   help="worker processes (default: %(default)s)")
+    add_worker_arguments(p, share=False)
+    _add_quiet(p)
+    p.set_defaults(func=_cmd_launch)
+
+    p = sub.add_parser("worker", help="run one worker in this process (one per core or machine)")
     _common(p)
     add_worker_arguments(p)
     p.set_defaults(func=_cmd_worker)
 
-    p = sub.add_parser("launch", help="run N local worker processes until the sweep is done")
-    _common(p)
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    add_worker_arguments(p)
-    p.set_defaults(func=_cmd_launch)
-
-    p = sub.add_parser("status", help="counts of done / running / failed / left grid points")
+    p = sub.add_parser("status", help="done / running / failed / left grid points; --watch for a live bar")
     _common(p)
     p.add_argument("--table", action="store_true", help="also print one line per grid point")
     p.add_argument("--json", action="store_true", help="also print the counts as JSON")
+    p.add_argument("--watch", action="store_true", help="show a progress bar with ETA until the sweep is finished")
+    p.add_argument("--poll", type=_positive_float("--poll 2"), default=2.0,
+                   help="seconds between reads with --watch (default: %(default)s)")
+    _add_quiet(p)
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("results", help="write the tidy long table (CSV, and Parquet if pyarrow)")
+    p = sub.add_parser("results", help="write the tidy long table (CSV, and Parquet with pyarrow)")
     _common(p)
-    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/results)")
+    p.add_argument("--out", default=None, type=_text("--out runs/depth/results"),
+                   help="output folder (default: RUN_DIR/results)")
     p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("analyze", help="eta* per size, drift and verdict; summary/drift CSVs and plots")
     _common(p)
-    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/analysis)")
-    p.add_argument("--metric", default=None, help="metric to minimise (default: the spec's metric)")
-    p.add_argument("--group", default="preset", help="comma-separated grouping columns (default preset)")
-    p.add_argument("--size", default="depth", help="size column: depth or width (default depth)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds")
-    p.add_argument("--ylabel", default="train loss (cross-entropy, nats)", help="loss axis label")
+    p.add_argument("--out", default=None, type=_text("--out runs/depth/analysis"),
+                   help="output folder (default: RUN_DIR/analysis)")
+    p.add_argument("--metric", default=None, type=_text("--metric window_loss"),
+                   help="metric to minimise (default: the spec's metric)")
+    p.add_argument("--group", default="preset", type=_text("--group preset"),
+                   help="comma-separated grouping columns (default: %(default)s)")
+    p.add_argument("--size", default="depth", type=_text("--size depth"),
+                   help="size column: depth or width (default: %(default)s)")
+    p.add_argument("--n-boot", type=_int_range(1, 1_000_000, "--n-boot 1000"), default=1000,
+                   help="bootstrap resamples over seeds (default: %(default)s)")
+    p.add_argument("--ylabel", default="train loss (cross-entropy, nats)",
+                   help="loss axis label (default: %(default)s)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("postgres", help="start/stop a private PostgreSQL cluster on 127.0.0.1")
-    p.add_argument("action", choices=["start", "stop"])
-    p.add_argument("--dir", required=True, help="cluster directory (must be reachable by user postgres)")
-    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
-    p.add_argument("--database", default="deeplimit", help="database to create (default deeplimit)")
-    p.add_argument("--remove", action="store_true", help="with stop: delete the cluster directory")
+    p = sub.add_parser("slurm", help="submit workers as a Slurm job array (submitit)",
+                       description="Submit ARRAY workers of a created sweep as one Slurm job array. Use PostgreSQL "
+                                   "or journal:/shared/disk/FILE as storage; see docs/cluster.md.")
+    _common(p)
+    p.add_argument("--array", required=True, type=_int_range(1, 100_000, "--array 32"), help="number of workers")
+    p.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm",
+                   help="slurm, or local processes / this process to try it out (default: %(default)s)")
+    p.add_argument("--folder", default=None, type=_text("--folder /shared/runs/depth/slurm"),
+                   help="submitit folder for job files and logs, on a shared disk (default: RUN_DIR/slurm)")
+    p.add_argument("--partition", default=None, type=_text("--partition cpu"),
+                   help="Slurm partition (default: the cluster's)")
+    p.add_argument("--time", type=_int_range(1, 525_600, "--time 240"), default=1440,
+                   help="wall-time limit per worker in minutes (default: %(default)s)")
+    p.add_argument("--cpus-per-task", type=_int_range(1, 1024, "--cpus-per-task 1"), default=1,
+                   help="CPUs per worker (default: %(default)s)")
+    p.add_argument("--mem-gb", type=_positive_float("--mem-gb 4"), default=None,
+                   help="memory per worker in GB (default: the cluster's)")
+    p.add_argument("--max-parallel", type=_int_range(1, 100_000, "--max-parallel 16"), default=None,
+                   help="at most this many workers at once (default: no limit)")
+    p.add_argument("--wait", action="store_true", help="wait for the workers, with a progress bar")
+    add_worker_arguments(p, share=False)
+    _add_quiet(p)
+    p.set_defaults(func=_cmd_slurm)
+
+    p = sub.add_parser("postgres", help="start/stop a private PostgreSQL server on 127.0.0.1 (password login)")
+    p.add_argument("action", choices=["start", "stop"], help="start (initialising if new) or stop")
+    p.add_argument("--dir", required=True, type=_text("--dir /var/tmp/deeplimit-pg"),
+                   help="cluster folder: new, empty, or one made by this command (reachable by user postgres when "
+                        "run as root)")
+    p.add_argument("--port", type=_int_range(1024, 65535, "--port 5433"), default=None,
+                   help="port (default: a free one)")
+    p.add_argument("--database", default="deeplimit",
+                   help="database to create (letters, digits, _; default: %(default)s)")
+    p.add_argument("--remove", action="store_true", help="with stop: delete the cluster folder")
     p.set_defaults(func=_cmd_postgres)
+    return dict(sub.choices)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m deeplimit.cli.sweep``) until the top-level CLI lists this module."""
-    parser = argparse.ArgumentParser(prog="deeplimit")
+    """Stand-alone entry (``python -m deeplimit.cli.sweep``), as ``deeplimit sweep`` runs it."""
+    parser = _Parser(prog="deeplimit")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
     try:

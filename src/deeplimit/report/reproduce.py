@@ -263,10 +263,13 @@ def stopping(ctx: Context) -> list[Section]:
 # ------------------------------------------------------------------------------------------------------
 def run_experiment(ctx: Context, experiment: str):
     """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it."""
-    from deeplimit.sweep.engine import create_sweep, launch_workers, results_frame, sweep_status
-    from deeplimit.sweep.experiments import ANALYSIS
-    from deeplimit.sweep.experiments import experiment as build
-    from deeplimit.sweep.plots import plot_analysis
+    from deeplimit.sweep.create import create_sweep
+    from deeplimit.sweep.launch import launch_workers
+    from deeplimit.sweep.results import sweep_status
+    from deeplimit.transfer.experiments import ANALYSIS
+    from deeplimit.transfer.experiments import experiment as build
+    from deeplimit.transfer.plots import plot_analysis
+    from deeplimit.transfer.table import transfer_results as results_frame
 
     spec = build(experiment, ctx.tier)
     name = f"{experiment}-{ctx.tier}"
@@ -277,7 +280,7 @@ def run_experiment(ctx: Context, experiment: str):
     status = sweep_status(ctx.storage, name)
     table = results_frame(ctx.storage, name)
     group, size = ANALYSIS[experiment]
-    from deeplimit.sweep.analysis import analyze
+    from deeplimit.transfer.analysis import analyze
 
     analysis = analyze(table, metric=spec.metric, group=group, size=size)
     figs_dir = ctx.out / "figures" / experiment
@@ -338,7 +341,7 @@ def depth_transfer(ctx: Context) -> list[Section]:
                "in this block-depth-1 family."),
         measured=measured, verdict=verdict, figures=figs,
         tables=[("η* per depth", an.summary), ("drift per rule", an.drift)],
-        command=f"deeplimit sweep create --preset depth-transfer --set tier={ctx.tier}",
+        command=f"deeplimit sweep create --grid depth-transfer --set tier={ctx.tier}",
         wall_s=time.perf_counter() - t0)]
 
 
@@ -355,7 +358,7 @@ def width_transfer(ctx: Context) -> list[Section]:
         measured=(f"{status.done} runs of {spec.fixed['steps']} steps, depth {spec.fixed['depth']}, widths "
                   f"{list(spec.axes['width'])}. Verdicts:{_verdict_words(an)}"),
         verdict=verdict, figures=figs, tables=[("η* per width", an.summary), ("drift per rule", an.drift)],
-        command=f"deeplimit sweep create --preset width-transfer --set tier={ctx.tier}",
+        command=f"deeplimit sweep create --grid width-transfer --set tier={ctx.tier}",
         wall_s=time.perf_counter() - t0)]
 
 
@@ -371,7 +374,7 @@ def activation(ctx: Context) -> list[Section]:
         measured=(f"Best loss over the LR grid at {deepest} blocks: |x| {ab:.4f}, ReLU {relu:.4f} "
                   f"({status.done} runs, {spec.fixed['steps']} steps, block multiplier 2^-1.5)."),
         verdict=verdict, figures=figs, tables=[("η* and best loss", an.summary)],
-        command=f"deeplimit sweep create --preset activation --set tier={ctx.tier}", wall_s=time.perf_counter() - t0)]
+        command=f"deeplimit sweep create --grid activation --set tier={ctx.tier}", wall_s=time.perf_counter() - t0)]
 
 
 def block_depth(ctx: Context) -> list[Section]:
@@ -391,7 +394,7 @@ def block_depth(ctx: Context) -> list[Section]:
         measured=(f"|drift of log2 η*| across depths: block depth 1 {D1:.2f}, block depth 2 {D2:.2f}."
                   f"{_verdict_words(an)}"),
         verdict=verdict, figures=figs, tables=[("η* per depth", an.summary), ("drift", an.drift)],
-        command=f"deeplimit sweep create --preset block-depth --set tier={ctx.tier}", wall_s=time.perf_counter() - t0)]
+        command=f"deeplimit sweep create --grid block-depth --set tier={ctx.tier}", wall_s=time.perf_counter() - t0)]
 
 
 def transformer_depth(ctx: Context) -> list[Section]:
@@ -416,7 +419,7 @@ def transformer_depth(ctx: Context) -> list[Section]:
         measured=("|drift of log2 η*| across depths: " + ", ".join(f"{k} {v:.2f}" for k, v in drifts.items())
                   + f".{_verdict_words(an)}"),
         verdict=verdict, figures=figs, tables=[("η* per depth", an.summary), ("drift", an.drift)],
-        command=f"deeplimit sweep create --preset transformer-depth --set tier={ctx.tier}",
+        command=f"deeplimit sweep create --grid transformer-depth --set tier={ctx.tier}",
         wall_s=time.perf_counter() - t0)]
 
 
@@ -437,7 +440,7 @@ def shaped_vs_preln(ctx: Context) -> list[Section]:
         measured=(f"Best mean train loss over the last 10% of {spec.fixed['steps']} steps at {depth} layers: shaped "
                   f"{shaped:.3f}, Pre-LN {pre:.3f} nats/byte; unigram entropy of {spec.fixed['data']} {h:.3f}."),
         verdict=verdict, figures=figs, tables=[("best loss per model", an.summary)],
-        command=f"deeplimit sweep create --preset shaped-vs-preln --set tier={ctx.tier}",
+        command=f"deeplimit sweep create --grid shaped-vs-preln --set tier={ctx.tier}",
         wall_s=time.perf_counter() - t0)]
 
 

@@ -1,14 +1,19 @@
-"""deeplimit.sweep: fixed-budget LR-transfer sweeps on Optuna, tidy results, transfer analysis, plots.
+"""deeplimit.sweep: a generic runner of fixed grids on Optuna (public API only), kill-safe and exactly once.
 
-Public API (imported lazily, so ``import deeplimit.sweep`` stays cheap)::
+It knows grids, trials, storages, workers and results, not what the axes mean: the LR-transfer science built
+on it lives in :mod:`deeplimit.transfer`. Modules, one job each::
 
-    SweepSpec, log2_grid                                  # grid.py
-    TrialResult, TrialContext, create_sweep, run_worker,  # engine.py
-    launch_workers, sweep_status, results_frame, write_results, open_storage
-    analyze, summarize, drift_table, estimate_optimum, fit_trend, verdict   # analysis.py
-    plot_loss_vs_lr, plot_optimum_vs_size, plot_analysis                     # plots.py
-    PRESETS, register_preset                                                 # presets.py
-    start_cluster, stop_cluster                                              # postgres.py
+    grid.py      SweepSpec (axes × fixed parameters, run keys)
+    trial.py     TrialResult, TrialContext, load_objective: the contract with an objective
+    storage.py   open_storage, default_storage, resolve_storage: SQLite, PostgreSQL, journal files
+    create.py    create_sweep: validate every point, store the spec
+    worker.py    run_worker: the loop (study.optimize, heartbeats, retries, de-duplication)
+    launch.py    launch_workers, spawn_workers, watch: local processes with one progress bar
+    results.py   sweep_status, results_frame, write_results
+    slurm.py     submit_workers: Slurm job arrays of workers through submitit
+    postgres.py  start_cluster, stop_cluster: a private PostgreSQL server for local use and tests
+
+Names are imported lazily, so ``import deeplimit.sweep`` stays cheap.
 """
 
 from __future__ import annotations
@@ -17,15 +22,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "SweepSpec": "grid", "Grid": "grid", "log2_grid": "grid",
-    "TrialResult": "engine", "TrialContext": "engine", "create_sweep": "engine", "run_worker": "engine",
-    "launch_workers": "engine", "spawn_workers": "engine", "sweep_status": "engine",
-    "results_frame": "engine", "write_results": "engine", "open_storage": "engine",
-    "analyze": "analysis", "summarize": "analysis", "drift_table": "analysis", "final_values": "analysis",
-    "estimate_optimum": "analysis", "fit_trend": "analysis", "verdict": "analysis",
-    "TransferAnalysis": "analysis", "Trend": "analysis",
-    "plot_loss_vs_lr": "plots", "plot_optimum_vs_size": "plots", "plot_analysis": "plots",
-    "PRESETS": "presets", "register_preset": "presets", "build_preset": "presets",
+    "SweepSpec": "grid",
+    "TrialResult": "trial", "TrialContext": "trial", "load_objective": "trial",
+    "open_storage": "storage", "default_storage": "storage", "resolve_storage": "storage",
+    "Sweep": "create", "create_sweep": "create",
+    "WorkerReport": "worker", "run_worker": "worker",
+    "LaunchReport": "launch", "launch_workers": "launch", "spawn_workers": "launch", "watch": "launch",
+    "SweepStatus": "results", "sweep_status": "results", "results_frame": "results", "write_results": "results",
+    "submit_workers": "slurm",
     "start_cluster": "postgres", "stop_cluster": "postgres",
 }
 

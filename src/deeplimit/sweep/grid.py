@@ -2,8 +2,9 @@
 
 A :class:`SweepSpec` is the single description of a sweep that every worker sees: it is serialised to JSON
 and stored as a study user attribute, so workers on other machines need only the storage URL and the
-study name. Each grid point has a stable *run key* built from the axis values alone; the engine uses it to
-de-duplicate runs (ecosystem spec §4: never run a completed grid point twice).
+study name. Each grid point has a stable *run key* built from the axis values alone; the runner uses it to
+de-duplicate runs (ecosystem spec §4: never run a completed grid point twice). The runner gives axis names no
+meaning: what ``seed`` or a learning rate is belongs to the objective (see :mod:`deeplimit.transfer`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from deeplimit.errors import DeeplimitError
 
 Scalar = str | int | float | bool
 
-__all__ = ["SweepSpec", "Grid", "format_value", "log2_grid"]
+__all__ = ["SweepSpec", "format_value"]
 
 
 def _check_scalar(where: str, value: Any) -> Scalar:
@@ -42,26 +43,16 @@ def format_value(value: Scalar) -> str:
     return json.dumps(value)
 
 
-def log2_grid(start: float, stop: float, step: float = 1.0) -> list[float]:
-    """Inclusive log2 grid ``start, start+step, …, stop`` with values rounded to avoid float drift."""
-    if step <= 0:
-        raise DeeplimitError(f"log2 grid step must be positive, got {step!r}; e.g. step=1.0 or 0.5")
-    if stop < start:
-        raise DeeplimitError(f"log2 grid stop {stop!r} is below start {start!r}; swap them")
-    n = int(math.floor((stop - start) / step + 1e-9)) + 1
-    return [round(start + i * step, 10) for i in range(n)]
-
-
 @dataclass(frozen=True)
 class SweepSpec:
     """A full-factorial grid over named ``axes`` with ``fixed`` parameters shared by every run.
 
     Args:
-        axes: axis name → list of values (e.g. ``{"preset": [...], "depth": [2, 8], "log2_lr": [...],
-            "seed": [0, 1]}``). Order matters: it fixes the point order and the run-key layout.
-        fixed: parameters passed to every run but not part of the run key (steps, width, …).
+        axes: axis name → list of values (e.g. ``{"x": [-2.0, 0.0, 2.0], "seed": [0, 1]}``). Order matters:
+            it fixes the point order and the run-key layout.
+        fixed: parameters passed to every run but not part of the run key.
         objective: dotted path ``"package.module:function"`` of the training function; optional here
-            because :func:`deeplimit.sweep.engine.create_sweep` can also take it directly.
+            because :func:`deeplimit.sweep.create_sweep` can also take it directly.
         metric: name under which the objective's return value appears in the long table.
         description: free text shown by ``deeplimit sweep status``.
     """
@@ -73,9 +64,20 @@ class SweepSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
+        for what, value in (("axes", self.axes), ("fixed", self.fixed)):
+            if not isinstance(value, Mapping):
+                raise DeeplimitError(f"sweep spec field {what!r} must be an object of name: value pairs, got "
+                                     f"{type(value).__name__}; e.g. {{\"x\": [1, 2]}}")
+        for what in ("objective", "metric", "description"):
+            if not isinstance(getattr(self, what), str):
+                raise DeeplimitError(f"sweep spec field {what!r} must be a string, got "
+                                     f"{getattr(self, what)!r}")
+        if not self.metric:
+            raise DeeplimitError("sweep spec field 'metric' is empty; name the objective's value, e.g. "
+                                 "\"metric\": \"loss\"")
         if not self.axes:
             raise DeeplimitError("the sweep has no axes, hence no grid points; give at least one axis, "
-                                 "e.g. axes={'log2_lr': [-10, -8, -6]}")
+                                 "e.g. axes={'x': [1, 2, 3]}")
         axes: dict[str, tuple[Scalar, ...]] = {}
         for name, values in self.axes.items():
             if not isinstance(name, str) or not name:
@@ -94,12 +96,6 @@ class SweepSpec:
         clash = sorted(set(axes) & set(fixed))
         if clash:
             raise DeeplimitError(f"{clash} are both axes and fixed parameters; keep each name in one place")
-        for name in ("lr",):
-            values = list(axes.get(name, ())) + ([fixed[name]] if name in fixed else [])
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0]
-            if bad:
-                raise DeeplimitError(f"learning rates must be positive numbers, got {bad} in {name!r}; "
-                                     "use a log2_lr axis for log-spaced grids")
         if self.objective and ":" not in self.objective:
             raise DeeplimitError(f"objective {self.objective!r} must be a dotted path "
                                  "'package.module:function'")
@@ -128,7 +124,7 @@ class SweepSpec:
         return {**self.fixed, **point}
 
     def run_key(self, point: Mapping[str, Scalar]) -> str:
-        """Stable string naming a grid point, e.g. ``preset="sp",depth=8,log2_lr=-8.0,seed=0``."""
+        """Stable string naming a grid point, e.g. ``x=-2.0,seed=0``."""
         missing = [n for n in self.axis_names if n not in point]
         if missing:
             raise DeeplimitError(f"point {dict(point)} lacks axes {missing}; give a value for every axis")
@@ -161,7 +157,7 @@ class SweepSpec:
             raise DeeplimitError(f"unknown sweep spec fields {unknown}; allowed: axes, fixed, objective, "
                                  "metric, description")
         if "axes" not in data:
-            raise DeeplimitError("sweep spec has no 'axes' field; add e.g. {\"axes\": {\"log2_lr\": [-8]}}")
+            raise DeeplimitError("sweep spec has no 'axes' field; add e.g. {\"axes\": {\"x\": [1, 2]}}")
         return cls(axes=data["axes"], fixed=data.get("fixed", {}), objective=data.get("objective", ""),
                    metric=data.get("metric", "objective"), description=data.get("description", ""))
 
@@ -174,7 +170,3 @@ class SweepSpec:
         if not isinstance(data, dict):
             raise DeeplimitError("sweep spec JSON must be an object with an 'axes' field")
         return cls.from_dict(data)
-
-
-# The brief and older notes call it a grid; both names refer to the same class.
-Grid = SweepSpec

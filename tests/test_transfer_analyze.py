@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.sweep.analysis import analyze, estimate_optimum, final_values, fit_trend, summarize, verdict
+from deeplimit.transfer.analysis import analyze, estimate_optimum, final_values, fit_trend, summarize, verdict
 
 GRID = np.arange(-12.0, -3.5, 1.0)
 
@@ -128,7 +128,7 @@ def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
     """SP at depth: the argmin barely moves but the loss explodes (TP6 Fig. 20); the verdict must say so."""
     import pandas as pd
 
-    from deeplimit.sweep.analysis import analyze as full_analysis
+    from deeplimit.transfer.analysis import analyze as full_analysis
 
     rows = []
     for depth, scale in [(4, 1.0), (16, 3.0), (64, 200.0)]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeplimit.sweep.analysis import analyze
-from deeplimit.sweep.plots import plot_analysis
+from deeplimit.transfer.analysis import analyze
+from deeplimit.transfer.plots import plot_analysis
 
 
 def test_plot_files_written(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ import pandas as pd  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 
 from deeplimit.errors import DeeplimitError  # noqa: E402
-from deeplimit.sweep.analysis import SIZE_UNITS, TransferAnalysis  # noqa: E402
+from deeplimit.io import atomic_save  # noqa: E402
+from deeplimit.transfer.analysis import SIZE_UNITS, TransferAnalysis  # noqa: E402
 
 __all__ = ["plot_loss_vs_lr", "plot_optimum_vs_size", "plot_analysis"]
 
@@ -172,8 +173,7 @@ def plot_analysis(analysis: TransferAnalysis, out_dir: str | os.PathLike[str], *
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return p
+    try:
+        return atomic_save(path, lambda fh: fig.savefig(fh, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

@@ -429,6 +429,8 @@ class TransferAnalysis:
 def analyze(table: pd.DataFrame, metric: str = "objective", group: str | Sequence[str] = "preset",
             size: str = "depth", *, n_boot: int = 1000, rng: int = 0) -> TransferAnalysis:
     """Full §11.4 analysis of a long table (or of a one-row-per-run table without a ``metric`` column)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise DeeplimitError(f"n_boot must be a whole number ≥ 1 (bootstrap resamples), got {n_boot!r}; e.g. 1000")
     runs = final_values(table, metric)
     g = _cols(group)
     curves = seed_mean_curves(runs, g, size)

@@ -1,28 +1,47 @@
 """Named experiments of the depth-mup spec §11 at CPU scale, as sweep specs (grids over the real trainer).
 
-Each builder takes a tier (``smoke`` for CI, ``quick`` for ``deeplimit reproduce``, ``full`` for the long
-version) and returns a :class:`~deeplimit.sweep.grid.SweepSpec` whose objective is
-:func:`deeplimit.sweep.objectives.train_objective`. Axes are swept; everything else is fixed.
+Each builder takes a tier (``smoke`` for CI, ``quick`` for ``deeplimit reproduce``, ``standard`` for the
+documented evidence runs, ``full`` for the long version) and returns a :class:`~deeplimit.sweep.SweepSpec`
+whose objective is :data:`deeplimit.transfer.objectives.train_objective`. Axes are swept; everything else is
+fixed. Learning rates are swept as ``log2_lr`` (``lr = 2**log2_lr``) on grids made by :func:`log2_grid`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.sweep.grid import SweepSpec, log2_grid
+from deeplimit.sweep.grid import SweepSpec
 
-OBJECTIVE = "deeplimit.sweep.objectives:train_objective"
-TIERS = ("smoke", "quick", "standard", "full")
+__all__ = ["EXPERIMENTS", "ANALYSIS", "EXPERIMENT_TIERS", "experiment", "customise", "log2_grid"]
+
+OBJECTIVE = "deeplimit.transfer.objectives:train_objective"
+EXPERIMENT_TIERS = ("smoke", "quick", "standard", "full")
+
+
+def log2_grid(start: float, stop: float, step: float = 1.0) -> list[float]:
+    """Inclusive log2-LR grid ``start, start+step, …, stop`` with values rounded to avoid float drift."""
+    for what, v in (("start", start), ("stop", stop), ("step", step)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise DeeplimitError(f"log2 grid {what} must be a finite number, got {v!r}; e.g. -10:-5:0.5")
+    if step <= 0:
+        raise DeeplimitError(f"log2 grid step must be positive, got {step!r}; e.g. step=1.0 or 0.5")
+    if stop < start:
+        raise DeeplimitError(f"log2 grid stop {stop!r} is below start {start!r}; swap them")
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+    if n > 10_000:
+        raise DeeplimitError(f"log2 grid {start}:{stop}:{step} has {n} points; use a larger step")
+    return [round(start + i * step, 10) for i in range(n)]
 
 
 def _tier(tier: str, smoke, quick, full, standard=None):
     """Pick a tier's settings: smoke (CI), quick (``deeplimit reproduce``), standard (the documented evidence
     runs; defaults to quick), full (the spec's long version)."""
-    if tier not in TIERS:
-        raise DeeplimitError(f"unknown tier {tier!r}; choose one of {TIERS}")
+    if tier not in EXPERIMENT_TIERS:
+        raise DeeplimitError(f"unknown tier {tier!r}; choose one of {EXPERIMENT_TIERS}")
     return {"smoke": smoke, "quick": quick, "standard": standard or quick, "full": full}[tier]
 
 
@@ -146,9 +165,10 @@ def customise(spec: SweepSpec, **overrides: Any) -> SweepSpec:
     """
     axes, fixed = dict(spec.axes), dict(spec.fixed)
     for key, value in overrides.items():
-        if key == "seeds" and isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                raise DeeplimitError(f"seeds must be ≥ 1, got {value}")
+        if key == "seeds":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+                raise DeeplimitError(f"seeds must be a whole number ≥ 1 (the seed axis becomes 0 … N-1), got "
+                                     f"{value!r}; e.g. --set seeds=2")
             axes["seed"] = list(range(value))
         elif key == "log2_lr" and isinstance(value, str):
             try:

@@ -1,0 +1,102 @@
+"""LR-transfer sweeps end to end: build a grid, create its sweep, analyse its results (what the CLI calls).
+
+Each function is one step a user takes (``deeplimit sweep create|results|analyze``); the runner underneath is
+the generic :mod:`deeplimit.sweep`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.io import atomic_save, ensure_dir, read_json
+from deeplimit.sweep.create import Sweep, create_sweep, load_sweep
+from deeplimit.sweep.grid import SweepSpec
+from deeplimit.sweep.results import write_results
+from deeplimit.sweep.storage import open_storage
+from deeplimit.transfer.analysis import TransferAnalysis, analyze
+from deeplimit.transfer.table import transfer_results
+
+__all__ = ["spec_from", "create_transfer_sweep", "write_transfer_results", "analyze_sweep", "SweepAnalysis"]
+
+
+def spec_from(grid: str | None = None, overrides: dict[str, Any] | None = None,
+              spec_file: str | os.PathLike[str] | None = None) -> SweepSpec:
+    """The spec of a named experiment grid (with ``--set`` overrides) or of a JSON spec file."""
+    from deeplimit.transfer.grids import build_grid
+
+    if (grid is None) == (spec_file is None):
+        raise DeeplimitError("give exactly one of --grid NAME or --spec FILE.json")
+    if grid is not None:
+        return build_grid(grid, **(overrides or {}))
+    if overrides:
+        raise DeeplimitError("--set applies to --grid only; edit the JSON spec file instead")
+    data = read_json(spec_file, "spec file")
+    if not isinstance(data, dict):
+        raise DeeplimitError(f"spec file {spec_file} must hold a JSON object with an 'axes' field")
+    return SweepSpec.from_dict(data)
+
+
+def create_transfer_sweep(name: str, *, grid: str | None = None, overrides: dict[str, Any] | None = None,
+                          spec_file: str | os.PathLike[str] | None = None, objective: str | None = None,
+                          storage: str | None = None, run_dir: str | os.PathLike[str] = "sweep") -> Sweep:
+    """Build the spec (:func:`spec_from`) and create or resume its sweep; every point is validated first."""
+    return create_sweep(name, spec_from(grid, overrides, spec_file), objective=objective, storage=storage,
+                        run_dir=run_dir)
+
+
+def write_transfer_results(storage: str, name: str, out: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict]:
+    """The long table of sweep ``name`` written to ``out/long.csv`` (and ``.parquet``); returns (table, paths)."""
+    frame = transfer_results(storage, name)
+    return frame, write_results(frame, out)
+
+
+@dataclass
+class SweepAnalysis:
+    """What :func:`analyze_sweep` computed and wrote."""
+
+    analysis: TransferAnalysis
+    table: pd.DataFrame
+    paths: list[Path] = field(default_factory=list)
+
+
+def analyze_sweep(storage: str, name: str, out: str | os.PathLike[str], *, group: str | list[str] = "preset",
+                  size: str = "depth", metric: str | None = None, n_boot: int = 1000,
+                  ylabel: str = "train loss (cross-entropy, nats)") -> SweepAnalysis:
+    """η̂* per size, drift and verdict per group (depth-mup spec §11.4) of a sweep; tables and plots into ``out``.
+
+    Writes ``long.csv``, ``summary.csv``, ``drift.csv``, ``loss_vs_lr.png`` and ``optimum_vs_size.png``.
+    """
+    groups = [group] if isinstance(group, str) else list(group)
+    groups = [g.strip() for g in groups if g.strip()]
+    if not groups:
+        raise DeeplimitError("--group is empty; name the grouping columns, e.g. --group preset")
+    _, spec = load_sweep(open_storage(storage, create=False), name, storage)
+    frame = transfer_results(storage, name)
+    if frame.empty:
+        raise DeeplimitError(f"sweep {name!r} has no completed runs yet; run workers first "
+                             "(deeplimit sweep launch)")
+    missing = [c for c in [*groups, size] if c not in frame.columns]
+    if missing:
+        raise DeeplimitError(f"the results have no column(s) {missing}; choose --group/--size among the grid's "
+                             f"fields {[*spec.axis_names, *spec.fixed]}")
+    if size in ("lr", "log2_lr", "seed") or size in groups:
+        raise DeeplimitError(f"--size {size} cannot be the model size: the learning rate and the seed are what the "
+                             "analysis averages and minimises over, and a group column cannot be the size too; use "
+                             "--size depth or --size width")
+    if not pd.api.types.is_numeric_dtype(frame[size]) or (pd.to_numeric(frame[size]) <= 0).any():
+        raise DeeplimitError(f"--size {size} must be a column of positive numbers (e.g. depth or width)")
+    result = analyze(frame, metric=metric or spec.metric, group=groups, size=size, n_boot=n_boot)
+    from deeplimit.transfer.plots import plot_analysis
+
+    out_dir = ensure_dir(out, "analysis folder")
+    paths = list(write_results(frame, out_dir, "long").values())
+    for stem, table in (("summary", result.summary), ("drift", result.drift)):
+        paths.append(atomic_save(out_dir / f"{stem}.csv", lambda fh, t=table: t.to_csv(fh, index=False)))
+    paths += plot_analysis(result, out_dir, ylabel=ylabel)
+    return SweepAnalysis(analysis=result, table=frame, paths=paths)
