@@ -7,8 +7,10 @@ import inspect
 import sys
 from pathlib import Path
 
-MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.nn", "deeplimit.sde", "deeplimit.diagnostics",
-           "deeplimit.sweep", "deeplimit.data", "deeplimit.train", "deeplimit.report.reproduce"]
+MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.scaling.hf", "deeplimit.nn", "deeplimit.sde",
+           "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coord_check", "deeplimit.data",
+           "deeplimit.train", "deeplimit.studies", "deeplimit.sweep", "deeplimit.transfer", "deeplimit.io",
+           "deeplimit.secrets", "deeplimit.report.reproduce"]
 
 
 def _public(mod) -> list[str]:

@@ -54,14 +54,14 @@ def test_every_experiment_grid_validates(name: str) -> None:
     ({"steps": -1}, "steps must be"),
     ({"batch_size": 0}, "batch_size must be"),
     ({"preset": "nope"}, "unknown rule 'nope'"),
-    ({"dpeth": 4}, "unknown sweep parameter 'dpeth'"),
+    ({"dpeth": 4}, "unknown training option 'dpeth'"),
     ({"data": "/no/such/file.npz"}, "neither a dataset"),
-    ({"train_io": "maybe"}, "must be of type bool"),
-    ({"steps": 1.5}, "must be of type int"),
+    ({"train_io": "maybe"}, "train_io must be True or False"),
+    ({"steps": 1.5}, "steps must be a positive integer"),
     ({"log2_lr": 5000}, "overflows"),
     ({"lr": 0.1}, "either lr or log2_lr"),
     ({"activation": "foo"}, "activation 'foo'"),
-    ({"block_mult": "big"}, "cannot be built"),
+    ({"block_mult": "big"}, "block_mult must be a number"),
 ])
 def test_bad_points_are_refused_before_anything_is_written(tmp_path: Path, change: dict, fragment: str) -> None:
     fixed = {"model": "mlp-resnet", "width": 8, "depth": 2, "steps": 10, "data": "digits", "batch_size": 16,

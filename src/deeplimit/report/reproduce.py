@@ -31,7 +31,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_write_json, ensure_dir, read_json
 from deeplimit.report.html import Section, render
 from deeplimit.secrets import redact_text, redact_url
-from deeplimit.sweep.experiments import TIERS  # the one definition of the tiers
+from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one definition of the tiers
 
 # SDE settings per tier: paths of the comparisons, samples of the ablations, stopping-map grid and paths.
 SDE_TIER = {

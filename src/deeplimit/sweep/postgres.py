@@ -106,10 +106,9 @@ def _free_port() -> int:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    # deeplimit.io writes through mkstemp, whose file is mode 0600 from the start (never readable by others,
-    # not even for a moment); the chmod only states it.
-    atomic_write_text(path, text)
-    path.chmod(0o600)
+    # private=True: the temporary file is 0600 before a byte is written and is renamed into place, so the
+    # password is never readable by others, not even for a moment.
+    atomic_write_text(path, text, private=True)
 
 
 @dataclass

@@ -5,7 +5,7 @@ trains one grid point, the long results table, the η̂*/drift analysis and its 
 
     experiments.py   EXPERIMENTS (depth-transfer, width-transfer, …), experiment(), customise(), log2_grid
     grids.py         EXPERIMENT_GRIDS, register_grid, build_grid (what ``sweep create --grid`` builds)
-    objectives.py    train_objective (with validate), config_from_point
+    objectives.py    train_objective (with validate); configs come from deeplimit.train.config_from_point
     demo.py          quadratic: a cheap real LR-transfer problem for demos and tests
     table.py         LONG_COLUMNS, long_table, transfer_results
     analysis.py      analyze, summarize, drift_table, estimate_optimum, fit_trend, verdict
@@ -24,7 +24,7 @@ _EXPORTS = {
     "EXPERIMENTS": "experiments", "experiment": "experiments", "customise": "experiments", "log2_grid": "experiments",
     "EXPERIMENT_TIERS": "experiments",
     "EXPERIMENT_GRIDS": "grids", "register_grid": "grids", "build_grid": "grids",
-    "train_objective": "objectives", "config_from_point": "objectives",
+    "train_objective": "objectives",
     "LONG_COLUMNS": "table", "long_table": "table", "transfer_results": "table",
     "analyze": "analysis", "summarize": "analysis", "drift_table": "analysis", "final_values": "analysis",
     "estimate_optimum": "analysis", "fit_trend": "analysis", "verdict": "analysis", "TransferAnalysis": "analysis",

@@ -1,84 +1,21 @@
 """The sweep objective backed by the real trainer: a grid point (flat dict) → TrainConfig → run → TrialResult.
 
-A point's keys are ``TrainConfig`` fields (``width``, ``depth``, ``steps``, ``seed``, ``data``, …) plus:
-
-* ``preset`` (alias of ``rule``) and ``log2_lr`` (``lr = 2**log2_lr``);
-* model options (``activation``, ``block_depth``, ``block``, ``mean_subtract``, ``pre_ln``, ``n_heads``,
-  ``norm``, ``attention``, …) that go to ``model_kwargs``;
-* plan options (``block_mult``, ``input_mult``, ``output_mult``, ``eps_scope``, ``weight_decay_mode``,
-  ``readout_zero_init``, σ's) that go to ``plan_kwargs``;
-* ``experiment`` (a label, ignored by training).
-
-Unknown keys are errors that list the accepted names, so a typo never silently trains the default.
+A point is a flat dict read by :func:`deeplimit.train.config_from_point` (the trainer owns the map from flat
+keys to its config: ``preset``, ``log2_lr``, trainer fields, model and plan options, labels). Unknown keys and
+badly typed values are errors that name the accepted keys, so a typo never silently trains the default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.trial import TrialResult
-from deeplimit.train import TrainConfig, train
+from deeplimit.train import TrainConfig, config_from_point, train
 
-__all__ = ["config_from_point", "TrainObjective", "train_objective", "MODEL_KEYS", "PLAN_KEYS"]
-
-MODEL_KEYS = {
-    "activation", "block_depth", "block", "mean_subtract", "pre_ln", "bias",  # MLP-ResNet
-    "n_heads", "mlp_ratio", "norm", "attention", "logit_scale", "attn_mult", "tau0", "tau_mode", "shaping",
-    "recover_steps", "c_plus", "c_minus", "residual", "residual_gamma", "residual_trainable",
-    "zero_query_init",  # transformers
-}
-PLAN_KEYS = {"block_mult", "input_mult", "output_mult", "sigma_in", "sigma_hidden", "sigma_out", "sigma_emb",
-             "readout_zero_init", "decay_vectors", "eps_scope", "weight_decay_mode"}
-IGNORED = {"experiment", "variant"}
-TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_kwargs", "plan_kwargs"}
-
-
-def config_from_point(point: dict[str, Any]) -> TrainConfig:
-    """Map a flat grid point to a :class:`TrainConfig` (see the module docstring for the keys)."""
-    train_kw: dict[str, Any] = {}
-    model_kw: dict[str, Any] = {}
-    plan_kw: dict[str, Any] = {}
-    for key, value in point.items():
-        if key == "preset":
-            train_kw["rule"] = value
-        elif key == "log2_lr":
-            train_kw["lr"] = 2.0 ** float(value)
-        elif key in TRAIN_KEYS:
-            train_kw[key] = value
-        elif key in MODEL_KEYS:
-            model_kw[key] = value
-        elif key in PLAN_KEYS:
-            plan_kw[key] = value
-        elif key not in IGNORED:
-            raise DeeplimitError(f"unknown sweep parameter {key!r}; accepted: preset, log2_lr, "
-                                 f"{sorted(TRAIN_KEYS | MODEL_KEYS | PLAN_KEYS | IGNORED)}")
-    if "lr" in point and "log2_lr" in point:
-        raise DeeplimitError("give either lr or log2_lr, not both")
-    return TrainConfig(model_kwargs=model_kw, plan_kwargs=plan_kw, **train_kw)
-
-
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
-
-
-def _check_types(point: dict[str, Any]) -> None:
-    """Values of the trainer's scalar fields must have the field's type (``train_io='maybe'`` is not True)."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in point:
-            continue
-        v = point[f.name]
-        kinds = str(f.type).replace(" ", "").split("|")
-        if "None" in kinds and v is None:
-            continue
-        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
-        if not allowed:
-            continue
-        ok = isinstance(v, allowed) and not (isinstance(v, bool) and bool not in allowed)
-        if not ok:
-            raise DeeplimitError(f"{f.name}={v!r} must be of type {' or '.join(kinds)}")
+__all__ = ["TrainObjective", "train_objective"]
 
 
 def _check_data(cfg: TrainConfig) -> None:
@@ -136,7 +73,7 @@ def _check_structure(cfg: TrainConfig) -> None:
 class TrainObjective:
     """The real trainer as a sweep objective: ``train_objective(point, context) -> TrialResult``.
 
-    Each run checkpoints into ``context.run_dir`` (every quarter of the run, at least every 50 steps) and
+    Each run checkpoints into ``context.run_dir`` (the trainer's default: every quarter of the run or 30 s) and
     resumes from there, so a killed or interrupted worker loses at most a quarter of a run. ``validate(point)``
     refuses, before the sweep is created, anything the run would fail on: unknown keys, wrong types,
     non-positive sizes or steps, an unknown rule, model option or plan option, a missing data file.
@@ -144,8 +81,6 @@ class TrainObjective:
 
     def __call__(self, point: dict[str, Any], context: Any) -> TrialResult:
         cfg = config_from_point(point)
-        if cfg.checkpoint_every == 0:
-            cfg.checkpoint_every = max(50, cfg.steps // 4)  # a killed worker loses at most a quarter of a run
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rule warnings are expected in ablation grids
             res = train(cfg, context.run_dir)
@@ -157,7 +92,6 @@ class TrainObjective:
     def validate(self, point: dict[str, Any]) -> None:
         from deeplimit.scaling.rules import get_rule
 
-        _check_types(point)
         try:
             cfg = config_from_point(point)
         except DeeplimitError:
