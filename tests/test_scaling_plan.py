@@ -143,6 +143,21 @@ def test_unclassifiable_parameters_are_listed_with_the_fix():
     assert plan["2.weight"].role == "readout"
 
 
+def test_the_printed_roles_line_is_the_fix():
+    """The error's roles= mapping, pasted back, classifies the model (blocks collapse to one pattern each)."""
+    import ast
+    import re
+
+    model = nn.Sequential(nn.Linear(10, 32), *(nn.Linear(32, 32) for _ in range(3)), nn.Linear(32, 3))
+    with pytest.raises(dl.DeeplimitError) as err:
+        dl.make_plan(model, "mup", width=32, base_width=16)
+    roles = ast.literal_eval(re.search(r"roles=(\{.*?\})", str(err.value)).group(1))
+    assert roles == {"0.weight": "input", "1.weight": "hidden", "2.weight": "hidden", "3.weight": "hidden",
+                     "4.weight": "readout"}
+    plan = dl.make_plan(model, "mup", width=32, base_width=16, roles=roles)
+    assert plan["0.weight"].role == "input" and plan["4.weight"].role == "readout"
+
+
 def test_declared_plain_linear_readout_gets_the_multiplier_by_hook():
     """A plain nn.Linear declared a readout applies output_mult/m_N through a forward pre-hook (as MuReadout)."""
     torch.manual_seed(0)

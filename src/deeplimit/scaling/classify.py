@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from torch import nn
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.attention import MultiHeadAttention
 from deeplimit.nn.layers import ROLES
-from deeplimit.scaling.names import WRAPPER_PARTS, join, modules_by_name
+from deeplimit.scaling.names import WRAPPER_PARTS, canonical_name, join, modules_by_name
 from deeplimit.scaling.shapes import base_width_mults, fans, is_transposed, role_from_mults
 from deeplimit.scaling.structure import Structure, get_structure
 
@@ -329,3 +330,48 @@ def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None)
             out.append(AttentionSite(name, module.n_heads, module.n_heads, module.head_dim, None, module.scale,
                                      config=module.logit_scale))
     return out
+
+
+def suggest_roles(model: nn.Module, names: list[str], width: float | None) -> dict[str, str]:
+    """A ``roles=`` mapping that would classify ``names``: the fix printed when a role cannot be told.
+
+    A matrix whose fan-in and fan-out are both the model's width is ``hidden``, one that maps another size to
+    the width is ``input``, and one that maps the width to another size is ``readout``. Without a known width the
+    first and last matrices in module order are taken as input and readout. Block indices become ``*``, so a
+    stack of layers gives one pattern per layer type. It is a guess for the user to read, not a classification.
+    """
+    params = dict(model.named_parameters(remove_duplicate=False))
+    matrices = [canonical_name(n) for n, p in params.items() if p.ndim >= 2]
+    if width is not None and not any(width in (p.shape[0], math.prod(p.shape[1:])) for p in params.values()
+                                     if p.ndim >= 2):
+        width = None  # a placeholder width (unknown: 1) says nothing about the shapes
+    wanted = set(names)
+    out: dict[str, str] = {}
+    for raw, p in params.items():
+        name = canonical_name(raw)
+        if name not in wanted:
+            continue
+        if p.ndim <= 1:
+            role = "vector"
+        elif width is not None and int(p.shape[0]) == width and math.prod(p.shape[1:]) != width:
+            role = "input"
+        elif width is not None and int(p.shape[0]) != width and math.prod(p.shape[1:]) == width:
+            role = "readout"
+        elif width is None and name == matrices[0]:
+            role = "input"
+        elif width is None and name == matrices[-1]:
+            role = "readout"
+        else:
+            role = "hidden"
+        out[name] = role
+    # One pattern per layer type of a stack (``layers.*.q.weight``) where every member has the same role.
+    groups: dict[str, list[str]] = {}
+    for name in out:
+        groups.setdefault(re.sub(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)", "*", name), []).append(name)
+    collapsed: dict[str, str] = {}
+    for pattern, members in groups.items():
+        if len(members) > 1 and len({out[m] for m in members}) == 1:
+            collapsed[pattern] = out[members[0]]
+        else:
+            collapsed.update((m, out[m]) for m in members)
+    return collapsed

@@ -24,7 +24,7 @@ from deeplimit.io import atomic_write_json, read_json
 from deeplimit.nn.layers import carry_multipliers
 from deeplimit.scaling import present, table
 from deeplimit.scaling.checks import check_number
-from deeplimit.scaling.classify import AttentionSite, Layout, classify, declared_attr
+from deeplimit.scaling.classify import AttentionSite, Layout, classify, declared_attr, suggest_roles
 from deeplimit.scaling.groups import param_groups
 from deeplimit.scaling.hparams import HParams, hparams_with
 from deeplimit.scaling.names import canonical_name, modules_by_name
@@ -432,10 +432,11 @@ def make_plan(
     layout = classify(model, roles, shapes)
     if layout.unresolved:
         n = len(layout.unresolved)
-        example = ", ".join(f"'{u}': 'hidden'" for u in layout.unresolved[:2])
+        fix = suggest_roles(model, layout.unresolved, width)
         raise DeeplimitError(
             f"cannot tell the role of {n} parameter(s): {layout.unresolved[:10]}{' …' if n > 10 else ''}. Declare "
-            f"them: roles={{{example}}} (roles are input, hidden, readout, vector; fnmatch patterns allowed), or "
+            f"them, e.g. roles={fix!r} (guessed from the shapes: check it; roles are input, hidden, readout, "
+            "vector; fnmatch patterns allowed), or "
             "describe the model with dl.declare_structure(model, dl.Structure(blocks=..., branches=..., inputs=..., "
             "readouts=...)), use deeplimit.nn.Input/Readout/Residual, or pass base=<base-width model>")
     if depth is None:
