@@ -30,6 +30,23 @@ class Section:
     command: str = ""
     wall_s: float = 0.0
     error: str = ""
+    # How this run differs from the paper's setting (blocks, steps, widths, seeds, data): shown beside the claim.
+    scale_gap: str = ""
+    # Negative controls shown beside the claim: each one could have failed and says whether it did.
+    controls: list[Control] = field(default_factory=list)
+    # The settings the section ran with (JSON-able), shown in the report and written to report.json.
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Control:
+    """A negative control: a setting where the claimed effect must *not* appear (e.g. SP in a check that μP
+    passes). ``passed`` says whether it behaved as a control should (it failed where the claim predicts)."""
+
+    name: str
+    expectation: str
+    measured: str
+    passed: bool | None  # None: not run at this tier / inconclusive
 
 
 def _img(path: Path) -> str:
@@ -76,6 +93,13 @@ def render(sections: list[Section], title: str, intro: str, path: Path) -> Path:
         parts.append(f"<p class='claim'><b>The paper:</b> {s.claim}</p>")
         if s.measured:
             parts.append(f"<p><b>We measured:</b> {s.measured}</p>")
+        if s.scale_gap:
+            parts.append(f"<p class='meta'><b>Scale gap:</b> {s.scale_gap}</p>")
+        if s.controls:
+            marks = {True: "behaves as a control", False: "control FAILED", None: "inconclusive"}
+            items = "".join(f"<li><b>{html.escape(c.name)}</b> — expected: {c.expectation}; measured: {c.measured} "
+                            f"(<i>{marks[c.passed]}</i>)</li>" for c in s.controls)
+            parts.append(f"<p><b>Negative controls:</b></p><ul>{items}</ul>")
         if s.error:
             parts.append(f"<p class='err'>{html.escape(s.error)}</p>")
         parts += [_img(f) for f in s.figures if Path(f).exists()]
