@@ -29,7 +29,7 @@ MODEL_KEYS = {
     "zero_query_init",  # transformers
 }
 PLAN_KEYS = {"block_mult", "input_mult", "output_mult", "sigma_in", "sigma_hidden", "sigma_out", "sigma_emb",
-             "readout_zero_init", "decay_vectors", "eps_scope", "weight_decay_mode"}
+             "readout_zero_init", "decay_vectors", "eps_scope", "weight_decay_mode", "muon_lr_ratio"}
 IGNORED = {"experiment", "variant"}
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_kwargs", "plan_kwargs"}
 
