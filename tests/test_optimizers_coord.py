@@ -140,8 +140,8 @@ def test_transformer_depth_coord_check_is_flat_under_completep_and_grows_under_m
 RULES = ("sp", "mup", "depth_mup", "completep")
 
 
-def summary_figure(panels: list[tuple[str, str, list[str]]], title: str, path: Path, site: str = "block_last") -> None:
-    """One panel per (axis, label, tags): the change from init of ``site`` at the last step vs size, log-log,
+def summary_figure(panels: list[tuple[str, str, str, list[str]]], title: str, path: Path) -> None:
+    """One panel per (axis, site, label, tags): the change from init of ``site`` at the last step vs size, log-log,
     one line per rule (mean ± s.e. over seeds). Flat lines transfer; SP lines climb or stop (overflow)."""
     import matplotlib
 
@@ -149,22 +149,22 @@ def summary_figure(panels: list[tuple[str, str, list[str]]], title: str, path: P
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
-    for ax, (axis, label, tags) in zip(axes[0], panels):
+    for ax, (axis, site, label, tags) in zip(axes[0], panels):
         for tag in tags:
             df = FRAMES[tag]
             last = df[(df["step"] == df["step"].max()) & (df["site"] == site)]
             g = last.groupby(axis)["delta_rms"]
             m, e = g.mean(), g.sem().fillna(0)
-            ok = m[(m > 0) & m.apply(lambda v: v < float("inf"))]
+            ok = m[(m > 0) & (m < float("inf"))]
             ax.errorbar(ok.index, ok.values, yerr=e[ok.index].values, marker="o", ms=3, capsize=2,
                         label=df["rule"].iloc[0])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(axis)
+        ax.set_ylabel(f"RMS change of {site} after {int(FRAMES[tags[0]]['step'].max())} steps", fontsize=8)
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel(f"RMS change of {site} after {FRAMES[tags[0]]['step'].max()} steps")
-    axes[0][-1].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -187,8 +187,10 @@ def test_full_size_coord_checks(fmnist, optimizer):
     table = pd.DataFrame(rows)
     if OUT:
         table.to_csv(Path(OUT) / f"coord_slopes_{optimizer}.csv", index=False)
-        summary_figure([("width", "width 64→1024 (depth 2)", [f"coord_width_{optimizer}_{r}" for r in ("sp", "mup")]),
-                        ("depth", "depth 4→64 (width 64)", [f"coord_depth_{optimizer}_{r}" for r in RULES])],
+        summary_figure([("width", "logits", "width 64→1024 (depth 2)",
+                         [f"coord_width_{optimizer}_{r}" for r in ("sp", "mup")]),
+                        ("depth", "block_last", "depth 4→64 (width 64)",
+                         [f"coord_depth_{optimizer}_{r}" for r in RULES])],
                        f"{optimizer}: coordinate check on Fashion-MNIST MLP-ResNets",
                        Path(OUT) / f"coord_{optimizer}.png")
     width = table[table["axis"].str.startswith("width")].set_index("rule")
@@ -214,7 +216,7 @@ def test_full_size_transformer_depth_coord_check(bytes_batch, optimizer):
     table = pd.DataFrame(rows).set_index("rule")
     if OUT:
         table.to_csv(Path(OUT) / f"coord_slopes_transformer_{optimizer}.csv")
-        summary_figure([("depth", "depth 2→32 (width 64)",
+        summary_figure([("depth", "block_last", "depth 2→32 (width 64)",
                          [f"coord_transformer_{optimizer}_{r}" for r in ("mup", "depth_mup", "completep")])],
                        f"{optimizer}: byte transformer", Path(OUT) / f"coord_transformer_{optimizer}.png")
     assert abs(table.loc["completep", "block_last"]) < 0.3, table

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=4, help="fixed depth for a width check")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, or a .npz file with x, y")
     p.add_argument("--data-dir", default=None, help="directory holding the Fashion-MNIST IDX files")
-    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw", "muon"])
     p.add_argument("--lr", type=float, default=2**-8)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
