@@ -54,6 +54,13 @@ def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_t
     assert wd["axis"] == "weight_decay" and wd["size"] == "width"
     lines = O.section_lines(section)
     assert len(lines) == len(section) and all("expected" in line for line in lines)
+    assert O.section_verdict(section) in ("holds", "partly", "does not hold", "inconclusive")
+
+
+@pytest.mark.parametrize("agrees,word", [([True, True], "holds"), ([True, None], "partly"),
+                                         ([None, None], "inconclusive"), ([True, False], "does not hold")])
+def test_section_verdict_words(agrees, word):
+    assert O.section_verdict(pd.DataFrame({"agrees": agrees})) == word
 
 
 def test_analyze_axis_takes_the_optimum_over_the_weight_decay(smoke_tables):

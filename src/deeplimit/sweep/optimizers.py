@@ -149,6 +149,16 @@ SIZES = {"muon_width_transfer": "width", "muon_depth_transfer": "depth", "muon_t
 AXES = {"weight_decay_width_timescale": "wd_timescale_fraction", "weight_decay_width_constant": "weight_decay"}
 
 
+def analyses(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> dict[str, TransferAnalysis]:
+    """The transfer analysis of each experiment's long table (keys of :data:`SIZES`), on its own axis and size."""
+    out = {}
+    for name, table in tables.items():
+        if name not in SIZES:
+            raise DeeplimitError(f"unknown experiment {name!r}; known: {sorted(SIZES)}")
+        out[name] = analyze_axis(table, AXES.get(name, "log2_lr"), size=SIZES[name], n_boot=n_boot)
+    return out
+
+
 def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> pd.DataFrame:
     """Verdict rows of the "Muon transfer" section from the long tables of the sweeps above.
 
@@ -159,10 +169,7 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
     run was inconclusive or degraded (never counted as agreement).
     """
     rows = []
-    for name, table in tables.items():
-        if name not in SIZES:
-            raise DeeplimitError(f"unknown experiment {name!r}; known: {sorted(SIZES)}")
-        result = analyze_axis(table, AXES.get(name, "log2_lr"), size=SIZES[name], n_boot=n_boot)
+    for name, result in analyses(tables, n_boot=n_boot).items():
         for _, d in result.drift.iterrows():
             preset = d["preset"]
             expected = EXPECTED.get((name, preset))
@@ -174,6 +181,18 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
                          "expected": expected, "agrees": agrees, "n_sizes": int(d["n_sizes"]),
                          "n_used": int(d["n_used"]), "text": d["verdict_text"]})
     return pd.DataFrame.from_records(rows)
+
+
+def section_verdict(section: pd.DataFrame) -> str:
+    """The report's word for :func:`muon_transfer_section`: ``holds`` (every row as predicted), ``does not hold``
+    (a row decided against the prediction), ``partly`` (some rows as predicted, the rest undecided) or
+    ``inconclusive`` (nothing decided at this budget)."""
+    agrees = [a for a in section["agrees"] if a is not None and not (isinstance(a, float) and math.isnan(a))]
+    if not agrees:
+        return "inconclusive"
+    if not all(agrees):
+        return "does not hold"
+    return "holds" if len(agrees) == len(section) else "partly"
 
 
 def section_lines(section: pd.DataFrame) -> list[str]:
