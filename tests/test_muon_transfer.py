@@ -89,3 +89,9 @@ def test_expected_verdicts_cover_every_experiment():
     assert {e for e, _ in O.EXPECTED} == set(O.SIZES)
     assert all(v in ("transfers", "shifts") for v in O.EXPECTED.values())
     assert not math.isnan(O.MUON_LR_RATIO)
+
+
+def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, tmp_path):
+    results = O.analyses(smoke_tables, n_boot=20)
+    path = O.plot_transfer(results, str(tmp_path / "t.png"), title="smoke")
+    assert Path(path).stat().st_size > 10_000

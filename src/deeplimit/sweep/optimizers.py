@@ -207,3 +207,47 @@ def section_lines(section: pd.DataFrame) -> list[str]:
         out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} (drift {r['drift']:+.2f}, 95% CI {ci}; "
                    f"expected {r['expected']}; {mark[agrees]})")
     return out
+
+
+AXIS_LABELS = {"wd_timescale_fraction": "log2 τ / run length", "weight_decay": "log2 λ (same for every tensor)",
+               "log2_lr": "log2 base learning rate"}
+
+
+def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: str = "") -> str:
+    """One panel per experiment: seed-mean loss vs its log2 axis, one curve per size, η̂* marked (hollow:
+    censored), the drift verdict in the panel title. For the weight-decay sweeps the axis is τ or λ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False, sharey=False)
+    for ax, (name, preset) in zip(axes[0], panels):
+        an = results[name]
+        size = an.size
+        curves = an.curves[an.curves["preset"] == preset]
+        summary = an.summary[an.summary["preset"] == preset].set_index(size)
+        sizes = sorted(curves[size].unique())
+        colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sizes)))
+        for c, s in zip(colors, sizes):
+            cur = curves[(curves[size] == s) & np.isfinite(curves["mean_loss"])]
+            ax.plot(cur["log2_lr"], cur["mean_loss"], marker="o", ms=3, color=c, label=f"{size} {s:g}")
+            row = summary.loc[s]
+            if np.isfinite(row["log2_eta_star"]):
+                ax.plot(row["log2_eta_star"], row["loss_at_optimum"], marker="*", ms=13, mec="k",
+                        mfc="none" if row["censored"] else c)
+        drift = an.drift[an.drift["preset"] == preset].iloc[0]
+        ci = (f"[{drift['drift_ci_low']:+.2f}, {drift['drift_ci_high']:+.2f}]"
+              if math.isfinite(drift["drift_ci_low"]) else "n/a")
+        ax.set_title(f"{name} / {preset}\n{drift['verdict']}: D = {drift['drift']:+.2f}, 95% CI {ci}", fontsize=8)
+        ax.set_xlabel(AXIS_LABELS.get(AXES.get(name, "log2_lr"), "log2 value"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("train loss, last 10% of steps (nats)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
