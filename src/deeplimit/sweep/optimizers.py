@@ -19,7 +19,7 @@ from deeplimit.sweep.analysis import TransferAnalysis, analyze
 from deeplimit.sweep.grid import SweepSpec, log2_grid
 
 OBJECTIVE = "deeplimit.sweep.objectives:train_objective"
-TIERS = ("smoke", "quick", "standard")
+TIERS = ("smoke", "quick", "standard", "full")  # "full" is "standard": the runs recorded in docs/optimizers.md
 # Muon's base LR over AdamW's at the MLP-ResNet base shape (n₀ = 64, L₀ = 4): the pilot in docs/optimizers.md
 # found η*_Muon ≈ 2^-6.5 (U, V frozen) and η*_AdamW ≈ 2^-9, so 2^3 puts both optima on one base-LR grid.
 MUON_LR_RATIO = 8.0
@@ -28,7 +28,12 @@ MUON_LR_RATIO = 8.0
 def _tier(tier: str, smoke, quick, standard):
     if tier not in TIERS:
         raise DeeplimitError(f"unknown tier {tier!r}; choose one of {TIERS}")
-    return {"smoke": smoke, "quick": quick, "standard": standard}[tier]
+    return {"smoke": smoke, "quick": quick, "standard": standard, "full": standard}[tier]
+
+
+# The recorded width grid: integer steps, plus half steps where the first pass found the optimum (the interval
+# of a flat optimum is floored at the half step, so the half steps narrow it).
+WIDTH_GRID = sorted([*log2_grid(-12, -6, 1), -12.5, -11.5, -10.5, -9.5])
 
 
 def _mlp(experiment: str, **fixed) -> dict:
@@ -40,7 +45,7 @@ def muon_width_transfer(tier: str = "standard", presets: Sequence[str] = ("mup",
     """Muon LR transfer over width (MLP-ResNet, L = L₀ = 4, all layers trained; hidden on Muon, the rest AdamW)."""
     widths, lrs, seeds, steps = _tier(tier, ([16, 32], log2_grid(-10, -8, 1), [0], 20),
                                       ([64, 128, 256], log2_grid(-12, -6, 1), [0, 1], 200),
-                                      ([64, 128, 256, 512], log2_grid(-12, -6, 1), [0, 1, 2], 300))
+                                      ([64, 128, 256, 512], WIDTH_GRID, [0, 1, 2], 300))
     return SweepSpec(
         axes={"preset": list(presets), "width": widths, "log2_lr": lrs, "seed": seeds},
         fixed=_mlp("muon_width_transfer", depth=4, base_width=widths[0], base_depth=4, steps=steps,
@@ -56,8 +61,8 @@ def muon_depth_transfer(tier: str = "standard", presets: Sequence[str] = ("depth
     leaves it out, so its η* should fall by ½ octave per doubling if the prediction holds (optimizers spec §3).
     """
     depths, lrs, seeds, steps = _tier(tier, ([2, 4], log2_grid(-10, -8, 1), [0], 20),
-                                      ([4, 16, 64], log2_grid(-11, -5, 1), [0, 1], 200),
-                                      ([4, 8, 16, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 300))
+                                      ([4, 16, 64], log2_grid(-13, -5, 1), [0, 1], 200),
+                                      ([4, 8, 16, 32, 64], [-13.0, -12.0, *log2_grid(-11, -5, 1)], [0, 1, 2], 300))
     return SweepSpec(
         axes={"preset": list(presets), "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed=_mlp("muon_depth_transfer", width=64, base_width=64, base_depth=4, steps=steps, train_io=False,
@@ -70,8 +75,8 @@ def muon_transformer_depth(tier: str = "standard",
                            presets: Sequence[str] = ("completep", "depth_mup")) -> SweepSpec:
     """Muon LR transfer over depth on the pre-LN byte transformer (n = 64, L₀ = 1, all layers trained)."""
     depths, lrs, seeds, steps, data = _tier(tier, ([1, 2], log2_grid(-9, -8, 1), [0], 10, "stdlib"),
-                                            ([1, 2, 4], log2_grid(-11, -6, 1), [0, 1], 120, "shakespeare"),
-                                            ([1, 2, 4, 8], log2_grid(-11, -6, 1), [0, 1, 2], 150, "shakespeare"))
+                                            ([1, 2, 4], log2_grid(-10, -3, 1), [0, 1], 120, "shakespeare"),
+                                            ([1, 2, 4, 8], log2_grid(-11, -3, 1), [0, 1, 2], 150, "shakespeare"))
     return SweepSpec(
         axes={"preset": list(presets), "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "muon_transformer_depth", "model": "transformer", "optimizer": "muon", "width": 64,
