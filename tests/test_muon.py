@@ -165,6 +165,18 @@ def test_every_part_steps_and_zero_grad_clears_every_parameter():
     assert len(opt.state) == sum(1 for _ in model.parameters())  # momentum / Adam moments of every tensor
 
 
+def test_a_deep_copy_is_a_working_independent_optimizer():
+    model, _, opt = _mlp_opt()
+    _step(model, opt)
+    twin = copy.deepcopy({"model": model, "opt": opt})  # one memo: the copy's groups hold the copied tensors
+    m2, o2 = twin["model"], twin["opt"]
+    assert set(o2.parts) == {"muon", "adamw"}
+    assert all(any(g is h for h in o2.parts[g["dl_optimizer"]].param_groups) for g in o2.param_groups)
+    assert [_step(m2, o2, t) for t in range(2)] == [_step(model, opt, t) for t in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(m2.parameters(), model.parameters()))
+    assert all(a is not b for a, b in zip(m2.parameters(), model.parameters()))
+
+
 def test_add_param_group_routes_by_dl_optimizer_and_refuses_what_muon_cannot_take():
     model, _, opt = _mlp_opt()
     extra_m, extra_v = nn.Parameter(torch.randn(5, 4)), nn.Parameter(torch.randn(4))

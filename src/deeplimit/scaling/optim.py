@@ -57,6 +57,13 @@ class CombinedOptimizer(torch.optim.Optimizer):
         self.param_groups = [g for part in self.parts.values() for g in part.param_groups]
         self.state = ChainMap(*(part.state for part in self.parts.values()))
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "parts": self.parts}  # copy and pickle keep the parts
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._join()
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the part named by its ``dl_optimizer`` key (it then appears in ``param_groups``)."""
         name = param_group.get("dl_optimizer")
