@@ -53,7 +53,7 @@ def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_t
     wd = section[section["experiment"] == "weight_decay_width_constant"].iloc[0]
     assert wd["axis"] == "weight_decay" and wd["size"] == "width"
     lines = O.section_lines(section)
-    assert len(lines) == len(section) and all("expected" in line for line in lines)
+    assert len(lines) == len(section) and all("expected " in line for line in lines)
     assert O.section_verdict(section) in ("holds", "partly", "does not hold", "inconclusive")
 
 

@@ -138,14 +138,15 @@ def analyze_axis(table: pd.DataFrame, axis: str = "log2_lr", *, metric: str = "w
     return analyze(frame, metric=metric, group=groups, size=size, n_boot=n_boot, rng=rng)
 
 
-# What theory predicts (optimizers spec §1–§4) for each (experiment, group): "transfers" or "shifts".
+# What theory predicts (optimizers spec §1–§4) for each (experiment, group): "transfers" or "shifts"; a group
+# absent here has no prediction (its row is reported, never counted for or against).
 EXPECTED = {
     ("muon_width_transfer", "mup"): "transfers",
     ("muon_width_transfer", "sp"): "shifts",
     ("muon_depth_transfer", "depth_mup"): "transfers",
     ("muon_depth_transfer", "blocks_only"): "shifts",
     ("muon_transformer_depth", "completep"): "transfers",
-    ("muon_transformer_depth", "depth_mup"): "transfers",
+    # ("muon_transformer_depth", "depth_mup"): no prediction — block depth 2 with α = ½ (depth-mup spec §9)
     ("weight_decay_width_timescale", "mup"): "transfers",
     ("weight_decay_width_constant", "mup"): "shifts",
 }
@@ -209,8 +210,10 @@ def section_lines(section: pd.DataFrame) -> list[str]:
         mark = {True: "as predicted", False: "AGAINST the prediction", None: "not decided at this budget"}
         agrees = None if r["agrees"] is None or (isinstance(r["agrees"], float) and math.isnan(r["agrees"])) \
             else bool(r["agrees"])
+        expected = r["expected"] if isinstance(r["expected"], str) else None
+        note = mark[agrees] if expected is not None else "no prediction to compare with"
         out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} (drift {r['drift']:+.2f}, 95% CI {ci}; "
-                   f"expected {r['expected']}; {mark[agrees]})")
+                   f"expected {expected or 'nothing'}; {note})")
     return out
 
 
