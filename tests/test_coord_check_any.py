@@ -237,7 +237,7 @@ def test_cli_plan_hf_model_needs_no_roles(capsys):
     (["coord-check", "--model", "{f}:make", "--steps", "0"], "steps must be >= 1"),
     (["coord-check", "--model", "{f}:make", "--lr", "inf"], "lr must be a finite positive number"),
     (["coord-check", "--model", "{f}:make", "--lr", "nan"], "lr must be a finite positive number"),
-    (["coord-check", "--seeds", "0"], "--seeds is a count of seeds"),
+    (["coord-check", "--seeds", "0", "0"], "--seeds takes distinct"),
     (["coord-check", "--model", "nanogpt"], "coord-check takes pkg.module:factory"),
     (["coord-check", "--hf", "gpt2", "--model", "a.b:c"], "either --hf MODEL_TYPE or --model"),
     (["plan", "--hf", "lama"], "unknown Hugging Face model type 'lama'"),

@@ -47,11 +47,13 @@ from deeplimit.scaling.plan import canonical_name
 from deeplimit.scaling.rules import get_rule
 
 TEXT_MODELS = ("transformer", "shaped-transformer")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 CHECKPOINT = "ckpt.pt"
 CHECKPOINT_FORMAT = 2
 # Fields that change how often the run saves itself, never what it computes: left out of the fingerprint.
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "checkpoint_seconds")
+# Fields added later: left out of the fingerprint while unset, so older checkpoints still resume.
+_NEW_IF_SET = ("wd_timescale", "wd_timescale_fraction")
 
 # Defaults of the byte-level transformer family (Noci et al. 2023 App. D settings at CPU scale).
 TEXT_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", data="shakespeare", batch_size=16, seq_len=64,
@@ -80,8 +82,10 @@ class TrainConfig:
     lr: float = 2**-8
     eps: float = 1e-8
     weight_decay: float = 0.0
+    wd_timescale: float | None = None  # weight decay as an EMA timescale τ = 1/(η_g·λ) in steps (instead of λ)
+    wd_timescale_fraction: float | None = None  # … or as a fraction of ``steps`` (optimizers spec §4)
     betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.0
+    momentum: float = 0.0  # SGD's momentum; with optimizer="muon", Muon's (0: torch's default 0.95)
     warmup_frac: float = 0.0  # linear warm-up over this fraction of steps, then constant
     steps: int = 400
     batch_size: int = 128
@@ -132,7 +136,8 @@ class TrainConfig:
         Two configs with the same fingerprint produce the same losses; a checkpoint is resumed only under its
         own fingerprint.
         """
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in _NOT_IN_FINGERPRINT and not (k in _NEW_IF_SET and v is None)}
         d["data_sha256"] = _file_digest(self.data)
         blob = json.dumps(d, sort_keys=True, default=repr)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -232,7 +237,8 @@ MODEL_KEYS = frozenset({
     "zero_query_init",  # transformers
 })
 PLAN_KEYS = frozenset({"block_mult", "input_mult", "output_mult", "sigma_in", "sigma_hidden", "sigma_out",
-                       "sigma_emb", "readout_zero_init", "decay_vectors", "eps_scope", "weight_decay_mode"})
+                       "sigma_emb", "readout_zero_init", "decay_vectors", "eps_scope", "weight_decay_mode",
+                       "muon_lr_ratio"})
 IGNORED_KEYS = frozenset({"experiment", "variant"})
 TRAIN_KEYS = frozenset(f.name for f in fields(TrainConfig)) - {"model_kwargs", "plan_kwargs"}
 
@@ -597,8 +603,11 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
         ensure_dir(ckpt.parent, "run folder")
         if fresh:
             ckpt.unlink(missing_ok=True)
-    opt = make_optimizer(model, plan, cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas,
-                         momentum=cfg.momentum)  # momentum reaches SGD only
+    timed = cfg.wd_timescale is not None or cfg.wd_timescale_fraction is not None
+    opt = make_optimizer(model, plan, cfg.lr, weight_decay=cfg.weight_decay if cfg.weight_decay or not timed else None,
+                         eps=cfg.eps, betas=cfg.betas, momentum=cfg.momentum or None,  # SGD's or Muon's momentum
+                         wd_timescale=cfg.wd_timescale, wd_timescale_fraction=cfg.wd_timescale_fraction,
+                         total_steps=cfg.steps if cfg.wd_timescale_fraction is not None else None)
     start, losses, rows, prior_wall = 0, [], [], 0.0
     if blob is not None:
         own = {canonical_name(k): k for k in model.state_dict()}

@@ -35,10 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "(shakespeare, stdlib, a .txt file) for token models")
     p.add_argument("--data-dir", default=None, help="directory holding the Fashion-MNIST IDX files")
     p.add_argument("--seq-len", type=int, default=32, help="tokens per example for language models")
-    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw", "muon"])
     p.add_argument("--lr", type=float, default=2**-8)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..k-1), as in deeplimit signal")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds to average over, a list as in deeplimit signal (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None, help="default 64 (MLP), 16 (--model/--hf)")
     p.add_argument("--threshold", type=float, default=FLAT, help="largest |log2 slope| per doubling called flat")
     p.add_argument("--out", default="runs/coord-check", help="output directory (CSV, JSON, PNG)")
@@ -54,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in (None, "mlp-resnet") and factory is None:
         raise DeeplimitError(f"--model {args.model!r}: coord-check takes pkg.module:factory (the built-in MLP-ResNet "
                              "is the default; use --hf for Hugging Face models)")
-    if args.seeds < 1:
-        raise DeeplimitError(f"--seeds is a count of seeds (as in deeplimit signal), got {args.seeds}; give >= 1")
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise DeeplimitError(f"--seeds takes distinct non-negative seeds (e.g. --seeds 0 1 2), got {args.seeds}")
     generic = factory is not None
     width = args.width or 64
     depth = args.depth or (2 if generic else 4)

@@ -12,6 +12,7 @@ from deeplimit.cli.common import add_mlp_args, add_model_source_args, add_rule_a
 from deeplimit.diagnostics.coord_check import call_factory
 from deeplimit.nn.registry import MODELS, build_model
 from deeplimit.scaling.plan import make_plan
+from deeplimit.scaling.rules import OPTIMIZERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=32)
     p.add_argument("--d-in", type=int, default=784)
     p.add_argument("--d-out", type=int, default=10)
-    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS),
+                   help="muon: hidden matrices on torch.optim.Muon, the rest on AdamW (docs/optimizers.md)")
     p.add_argument("--lr", type=float, default=1e-3, help="base learning rate eta")
     p.add_argument("--eps", type=float, default=1e-8, help="base Adam epsilon")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="base weight decay lambda")
+    p.add_argument("--weight-decay", type=float, default=None, help="base weight decay lambda (default 0)")
+    p.add_argument("--wd-timescale", type=float, default=None,
+                   help="weight decay as an EMA timescale tau in steps: lambda = 1/(lr_group*tau) per tensor")
+    p.add_argument("--wd-timescale-fraction", type=float, default=None,
+                   help="the timescale as a fraction of the run (needs --total-steps)")
+    p.add_argument("--total-steps", type=int, default=None, help="optimizer steps of the run")
+    p.add_argument("--muon-lr-ratio", type=float, default=1.0, help="Muon base LR over the base LR (muon only)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write the plan as JSON (to FILE, or stdout when no FILE is given)")
     add_model_source_args(p)
@@ -54,13 +62,15 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the notes are printed with the table instead
         plan = make_plan(model, args.rule, optimizer=args.optimizer, base_width=args.base_width,
-                         base_depth=args.base_depth, **rule_kwargs(args))
+                         base_depth=args.base_depth, muon_lr_ratio=args.muon_lr_ratio, **rule_kwargs(args))
+    decay = dict(weight_decay=args.weight_decay, wd_timescale=args.wd_timescale,
+                 wd_timescale_fraction=args.wd_timescale_fraction, total_steps=args.total_steps)
     if args.json is None:
-        print(plan.table(lr=args.lr, eps=args.eps, weight_decay=args.weight_decay))
+        print(plan.table(lr=args.lr, eps=args.eps, **decay))
         return 0
     blob = plan.to_dict()
-    blob["resolved"] = plan.rows(lr=args.lr, eps=args.eps, weight_decay=args.weight_decay)
-    blob["base"] = {"lr": args.lr, "eps": args.eps, "weight_decay": args.weight_decay}
+    blob["resolved"] = plan.rows(lr=args.lr, eps=args.eps, **decay)
+    blob["base"] = {"lr": args.lr, "eps": args.eps, **decay}
     text = json.dumps(blob, indent=1)
     if args.json == "-":
         sys.stdout.write(text + "\n")

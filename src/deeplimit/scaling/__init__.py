@@ -9,18 +9,19 @@ One small module per concern (the pipeline of ``mup``'s ``shape.py``):
 * :mod:`.shapes` — fans and width multipliers; :mod:`.names` — canonical names;
 * :mod:`.table` — the depth-mup spec §4 table, one pure function per column (the only place the formulas live);
 * :mod:`.plan` — :class:`Plan` (apply, initialize, check, serialization) and :func:`make_plan`;
-* :mod:`.groups`, :mod:`.optim` — optimizer groups, :func:`make_optimizer`, :func:`set_base_lr`, :func:`scheduler`;
+* :mod:`.groups`, :mod:`.optim` — optimizer groups (λ or a decay timescale), :func:`make_optimizer` (SGD, Adam, AdamW,
+  Muon + AdamW as one :class:`CombinedOptimizer`), :func:`set_base_lr`, :func:`scheduler`;
 * :mod:`.present` — the printed table; :mod:`.apply` — :func:`parametrize` and checkpoints.
 """
 
 from deeplimit.scaling.apply import load_checkpoint, parametrize, save_checkpoint
 from deeplimit.scaling.hparams import HParams
 from deeplimit.scaling.names import canonical_name
-from deeplimit.scaling.optim import ScaledScheduler, make_optimizer, scheduler, set_base_lr
+from deeplimit.scaling.optim import CombinedOptimizer, ScaledScheduler, make_optimizer, scheduler, set_base_lr
 from deeplimit.scaling.plan import ParamPlan, Plan, make_plan
 from deeplimit.scaling.rules import RULES, Rule, get_rule, rule_names
 from deeplimit.scaling.structure import AttentionSpec, Structure, declare_structure, get_structure
 
-__all__ = ["AttentionSpec", "HParams", "ParamPlan", "Plan", "RULES", "Rule", "ScaledScheduler", "Structure",
-           "canonical_name", "declare_structure", "get_rule", "get_structure", "load_checkpoint", "make_optimizer",
-           "make_plan", "parametrize", "rule_names", "save_checkpoint", "scheduler", "set_base_lr"]
+__all__ = ["AttentionSpec", "CombinedOptimizer", "HParams", "ParamPlan", "Plan", "RULES", "Rule", "ScaledScheduler",
+           "Structure", "canonical_name", "declare_structure", "get_rule", "get_structure", "load_checkpoint",
+           "make_optimizer", "make_plan", "parametrize", "rule_names", "save_checkpoint", "scheduler", "set_base_lr"]

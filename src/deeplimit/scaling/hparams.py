@@ -8,7 +8,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.scaling.checks import check_number
 
 # Multipliers scale activations: a zero or negative one is never a tuning result, it is a typo.
-_POSITIVE = ("block_mult", "input_mult", "output_mult", "attn_mult")
+_POSITIVE = ("block_mult", "input_mult", "output_mult", "attn_mult", "muon_lr_ratio")
 _NONNEGATIVE = ("sigma_in", "sigma_hidden", "sigma_out", "sigma_emb")
 
 
@@ -24,6 +24,9 @@ class HParams:
         sigma_in: input std σ_in/√d_in; sigma_hidden: hidden std σ_W/√fan_in (TP6: σ_W = 1);
         sigma_out: readout std σ_out/√n₀; sigma_emb: embedding tables, std σ_emb.
         readout_zero_init: zero readout (decision D10). decay_vectors: decay vectors too (decision D4).
+        muon_lr_ratio: under ``optimizer="muon"``, the Muon matrices' base LR over the base LR η (which the AdamW
+            tensors use): Muon's spectral step and Adam's per-entry step are different units, so the two base LRs
+            are tuned apart at the base shape (1 = torch's defaults, both 1e-3; docs/optimizers.md, decision O5).
     """
 
     block_mult: float = 1.0
@@ -36,6 +39,7 @@ class HParams:
     sigma_emb: float = 1.0
     readout_zero_init: bool = False
     decay_vectors: bool = False
+    muon_lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         for name in _POSITIVE:

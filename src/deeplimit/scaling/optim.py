@@ -1,7 +1,8 @@
 """Optimizers from a plan, and learning-rate schedules that keep the plan's per-group factors.
 
-``make_optimizer`` builds ``torch.optim`` SGD / Adam / AdamW with one group per (LR, ε, λ) factor. Every group
-carries ``lr_scale`` and ``lr = base_lr · lr_scale`` (depth-mup spec §4 note 5, decision D12).
+``make_optimizer`` builds ``torch.optim`` SGD / Adam / AdamW, or Muon + AdamW in one :class:`CombinedOptimizer`,
+with one group per (optimizer, LR, ε, λ) factor. Every group carries ``lr_scale`` and ``lr = base_lr · lr_scale``
+(depth-mup spec §4 note 5, decision D12).
 
 PyTorch schedulers that *multiply* each group's LR (LambdaLR, MultiplicativeLR, StepLR, LinearLR,
 ExponentialLR, CosineAnnealingLR with ``eta_min=0``, SequentialLR of those) keep the factors by themselves.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
@@ -22,29 +24,159 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.scaling.checks import check_number
+from deeplimit.scaling.groups import muon_fallbacks
 from deeplimit.scaling.plan import Plan
 
 
-def make_optimizer(model: nn.Module, plan: Plan, lr: float, *, weight_decay: float = 0.0, eps: float = 1e-8,
-                   betas: tuple[float, float] = (0.9, 0.999), momentum: float = 0.0,
+class CombinedOptimizer(torch.optim.Optimizer):
+    """Several torch optimizers, each owning some parameter groups, behaving as one ``torch.optim.Optimizer``.
+
+    A Muon plan puts hidden matrices on ``torch.optim.Muon`` and everything else on ``torch.optim.AdamW``;
+    torch has no container for that (nanochat, modded-nanogpt and NVIDIA PhysicsNeMo each carry their own), so
+    this is ours, kept small. ``param_groups`` is the concatenation of the parts' groups — the *same* dicts — so
+    :func:`set_base_lr`, :func:`scheduler` and any ``torch.optim.lr_scheduler`` act on every group; ``step`` runs
+    each part, ``zero_grad`` clears every group, ``state_dict`` / ``load_state_dict`` save and restore each part
+    (checkpoint and resume). Every group names its part in ``dl_optimizer``; :meth:`add_param_group` routes by it.
+
+    Args:
+        parts: name → a torch optimizer built on its own groups (e.g. ``{"muon": Muon(...), "adamw": AdamW(...)}``).
+    """
+
+    def __init__(self, parts: dict[str, torch.optim.Optimizer]) -> None:
+        if not parts:
+            raise DeeplimitError("CombinedOptimizer needs at least one optimizer")
+        for name, part in parts.items():
+            for g in part.param_groups:
+                g["dl_optimizer"] = name
+        self.parts = dict(parts)
+        super().__init__([g for part in self.parts.values() for g in part.param_groups], {})
+        self._join()
+
+    def _join(self) -> None:
+        # The parts' own group dicts and states: one source of truth, nothing copied.
+        self.param_groups = [g for part in self.parts.values() for g in part.param_groups]
+        self.state = ChainMap(*(part.state for part in self.parts.values()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "parts": self.parts}  # copy and pickle keep the parts
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._join()
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the part named by its ``dl_optimizer`` key (it then appears in ``param_groups``)."""
+        name = param_group.get("dl_optimizer")
+        if name not in self.parts:
+            raise DeeplimitError(f"a parameter group for this optimizer must name its part: dl_optimizer one of "
+                                 f"{sorted(self.parts)} (got {name!r})")
+        part = self.parts[name]
+        if not any(g is param_group for g in part.param_groups):  # a new group (not one of the parts' own)
+            params = param_group["params"]
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            taken = {id(p) for g in self.param_groups for p in g["params"]}
+            if any(id(p) in taken for p in params):
+                raise DeeplimitError("some parameters of the new group are already in this optimizer; a tensor "
+                                     "may belong to one group only")
+            bad = [tuple(p.shape) for p in params if p.ndim != 2]
+            if isinstance(part, torch.optim.Muon) and bad:
+                raise DeeplimitError(f"torch.optim.Muon takes 2-D parameters only, got shapes {bad[:4]}; put them "
+                                     "in a group with dl_optimizer='adamw'")
+            part.add_param_group(param_group)
+        self._join()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One step of every part (the closure, if any, is evaluated once)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts.values():
+            part.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """``{part name: that part's state_dict()}``."""
+        return {"parts": {name: part.state_dict() for name, part in self.parts.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        """Restore every part from :meth:`state_dict`; a state of other parts is an error naming them."""
+        saved = state_dict.get("parts") if isinstance(state_dict, dict) else None
+        if not isinstance(saved, dict) or set(saved) != set(self.parts):
+            have = sorted(saved) if isinstance(saved, dict) else "a single optimizer's state"
+            raise DeeplimitError(f"optimizer state has parts {have}, this optimizer {sorted(self.parts)}: it was "
+                                 "saved from another optimizer; build the same one (same plan and optimizer)")
+        for name, part in self.parts.items():
+            part.load_state_dict(saved[name])
+        self._join()
+
+
+def make_optimizer(model: nn.Module, plan: Plan, lr: float, *, weight_decay: float | None = None,
+                   eps: float = 1e-8, betas: tuple[float, float] = (0.9, 0.999), momentum: float | None = None,
+                   wd_timescale: float | None = None, wd_timescale_fraction: float | None = None,
+                   total_steps: int | None = None, muon_fallback: bool = True,
                    **kwargs: Any) -> torch.optim.Optimizer:
     """Build the optimizer named in the plan with per-group LR, ε and λ (spec §4, notes 4–5).
 
     ``lr``, ``eps`` and ``weight_decay`` are the *base* values tuned at (n₀, L₀); NaN, inf and negative values
-    are refused, and so is a plan made for another model. Any extra keyword goes to the torch optimizer (e.g.
-    ``fused=True``, ``foreach=False``).
+    are refused, and so is a plan made for another model. Weight decay is either λ (``weight_decay``, scaled by
+    the rule's mode) or an EMA timescale (``wd_timescale`` in steps, or ``wd_timescale_fraction`` of
+    ``total_steps``; optimizers spec §4) from which each tensor gets λ = 1/(η_g·τ) — not both.
+
+    ``optimizer="muon"`` plans return a :class:`CombinedOptimizer`: ``torch.optim.Muon`` (``adjust_lr_fn=
+    "original"``, its factor divided out of the group LR, decision O2) for hidden matrices and ``torch.optim.
+    AdamW`` for the rest. ``momentum`` is SGD's (default 0) or Muon's (default 0.95, torch's); hidden tensors
+    Muon cannot take (not 2-D) go on AdamW unless ``muon_fallback=False``, which makes them an error. Any extra
+    keyword goes to the torch optimizer that accepts it (e.g. ``fused=True``, ``ns_steps=5``).
     """
     if not isinstance(plan, Plan):
         raise DeeplimitError(f"make_optimizer(model, plan, lr) needs a deeplimit Plan, got {type(plan).__name__}; "
                              "build one with dl.parametrize(model, rule, ...) or dl.make_plan")
-    groups = plan.param_groups(model, lr, weight_decay=weight_decay, eps=eps)
+    if momentum is not None:
+        check_number("momentum", momentum, nonnegative=True, fix="pass a momentum in [0, 1), e.g. 0.9")
+    groups = plan.param_groups(model, lr, weight_decay=weight_decay, eps=eps, wd_timescale=wd_timescale,
+                               wd_timescale_fraction=wd_timescale_fraction, total_steps=total_steps)
     if not groups:
         raise DeeplimitError("the model has no trainable parameters (all requires_grad=False)")
     if plan.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, **kwargs)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.0, **kwargs)
     if plan.optimizer == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **kwargs)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+    if plan.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+    return _muon_adamw(plan, groups, lr, betas=betas, eps=eps, momentum=momentum, fallback=muon_fallback, **kwargs)
+
+
+def _muon_adamw(plan: Plan, groups: list[dict], lr: float, *, betas: tuple[float, float], eps: float,
+                momentum: float | None, fallback: bool, **kwargs: Any) -> CombinedOptimizer:
+    if not fallback:
+        names = muon_fallbacks(plan)
+        if names:
+            raise DeeplimitError(f"torch.optim.Muon takes 2-D matrices only, but hidden tensor(s) {names[:6]} are not "
+                                 "2-D; allow the AdamW fallback (muon_fallback=True, the μP Adam rule), or give them "
+                                 "another role with roles={'<name>': ...}")
+    muon_args = set(inspect.signature(torch.optim.Muon.__init__).parameters) - {"self", "params", "lr"}
+    adamw_args = set(inspect.signature(torch.optim.AdamW.__init__).parameters) - {"self", "params", "lr"}
+    if "adjust_lr_fn" in kwargs:
+        raise DeeplimitError("adjust_lr_fn is set by the plan ('original', its factor divided out of each group's "
+                             "LR so the spectral factor is applied once); drop it")
+    unknown = sorted(set(kwargs) - muon_args - adamw_args)
+    if unknown:
+        raise DeeplimitError(f"unknown optimizer option(s) {unknown}; Muon accepts {sorted(muon_args)}, AdamW "
+                             f"{sorted(adamw_args)}")
+    muon_kw = {k: v for k, v in kwargs.items() if k in muon_args and k not in adamw_args}
+    adamw_kw = {k: v for k, v in kwargs.items() if k in adamw_args and k not in muon_args}
+    if momentum is not None:
+        muon_kw["momentum"] = momentum
+    parts: dict[str, torch.optim.Optimizer] = {}
+    muon_groups = [g for g in groups if g["dl_optimizer"] == "muon"]
+    adamw_groups = [g for g in groups if g["dl_optimizer"] == "adamw"]
+    if muon_groups:
+        parts["muon"] = torch.optim.Muon(muon_groups, lr=lr, adjust_lr_fn="original", **muon_kw)
+    if adamw_groups:
+        parts["adamw"] = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps, **adamw_kw)
+    return CombinedOptimizer(parts)
 
 
 def _scales(optimizer: torch.optim.Optimizer) -> list[float]:

@@ -235,21 +235,25 @@ class Plan:
         return model
 
     # --- optimizer groups and presentation (one module each) ---------------------------------------------------
-    def param_groups(self, model: nn.Module, lr: float, *, weight_decay: float = 0.0, eps: float = 1e-8) -> list[dict]:
-        """Parameter groups for ``torch.optim``; see :func:`deeplimit.scaling.groups.param_groups`."""
-        return param_groups(self, model, lr, weight_decay=weight_decay, eps=eps)
+    def param_groups(self, model: nn.Module, lr: float, *, weight_decay: float | None = None, eps: float = 1e-8,
+                     **decay: float | None) -> list[dict]:
+        """Parameter groups for ``torch.optim``; see :func:`deeplimit.scaling.groups.param_groups` (``decay``:
+        ``wd_timescale``, ``wd_timescale_fraction``, ``total_steps``)."""
+        return param_groups(self, model, lr, weight_decay=weight_decay, eps=eps, **decay)
 
-    def rows(self, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> list[dict]:
+    def rows(self, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
+             **decay: float | None) -> list[dict]:
         """One dict per tensor with the resolved numbers; see :func:`deeplimit.scaling.present.rows`."""
-        return present.rows(self, lr, eps, weight_decay)
+        return present.rows(self, lr, eps, weight_decay, **decay)
 
     def summary(self) -> str:
         """Rule, shapes and multipliers in a few lines; see :func:`deeplimit.scaling.present.summary`."""
         return present.summary(self)
 
-    def table(self, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> str:
+    def table(self, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
+              **decay: float | None) -> str:
         """Human-readable table; see :func:`deeplimit.scaling.present.table`."""
-        return present.table(self, lr, eps, weight_decay)
+        return present.table(self, lr, eps, weight_decay, **decay)
 
     # --- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -306,7 +310,7 @@ class Plan:
         params = {}
         for n, p in self.params.items():
             lr, eps, wd = _factors(self.rule, self.hparams, optimizer, p.role, p.in_block, p.fan_in_mult,
-                                   p.fan_out_mult, self.depth_mult, self.width_mult)
+                                   p.fan_out_mult, self.depth_mult, self.width_mult, p.fan_in, p.fan_out, p.shape)
             params[n] = replace(p, lr_scale=lr, eps_scale=eps, wd_scale=wd)
         return replace(self, optimizer=optimizer, params=params, multipliers=dict(self.multipliers),
                        notes=list(self.notes))
@@ -333,9 +337,14 @@ def _optimizer(optimizer: str) -> str:
 
 
 def _factors(rule: Rule, hp: HParams, optimizer: str, role: str, in_block: bool, fi: float, fo: float, m_L: float,
-             global_m_N: float) -> tuple[float, float, float]:
-    """(lr_scale, eps_scale, wd_scale) of one tensor: the LR, ε and λ columns of spec §4."""
+             global_m_N: float, fan_in: int, fan_out: int, shape: tuple[int, ...]) -> tuple[float, float, float]:
+    """(lr_scale, eps_scale, wd_scale) of one tensor: the LR, ε and λ columns of spec §4 for the torch optimizer
+    that updates it (under ``"muon"``: Muon for hidden matrices, AdamW for the rest; optimizers spec §1–§3)."""
+    optimizer = table.param_optimizer(optimizer, role, len(shape))
     width_lr = table.width_lr(rule, optimizer, role, fi, fo)
+    if optimizer == "muon":  # Muon's own eps only normalises Newton–Schulz: never scaled (ε factor 1)
+        return (table.muon_lr_scale(rule, hp, in_block, fan_in, fan_out, shape, m_L), 1.0,
+                table.wd_scale(rule, hp, role, width_lr))
     return (table.lr_scale(rule, optimizer, role, in_block, fi, fo, m_L),
             table.eps_scale(rule, in_block, table.tensor_width_mult(fi, fo), global_m_N, m_L),
             table.wd_scale(rule, hp, role, width_lr))
@@ -385,7 +394,8 @@ def make_plan(
             norms/biases (vectors), embeddings (input), parameters inside residual blocks (hidden), or shape
             differences with ``base`` (as ``mup.set_base_shapes``); see :mod:`deeplimit.scaling.classify`.
         rule: a name in ``RULES`` or a :class:`Rule` (see :mod:`deeplimit.scaling.rules`).
-        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"`` (the LR and ε columns differ).
+        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` (the LR and ε columns differ) or ``"muon"`` (hidden
+            matrices on ``torch.optim.Muon`` with the spectral LR, everything else on AdamW; docs/optimizers.md).
         base_width, base_depth: the tuned base shape (n₀, L₀). If omitted, base = target (all factors 1) and a
             warning is issued for non-SP rules (decision D7).
         width, depth: the model's width n and number of residual blocks L; default to the Structure's, to
@@ -472,7 +482,8 @@ def _resolve(rule: Rule, optimizer: str, width: float, base_width: float, depth:
     for s in layout.params:
         fi, fo = s.fan_in_mult, s.fan_out_mult
         std = (table.init_std(rule, hp, s.role, s.kind, s.fan_in, fi) * s.init_mult) if s.init == "normal" else 0.0
-        lr, eps, wd = _factors(rule, hp, optimizer, s.role, s.in_block, fi, fo, m_L, m_N)
+        lr, eps, wd = _factors(rule, hp, optimizer, s.role, s.in_block, fi, fo, m_L, m_N, s.fan_in, s.fan_out,
+                               s.shape)
         params[s.name] = ParamPlan(s.name, s.role, s.in_block, s.shape, s.fan_in, s.fan_out, fi, fo, s.init, std,
                                    lr, eps, wd, s.aliases)
 

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 from deeplimit.nn.layers import FORWARD_ATTRS
 from deeplimit.scaling import table as formulas
-from deeplimit.scaling.groups import check_base_values
+from deeplimit.scaling.groups import (
+    check_base_values,
+    muon_fallbacks,
+    resolve_decay,
+    tensor_optimizer,
+    tensor_weight_decay,
+)
 from deeplimit.scaling.names import parent
 
 if TYPE_CHECKING:
@@ -30,24 +36,38 @@ def forward_mults(plan: Plan) -> dict[str, float]:
     return res
 
 
-def rows(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> list[dict]:
-    """One dict per tensor with the resolved numbers (absolute when ``lr`` is given)."""
-    check_base_values(lr, eps, weight_decay)
+def rows(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
+         **decay: float | None) -> list[dict]:
+    """One dict per tensor with the resolved numbers (absolute when ``lr`` is given).
+
+    ``optimizer`` names the torch optimizer that updates the tensor. ``lr`` is the group LR torch is given;
+    ``lr_effective`` = ``lr`` × ``torch_factor``, the factor the optimizer applies itself (torch Muon's
+    ``adjust_lr_fn``; 1 elsewhere), i.e. the step size actually applied. ``decay`` takes the weight-decay
+    timescale options of :func:`deeplimit.scaling.groups.resolve_decay`; λ is then 1/(η_g·τ) per tensor.
+    """
+    spec = resolve_decay(plan.optimizer, weight_decay, **decay)
+    check_base_values(lr, eps, spec.weight_decay)
     mults = forward_mults(plan)
-    adam = plan.optimizer != "sgd"
     out = []
     for pp in plan.params.values():
+        opt = tensor_optimizer(plan, pp)
+        adam = opt in ("adam", "adamw")
+        torch_factor = formulas.muon_torch_factor(pp.shape) if opt == "muon" else 1.0
         row = {
             "name": pp.name, "role": pp.role_label, "shape": "x".join(map(str, pp.shape)) or "scalar",
-            "m_N": pp.width_mult, "init": pp.init if pp.init != "normal" else f"N(0,{pp.init_std:.4g}^2)",
+            "optimizer": opt, "m_N": pp.width_mult,
+            "init": pp.init if pp.init != "normal" else f"N(0,{pp.init_std:.4g}^2)",
             "init_std": pp.init_std, "forward_mult": mults.get(pp.name, 1.0),
-            "lr_scale": pp.lr_scale, "eps_scale": pp.eps_scale if adam else None, "wd_scale": pp.wd_scale,
-            "tied_to": list(pp.aliases),
+            "lr_scale": pp.lr_scale, "torch_factor": torch_factor, "eps_scale": pp.eps_scale if adam else None,
+            "wd_scale": pp.wd_scale, "tied_to": list(pp.aliases),
         }
         if lr is not None:
             row["lr"] = lr * pp.lr_scale
+            row["lr_effective"] = row["lr"] * torch_factor
             row["eps"] = eps * pp.eps_scale if adam else None
-            row["weight_decay"] = formulas.group_weight_decay(plan.rule, weight_decay, pp.wd_scale, lr, pp.lr_scale)
+            row["weight_decay"] = tensor_weight_decay(plan, pp, lr, spec)
+            wd_rate = row["lr"] * row["weight_decay"]
+            row["wd_timescale"] = 1.0 / wd_rate if wd_rate > 0 else None
         out.append(row)
     return out
 
@@ -114,13 +134,25 @@ def summary(plan: Plan) -> str:
     return "\n".join([head, *attention_lines(plan), *multiplier_lines(plan)])
 
 
-def table(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0) -> str:
-    """Human-readable table: the answer to "which table does it use?"."""
-    data = rows(plan, lr, eps, weight_decay)
-    cols = ["name", "role", "shape", "m_N", "init", "forward_mult"]
-    cols += (["lr", "eps", "weight_decay"] if lr is not None else ["lr_scale", "eps_scale", "wd_scale"])
+def table(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
+          **decay: float | None) -> str:
+    """Human-readable table: the answer to "which table does it use?".
+
+    A Muon plan adds the optimizer of each tensor, torch's own LR factor (``x_torch``) and the effective LR;
+    a weight-decay timescale adds τ per tensor (``tau_steps``) beside the λ it gives.
+    """
+    data = rows(plan, lr, eps, weight_decay, **decay)
+    muon = plan.optimizer == "muon"
+    timed = decay.get("wd_timescale") is not None or decay.get("wd_timescale_fraction") is not None
+    cols = ["name", "role", "shape"] + (["optimizer"] if muon else []) + ["m_N", "init", "forward_mult"]
+    if lr is not None:
+        cols += ["lr"] + (["torch_factor", "lr_effective"] if muon else []) + ["eps", "weight_decay"]
+        cols += ["wd_timescale"] if timed else []
+    else:
+        cols += ["lr_scale"] + (["torch_factor"] if muon else []) + ["eps_scale", "wd_scale"]
     if plan.optimizer == "sgd":
         cols = [c for c in cols if not c.startswith("eps")]
+    header = {"torch_factor": "x_torch", "lr_effective": "lr_effective", "wd_timescale": "tau_steps"}
 
     def fmt(v: object) -> str:
         if isinstance(v, float):
@@ -128,9 +160,17 @@ def table(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: 
         return "-" if v is None else str(v)
 
     cells = [[fmt(r[c]) for c in cols] for r in data]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    names = [header.get(c, c) for c in cols]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(names)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
-    out = [summary(plan), line(cols), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    out = [summary(plan), line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    if muon:
+        out.append("note: Muon tensors: torch.optim.Muon(adjust_lr_fn='original') multiplies the group lr by "
+                   "x_torch = sqrt(max(1, A/B)); the plan divides it out, so lr_effective = lr * x_torch is the "
+                   "rule's step (muP: base lr * sqrt(fan_out/fan_in) * depth factor), applied once")
+        fallback = muon_fallbacks(plan)
+        if fallback:
+            out.append(f"note: hidden tensor(s) {fallback[:6]} are not 2-D: torch.optim.Muon cannot take them, "
+                       "so they are on AdamW with the muP Adam rule (make_optimizer(muon_fallback=False) refuses)")
     out += [f"note: {n}" for n in plan.notes]
     return "\n".join(out)
-

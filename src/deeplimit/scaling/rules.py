@@ -32,7 +32,7 @@ AttnScale = Literal["mup", "sqrt"]
 EPS_SCOPES = ("consistent", "blocks", "all", "none")
 WEIGHT_DECAY_MODES = ("mup", "torch", "independent")
 ATTN_SCALES = ("mup", "sqrt")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # "muon": hidden matrices on Muon, the rest on AdamW
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,12 @@ def init_std(rule: Rule, hp: HParams, role: str, kind: str | None, fan_in: int, 
 
 # --- learning rate (spec §4 "SGD LR" / "Adam LR", §3 (c), note 1) ---------------------------------------------------
 def width_lr(rule: Rule, optimizer: str, role: str, fi: float, fo: float) -> float:
-    """Width factor of the LR. Adam: hidden η·m_N^{-1}, else η. SGD: hidden η·fo/fi (MuSGD, note 1), else η·m_N."""
+    """Width factor of the LR. Adam: hidden η·m_N^{-1}, else η. SGD: hidden η·fo/fi (MuSGD, note 1), else η·m_N.
+    Muon (hidden matrices): √(fo/fi), the change of the spectral factor √(fan_out/fan_in) from the base shape."""
     if not rule.is_mup:
         return 1.0
+    if optimizer == "muon":
+        return math.sqrt(fo / fi)
     if optimizer == "sgd":
         return fo / fi if role == "hidden" else tensor_width_mult(fi, fo)
     return 1.0 / fi if role == "hidden" else 1.0
@@ -94,6 +97,47 @@ def depth_lr(rule: Rule, optimizer: str, in_block: bool, m_L: float) -> float:
 def lr_scale(rule: Rule, optimizer: str, role: str, in_block: bool, fi: float, fo: float, m_L: float) -> float:
     """LR factor of one tensor (group ``lr_scale``): width factor × depth factor."""
     return width_lr(rule, optimizer, role, fi, fo) * depth_lr(rule, optimizer, in_block, m_L)
+
+
+# --- Muon (optimizers spec §1–§3; decisions O1–O4 in docs/optimizers.md) ----------------------------------------
+def param_optimizer(optimizer: str, role: str, ndim: int) -> str:
+    """The torch optimizer that updates one tensor. Under ``"muon"``: hidden 2-D matrices (in-block or not) on
+    Muon; embeddings, readout, vectors and hidden tensors that are not 2-D (convolutions) on AdamW (decision O3:
+    ``torch.optim.Muon`` takes 2-D parameters only). Other optimizers update every tensor themselves."""
+    if optimizer != "muon":
+        return optimizer
+    return "muon" if role == "hidden" and ndim == 2 else "adamw"
+
+
+def muon_torch_factor(shape: tuple[int, ...]) -> float:
+    """The factor ``torch.optim.Muon`` itself multiplies the group LR by for a (A, B) = ``shape`` matrix under
+    ``adjust_lr_fn="original"``: √max(1, A/B) (torch 2.13 ``_muon.py``; Keller Jordan's Muon)."""
+    a, b = shape[0], shape[1]
+    return math.sqrt(max(1.0, a / b))
+
+
+def muon_update_scale(rule: Rule, fan_in: int, fan_out: int, shape: tuple[int, ...]) -> float:
+    """Width factor of a Muon matrix's *effective* LR (what multiplies the orthogonalised update O).
+
+    μP: the spectral condition ΔW = −η·√(fan_out/fan_in)·O with a width-independent η (optimizers spec §1,
+    decision O1). SP: the factor plain ``torch.optim.Muon`` applies (√max(1, A/B)), i.e. Muon as people use it.
+    """
+    if rule.is_mup:
+        return math.sqrt(fan_out / fan_in)
+    return muon_torch_factor(shape)
+
+
+def muon_lr_scale(rule: Rule, hp: HParams, in_block: bool, fan_in: int, fan_out: int, shape: tuple[int, ...],
+                  m_L: float) -> float:
+    """Group LR factor of a Muon matrix: muon_lr_ratio × effective factor ÷ torch's own factor × m_L^{-γ}.
+
+    torch multiplies the group LR by :func:`muon_torch_factor` inside ``step``; dividing it out here means the
+    effective step is η·muon_lr_ratio·:func:`muon_update_scale`·m_L^{-γ}, the factor applied exactly once
+    (decision O2). The depth factor is Adam's (optimizers spec §3: an update whose size ignores the gradient's
+    scale; measured in docs/optimizers.md). ``hp.muon_lr_ratio`` is the Muon base LR over η (decision O5).
+    """
+    effective = muon_update_scale(rule, fan_in, fan_out, shape) * depth_lr(rule, "adam", in_block, m_L)
+    return hp.muon_lr_ratio * effective / muon_torch_factor(shape)
 
 
 # --- Adam ε (spec §4 "Adam ε", note 4, decision D2) -----------------------------------------------------------------
@@ -125,6 +169,12 @@ def wd_scale(rule: Rule, hp: HParams, role: str, width_lr_factor: float) -> floa
     return 1.0
 
 
+def decay_for_rate(rate: float, lr: float, lr_factor: float) -> float:
+    """The coefficient λ that makes a decoupled decay shrink weights by ``rate`` per step at the group LR
+    lr_g = lr·lr_factor: torch applies p ← p·(1 − lr_g·λ), so λ = rate / lr_g."""
+    return rate / (lr * lr_factor)
+
+
 def group_weight_decay(rule: Rule, weight_decay: float, wd_factor: float, lr: float | None,
                        lr_factor: float) -> float:
     """The ``weight_decay`` value of an optimizer group with base λ, base LR ``lr`` and the tensor's factors.
@@ -133,5 +183,14 @@ def group_weight_decay(rule: Rule, weight_decay: float, wd_factor: float, lr: fl
     and the width/depth factors. Without a base LR (a factor-only table) it falls back to λ·wd_scale.
     """
     if rule.wd_mode == "independent" and wd_factor and lr:
-        return weight_decay / (lr * lr_factor)
+        return decay_for_rate(weight_decay, lr, lr_factor)
     return weight_decay * wd_factor
+
+
+def timescale_weight_decay(tau_steps: float, wd_factor: float, lr: float, lr_factor: float) -> float:
+    """λ of a group whose weights are an EMA of their updates with timescale τ = 1/(η_g·λ) steps (optimizers
+    spec §4, Wang & Aitchison 2024): λ = 1/(η_g·τ), held fixed per tensor whatever its width/depth LR factor.
+    Tensors that never decay (``wd_factor == 0``: vectors, decision D4) keep λ = 0."""
+    if not wd_factor:
+        return 0.0
+    return decay_for_rate(1.0 / tau_steps, lr, lr_factor)

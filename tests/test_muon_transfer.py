@@ -1,0 +1,98 @@
+"""The Muon / weight-decay transfer experiments run end to end at their smoke tier (real engine, real trainer),
+and the section verdict never claims agreement it does not have."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.sweep import create_sweep, run_worker
+from deeplimit.transfer import optimizers as O
+from deeplimit.transfer import transfer_results as results_frame
+
+FAST = {"heartbeat_interval": 1, "threads": None, "handle_signals": False}
+
+
+def _run(tmp_path: Path, name: str, spec) -> pd.DataFrame:
+    sweep = create_sweep(name, spec, run_dir=tmp_path / name)
+    report = run_worker(sweep.storage, name, run_dir=str(tmp_path / name), **FAST)
+    assert report.failed == 0
+    return results_frame(sweep.storage, name)
+
+
+@pytest.fixture(scope="module")
+def smoke_tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    tmp = tmp_path_factory.mktemp("muon-transfer")
+    return {"muon_width_transfer": _run(tmp, "w", O.muon_width_transfer("smoke", presets=("mup", "sp"))),
+            "weight_decay_width_constant": _run(tmp, "wd", O.weight_decay_width("smoke", "constant"))}
+
+
+def test_the_smoke_sweeps_train_muon_and_adamw_runs(smoke_tables):
+    width = smoke_tables["muon_width_transfer"]
+    final = width[width["metric"] == "window_loss"]
+    assert set(final["optimizer"]) == {"muon"} and final["run_id"].nunique() == 2 * 2 * 3
+    assert np.isfinite(final["value"]).any()
+    wd = smoke_tables["weight_decay_width_constant"]
+    assert set(wd["weight_decay_mode"]) == {"torch"} and wd["weight_decay"].nunique() == 3
+
+
+def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_tables):
+    section = O.muon_transfer_section(smoke_tables, n_boot=50)
+    assert {(r.experiment, r.preset) for r in section.itertuples()} == {
+        ("muon_width_transfer", "mup"), ("muon_width_transfer", "sp"), ("weight_decay_width_constant", "mup")}
+    for r in section.itertuples():
+        assert r.verdict in ("transfers", "shifts", "inconclusive", "degrades")
+        if r.verdict in ("inconclusive", "degrades"):
+            assert r.agrees is None  # an undecided run is never counted as agreement
+        else:
+            assert r.agrees == (r.verdict == r.expected)
+    wd = section[section["experiment"] == "weight_decay_width_constant"].iloc[0]
+    assert wd["axis"] == "weight_decay" and wd["size"] == "width"
+    lines = O.section_lines(section)
+    assert len(lines) == len(section) and all("expected " in line for line in lines)
+    assert O.section_verdict(section) in ("holds", "partly", "does not hold", "inconclusive")
+
+
+@pytest.mark.parametrize("agrees,word", [([True, True], "holds"), ([True, None], "partly"),
+                                         ([None, None], "inconclusive"), ([True, False], "does not hold")])
+def test_section_verdict_words(agrees, word):
+    assert O.section_verdict(pd.DataFrame({"agrees": agrees})) == word
+
+
+def test_analyze_axis_takes_the_optimum_over_the_weight_decay(smoke_tables):
+    table = smoke_tables["weight_decay_width_constant"]
+    result = O.analyze_axis(table, "weight_decay", size="width", n_boot=20)
+    grid = sorted(np.log2(table["weight_decay"].unique()))
+    finite = result.summary["log2_eta_star"].dropna()
+    assert ((finite >= grid[0] - 1e-9) & (finite <= grid[-1] + 1e-9)).all()
+    assert set(result.summary["lr_min"]) == {grid[0]}
+
+
+def test_bad_input_is_named():
+    with pytest.raises(DeeplimitError, match="unknown tier"):
+        O.muon_depth_transfer("huge")
+    with pytest.raises(DeeplimitError, match="parametrization must be"):
+        O.weight_decay_width("smoke", "lambda")
+    with pytest.raises(DeeplimitError, match="unknown experiment"):
+        O.muon_transfer_section({"muon_everything": pd.DataFrame()})
+    with pytest.raises(DeeplimitError, match="no column 'weight_decay'"):
+        O.analyze_axis(pd.DataFrame({"log2_lr": [0.0]}), "weight_decay")
+    with pytest.raises(DeeplimitError, match="positive numbers"):
+        O.analyze_axis(pd.DataFrame({"weight_decay": [0.0, 1.0]}), "weight_decay")
+
+
+def test_expected_verdicts_cover_every_experiment():
+    assert {e for e, _ in O.EXPECTED} == set(O.SIZES)
+    assert all(v in ("transfers", "shifts") for v in O.EXPECTED.values())
+    assert not math.isnan(O.MUON_LR_RATIO)
+
+
+def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, tmp_path):
+    results = O.analyses(smoke_tables, n_boot=20)
+    path = O.plot_transfer(results, str(tmp_path / "t.png"), title="smoke")
+    assert Path(path).stat().st_size > 10_000
