@@ -40,6 +40,34 @@ def ensure_dir(path: str | os.PathLike[str], what: str = "output folder") -> Pat
     return path
 
 
+def nearest_existing_folder(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """The nearest existing ancestor of ``path`` (which does not exist yet), checked to be a folder: a path whose
+    folders would have to be created inside a file is refused before anything is written."""
+    parent = Path(path).parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DeeplimitError(f"{what} {path} cannot be created: {parent} is a file, not a folder; pass a path in "
+                             "a folder")
+    return parent
+
+
+def check_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Raise a DeeplimitError unless ``path`` is, or can be created as, a writable folder — without creating
+    it (a run that is refused later, e.g. for bad data, leaves nothing behind). The nearest existing ancestor
+    is probed by creating and removing a temporary folder in it."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise DeeplimitError(f"{what} {p} is a file, not a folder; pass a folder path")
+    probe_in = p if p.exists() else nearest_existing_folder(p, what)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".deeplimit-probe-", dir=probe_in))
+    except OSError as exc:
+        raise DeeplimitError(f"cannot create {what} {p}: {exc.strerror or exc} in {probe_in}; pass a folder you "
+                             "can write to") from None
+    return p
+
+
 def _os_error(path: Path, exc: OSError) -> DeeplimitError:
     if exc.errno == errno.ENOSPC:
         return DeeplimitError(f"no space left on the device while writing {path}; free disk space and re-run "

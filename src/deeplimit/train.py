@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.io import atomic_save, atomic_torch_save, atomic_write_json, ensure_dir, safe_torch_load
+from deeplimit.io import (
+    atomic_save,
+    atomic_torch_save,
+    atomic_write_json,
+    check_folder,
+    ensure_dir,
+    safe_torch_load,
+)
 from deeplimit.nn.registry import MODELS, build_model
 from deeplimit.scaling.apply import parametrize
 from deeplimit.scaling.optim import make_optimizer, set_base_lr
@@ -465,32 +472,6 @@ def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, object]:
 
 # ------------------------------------------------------------------------------------------------------
 # Checkpoints: one file, written atomically, read with weights_only=True, keyed by the config fingerprint.
-
-
-def check_folder(path: str | Path, what: str = "output folder") -> Path:
-    """Raise a DeeplimitError unless ``path`` is, or can be created as, a writable folder — without creating
-    it (a run that is refused later, e.g. for bad data, leaves nothing behind). The nearest existing ancestor
-    is probed by creating and removing a temporary folder in it."""
-    import tempfile
-
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            raise DeeplimitError(f"{what} {p} is a file, not a folder; pass a folder path")
-        probe_in = p
-    else:
-        probe_in = p.parent
-        while not probe_in.exists():
-            probe_in = probe_in.parent
-        if not probe_in.is_dir():
-            raise DeeplimitError(f"{what} {p} cannot be created: {probe_in} is a file, not a folder; pass a folder "
-                                 "path")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".deeplimit-probe-", dir=probe_in))
-    except OSError as exc:
-        raise DeeplimitError(f"cannot create {what} {p}: {exc.strerror or exc} in {probe_in}; pass a folder you "
-                             "can write to") from None
-    return p
 
 
 def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, fingerprint: str, *,
