@@ -238,7 +238,7 @@ def sde_comparisons(ctx: Context) -> list[Section]:
             command=f"deeplimit sde --scenario {name} {_flags(over)} --bootstrap {t['bootstrap']}",
             wall_s=time.perf_counter() - t0,
             scale_gap=(f"Here n = {preset['n']}, d = {preset['d']}, m = {preset['m']}, γ = {preset['gamma']:.3g}, "
-                       f"{int(dist['n_sde'][0])} paths per side, one seed; the paper: {_PAPER_SDE[name]}."),
+                       f"{preset['paths']} paths per side, one seed; the paper: {_PAPER_SDE[name]}."),
             controls=[Control(
                 name=f"unshaped network ({ctrl['what']}) vs the shaped SDE",
                 expectation=(f"KS on {ctrl['quantity']} > max(0.5, 3 × critical value {ctrl['ks_crit']:.3f}): "
@@ -436,7 +436,7 @@ def sde_convergence(ctx: Context) -> list[Section]:
     t = ctx.settings("sde-convergence")
     out = ensure_dir(ctx.out / "sde" / "convergence", "output folder")
     t0 = time.perf_counter()
-    settings = {"study": "sde-convergence", "version": 1, **t}
+    settings = {"study": "sde-convergence", "version": 2, **t}
 
     def compute() -> dict:
         table, slopes = convergence_study(t["kind"], t["gammas"], t["ns"], ratio=t["ratio"], m=t["m"],

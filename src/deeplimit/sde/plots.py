@@ -138,11 +138,15 @@ def plot_ks_vs_n(table: pd.DataFrame, path: str | Path, title: str | None = None
     for ax, g in zip(axes[0], gammas):
         sub = table[table["gamma"] == g]
         for k, (q, s) in enumerate(sub.groupby("quantity", sort=False)):
-            ax.plot(s["n"], s["ks"], "o-", color=f"C{k}", label=q, lw=1.5, ms=4)
+            tex = "$" + q.replace("rho", "\\rho") + "$"  # rho^{12} -> ρ¹² in mathtext
+            ax.plot(s["n"], s["ks"], "o-", color=f"C{k}", label=tex, lw=1.5, ms=4)
         crit = sub.groupby("n")["ks_crit"].first()
         ax.plot(crit.index, crit.to_numpy(), "k--", lw=1, label="KS 5% critical value")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        widths = sorted(sub["n"].unique())
+        ax.set_xticks(widths, [str(int(w)) for w in widths])
+        ax.minorticks_off()
         ax.set_xlabel("width n (d = n·T)")
         ax.set_title(f"γ = {g:.3g}")
     axes[0][0].set_ylabel("KS distance, network vs SDE")
