@@ -106,3 +106,10 @@ def test_unshaped_network_is_far_from_the_shaped_sde(kind) -> None:
     ctrl = unshaped_control(p, run_sde(p, seed=0).survivors(), paths=256, seed=0)
     assert ctrl["ks"] > max(0.5, 3 * ctrl["ks_crit"]), ctrl
     assert math.isclose(ctrl["ks_crit"], ks_critical(ctrl["n_sde"], ctrl["n_net"]))
+
+
+def test_unshaped_network_does_not_converge_to_the_shaped_sde_as_width_grows() -> None:
+    from deeplimit.sde.evidence import unshaped_convergence_control
+
+    ctrl = unshaped_convergence_control("resnet", 0.5, (3, 12, 48), paths=512).set_index("n")
+    assert ctrl.loc[48, "ks"] > ctrl.loc[3, "ks"] and ctrl.loc[48, "ks"] > 2 * ctrl.loc[48, "ks_crit"]

@@ -38,7 +38,7 @@ from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one 
 SDE_TIER = {
     "smoke": dict(paths=256, ctrl_paths=128, abl_paths=64, map_gammas=[0.1, 0.5, 1.0], map_tau0s=[0.25, 1.0, 4.0],
                   map_paths=16, n_att=64, d_att=48, width_ns=[50, 200], width_gammas=[0.5], width_tau0s=[1.0],
-                  width_paths=16, conv_ns=[3, 6, 12], conv_gammas=[0.5, 1.0], conv_paths=512, conv_reps=20),
+                  width_paths=16, conv_ns=[3, 6, 12, 24], conv_gammas=[0.5, 1.0], conv_paths=512, conv_reps=20),
     "quick": dict(paths=4096, ctrl_paths=1024, abl_paths=512, map_gammas=[0.0, 0.125, 0.25, 0.5, 0.75, 1.0],
                   map_tau0s=[2.0**k for k in range(-6, 7, 2)], map_paths=48, n_att=200, d_att=150,
                   width_ns=[200, 800, 3200], width_gammas=[0.125, 0.5], width_tau0s=[1.0, 4.0], width_paths=32,
@@ -429,22 +429,26 @@ def sde_convergence(ctx: Context) -> list[Section]:
 
     Rule: "holds" when every (γ, entry) either converges (the 95% bootstrap interval of the slope of log KS on
     log n lies below 0) or already agrees at every width (KS at the largest n under its family-wise 5%
-    critical value), at least half converge, and no path exploded; "does not hold" otherwise."""
-    from deeplimit.sde.evidence import convergence_study, convergence_verdicts
+    critical value), at least half converge, no path exploded, and the control passes (the unshaped network's
+    KS at γ = 0.5 rises with n and ends above twice its critical value); "does not hold" otherwise."""
+    from deeplimit.report.html import Control
+    from deeplimit.sde.evidence import convergence_study, convergence_verdicts, unshaped_convergence_control
     from deeplimit.sde.plots import plot_ks_vs_n
 
     t = ctx.settings("sde-convergence")
     out = ensure_dir(ctx.out / "sde" / "convergence", "output folder")
     t0 = time.perf_counter()
-    settings = {"study": "sde-convergence", "version": 2, **t}
+    settings = {"study": "sde-convergence", "version": 4, **t}
 
     def compute() -> dict:
         table, slopes = convergence_study(t["kind"], t["gammas"], t["ns"], ratio=t["ratio"], m=t["m"],
                                           paths=t["paths"], seed=t["seed"], reps=t["reps"])
+        control = unshaped_convergence_control(t["kind"], 0.5, t["ns"], ratio=t["ratio"], m=t["m"],
+                                               paths=max(t["paths"] // 4, min(t["paths"], 1024)), seed=t["seed"])
         png = plot_ks_vs_n(table, out / "ks_vs_n.png", title=f"{t['kind']}: KS, network vs SDE, d/n = "
                                                               f"{t['ratio']:.3g}, {t['paths']} paths per side")
         res = {"table": table.to_dict(orient="records"), "slopes": slopes.to_dict(orient="records"),
-               "png": str(png), "settings": settings}
+               "control": control.to_dict(orient="records"), "png": str(png), "settings": settings}
         atomic_write_json(out / "convergence.json", res, default=float)
         return res
 
@@ -455,7 +459,10 @@ def sde_convergence(ctx: Context) -> list[Section]:
     counts = verdicts["verdict"].value_counts().to_dict()
     exploded = int(table["sde_exploded"].max() + table["network_exploded"].sum())
     conv = counts.get("converges", 0)
-    ok = counts.get("does not converge", 0) == 0 and conv >= len(verdicts) / 2 and exploded == 0
+    ctrl = pd.DataFrame(summary["control"]).sort_values("n")
+    c_first, c_last = ctrl.iloc[0], ctrl.iloc[-1]
+    ctrl_ok = bool(c_last["ks"] > c_first["ks"] and c_last["ks"] > 2 * c_last["ks_crit"])
+    ok = counts.get("does not converge", 0) == 0 and conv >= len(verdicts) / 2 and exploded == 0 and ctrl_ok
     first, last = table[table["n"] == min(t["ns"])], table[table["n"] == max(t["ns"])]
     measured = (f"{len(verdicts)} (γ, entry) pairs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
                 + f". Median KS over γ and entries: {first['ks'].median():.3f} at n = {min(t['ns'])} "
@@ -475,12 +482,18 @@ def sde_convergence(ctx: Context) -> list[Section]:
         measured=measured, verdict="holds" if ok else "does not hold",
         figures=[Path(summary["png"])] if Path(summary["png"]).is_file() else sorted(out.glob("*.png")),
         tables=[("slope of log KS on log n per γ and entry, 95% bootstrap interval, verdict", slopes),
-                ("KS per width", table)],
+                ("KS per width", table), ("control: unshaped network vs the shaped SDE, γ = 0.5, per width", ctrl)],
+        controls=[Control(
+            name=f"unshaped network ({c_last['what']}) vs the shaped SDE at every width, γ = 0.5",
+            expectation=("KS on ρ¹² must not fall with n (no SDE limit): it rises and ends above twice its critical "
+                         f"value {c_last['ks_crit']:.3f}"),
+            measured=", ".join(f"n = {int(r.n)} KS {r.ks:.3f}" for r in ctrl.itertuples()),
+            passed=ctrl_ok)],
         command="deeplimit reproduce --only sde-convergence" + ("" if ctx.tier == "quick" else f" --{ctx.tier}"),
         wall_s=time.perf_counter() - t0,
         scale_gap=(f"Here widths n ∈ {t['ns']} at d/n = {t['ratio']:.3g}, {t['paths']} paths per side, m = {t['m']}, "
-                   "one seed, γ = 0.1 standing for 1/√d; the paper: one width n = 300, d = 100, 2^13 samples, "
-                   "visual comparison only."),
+                   f"one seed, γ ∈ {t['gammas']}{' (0.1 stands for 1/√d)' if 0.1 in t['gammas'] else ''}; the paper: "
+                   "one width n = 300, d = 100, γ ∈ {1/√d, 0.25, 0.5, 1}, 2^13 samples, visual comparison only."),
         settings=t)]
 
 
