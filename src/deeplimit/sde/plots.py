@@ -41,9 +41,9 @@ def plot_density(
     grid = np.linspace(lo, hi, 400)
     if a.size > 1 and np.std(a) > 0:
         ax.plot(grid, stats.gaussian_kde(a)(grid), color="C3", lw=2, label=f"SDE (N={a.size})")
-    ax.set_xlabel(label(quantity, i, j))
+    ax.set_xlabel(_tex(label(quantity, i, j)))
     ax.set_ylabel("density")
-    ax.set_title(title or f"terminal {label(quantity, i, j)}: SDE vs network")
+    ax.set_title(title or f"terminal {_tex(label(quantity, i, j))}: SDE vs network")
     ax.legend()
     return _save(fig, path)
 
@@ -138,8 +138,7 @@ def plot_ks_vs_n(table: pd.DataFrame, path: str | Path, title: str | None = None
     for ax, g in zip(axes[0], gammas):
         sub = table[table["gamma"] == g]
         for k, (q, s) in enumerate(sub.groupby("quantity", sort=False)):
-            tex = "$" + q.replace("rho", "\\rho") + "$"  # rho^{12} -> ρ¹² in mathtext
-            ax.plot(s["n"], s["ks"], "o-", color=f"C{k}", label=tex, lw=1.5, ms=4)
+            ax.plot(s["n"], s["ks"], "o-", color=f"C{k}", label=_tex(q), lw=1.5, ms=4)
         crit = sub.groupby("n")["ks_crit"].first()
         ax.plot(crit.index, crit.to_numpy(), "k--", lw=1, label="KS 5% critical value")
         ax.set_xscale("log", base=2)
@@ -154,6 +153,13 @@ def plot_ks_vs_n(table: pd.DataFrame, path: str | Path, title: str | None = None
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def _tex(name: str) -> str:
+    """``rho^{12}`` → mathtext ``$\\rho^{12}$`` (shown as ρ¹²); eigenvalue names pass through."""
+    if "^{" not in name:
+        return name
+    return "$" + name.replace("abs_rho", "|\\rho|").replace("rho", "\\rho") + "$"
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

@@ -181,7 +181,7 @@ def _comparison(preset: Preset, settings: dict, out: Path, samples_out, progress
     summary["quantiles"] = res.quantiles.to_dict(orient="records")
     a, b = res.sde.survivors(), res.network.survivors()
     png = plot_density(a[~exploded(a)], b[~exploded(b)], out / f"{name}.png", "rho",
-                       title=f"{name}: terminal ρ^{{12}} at T = {preset.T:g}")
+                       title=f"{name}: terminal ρ¹² at T = d/n = {preset.T:.3g}")
     summary["png"] = str(png)
     files.append(png)
     if samples_out is not None:
@@ -224,9 +224,9 @@ def _ablations(base: Preset, settings: dict, out: Path, progress: bool) -> Study
     table = pd.DataFrame(rows)
     files = [_csv(table, out / "ablations_table.csv")]
     files.append(plot_vs_depth(rho_curves, out / "ablations.png",
-                               title=f"ablations (γ = {base.gamma:.3g}): mean |ρ^{{12}}|"))
-    files.append(plot_vs_depth(cov_curves, out / "ablations_cov.png", ylabel="mean |V^{12}|",
-                               title="ablations: mean |V^{12}|", logy=True))
+                               title=f"ablations (γ = {base.gamma:.3g}): mean |ρ¹²| per layer"))
+    files.append(plot_vs_depth(cov_curves, out / "ablations_cov.png", ylabel="mean |V¹²|",
+                               title="ablations: mean |V¹²| per layer", logy=True))
     summary = {"preset": base.to_dict(), "log_median_V12_slope_layers_10_30": slopes,
                "theory_slopes": theory_slopes(base.gamma), "table": table.to_dict(orient="records")}
     return StudyResult("ablations", summary, table, files)
