@@ -397,17 +397,26 @@ def stopping(ctx: Context) -> list[Section]:
     measured = (
         f"{agr['agree']} of {agr['cells']} cells agree ({agr['agree_share']:.0%}); {agr['big_gaps']} cells differ "
         f"by more than 0.25 in median t*, the largest by {agr['max_abs_diff']:.2f}; Spearman correlation of the two "
-        f"maps over the cells {agr['spearman']:+.2f}. In {int((bad['diff'] > 0).sum())} of the {len(bad)} "
-        f"disagreeing cells the network exits later than the SDE. Cause, measured: the start V₀ ≈ 100·I makes the "
-        f"logits Y/τ of order eigmax(V₀)/(τ0√n) (column logit_scale; {sat:.0%} of the disagreeing cells have it "
-        f"> 0.25), outside the small-logit expansion the SDE is built on (spec §2.2–2.3): the softmax saturates, "
-        f"its output is bounded, and the network's covariance grows far slower than the SDE's cubic drift. At "
-        f"fixed start scale and T the gap shrinks as n grows (width check, d = n): mean |gap| "
-        f"{gap_first.mean():.2f} at n = {ns[0]}, {gap_last.mean():.2f} at n = {ns[-1]}"
-        f"{' (shrinks in every checked cell)' if shrinks else ' (does not shrink in every cell)'}. The SDE's own "
-        f"step is {'not ' if step_ok else ''}the cause: at dt = {(preset['dt'] or 0.01) / 10:g} its median t* moves "
-        f"by at most {step_shift:.3f} in the checked cells. So the SDE is the n → ∞ limit of these maps, and at "
-        f"n = {preset['n']} it does not describe the saturated cells.")
+        f"maps over the cells {agr['spearman']:+.2f}. ")
+    trend_words = " (shrinks in every checked cell)" if shrinks else " (does not shrink in every cell)"
+    width_words = (
+        f"Width check (same start scale, d = n): mean |gap| {gap_first.mean():.2f} at n = {ns[0]}, "
+        f"{gap_last.mean():.2f} at n = {ns[-1]}{trend_words}; "
+        f"at dt = {(preset['dt'] or 0.01) / 10:g} the SDE's median t* moves by at most {step_shift:.3f}.")
+    if len(bad) and shrinks and step_ok and sat >= 0.9:
+        # the measured cause: each piece of it is checked above, the sentence is only printed when all hold
+        measured += (
+            f"In {int((bad['diff'] > 0).sum())} of the {len(bad)} disagreeing cells the network exits later than "
+            f"the SDE. Cause, measured: the start V₀ ≈ {preset['init_std']**2:g}·I makes the logits Y/τ of order "
+            f"eigmax(V₀)/(τ0√n) (column logit_scale; {sat:.0%} of the disagreeing cells have it > 0.25), outside "
+            f"the small-logit expansion the SDE is built on (spec §2.2–2.3): the softmax saturates, its output is "
+            f"bounded, and the network's covariance grows far slower than the SDE's cubic drift. {width_words} So "
+            f"the gap is a finite-width effect, not the SDE's step: the SDE is the n → ∞ limit of these maps, and "
+            f"at n = {preset['n']} it does not describe the saturated cells.")
+    elif len(bad):
+        measured += f"The cause of the {len(bad)} disagreeing cells is not established by this run. {width_words}"
+    else:
+        measured += width_words
     agree = Section(
         title="Stopping time: network and SDE maps compared cell by cell",
         claim=("The covariance SDE (Thm. 4.2) is the limit of the shaped network, so at the paper's n = d = 200 "
