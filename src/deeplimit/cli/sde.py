@@ -70,5 +70,12 @@ def main(args: argparse.Namespace) -> int:
         print("log median V12 slope per layer (layers 10-30): "
               + ", ".join(f"{k} {v:+.4f}" for k, v in slopes.items())
               + "; theory: " + ", ".join(f"{k} {v:+.4f}" for k, v in theory.items()))
+    if "agreement" in res.summary:  # --source both on a stopping study: the maps compared cell by cell
+        a = res.summary["agreement"]
+        print(f"network vs SDE: {a['agree']} of {a['cells']} cells agree (95% interval of the median-t* difference "
+              f"meets ±0.05·T); {a['big_gaps']} differ by > 0.25; Spearman {a['spearman']:+.2f}")
+    for src in ("sde", "network"):
+        if res.summary.get(f"{src}_exploded"):
+            print(f"{src}: {res.summary[f'{src}_exploded']} exploded path(s) (eigmax > 1e4) left out of the distances")
     print(f"[deeplimit sde] wrote {', '.join(str(f) for f in res.files)}")
     return 0

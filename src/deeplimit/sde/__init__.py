@@ -9,7 +9,9 @@ Small flat API (see ``shared/spec/shaped-transformer.md`` §3–§5, §9):
   :mod:`deeplimit.nn.theory`);
 * scenarios and studies: :data:`SCENARIOS`, :func:`get_preset`, :func:`run_comparison`, :func:`stopping_map`,
   :func:`predict`, :func:`deeplimit.sde.studies.run_study` (what ``deeplimit sde`` runs);
-* statistics: :func:`compare_distributions`, :func:`quantile_table`.
+* statistics: :func:`compare_distributions`, :func:`quantile_table`, :func:`exploded`;
+* evidence (issue 12): :func:`compare_stopping_maps`, :func:`convergence_study`, :func:`unshaped_control`
+  (more in :mod:`deeplimit.sde.evidence`).
 """
 
 from deeplimit.sde.coefficients import (
@@ -21,7 +23,8 @@ from deeplimit.sde.coefficients import (
     relu_nu,
     solve_correlation,
 )
-from deeplimit.sde.compare import compare_distributions, ks_distance, quantile_table, wasserstein1
+from deeplimit.sde.compare import compare_distributions, exploded, ks_distance, quantile_table, wasserstein1
+from deeplimit.sde.evidence import compare_stopping_maps, convergence_study, unshaped_control
 from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
 from deeplimit.sde.predict import Prediction, predict
 from deeplimit.sde.samplers import NetworkSamples, sample_network
@@ -37,10 +40,13 @@ __all__ = [
     "Solution",
     "attention_quartic",
     "compare_distributions",
+    "compare_stopping_maps",
+    "convergence_study",
     "correlation",
     "drift_attention",
     "drift_relu",
     "equicorrelated",
+    "exploded",
     "get_preset",
     "ks_distance",
     "matrix_free_noise",
@@ -54,5 +60,6 @@ __all__ = [
     "solve",
     "solve_correlation",
     "stopping_map",
+    "unshaped_control",
     "wasserstein1",
 ]

@@ -39,6 +39,24 @@ def extract(V: Tensor, quantity: str, i: int = 0, j: int = 1) -> np.ndarray:
     return x.numpy()
 
 
+EXPLODE_AT = 1e4  # eigmax above this (the top of the §3.8 band) counts a path as exploded
+
+
+def exploded(V: Tensor, limit: float = EXPLODE_AT) -> Tensor:
+    """``(B,)`` bool: a terminal ``V (B, m, m)`` is non-finite or its largest eigenvalue exceeds ``limit``.
+
+    Why: with the wide comparison band an explicit-Euler path of a cubic drift can blow up to 1e200 and still
+    be finite; one such path made a W1 distance 4.4e43. Such paths are counted per source and left out of
+    every distance (spec §5.4: statistics use the surviving paths and report how many left).
+    """
+    V = V.double()
+    finite = torch.isfinite(V.sum(dim=(-2, -1)))
+    big = torch.zeros_like(finite)
+    if bool(finite.any()):
+        big[finite] = torch.linalg.eigvalsh(V[finite])[:, -1] > limit
+    return ~finite | big
+
+
 def label(quantity: str, i: int, j: int) -> str:
     """Printable name, e.g. ``rho^{12}`` (1-based token indices as in the paper)."""
     return quantity if quantity.startswith("eig") else f"{quantity}^{{{i + 1}{j + 1}}}"

@@ -41,9 +41,9 @@ def plot_density(
     grid = np.linspace(lo, hi, 400)
     if a.size > 1 and np.std(a) > 0:
         ax.plot(grid, stats.gaussian_kde(a)(grid), color="C3", lw=2, label=f"SDE (N={a.size})")
-    ax.set_xlabel(label(quantity, i, j))
+    ax.set_xlabel(_tex(label(quantity, i, j)))
     ax.set_ylabel("density")
-    ax.set_title(title or f"terminal {label(quantity, i, j)}: SDE vs network")
+    ax.set_title(title or f"terminal {_tex(label(quantity, i, j))}: SDE vs network")
     ax.legend()
     return _save(fig, path)
 
@@ -107,6 +107,59 @@ def plot_stopping_vs_gamma(df: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("stopping time vs γ")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_stopping_diff(cells: pd.DataFrame, path: str | Path, T: float = 1.0, title: str | None = None) -> Path:
+    """Heat map of the median-``t*`` difference network − SDE over ``(γ, τ0)`` (output of
+    :func:`~deeplimit.sde.evidence.compare_stopping_maps`); cells whose bootstrap interval misses the tolerance
+    are marked ✗, with the difference written in every cell."""
+    table = cells.pivot(index="gamma", columns="tau0", values="diff").sort_index()
+    agree = cells.pivot(index="gamma", columns="tau0", values="agree").sort_index()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    im = ax.imshow(table.to_numpy(), origin="lower", aspect="auto", cmap="RdBu_r", vmin=-T, vmax=T)
+    for (r, c), v in np.ndenumerate(table.to_numpy()):
+        mark = "" if bool(agree.to_numpy()[r, c]) else " ✗"
+        ax.text(c, r, f"{v:+.2f}{mark}", ha="center", va="center", fontsize=7,
+                color="white" if abs(v) > 0.6 * T else "black")
+    ax.set_xticks(range(table.shape[1]), [f"{np.log2(t):g}" for t in table.columns], fontsize=7)
+    ax.set_yticks(range(table.shape[0]), [f"{g:.3g}" for g in table.index], fontsize=7)
+    ax.set_xlabel("log2 τ0")
+    ax.set_ylabel("γ")
+    ax.set_title(title or "median t*: network − SDE (✗: 95% interval misses the tolerance)")
+    fig.colorbar(im, ax=ax, label="difference of median t*")
+    return _save(fig, path)
+
+
+def plot_ks_vs_n(table: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+    """KS (network vs SDE) against width ``n`` on log-log axes, one panel per γ, one line per covariance entry,
+    with the two-sample 5% critical value dashed (output of :func:`~deeplimit.sde.evidence.convergence_study`)."""
+    gammas = sorted(table["gamma"].unique())
+    fig, axes = plt.subplots(1, len(gammas), figsize=(3.2 * len(gammas), 3.4), sharey=True, squeeze=False)
+    for ax, g in zip(axes[0], gammas):
+        sub = table[table["gamma"] == g]
+        for k, (q, s) in enumerate(sub.groupby("quantity", sort=False)):
+            ax.plot(s["n"], s["ks"], "o-", color=f"C{k}", label=_tex(q), lw=1.5, ms=4)
+        crit = sub.groupby("n")["ks_crit"].first()
+        ax.plot(crit.index, crit.to_numpy(), "k--", lw=1, label="KS 5% critical value")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        widths = sorted(sub["n"].unique())
+        ax.set_xticks(widths, [str(int(w)) for w in widths])
+        ax.minorticks_off()
+        ax.set_xlabel("width n (d = n·T)")
+        ax.set_title(f"γ = {g:.3g}")
+    axes[0][0].set_ylabel("KS distance, network vs SDE")
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _tex(name: str) -> str:
+    """``rho^{12}`` → mathtext ``$\\rho^{12}$`` (shown as ρ¹²); eigenvalue names pass through."""
+    if "^{" not in name:
+        return name
+    return "$" + name.replace("abs_rho", "|\\rho|").replace("rho", "\\rho") + "$"
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -18,7 +19,7 @@ from torch import Tensor
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.theory import ATTENTION_VARIANTS
 from deeplimit.sde.coefficients import Scenario
-from deeplimit.sde.compare import compare_distributions, quantile_table
+from deeplimit.sde.compare import EXPLODE_AT, compare_distributions, exploded, quantile_table
 from deeplimit.sde.samplers import NetworkSamples, initial_X, sample_network
 from deeplimit.sde.solver import Solution, check_V0, solve
 
@@ -196,12 +197,17 @@ class ComparisonResult:
     network: NetworkSamples
     distances: pd.DataFrame
     quantiles: pd.DataFrame
+    sde_exploded: int = 0
+    network_exploded: int = 0
 
     def summary(self) -> dict:
         return {
             "preset": self.preset.to_dict(),
             "sde_exit_fraction": self.sde.exit_fraction,
             "network_exit_fraction": self.network.exit_fraction,
+            "sde_exploded": self.sde_exploded,
+            "network_exploded": self.network_exploded,
+            "explode_at": EXPLODE_AT,
             "sde_clipped_paths": int((self.sde.clipped > 0).sum()),
             "dt": self.sde.dt,
             "distances": self.distances.to_dict(orient="records"),
@@ -279,7 +285,9 @@ def run_comparison(
 ) -> ComparisonResult:
     """Simulate SDE and network for ``p``; KS/W1 (bootstrap SE) and quantiles on ρ^{12}, V^{12}, V^{11}.
 
-    Statistics use the paths that stayed in the band; exit fractions are reported in :meth:`summary`.
+    Statistics use the paths that stayed in the band and did not explode (non-finite or eigmax above
+    :data:`~deeplimit.sde.compare.EXPLODE_AT`); exit fractions and exploded counts per source are reported in
+    :meth:`summary`, never averaged into a distance.
     """
     if p.variant != "shaped":
         raise DeeplimitError(
@@ -289,13 +297,25 @@ def run_comparison(
     sde = run_sde(p, seed, dtype)
     net = run_network(p, seed, dtype, method)
     a, b = sde.survivors(), net.survivors()
-    q = (("rho", 0, 1), ("V", 0, 1), ("V", 0, 0))
+    ea, eb = exploded(a), exploded(b)
+    a, b = a[~ea], b[~eb]
+    q = covariance_quantities(p.m)
     dist = compare_distributions(a, b, q, bootstrap=bootstrap, seed=seed)
     quant = quantile_table({"sde": a, "network": b}, q)
-    return ComparisonResult(p, sde, net, dist, quant)
+    return ComparisonResult(p, sde, net, dist, quant, int(ea.sum()), int(eb.sum()))
 
 
-def stopping_map(
+def covariance_quantities(m: int) -> tuple[tuple[str, int, int], ...]:
+    """Every entry of the terminal covariance compared: ``ρ^{αβ}`` and ``V^{αβ}`` for α < β, then ``V^{αα}``.
+
+    Tokens are exchangeable at these starts, but each entry is its own marginal, so all are compared (m = 2:
+    ρ¹², V¹², V¹¹, V²²)."""
+    off = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    return (tuple(("rho", i, j) for i, j in off) + tuple(("V", i, j) for i, j in off)
+            + tuple(("V", i, i) for i in range(m)))
+
+
+def stopping_samples(
     gammas: tuple[float, ...] | list[float],
     tau0s: tuple[float, ...] | list[float],
     n: int = 200,
@@ -308,13 +328,13 @@ def stopping_map(
     source: str = "sde",
     dt: float | None = 0.01,
     progress: bool = False,
-) -> pd.DataFrame:
-    """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over a ``(γ, τ0)`` grid.
+) -> tuple[dict[tuple[float, float], np.ndarray], np.ndarray]:
+    """Per-path stopping times ``t*`` (§3.8, capped at ``T = d/n``) on a ``(γ, τ0)`` grid.
 
-    Start ``X_0`` iid N(0, init_std²) (token norms ≈ ``init_std·√n``, Fig. 5/8); the SDE starts at the
-    realised
-    ``X_0 X_0ᵀ/n``. ``source``: ``"sde"`` or ``"network"`` (exact-in-law sampler). One row per grid cell with
-    ``gamma, tau0, median_t, p10_t, exit_fraction``. ``progress`` shows a bar over the cells on stderr.
+    Returns ``({(γ, τ0): t* (paths,)}, eigmax(V_0) (paths,))``. Start ``X_0`` iid N(0, init_std²) (token
+    norms ≈ ``init_std·√n``, Figs. 5/8), the same realised ``X_0`` for every cell and both sources; the SDE
+    starts at ``X_0 X_0ᵀ/n``. ``source``: ``"sde"`` or ``"network"`` (exact-in-law sampler). Cell ``(i, j)``
+    draws its noise from seed ``seed + 1000 i + j + 1``.
     """
     from tqdm.auto import tqdm
 
@@ -333,7 +353,7 @@ def stopping_map(
     X0 = initial_X(paths, n, V0=V0m, init_std=init_std, generator=gen)
     V0 = X0 @ X0.mT / n
     V0 = 0.5 * (V0 + V0.mT)
-    rows = []
+    out: dict[tuple[float, float], np.ndarray] = {}
     bar = tqdm(total=len(gammas) * len(tau0s), disable=not progress, desc=f"stopping map ({source})", leave=False,
                dynamic_ncols=True)
     for i, g in enumerate(gammas):
@@ -342,23 +362,46 @@ def stopping_map(
             cell_seed = seed + 1000 * i + j + 1
             if source == "sde":
                 sol = solve(Scenario("attention", g, t0), V0, T, dt, paths=paths, seed=cell_seed, band=band)
-                t, frac = sol.t_stop, sol.exit_fraction
+                t = sol.t_stop
             else:
-                net = sample_network(
+                t = sample_network(
                     "attention", n, d, X0=X0, gamma=g, tau0=t0, paths=paths, seed=cell_seed, band=band
-                )
-                t, frac = net.t_stop, net.exit_fraction
-            rows.append(
-                {
-                    "gamma": g,
-                    "tau0": t0,
-                    "median_t": float(t.median()),
-                    "p10_t": float(torch.quantile(t, 0.1)),
-                    "exit_fraction": frac,
-                    "T": T,
-                }
-            )
+                ).t_stop
+            out[(float(g), float(t0))] = t.clamp(max=T).numpy().copy()
     bar.close()
+    return out, torch.linalg.eigvalsh(V0)[:, -1].numpy()
+
+
+def stopping_map(
+    gammas: tuple[float, ...] | list[float],
+    tau0s: tuple[float, ...] | list[float],
+    n: int = 200,
+    d: int = 200,
+    m: int = 3,
+    paths: int = 100,
+    seed: int = 0,
+    band: tuple[float, float] = STOP_BAND,
+    init_std: float = 10.0,
+    source: str = "sde",
+    dt: float | None = 0.01,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over a ``(γ, τ0)`` grid.
+
+    Same arguments as :func:`stopping_samples`. One row per grid cell with
+    ``gamma, tau0, median_t, p10_t, exit_fraction, T``. ``progress`` shows a bar over the cells on stderr.
+    """
+    samples, _ = stopping_samples(gammas, tau0s, n=n, d=d, m=m, paths=paths, seed=seed, band=band,
+                                  init_std=init_std, source=source, dt=dt, progress=progress)
+    return stopping_table(samples, d / n)
+
+
+def stopping_table(samples: dict[tuple[float, float], np.ndarray], T: float) -> pd.DataFrame:
+    """Median, 10th percentile and exit fraction (``t* < T``) per cell of :func:`stopping_samples`' output."""
+    rows = []
+    for (g, t0), t in samples.items():
+        rows.append({"gamma": g, "tau0": t0, "median_t": float(np.median(t)), "p10_t": float(np.quantile(t, 0.1)),
+                     "exit_fraction": float(np.mean(t < T - 1e-12)), "T": T})
     return pd.DataFrame(rows)
 
 
@@ -368,10 +411,13 @@ __all__ = [
     "Preset",
     "check_V0",
     "check_band",
+    "covariance_quantities",
     "equicorrelated",
     "get_preset",
     "run_comparison",
     "run_network",
     "run_sde",
     "stopping_map",
+    "stopping_samples",
+    "stopping_table",
 ]

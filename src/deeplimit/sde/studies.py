@@ -33,7 +33,7 @@ COMPARISONS = ("attention", "block", "resnet", "mlp", "linear")
 STUDIES = COMPARISONS + ("ablations", "stopping", "stopping-map")
 METHODS = ("gram", "cheap", "explicit")
 SOURCES = ("network", "sde", "both")
-STUDY_VERSION = 1  # bump when a study's computation changes, so cached summaries are recomputed
+STUDY_VERSION = 2  # bump when a study's computation changes, so cached summaries are recomputed
 
 
 @dataclass
@@ -162,6 +162,7 @@ def _csv(df: pd.DataFrame, path: Path) -> Path:
 
 
 def _comparison(preset: Preset, settings: dict, out: Path, samples_out, progress: bool) -> StudyResult:
+    from deeplimit.sde.compare import exploded
     from deeplimit.sde.plots import plot_density
     from deeplimit.sde.scenarios import run_comparison
 
@@ -173,11 +174,14 @@ def _comparison(preset: Preset, settings: dict, out: Path, samples_out, progress
     table = res.distances.copy()
     table["sde_exit_fraction"] = res.sde.exit_fraction
     table["network_exit_fraction"] = res.network.exit_fraction
+    table["sde_exploded"] = res.sde_exploded
+    table["network_exploded"] = res.network_exploded
     files = [_csv(table, out / f"{name}_table.csv"), _csv(res.quantiles, out / f"{name}_quantiles.csv")]
     summary = res.summary()
     summary["quantiles"] = res.quantiles.to_dict(orient="records")
-    png = plot_density(res.sde.survivors(), res.network.survivors(), out / f"{name}.png", "rho",
-                       title=f"{name}: terminal ρ^{{12}} at T = {preset.T:g}")
+    a, b = res.sde.survivors(), res.network.survivors()
+    png = plot_density(a[~exploded(a)], b[~exploded(b)], out / f"{name}.png", "rho",
+                       title=f"{name}: terminal ρ¹² at T = d/n = {preset.T:.3g}")
     summary["png"] = str(png)
     files.append(png)
     if samples_out is not None:
@@ -220,35 +224,48 @@ def _ablations(base: Preset, settings: dict, out: Path, progress: bool) -> Study
     table = pd.DataFrame(rows)
     files = [_csv(table, out / "ablations_table.csv")]
     files.append(plot_vs_depth(rho_curves, out / "ablations.png",
-                               title=f"ablations (γ = {base.gamma:.3g}): mean |ρ^{{12}}|"))
-    files.append(plot_vs_depth(cov_curves, out / "ablations_cov.png", ylabel="mean |V^{12}|",
-                               title="ablations: mean |V^{12}|", logy=True))
+                               title=f"ablations (γ = {base.gamma:.3g}): mean |ρ¹²| per layer"))
+    files.append(plot_vs_depth(cov_curves, out / "ablations_cov.png", ylabel="mean |V¹²|",
+                               title="ablations: mean |V¹²| per layer", logy=True))
     summary = {"preset": base.to_dict(), "log_median_V12_slope_layers_10_30": slopes,
                "theory_slopes": theory_slopes(base.gamma), "table": table.to_dict(orient="records")}
     return StudyResult("ablations", summary, table, files)
 
 
 def _stopping(p: Preset, settings: dict, out: Path, progress: bool) -> StudyResult:
-    from deeplimit.sde.plots import plot_stopping_map, plot_stopping_vs_gamma
-    from deeplimit.sde.scenarios import STOP_BAND, stopping_map
+    from deeplimit.sde.evidence import compare_stopping_maps, map_agreement
+    from deeplimit.sde.plots import plot_stopping_diff, plot_stopping_map, plot_stopping_vs_gamma
+    from deeplimit.sde.scenarios import STOP_BAND, stopping_samples, stopping_table
 
     sources = ["network", "sde"] if settings["source"] == "both" else [settings["source"]]
-    frames = []
+    frames, samples, v0_eigmax = [], {}, None
     for src in sources:
-        df = stopping_map(settings["gammas"], settings["tau0s"], n=p.n, d=p.d, m=p.m, paths=p.paths,
-                          seed=settings["seed"], band=p.band or STOP_BAND, init_std=p.init_std, source=src,
-                          dt=p.dt, progress=progress)
+        samples[src], v0_eigmax = stopping_samples(
+            settings["gammas"], settings["tau0s"], n=p.n, d=p.d, m=p.m, paths=p.paths, seed=settings["seed"],
+            band=p.band or STOP_BAND, init_std=p.init_std, source=src, dt=p.dt, progress=progress)
+        df = stopping_table(samples[src], p.T)
         df.insert(0, "source", src)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
     files = [_csv(table, out / f"{p.name}_table.csv")]
+    summary: dict[str, Any] = {"preset": p.to_dict(), "table": table.to_dict(orient="records")}
     if p.name == "stopping-map":
         for src in sources:
             files.append(plot_stopping_map(table[table["source"] == src], out / f"{p.name}_{src}.png",
                                            title=f"median t* ({src}), n = {p.n}, d = {p.d}"))
     else:
         files.append(plot_stopping_vs_gamma(table, out / f"{p.name}.png"))
-    return StudyResult(p.name, {"preset": p.to_dict(), "table": table.to_dict(orient="records")}, table, files)
+    if len(sources) == 2:
+        # the two maps compared cell by cell, not only by the sign of a rank correlation (issue 12)
+        cells = compare_stopping_maps(samples["network"], samples["sde"], p.T, seed=settings["seed"],
+                                      v0_eigmax=v0_eigmax, n=p.n)
+        files.append(_csv(cells, out / f"{p.name}_cells.csv"))
+        if p.name == "stopping-map":
+            files.append(plot_stopping_diff(cells, out / f"{p.name}_diff.png", T=p.T,
+                                            title=f"median t*, network − SDE (n = {p.n}, d = {p.d}); ✗: disagree"))
+        summary["cells"] = cells.to_dict(orient="records")
+        summary["agreement"] = map_agreement(cells, T=p.T)
+    return StudyResult(p.name, summary, table, files)
 
 
 __all__ = ["COMPARISONS", "STUDIES", "StudyResult", "log_slope", "run_study", "study_settings", "theory_slopes",
