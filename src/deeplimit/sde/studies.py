@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.io import atomic_write, atomic_write_json, ensure_dir
+from deeplimit.io import atomic_write, atomic_write_json, ensure_dir, nearest_existing_folder
 from deeplimit.nn.theory import ATTENTION_VARIANTS
 from deeplimit.sde.scenarios import Preset, get_preset
 
@@ -114,7 +114,7 @@ def run_study(name: str, out: str | Path, *, overrides: dict | None = None, seed
     """
     preset, settings = _resolve(name, overrides, seed, bootstrap, method, source, gammas, tau0s)
     if samples_out is not None:
-        _no_file_above(Path(samples_out), "samples_out")
+        nearest_existing_folder(Path(samples_out), "samples_out")
     out = ensure_dir(out, "output folder")
     if samples_out is not None:
         ensure_dir(Path(samples_out).parent, "folder of samples_out")
@@ -127,16 +127,6 @@ def run_study(name: str, out: str | Path, *, overrides: dict | None = None, seed
     res.summary["settings"] = settings
     res.files.append(atomic_write_json(out / f"{name}.json", res.summary, default=float))
     return res
-
-
-def _no_file_above(path: Path, what: str) -> None:
-    """Refuse a file path whose folder would have to be created inside a file (checked before writing)."""
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DeeplimitError(f"{what} {path} cannot be written: {parent} is a file, not a folder; pass a path in a "
-                             "folder")
 
 
 def write_samples(path: str | Path, samples: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Path:
