@@ -58,6 +58,7 @@ __all__ = [
     "verdict",
     "analyze",
     "drift_interval",
+    "per_seed_drifts",
     "TRANSFER_TOL",
     "PairedDifference",
     "paired_difference",
@@ -429,18 +430,25 @@ def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:
     return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
 
 
+def per_seed_drifts(usable: pd.DataFrame, size: str) -> dict[str, float]:
+    """seed → that seed's own drift: OLS slope of its uncensored η̂* on log2 size, times log2(max/min) of the
+    ``usable`` sizes (one group's uncensored summary rows). Seeds with fewer than two sizes are left out."""
+    xs = np.log2(usable[size].to_numpy(float))
+    span = float(xs.max() - xs.min()) if len(xs) else math.nan
+    out = {}
+    for sid, est in _per_seed(usable, size).items():
+        x = np.log2(np.array(list(est), dtype=float))
+        if len(x) >= 2 and np.ptp(x) > 0:
+            out[sid] = _ols_slope(x, np.array(list(est.values()))) * span
+    return out
+
+
 def drift_interval(usable: pd.DataFrame, size: str, drift: float) -> tuple[float, float, int, float, float]:
     """95 % interval of the drift over ``usable`` sizes (uncensored rows of one group of the summary):
     ``(lo, hi, n_seeds, seed half-width, grid half-width)``. See the module docstring."""
     xs = np.log2(usable[size].to_numpy(float))
+    drifts = list(per_seed_drifts(usable, size).values())
     span = float(xs.max() - xs.min())
-    per_seed = _per_seed(usable, size)
-    drifts = []
-    for est in per_seed.values():
-        if len(est) >= 2:
-            x = np.log2(np.array(list(est), dtype=float))
-            if np.ptp(x) > 0:
-                drifts.append(_ols_slope(x, np.array(list(est.values()))) * span)
     n = len(drifts)
     xc = xs - xs.mean()
     step = (2 * usable["half_step"].to_numpy(float)) if "half_step" in usable else np.ones(len(xs))
