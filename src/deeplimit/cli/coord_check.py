@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..k-1), as in deeplimit signal")
     p.add_argument("--batch-size", type=int, default=None, help="default 64 (MLP), 16 (--model/--hf)")
+    p.add_argument("--freeze-io", action="store_true",
+                   help="freeze the input and readout layers (TP6's depth protocol): the change is the blocks' "
+                        "alone, so the depth LR exponent shows")
     p.add_argument("--threshold", type=float, default=FLAT, help="largest |log2 slope| per doubling called flat")
     p.add_argument("--out", default="runs/coord-check", help="output directory (CSV, JSON, PNG)")
     add_model_source_args(p)
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                  base_width=args.base_width, base_depth=args.base_depth, seeds=args.seeds,
                                  steps=args.steps, lr=args.lr, threshold=args.threshold, optimizer=args.optimizer,
                                  batch_size=batch_size, alpha=args.alpha, gamma=args.gamma,
-                                 block_mult=args.block_mult)
+                                 block_mult=args.block_mult, **({"train_io": False} if args.freeze_io else {}))
     paths = result.save(args.out)
     v = result.verdict
     print(f"coordinate check over {v.axis} for rule {v.rule} on {source}: change-from-init log2 slopes at step "

@@ -438,7 +438,10 @@ def run_coord_check(
     base_depth = base_depth if base_depth is not None else min(depths)
     table = coord_check(make_model, rule, x, y, widths=widths, depths=depths, base_width=base_width,
                         base_depth=base_depth, seeds=seeds, steps=steps, lr=lr, **kwargs)
-    return CoordCheck(table, log2_slopes(table, axis), coord_verdict(table, axis, threshold=threshold))
+    sites = None
+    if kwargs.get("train_io") is False:  # a frozen input layer does not change: judge the stream and logits
+        sites = [s for s in (SITES if axis == "width" else VERDICT_SITES_DEPTH) if s != "input"]
+    return CoordCheck(table, log2_slopes(table, axis), coord_verdict(table, axis, threshold=threshold, sites=sites))
 
 
 # ----------------------------------------------------------------------------------------------------------

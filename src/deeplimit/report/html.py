@@ -115,7 +115,8 @@ h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:1px solid #d0d7de;paddin
 img{max-width:100%;border:1px solid #d0d7de;margin:.5em 0}
 table.tbl{border-collapse:collapse;font-size:.8em} .tbl td,.tbl th{border:1px solid #d0d7de;padding:2px 6px}
 code{background:#f6f8fa;padding:0 .3em} figure{margin:.5em 0} figcaption{color:#57606a;font-size:.85em}
-pre.settings{font-size:.8em;background:#f6f8fa;padding:.5em} .prov td{padding:1px 8px;font-size:.85em} .err{color:#cf222e;white-space:pre-wrap;font-family:monospace}
+pre.settings{font-size:.8em;background:#f6f8fa;padding:.5em} .prov td{padding:1px 8px;font-size:.85em}
+.err{color:#cf222e;white-space:pre-wrap;font-family:monospace}
 .summary td,.summary th{border:1px solid #d0d7de;padding:3px 8px} .summary{border-collapse:collapse}
 """
 
