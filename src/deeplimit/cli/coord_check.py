@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"coordinate check over {v.axis} for rule {v.rule} on {source}: change-from-init log2 slopes at step "
           f"{v.step}:")
     for site, s in v.slopes.items():
-        print(f"  {site:12s} {s:+.3f}" + ("" if site in v.judged else "  (not judged: one block's share of the "
-                                                                       "stream, O(L^-alpha) by design)"))
+        why = ("frozen (--freeze-io)" if site == "input" and args.freeze_io else
+               "one block's share of the stream, O(L^-alpha) by design")
+        print(f"  {site:12s} {s:+.3f}" + ("" if site in v.judged else f"  (not judged: {why})"))
     print(f"{v.line()}; table {paths['table']}, figure {paths['figure']}")
     return 0

@@ -188,8 +188,9 @@ def render(sections: list[Section], title: str, intro: str, path: Path, provenan
 def _controls_cell(s: Section) -> str:
     if not s.controls:
         return ""
-    ok = sum(c.passed is True for c in s.controls)
-    return f"{ok}/{len(s.controls)} behave as controls"
+    counts = [(sum(c.passed is v for c in s.controls), word) for v, word in
+              ((True, "behave as controls"), (False, "FAILED"), (None, "inconclusive"))]
+    return ", ".join(f"{n} {word}" for n, word in counts if n)
 
 
 def section_dict(s: Section) -> dict:
