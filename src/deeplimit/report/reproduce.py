@@ -353,6 +353,8 @@ def run_experiment(ctx: Context, experiment: str):
     analysis.summary.to_csv(tables_dir / f"{experiment}_summary.csv", index=False)
     analysis.drift.to_csv(tables_dir / f"{experiment}_drift.csv", index=False)
     figs = [Path(f) for f in (figures.values() if isinstance(figures, dict) else figures)]
+    if analysis.summary[size].nunique() < 2:  # one size: an "optimum vs size" panel would be a one-point trend
+        figs = [f for f in figs if "optimum_vs_size" not in f.name]
     return spec, status, analysis, figs, name
 
 
@@ -1015,8 +1017,8 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
         skip = NOT_AT_TIER.get(key, {}).get(tier)
         try:
             if skip:
-                sections.append(Section(title=key, claim="(not run at this tier)", verdict="not run at this tier",
-                                        reason=skip))
+                sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",
+                                        verdict="not run at this tier", reason=skip))
             else:
                 sections += SECTIONS[key](ctx)
             verdict = sections[-1].verdict if sections else ""
