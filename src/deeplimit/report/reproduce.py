@@ -278,6 +278,12 @@ def stopping(ctx: Context) -> list[Section]:
 # ------------------------------------------------------------------------------------------------------
 # Sections that have no power at a tier: shown as "not run at this tier" (never as a weak verdict).
 NOT_AT_TIER: dict[str, dict[str, str]] = {
+    "width-transfer": {
+        "quick": ("no power at this tier: a 3-seed quick run (widths 64→512, 300 steps, 6 LRs, 364 s) left both "
+                  "verdicts inconclusive — μP's drift −0.74 (95% CI −1.98 to +0.51), SP's −2.21 (−3.73 to −0.68) — "
+                  "because one seed's η* at width 64 sat 0.8 octave from the others'; it runs at --standard with "
+                  "5 seeds and 500 steps"),
+    },
     "transformer-depth": {
         "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
                   "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "

@@ -71,7 +71,7 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
         (["mup", "sp"], [16, 32], log2_grid(-10, -6, 2), [0], 30),
         (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -8, 1), [0, 1, 2], 300),
         (["mup", "sp"], [64, 128, 256, 512, 1024], log2_grid(-14, -6, 0.5), [0, 1, 2], 1000),
-        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -6, 1), [0, 1, 2], 500))
+        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -8, 1), [0, 1, 2, 3, 4], 500))
     return SweepSpec(
         axes={"preset": presets, "width": widths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": 4, "base_width": widths[0],
