@@ -11,8 +11,22 @@ from deeplimit.report.reproduce import SECTIONS, reproduce
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    import shutil
+
     out = tmp_path_factory.mktemp("reproduce")
-    return reproduce(out, tier="smoke", workers=2), out
+    rep = reproduce(out, tier="smoke", workers=2)
+    # Keep the whole report (HTML and JSON) as first written: a later test re-runs some sections into the same
+    # folder, which rewrites report.html/json with only those sections.
+    keep = tmp_path_factory.mktemp("first-report")
+    for name in ("report.html", "report.json"):
+        shutil.copy(rep.path.with_name(name), keep / name)
+    rep.first = keep / "report.html"
+    return rep, out
+
+
+@pytest.fixture(scope="module")
+def full_report(report):
+    return report[0].first
 
 
 def test_every_section_runs_and_reports_a_computed_verdict(report):
@@ -71,13 +85,12 @@ def _argv_of(command: str) -> list[list[str]]:
     return [shlex.split(part) for part in command.split(" && ") if part.strip()]
 
 
-def test_report_json_holds_provenance_and_every_section(report):
+def test_report_json_holds_provenance_and_every_section(full_report):
     import json
 
     from deeplimit.report.html import VERDICTS
 
-    rep, _ = report
-    data = json.loads(rep.path.with_name("report.json").read_text())  # strict JSON: no NaN
+    data = json.loads(full_report.with_name("report.json").read_text())  # strict JSON: no NaN
     prov = data["provenance"]
     assert prov["tier"] == "smoke" and prov["wall_s"] > 0
     assert re.fullmatch(r"[0-9a-f]{40}", prov["git"]["commit"] or "0" * 40)
@@ -99,18 +112,17 @@ def test_report_json_holds_provenance_and_every_section(report):
         assert by_key[key]["verdict"] == "inconclusive", (key, by_key[key]["verdict"])
     assert by_key["depth-transfer"]["scale_gap"] and "spec's full setting" in by_key["depth-transfer"]["scale_gap"]
     assert len(by_key["coord-check"]["controls"]) == 2 and len(by_key["shaped-vs-preln"]["controls"]) == 1
-    html = rep.path.read_text()
+    html = full_report.read_text()
     assert "Negative controls:" in html and "Scale gap:" in html and prov["git"]["commit"] in html
 
 
-def test_every_printed_command_parses_with_the_real_cli(report):
+def test_every_printed_command_parses_with_the_real_cli(full_report):
     """The 're-run with' and standalone commands in the report are commands the CLI accepts, not prose."""
     import json
 
     from deeplimit.cli import build_parser
 
-    rep, _ = report
-    data = json.loads(rep.path.with_name("report.json").read_text())
+    data = json.loads(full_report.with_name("report.json").read_text())
     seen = 0
     for s in data["sections"]:
         for command in (s["rerun"], s["command"]):
@@ -126,11 +138,10 @@ def test_every_printed_command_parses_with_the_real_cli(report):
     assert seen >= 2 * len(SECTIONS)
 
 
-def test_a_printed_rerun_command_runs(report, tmp_path, capsys):
-    rep, _ = report
+def test_a_printed_rerun_command_runs(full_report, tmp_path, capsys):
     import json
 
-    sec = next(s for s in json.loads(rep.path.with_name("report.json").read_text())["sections"]
+    sec = next(s for s in json.loads(full_report.with_name("report.json").read_text())["sections"]
                if s["key"] == "coord-check")
     argv = _argv_of(sec["rerun"])[0][1:]
     argv[argv.index("--out") + 1] = str(tmp_path)
@@ -168,13 +179,12 @@ def _browser_or_skip():
         pytest.skip("chromium is not installed (scripts/setup.sh installs Debian's chromium when apt is available)")
 
 
-def test_the_report_opens_in_a_real_browser_every_image_loads_and_nothing_errs(report, tmp_path):
+def test_the_report_opens_in_a_real_browser_every_image_loads_and_nothing_errs(full_report, tmp_path):
     _browser_or_skip()
     from browser import open_page
 
-    rep, _ = report
-    shot = rep.path.with_name("report-screenshot.png")  # kept beside the report, to be looked at
-    page = open_page(rep.path, shot)
+    shot = full_report.with_name("report-screenshot.png")  # kept beside the report, to be looked at
+    page = open_page(full_report, shot)
     assert page.title.startswith("deeplimit")
     assert len(page.images) >= len(SECTIONS)
     broken = [i["alt"] for i in page.images if not (i["complete"] and i["naturalWidth"] > 0)]
