@@ -140,7 +140,7 @@ def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
 
 def _shaped_tier(tier: str):
     return _tier(tier, ([1], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
-                 ([4], log2_grid(-6, -4, 1), [0, 1, 2], 400, "shakespeare"),
+                 ([4], log2_grid(-7, -5, 1), [0, 1, 2], 400, "shakespeare"),
                  ([4, 8], log2_grid(-12, -4, 1), [0, 1, 2], 1000, "shakespeare"),
                  ([4, 8], log2_grid(-9, -5, 1), [0, 1, 2], 600, "shakespeare"))
 
