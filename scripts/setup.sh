@@ -8,10 +8,12 @@ PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 DATA=${DEEPLIMIT_DATA_DIR:-$PWD/data-cache}
 
-# 1. System packages: Fashion-MNIST (Debian package) and PostgreSQL (multi-machine sweep storage).
+# 1. System packages: Fashion-MNIST (Debian package), PostgreSQL (multi-machine sweep storage) and Chromium
+#    (the browser test opens the report in it, headless; skipped with a reason when it is missing).
 need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: apt-get install ${need[*]}"

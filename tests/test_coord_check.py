@@ -12,6 +12,7 @@ import torch
 import deeplimit as dl
 from deeplimit.data import load_fashion_mnist
 from deeplimit.diagnostics import coord_check, log2_slopes
+from deeplimit.diagnostics.coord_check import coord_verdict
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,20 @@ def test_coord_check_cli_writes_table_figure_and_verdict(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "deeplimit", "coord-check", "--rule", "nope", "--out", str(out)],
                          capture_output=True, text=True, timeout=60, env=ENV)
     assert bad.returncode == 2 and "unknown rule 'nope'" in bad.stderr
+
+
+def test_frozen_io_at_a_large_lr_sees_the_depth_lr_exponent(fmnist):
+    """With input and readout frozen and a large base LR, (½, 0) — the branch multiplier without Adam's 1/√L —
+    is not flat in depth while Depth-μP is (the check the report's coordinate-check section runs)."""
+    x, y = fmnist
+    verdicts = {}
+    for rule in ("depth_mup", "blocks_only"):
+        df = coord_check(lambda w, d: dl.MLPResNet(width=w, depth=d), rule, x, y, widths=[64], depths=[4, 32],
+                         base_width=64, base_depth=4, steps=40, seeds=[0], lr=2**-4, train_io=False)
+        at = df[df["step"] == 40]
+        assert (at[at["site"] == "input"]["delta_rms"] == 0).all()  # frozen: the input layer never moves
+        verdicts[rule] = coord_verdict(df, "depth", sites=("block_last", "logits"))
+    assert verdicts["depth_mup"].verdict == "flat", verdicts["depth_mup"].slopes
+    assert verdicts["blocks_only"].verdict == "not flat", verdicts["blocks_only"].slopes
+    # one block's own change: −1 per doubling under Depth-μP, −½ under (½, 0) (multiplier × LR exponents)
+    assert verdicts["depth_mup"].slopes["block_first"] < verdicts["blocks_only"].slopes["block_first"]

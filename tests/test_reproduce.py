@@ -11,8 +11,22 @@ from deeplimit.report.reproduce import SECTIONS, reproduce
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    import shutil
+
     out = tmp_path_factory.mktemp("reproduce")
-    return reproduce(out, tier="smoke", workers=2), out
+    rep = reproduce(out, tier="smoke", workers=2)
+    # Keep the whole report (HTML and JSON) as first written: a later test re-runs some sections into the same
+    # folder, which rewrites report.html/json with only those sections.
+    keep = tmp_path_factory.mktemp("first-report")
+    for name in ("report.html", "report.json"):
+        shutil.copy(rep.path.with_name(name), keep / name)
+    rep.first = keep / "report.html"
+    return rep, out
+
+
+@pytest.fixture(scope="module")
+def full_report(report):
+    return report[0].first
 
 
 def test_every_section_runs_and_reports_a_computed_verdict(report):
@@ -50,6 +64,10 @@ def test_a_crashed_section_is_failed_in_red_the_others_complete_and_the_exit_is_
     assert "paths must be a positive integer, got 0" in html
     others = {k: v for k, v in verdicts.items() if k != "stopping"}
     assert len(others) == 4 and all(v in ("holds", "partly", "does not hold", "inconclusive") for v in others.values())
+    import json
+
+    data = json.loads((tmp_path / "smoke" / "report.json").read_text())
+    assert {s["key"]: s["verdict"] for s in data["sections"]}["stopping"] == "failed"
 
 
 def test_an_unreachable_storage_fails_its_sections_and_the_password_stays_out_of_the_report(tmp_path, capsys):
@@ -59,3 +77,132 @@ def test_an_unreachable_storage_fails_its_sections_and_the_password_stays_out_of
     assert rc == 1 and "S3cretPW" not in captured.out + captured.err
     html = (tmp_path / "smoke" / "report.html").read_text()
     assert ">failed</span>" in html and "S3cretPW" not in html and "postgresql://u:***@127.0.0.1:1/db" in html
+
+
+def _argv_of(command: str) -> list[list[str]]:
+    import shlex
+
+    return [shlex.split(part) for part in command.split(" && ") if part.strip()]
+
+
+def test_report_json_holds_provenance_and_every_section(full_report):
+    import json
+
+    from deeplimit.report.html import VERDICTS
+
+    data = json.loads(full_report.with_name("report.json").read_text())  # strict JSON: no NaN
+    prov = data["provenance"]
+    assert prov["tier"] == "smoke" and prov["wall_s"] > 0
+    assert re.fullmatch(r"[0-9a-f]{40}", prov["git"]["commit"] or "0" * 40)
+    assert prov["git"]["dirty"] in (True, False, None)
+    assert all(prov["versions"][k] for k in ("python", "torch", "numpy", "optuna"))
+    assert prov["machine"]["cores"] >= 1 and prov["machine"]["torch_threads"] == 1
+    assert set(prov["code"]) == {"sweep", "sde", "diagnostics"}
+    keys = {s["key"] for s in data["sections"]}
+    assert keys == set(SECTIONS)
+    for s in data["sections"]:
+        assert s["verdict"] in VERDICTS, s["verdict"]
+        assert s["claim"] and s["measured"] and s["settings"], s["key"]
+        assert s["rerun"].startswith(f"deeplimit reproduce --smoke --only {s['key']} --fresh")
+        for c in s["controls"]:
+            assert set(c) == {"name", "expectation", "measured", "passed"} and c["passed"] in (True, False, None)
+    by_key = {s["key"]: s for s in data["sections"]}
+    # one seed at the smoke tier: the sweep comparisons must not claim anything
+    for key in ("depth-transfer", "activation", "block-depth", "width-transfer", "shaped-vs-preln"):
+        assert by_key[key]["verdict"] == "inconclusive", (key, by_key[key]["verdict"])
+    assert by_key["depth-transfer"]["scale_gap"] and "spec's full setting" in by_key["depth-transfer"]["scale_gap"]
+    assert len(by_key["coord-check"]["controls"]) == 2 and len(by_key["shaped-vs-preln"]["controls"]) == 1
+    html = full_report.read_text()
+    assert "Negative controls:" in html and "Scale gap:" in html and prov["git"]["commit"] in html
+
+
+def test_every_printed_command_parses_with_the_real_cli(full_report):
+    """The 're-run with' and standalone commands in the report are commands the CLI accepts, not prose."""
+    import json
+
+    from deeplimit.cli import build_parser
+
+    data = json.loads(full_report.with_name("report.json").read_text())
+    seen = 0
+    for s in data["sections"]:
+        for command in (s["rerun"], s["command"]):
+            for argv in _argv_of(command):
+                assert argv[0] == "deeplimit", command
+                parser = build_parser(argv[1])
+                try:
+                    _, extra = parser.parse_known_args(argv[1:])
+                except SystemExit as exc:  # argparse's refusal: report which command
+                    raise AssertionError(f"{s['key']}: {' '.join(argv)} is refused by the CLI") from exc
+                assert not extra, (s["key"], argv, extra)
+                seen += 1
+    assert seen >= 2 * len(SECTIONS)
+
+
+def test_a_printed_rerun_command_runs(full_report, tmp_path, capsys):
+    import json
+
+    sec = next(s for s in json.loads(full_report.with_name("report.json").read_text())["sections"]
+               if s["key"] == "coord-check")
+    argv = _argv_of(sec["rerun"])[0][1:]
+    argv[argv.index("--out") + 1] = str(tmp_path)
+    assert main([*argv, "-q"]) == 0
+    assert (tmp_path / "smoke" / "report.json").is_file()
+
+
+def test_a_cache_is_reused_only_by_the_same_settings_and_code(tmp_path):
+    from deeplimit.io import atomic_write_json
+    from deeplimit.report.reproduce import _cached
+
+    calls = []
+
+    def compute(settings):
+        calls.append(settings)
+        summary = {"settings": settings, "n": len(calls)}
+        atomic_write_json(tmp_path / "s.json", summary)
+        return summary
+
+    for settings, code, fresh, computed in [({"a": 1}, "abc", False, True),
+                                            ({"a": 1}, "abc", False, False),  # same settings and code: reused
+                                            ({"a": 1}, "def", False, True),  # the code changed
+                                            ({"a": 2}, "def", False, True),  # the settings changed
+                                            ({"a": 2}, "def", False, False),
+                                            ({"a": 2}, "def", True, True)]:  # --fresh
+        n = len(calls)
+        _cached(tmp_path / "s.json", settings, lambda s=settings: compute(s), code=code, fresh=fresh)
+        assert len(calls) == n + computed, (settings, code, fresh)
+
+
+def _browser_or_skip():
+    from browser import chromium
+
+    if chromium() is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs Debian's chromium when apt is available)")
+
+
+def test_the_report_opens_in_a_real_browser_every_image_loads_and_nothing_errs(full_report, tmp_path):
+    _browser_or_skip()
+    from browser import open_page
+
+    shot = full_report.with_name("report-screenshot.png")  # kept beside the report, to be looked at
+    page = open_page(full_report, shot)
+    assert page.title.startswith("deeplimit")
+    assert len(page.images) >= len(SECTIONS)
+    broken = [i["alt"] for i in page.images if not (i["complete"] and i["naturalWidth"] > 0)]
+    assert not broken, broken
+    assert all(i["alt"].startswith("figure: ") for i in page.images)
+    assert page.errors == []
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a rendered page, not a blank one
+
+
+def test_the_browser_check_sees_a_broken_image_and_a_console_error(tmp_path):
+    """The check above could fail: a page with a broken image and a script error is caught."""
+    _browser_or_skip()
+    from browser import open_page
+
+    page_path = tmp_path / "bad.html"
+    page_path.write_text("<!doctype html><title>bad</title><img alt='broken' src='data:image/png;base64,AAAA'>"
+                         "<script>console.error('boom'); undefinedFunction();</script>")
+    page = open_page(page_path, tmp_path / "bad.png", height=300)
+    assert page.images[0]["naturalWidth"] == 0
+    assert any("boom" in e for e in page.errors) and any("exception" in e for e in page.errors)

@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.transfer.analysis import analyze, estimate_optimum, final_values, fit_trend, summarize, verdict
+from deeplimit.transfer.analysis import (
+    analyze,
+    estimate_optimum,
+    final_values,
+    fit_trend,
+    paired_difference,
+    summarize,
+    verdict,
+)
 
 GRID = np.arange(-12.0, -3.5, 1.0)
 
@@ -118,10 +126,14 @@ def test_fit_trend_and_verdict_rules() -> None:
     assert lo < -11 < hi
     with pytest.raises(DeeplimitError):
         fit_trend([4], [-8.0], [0.1])
-    assert verdict(0.4, (-2.0, 2.0)) == "transfers"
-    assert verdict(-1.5, (-2.5, -0.5)) == "shifts"
+    # the whole interval decides, never the point estimate alone (tolerance: one octave)
+    assert verdict(0.4, (-0.3, 0.9)) == "transfers"
+    assert verdict(0.4, (-2.0, 2.0)) == "inconclusive"  # a near-zero drift with a wide interval proves nothing
+    assert verdict(-2.5, (-3.5, -1.5)) == "shifts"
+    assert verdict(-1.5, (-2.5, -0.5)) == "inconclusive"  # beyond the tolerance, but not its whole interval
     assert verdict(-1.5, (-3.0, 0.2)) == "inconclusive"
-    assert verdict(0.8, (0.1, 1.5)) == "inconclusive"
+    assert verdict(0.2, (float("nan"), float("nan"))) == "inconclusive"
+    assert verdict(0.4, (-0.2, 0.6), tol=0.5) == "inconclusive"
 
 
 def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
@@ -140,3 +152,37 @@ def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
     row = an.drift.iloc[0]
     assert row["verdict"] == "degrades"
     assert "best loss goes from 0.5 at 4 to 100 at 64 blocks" in row["verdict_text"]
+
+
+def test_one_seed_is_inconclusive_never_a_zero_width_interval() -> None:
+    result = analyze(_table({"flat": 0.0}, seeds=1), n_boot=100)
+    row = result.drift.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["verdict_text"].startswith("inconclusive (1 seed)")
+    assert math.isnan(row["drift_ci_low"]) and row["n_seed_drifts"] == 1
+
+
+def test_noisy_seeds_widen_the_interval_until_nothing_is_claimed() -> None:
+    quiet = analyze(_table({"flat": 0.0}, seeds=3, noise=0.01), n_boot=100).drift.iloc[0]
+    noisy = analyze(_table({"flat": 0.0}, seeds=3, noise=0.3, rng=1), n_boot=100).drift.iloc[0]
+    assert quiet["verdict"] == "transfers" and quiet["n_seed_drifts"] == 3
+    assert (noisy["drift_ci_high"] - noisy["drift_ci_low"]) > 2 * (quiet["drift_ci_high"] - quiet["drift_ci_low"])
+    assert noisy["verdict"] != "transfers"
+
+
+def test_paired_difference_interval_and_verdict() -> None:
+    a = [1.00, 1.10, 0.95, 1.05]
+    d = paired_difference(a, [x + 0.2 for x in a])  # a is lower by exactly 0.2 in every pair
+    assert d.mean == pytest.approx(-0.2) and d.lo == pytest.approx(-0.2) and d.verdict == "a < b"
+    noisy = paired_difference([1.0, 1.2, 0.9], [1.1, 1.0, 1.0])
+    assert noisy.lo < 0 < noisy.hi and noisy.verdict == "inconclusive"
+    # the interval is the textbook t-interval over the differences
+    from scipy import stats
+
+    diffs = np.array([-0.1, 0.2, -0.1])
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3)
+    assert noisy.hi == pytest.approx(diffs.mean() + half)
+    assert paired_difference([1.0], [2.0]).verdict == "inconclusive (1 seed)"
+    assert paired_difference([1.0, 1.01, 0.99], [1.0, 1.0, 1.0], margin=0.1).verdict == "equivalent"
+    assert paired_difference([1.0, math.inf, 0.9], [1.1, 1.0, 1.0]).n == 2  # a diverged pair is dropped
+    with pytest.raises(DeeplimitError):
+        paired_difference([1.0, 2.0], [1.0])

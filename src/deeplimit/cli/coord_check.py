@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds to average over, a list as in deeplimit signal (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None, help="default 64 (MLP), 16 (--model/--hf)")
+    p.add_argument("--freeze-io", action="store_true",
+                   help="freeze the input and readout layers (TP6's depth protocol): the change is the blocks' "
+                        "alone, so the depth LR exponent shows")
     p.add_argument("--threshold", type=float, default=FLAT, help="largest |log2 slope| per doubling called flat")
     p.add_argument("--out", default="runs/coord-check", help="output directory (CSV, JSON, PNG)")
     add_model_source_args(p)
@@ -86,13 +89,14 @@ def run(args: argparse.Namespace) -> int:
                                  base_width=args.base_width, base_depth=args.base_depth, seeds=args.seeds,
                                  steps=args.steps, lr=args.lr, threshold=args.threshold, optimizer=args.optimizer,
                                  batch_size=batch_size, alpha=args.alpha, gamma=args.gamma,
-                                 block_mult=args.block_mult)
+                                 block_mult=args.block_mult, **({"train_io": False} if args.freeze_io else {}))
     paths = result.save(args.out)
     v = result.verdict
     print(f"coordinate check over {v.axis} for rule {v.rule} on {source}: change-from-init log2 slopes at step "
           f"{v.step}:")
     for site, s in v.slopes.items():
-        print(f"  {site:12s} {s:+.3f}" + ("" if site in v.judged else "  (not judged: one block's share of the "
-                                                                       "stream, O(L^-alpha) by design)"))
+        why = ("frozen (--freeze-io)" if site == "input" and args.freeze_io else
+               "one block's share of the stream, O(L^-alpha) by design")
+        print(f"  {site:12s} {s:+.3f}" + ("" if site in v.judged else f"  (not judged: {why})"))
     print(f"{v.line()}; table {paths['table']}, figure {paths['figure']}")
     return 0

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"run only these sections: {', '.join(SECTIONS)}")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change a setting of a non-sweep section, e.g. stopping.paths=64; repeatable")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore every cache and recompute the chosen sections (sweeps get a new name)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -63,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from deeplimit.report.reproduce import reproduce
 
     report = reproduce(args.out, args.tier, args.workers, args.storage, args.only, overrides=_overrides(args.set),
-                       progress=not args.quiet)
-    print(f"report: {report.path}")
+                       progress=not args.quiet, fresh=args.fresh)
+    print(f"report: {report.path} (and {report.path.with_name('report.json')})")
     if report.failed:
         print(f"deeplimit reproduce: {len(report.failed)} section(s) failed: {', '.join(report.failed)} (their "
               f"errors are in the report)", file=sys.stderr)

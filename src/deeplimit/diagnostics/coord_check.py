@@ -169,6 +169,7 @@ def coord_check(
     batch_size: int = 64,
     loss_fn: LossFn | None = None,
     dtype: torch.dtype = torch.float32,
+    train_io: bool = True,
     **plan_kwargs,
 ) -> pd.DataFrame:
     """Tidy table with one row per (width, depth, seed, step, site): ``l1``, ``rms``, ``delta_rms``.
@@ -183,6 +184,9 @@ def coord_check(
         loss_fn: ``(output, y) -> loss``; default cross-entropy on the logits (:func:`default_loss`, or
             :func:`next_token_loss` with ``y=None``, called as ``loss_fn(output, x_batch)``).
         dtype: floating dtype of the model (and of float inputs); float64 for closed-form checks.
+        train_io: ``False`` freezes the input and readout layers (TP6's depth protocol, as
+            ``TrainConfig.train_io``): the change of the stream is then the blocks' alone, which is what the
+            depth LR exponent acts on — a trained input layer's change (depth-independent) otherwise hides it.
 
     Every (width, depth) sees the same batches for a given seed.
     """
@@ -213,6 +217,10 @@ def coord_check(
                 _sites(model)  # before the plan: a model without sites gets the coordinate check's error
                 plan = parametrize(model, rule, seed=seed, optimizer=optimizer, base_width=base_width,
                                    base_depth=base_depth, **plan_kwargs)
+                if not train_io:
+                    for name, p in model.named_parameters():
+                        if plan[name].role in ("input", "readout"):
+                            p.requires_grad_(False)
                 opt = make_optimizer(model, plan, lr)
                 init = _measure(model, eval_x)
                 for t in range(steps + 1):
@@ -430,7 +438,10 @@ def run_coord_check(
     base_depth = base_depth if base_depth is not None else min(depths)
     table = coord_check(make_model, rule, x, y, widths=widths, depths=depths, base_width=base_width,
                         base_depth=base_depth, seeds=seeds, steps=steps, lr=lr, **kwargs)
-    return CoordCheck(table, log2_slopes(table, axis), coord_verdict(table, axis, threshold=threshold))
+    sites = None
+    if kwargs.get("train_io") is False:  # a frozen input layer does not change: judge the stream and logits
+        sites = [s for s in (SITES if axis == "width" else VERDICT_SITES_DEPTH) if s != "input"]
+    return CoordCheck(table, log2_slopes(table, axis), coord_verdict(table, axis, threshold=threshold, sites=sites))
 
 
 # ----------------------------------------------------------------------------------------------------------

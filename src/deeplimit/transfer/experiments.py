@@ -50,10 +50,11 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
     presets, depths, lrs, seeds, steps, width = _tier(
         tier,
         (["depth_mup", "sp"], [2, 4], log2_grid(-10, -6, 2), [0], 30, 16),
-        (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-12, -5, 1), [0, 1], 200, 64),
+        # quick: 6 LRs, not the spec's 8 — every η* of the 3-seed calibration run lay in 2^-8.6…2^-6.2
+        (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-10, -5, 1), [0, 1, 2], 200, 64),
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
          [0, 1], 1000, 128),
-        (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1], 300, 64))
+        (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1, 2], 300, 64))
     return SweepSpec(
         axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": width, "base_width": width,
@@ -68,8 +69,9 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
     presets, widths, lrs, seeds, steps = _tier(
         tier,
         (["mup", "sp"], [16, 32], log2_grid(-10, -6, 2), [0], 30),
-        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -6, 1), [0], 300),
-        (["mup", "sp"], [64, 128, 256, 512, 1024], log2_grid(-14, -6, 0.5), [0, 1], 1000))
+        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -8, 1), [0, 1, 2], 300),
+        (["mup", "sp"], [64, 128, 256, 512, 1024], log2_grid(-14, -6, 0.5), [0, 1, 2], 1000),
+        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -8, 1), [0, 1, 2, 3, 4], 500))
     return SweepSpec(
         axes={"preset": presets, "width": widths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": 4, "base_width": widths[0],
@@ -81,8 +83,9 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
 def activation(tier: str = "quick") -> SweepSpec:
     """TP6 Fig. 3: |x| vs ReLU under Depth-μP (log2 a = −1.5 for both); |x| should give the lower best loss."""
     depths, lrs, seeds, steps = _tier(tier, ([4], log2_grid(-9, -7, 2), [0], 30),
-                                      ([8, 32], log2_grid(-11, -5, 1), [0], 300),
-                                      ([8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1], 1000))
+                                      ([8, 32], log2_grid(-9, -4, 1), [0, 1, 2], 300),
+                                      ([8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1, 2], 1000),
+                                      ([8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
     return SweepSpec(
         axes={"activation": ["relu", "abs"], "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "activation", "model": "mlp-resnet", "preset": "depth_mup", "width": 64,
@@ -94,8 +97,9 @@ def activation(tier: str = "quick") -> SweepSpec:
 def block_depth(tier: str = "quick") -> SweepSpec:
     """TP6 §9, Figs. 4–6: block depth 1 vs 2 under Depth-μP; expect an η* shift for k = 2."""
     depths, lrs, seeds, steps = _tier(tier, ([2], log2_grid(-9, -7, 2), [0], 30),
-                                      ([2, 8, 32], log2_grid(-12, -5, 1), [0], 300),
-                                      ([2, 8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1], 1000))
+                                      ([2, 8, 32], log2_grid(-9, -4, 1), [0, 1, 2], 300),
+                                      ([2, 8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1, 2], 1000),
+                                      ([2, 8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
     return SweepSpec(
         axes={"block_depth": [1, 2], "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "block_depth", "model": "mlp-resnet", "preset": "depth_mup", "width": 64,
@@ -110,8 +114,9 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
         tier,
         (["completep"], [1, 2], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
         (["completep", "depth_mup", "mup"], [1, 2, 4], log2_grid(-10, -5, 1), [0], 120, "shakespeare"),
-        (["completep", "depth_mup", "mup"], [2, 4, 8, 16, 32], log2_grid(-12, -4, 1), [0, 1], 1000,
-         "shakespeare"))
+        (["completep", "depth_mup", "mup"], [2, 4, 8, 16, 32], log2_grid(-12, -4, 1), [0, 1, 2], 1000,
+         "shakespeare"),
+        (["completep", "depth_mup", "mup"], [2, 4, 8, 16], log2_grid(-10, -6, 1), [0, 1], 600, "shakespeare"))
     return SweepSpec(
         axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "transformer_depth", "model": "transformer", "width": 64, "base_width": 64,
@@ -123,9 +128,7 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
 
 def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
     """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth."""
-    depths, lrs, seeds, steps, data = _tier(tier, ([1], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
-                                            ([4], log2_grid(-10, -5, 1), [0], 200, "shakespeare"),
-                                            ([4, 8], log2_grid(-12, -4, 1), [0, 1], 1000, "shakespeare"))
+    depths, lrs, seeds, steps, data = _shaped_tier(tier)
     return SweepSpec(
         axes={"model": ["transformer", "shaped-transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "shaped_vs_preln", "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
@@ -135,6 +138,26 @@ def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
         description="Shaped Transformer (no LayerNorm) vs Pre-LN on bytes")
 
 
+def _shaped_tier(tier: str):
+    return _tier(tier, ([1], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
+                 ([4], log2_grid(-7, -5, 1), [0, 1, 2], 400, "shakespeare"),
+                 ([4, 8], log2_grid(-12, -4, 1), [0, 1, 2], 1000, "shakespeare"),
+                 ([4, 8], log2_grid(-9, -5, 1), [0, 1, 2], 600, "shakespeare"))
+
+
+def no_ln_control(tier: str = "quick") -> SweepSpec:
+    """Negative control of :func:`shaped_vs_preln`: the Pre-LN transformer with its LayerNorms removed (softmax
+    attention, plain residual) on the same grid; it should train clearly worse than both."""
+    depths, lrs, seeds, steps, data = _shaped_tier(tier)
+    return SweepSpec(
+        axes={"model": ["transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "no_ln_control", "preset": "mup", "norm": "none", "width": 64, "base_width": 64,
+               "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16,
+               "seq_len": 64, "warmup_frac": 0.05, "data": data, "min_window": 20},
+        objective=OBJECTIVE, metric="window_loss",
+        description="negative control: softmax transformer without LayerNorm on bytes")
+
+
 EXPERIMENTS: dict[str, Callable[[str], SweepSpec]] = {
     "depth-transfer": depth_transfer,
     "width-transfer": width_transfer,
@@ -142,6 +165,7 @@ EXPERIMENTS: dict[str, Callable[[str], SweepSpec]] = {
     "block-depth": block_depth,
     "transformer-depth": transformer_depth,
     "shaped-vs-preln": shaped_vs_preln,
+    "no-ln-control": no_ln_control,
 }
 # how each experiment is analysed: (group columns, size column)
 ANALYSIS = {
@@ -151,6 +175,7 @@ ANALYSIS = {
     "block-depth": ("block_depth", "depth"),
     "transformer-depth": ("preset", "depth"),
     "shaped-vs-preln": ("model", "depth"),
+    "no-ln-control": ("model", "depth"),
 }
 
 
