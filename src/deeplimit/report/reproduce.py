@@ -198,7 +198,7 @@ def _sde_control(ctx: Context, name: str, over: dict, t: dict, out: Path) -> dic
         atomic_write_json(out / "unshaped_control.json", res, default=float)
         return res
 
-    return _cached(out / "unshaped_control.json", settings, compute)
+    return _cached(out / "unshaped_control.json", settings, compute, code=ctx.code.get("sde", ""), fresh=ctx.fresh)
 
 
 def sde_comparisons(ctx: Context) -> list[Section]:
@@ -339,7 +339,8 @@ def _stopping_width(ctx: Context, t: dict, out: Path) -> pd.DataFrame:
         atomic_write_json(ensure_dir(out, "output folder") / "stopping_width.json", res, default=float)
         return res
 
-    return pd.DataFrame(_cached(out / "stopping_width.json", settings, compute)["table"])
+    cached = _cached(out / "stopping_width.json", settings, compute, code=ctx.code.get("sde", ""), fresh=ctx.fresh)
+    return pd.DataFrame(cached["table"])
 
 
 def _monotone_share(g: pd.DataFrame, T: float, tol: float = 0.05) -> float:
@@ -476,7 +477,7 @@ def sde_convergence(ctx: Context) -> list[Section]:
         atomic_write_json(out / "convergence.json", res, default=float)
         return res
 
-    summary = _cached(out / "convergence.json", settings, compute)
+    summary = _cached(out / "convergence.json", settings, compute, code=ctx.code.get("sde", ""), fresh=ctx.fresh)
     table, slopes = pd.DataFrame(summary["table"]), pd.DataFrame(summary["slopes"])
     verdicts = convergence_verdicts(table, slopes)
     slopes = slopes.merge(verdicts, on=["gamma", "quantity"])
