@@ -206,3 +206,10 @@ def test_the_browser_check_sees_a_broken_image_and_a_console_error(tmp_path):
     page = open_page(page_path, tmp_path / "bad.png", height=300)
     assert page.images[0]["naturalWidth"] == 0
     assert any("boom" in e for e in page.errors) and any("exception" in e for e in page.errors)
+
+
+def test_the_cli_offers_every_section_of_the_report():
+    """The CLI keeps its own list (building the parser must not import the report): it must not drift."""
+    from deeplimit.cli import reproduce as cli_reproduce
+
+    assert tuple(cli_reproduce.SECTIONS) == tuple(SECTIONS)

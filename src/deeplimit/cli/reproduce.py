@@ -8,7 +8,8 @@ from deeplimit.cli._args import parse_value, positive_int
 
 # Section keys, kept here so that building the parser never imports the report (and torch, pandas, optuna).
 SECTIONS = ("sde", "rank-collapse", "stopping", "depth-transfer", "activation", "block-depth", "width-transfer",
-            "coord-check", "feature-diversity", "transformer-depth", "shaped-vs-preln")
+            "coord-check", "feature-diversity", "transformer-depth", "shaped-vs-preln", "sde-convergence",
+            "muon-transfer")
 
 DESCRIPTION = """\
 Runs the Shaped-Transformer SDE checks, the Depth-muP/CompleteP transfer sweeps and the diagnostics, and writes
@@ -62,7 +63,11 @@ def _overrides(items: list[str]) -> dict[str, dict]:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    import optuna
+
     from deeplimit.report.reproduce import reproduce
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the report's progress, not Optuna's INFO lines
 
     report = reproduce(args.out, args.tier, args.workers, args.storage, args.only, overrides=_overrides(args.set),
                        progress=not args.quiet, fresh=args.fresh)

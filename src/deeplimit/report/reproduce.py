@@ -533,6 +533,12 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
                   "because one seed's η* at width 64 sat 0.8 octave from the others'; it runs at --standard with "
                   "5 seeds and 500 steps"),
     },
+    "muon-transfer": {
+        "quick": ("the three Muon sweeps alone would cost ≈ 15 min of two workers at quick grids (estimated from "
+                  "the per-run wall times of the recorded runs, docs/optimizers.md), about half the quick tier "
+                  "again; the section runs at --standard (≈ 76 min), and its recorded result is in "
+                  "docs/optimizers.md"),
+    },
     "transformer-depth": {
         "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
                   "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "
@@ -1204,6 +1210,95 @@ def feature_diversity(ctx: Context) -> list[Section]:
         wall_s=time.perf_counter() - t0)]
 
 
+# ------------------------------------------------------------------------------------------------------
+# Beyond Adam: Muon and the weight-decay timescale (optimizers spec; docs/optimizers.md)
+# ------------------------------------------------------------------------------------------------------
+# Grids of transfer.optimizers.GRIDS run per tier: smoke one tiny sweep (CI), standard and full the recorded
+# evidence runs of docs/optimizers.md (≈ 76 min on two workers); quick is listed in NOT_AT_TIER.
+MUON_GRIDS = {"smoke": ("muon-depth-transfer",),
+              "standard": ("muon-depth-transfer", "muon-width-transfer", "muon-transformer-depth",
+                           "weight-decay-timescale", "weight-decay-constant")}
+MUON_GRIDS["full"] = MUON_GRIDS["standard"]
+# Rows whose prediction is a shift (or a drift under a constant λ): they are the section's negative controls.
+MUON_CONTROLS = {("muon_depth_transfer", "blocks_only"): "Muon without the depth factor m_L^{α−1} (rule (½, 0))",
+                 ("muon_width_transfer", "sp"): "SP with Muon over width",
+                 ("weight_decay_width_constant", "mup"): "one constant λ for every tensor over width"}
+
+
+def muon_transfer(ctx: Context) -> list[Section]:
+    """Muon LR transfer over depth and width and weight-decay transfer over width (issue 14), decided row by row
+    by :func:`deeplimit.transfer.optimizers.muon_transfer_section`: "holds" when every row with a prediction is
+    decided as predicted, "partly" when the decided rows agree and the rest are inconclusive, "does not hold"
+    when a decided row contradicts its prediction. Rows predicted to shift are shown as negative controls."""
+    from deeplimit.sweep.create import create_sweep
+    from deeplimit.sweep.launch import launch_workers
+    from deeplimit.sweep.results import sweep_status
+    from deeplimit.transfer import optimizers as O
+    from deeplimit.transfer.table import transfer_results
+
+    t0 = time.perf_counter()
+    tables, specs, names = {}, {}, []
+    for grid in MUON_GRIDS[ctx.tier]:
+        key, build = O.GRIDS[grid]
+        spec = build("smoke" if ctx.tier == "smoke" else "standard")
+        name = _sweep_name(ctx, grid, spec)
+        run_dir = ctx.out / "sweeps" / grid
+        create_sweep(name, spec, storage=ctx.storage, run_dir=run_dir)
+        if sweep_status(ctx.storage, name).left:
+            launch_workers(ctx.storage, name, n_workers=ctx.workers, run_dir=str(run_dir))
+        tables[key], specs[key] = transfer_results(ctx.storage, name), spec
+        names.append((grid, name))
+    rows = O.muon_transfer_section(tables)
+    verdict = O.section_verdict(rows)
+    figs_dir = ensure_dir(ctx.out / "figures" / "muon-transfer", "output folder")
+    analyses = O.analyses(tables)
+    figures = [Path(O.plot_transfer({k: an}, str(figs_dir / f"{k}.png"), title=specs[k].description))
+               for k, an in analyses.items()]
+    controls, decided = [], []
+    for _, r in rows.iterrows():
+        agrees = None if r["agrees"] is None or (isinstance(r["agrees"], float) and math.isnan(r["agrees"])) \
+            else bool(r["agrees"])
+        what = (f"{r['verdict']}: drift {r['drift']:+.2f} octave over the {r['size']} range, 95% CI "
+                f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]")
+        if (r["experiment"], r["preset"]) in MUON_CONTROLS:
+            controls.append(Control(MUON_CONTROLS[(r["experiment"], r["preset"])],
+                                    f"its optimum moves: '{r['expected']}'", what, agrees))
+        elif agrees is not None:
+            decided.append(f"{r['experiment']} / {r['preset']}")
+    seeds = sorted({len(s.axes["seed"]) for s in specs.values()})
+    reason = {"holds": "every row with a prediction was decided as predicted",
+              "partly": "the decided rows agree with the predictions; the others' intervals reach into the "
+                        "±1-octave band",
+              "does not hold": "a decided row contradicts its prediction",
+              "inconclusive": "no row could be decided at this budget"}[verdict]
+    if seeds == [1]:
+        reason += " (one seed: every interval is undecided by construction)"
+    return [Section(
+        title="Beyond Adam: Muon LR transfer over depth and width, weight decay as a timescale (issue 14)",
+        claim=("Muon's hidden matrices get the spectral LR scale √(fan_out/fan_in) and the rule's depth factor "
+               "m_L^{α−1}, so the optimal base LR transfers over depth (Depth-μP, CompleteP on transformers) and "
+               "width (μP); without the depth factor it shifts like L^{-1/2}. Weight decay held as an EMA "
+               "timescale τ = 1/(η·λ) keeps its optimum over width, a constant λ does not (Wang & Aitchison "
+               "2024). These are deeplimit's predictions from the optimizers spec, not results of the two papers."),
+        measured="<br>".join(O.section_lines(rows)),
+        verdict=verdict, reason=reason, controls=controls, figures=figures,
+        scale_gap=("Fashion-MNIST MLP-ResNets at width 64 (depth 4→64) and 64→512 (width), a byte transformer at "
+                   "width 64 (depth 1→8), 300–400 steps, 3 seeds at the standard tier; no published Muon "
+                   "depth-transfer result exists to compare with."),
+        settings={grid: _spec_settings(specs[O.GRIDS[grid][0]]) for grid, _ in names},
+        stats={"rows": json_rows(rows)},
+        tables=[("verdict per experiment and rule", rows)],
+        command=" ; ".join(f"deeplimit sweep create --name {n} --run-dir runs/{g} --grid {g} --set tier="
+                           f"{'smoke' if ctx.tier == 'smoke' else 'standard'}" for g, n in names),
+        wall_s=time.perf_counter() - t0)]
+
+
+def json_rows(frame: pd.DataFrame) -> list[dict]:
+    """A table as JSON-able records (NaN → None) for report.json."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            for row in frame.astype(object).where(frame.notna(), None).to_dict("records")]
+
+
 SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
     "sde": sde_comparisons,
     "rank-collapse": rank_collapse,
@@ -1217,6 +1312,7 @@ SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
     "transformer-depth": transformer_depth,
     "shaped-vs-preln": shaped_vs_preln,
     "sde-convergence": sde_convergence,
+    "muon-transfer": muon_transfer,
 }
 
 

@@ -18,6 +18,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.transfer.demo import demo_quadratic_spec
 from deeplimit.transfer.experiments import EXPERIMENTS, experiment
+from deeplimit.transfer.optimizers import GRIDS as OPTIMIZER_GRIDS
 
 __all__ = ["EXPERIMENT_GRIDS", "register_grid", "build_grid"]
 
@@ -53,3 +54,6 @@ register_grid("demo-quadratic")(demo_quadratic_spec)
 for _name in EXPERIMENTS:
     # ``deeplimit sweep create --grid depth-transfer --set tier=quick``.
     register_grid(_name)(partial(experiment, _name))
+for _name, (_, _build) in OPTIMIZER_GRIDS.items():
+    # ``deeplimit sweep create --grid muon-depth-transfer --set tier=standard`` (tiers as above; full = standard).
+    register_grid(_name)(lambda tier="standard", _build=_build: _build(tier))

@@ -9,7 +9,7 @@ analysis of depth-mup spec §11.4 on any log2 axis (the weight decay, not only t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -259,3 +259,14 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# Grid names for ``deeplimit sweep create --grid NAME --set tier=…`` and the report's Muon section: name →
+# (experiment key of :data:`SIZES`, spec builder of a tier).
+GRIDS: dict[str, tuple[str, Callable[[str], SweepSpec]]] = {
+    "muon-width-transfer": ("muon_width_transfer", lambda tier: muon_width_transfer(tier, presets=("mup", "sp"))),
+    "muon-depth-transfer": ("muon_depth_transfer", muon_depth_transfer),
+    "muon-transformer-depth": ("muon_transformer_depth", muon_transformer_depth),
+    "weight-decay-timescale": ("weight_decay_width_timescale", lambda tier: weight_decay_width(tier, "timescale")),
+    "weight-decay-constant": ("weight_decay_width_constant", lambda tier: weight_decay_width(tier, "constant")),
+}
