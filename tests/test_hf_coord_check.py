@@ -124,3 +124,15 @@ def test_depth_coord_check_completep_flat(depth_slopes, family):
     if family in PRE_LN:
         sp = depth_slopes[(family, "sp")]
         assert sp.slopes["block_last"] >= 0.5 and sp.verdict == "not flat", sp
+
+
+def test_tied_head_at_sigma_emb_1_is_far_from_the_width_limit(data, width_slopes):
+    """Why tied heads get SIGMA_EMB_TIED: at sigma_emb = 1 GPT-2's μP logits still shrink with width (measured
+    -0.41 on stdlib, -0.45 on Shakespeare, docs/hf.md); at 0.02 the same check is flat."""
+    x, y = data["tokens"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saturated = run_coord_check(hf.factory("gpt2"), "mup", x, y, axis="width", sizes=[32, 64, 128], width=32,
+                                    depth=2, seeds=1, steps=STEPS, lr=LR, batch_size=BATCH, sigma_emb=1.0).verdict
+    assert saturated.slopes["logits"] <= -0.3 and saturated.verdict == "not flat", saturated
+    assert width_slopes[("gpt2", "mup")].verdict == "flat", width_slopes[("gpt2", "mup")]
