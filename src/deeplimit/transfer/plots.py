@@ -129,6 +129,7 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     groups = _group_keys(summary, g)
+    extent: list[float] = []  # the points and their bars: one group's exploding trend band must not hide the rest
     for i, key in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         col = cycle[i % len(cycle)]
@@ -140,6 +141,7 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
                          np.clip(sub["ci_high"].to_numpy() - y, 0, None)])
         yerr = np.where(np.isfinite(yerr), yerr, 0)
         cen = sub["censored"].astype(bool).to_numpy()
+        extent += [*(y - yerr[0]), *(y + yerr[1])]
         dr = drift[np.logical_and.reduce([drift[c] == v for c, v in zip(g, key)])]
         verdict = f" — {dr['verdict'].iloc[0]}" if len(dr) else ""
         ax.errorbar(x[~cen], y[~cen], yerr=yerr[:, ~cen], fmt="o", color=col, capsize=3,
@@ -153,6 +155,8 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
             band = np.array([trend.interval(2.0**v) for v in xs])
             ax.plot(xs, ys, "-", color=col, lw=1.2)
             ax.fill_between(xs, band[:, 0], band[:, 1], color=col, alpha=0.12, lw=0)
+    if extent:  # trend bands wider than this are clipped (their numbers are in the drift table)
+        ax.set_ylim(min(extent) - 1.5, max(extent) + 1.5)
     ax.set_xlabel(f"log2 {_size_label(size)}")
     ax.set_ylabel("log2 η̂* (optimal learning rate)")
     ax.grid(alpha=0.3)
