@@ -1303,14 +1303,14 @@ def muon_transfer(ctx: Context) -> list[Section]:
                    "width 64 (depth 1→8), 300–400 steps, 3 seeds at the standard tier; no published Muon "
                    "depth-transfer result exists to compare with."),
         settings={grid: _spec_settings(specs[O.GRIDS[grid][0]]) for grid, _ in names},
-        stats={"rows": json_rows(rows)},
+        stats={"rows": _json_rows(rows)},
         tables=[("verdict per experiment and rule", rows)],
         command=" ; ".join(f"deeplimit sweep create --name {n} --run-dir runs/{g} --grid {g} --set tier="
                            f"{'smoke' if ctx.tier == 'smoke' else 'standard'}" for g, n in names),
         wall_s=time.perf_counter() - t0)]
 
 
-def json_rows(frame: pd.DataFrame) -> list[dict]:
+def _json_rows(frame: pd.DataFrame) -> list[dict]:
     """A table as JSON-able records (NaN → None) for report.json."""
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             for row in frame.astype(object).where(frame.notna(), None).to_dict("records")]
