@@ -16,6 +16,12 @@ from deeplimit.io import safe_torch_load
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def _sigint_as_a_terminal_sends_it() -> None:
+    """A suite started in the background (``make test &``) ignores SIGINT, and children inherit the ignore: the
+    child must see Ctrl-C as a user at a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_the_resumed_run_is_bit_identical(tmp_path, capsys):
     r = np.random.default_rng(0)
     x = r.normal(size=(600, 12)).astype("float32")
@@ -26,7 +32,7 @@ def test_ctrl_c_stops_cleanly_and_the_resumed_run_is_bit_identical(tmp_path, cap
     run_dir = tmp_path / "R"
     child = subprocess.Popen([sys.executable, "-m", "deeplimit", *args, "--run-dir", str(run_dir)],
                              env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True, preexec_fn=_sigint_as_a_terminal_sends_it)
     ckpt = run_dir / "ckpt.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and child.poll() is None and time.time() < deadline:

@@ -70,9 +70,16 @@ def _env() -> dict[str, str]:
             "OMP_NUM_THREADS": "1"}
 
 
+def _sigint_as_a_terminal_sends_it() -> None:
+    """A suite started in the background (``make test &``) ignores SIGINT, and children inherit the ignore: the
+    launcher must see Ctrl-C as a user at a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _deeplimit_sweep(*argv: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "deeplimit.cli.sweep", *argv], env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_as_a_terminal_sends_it, **kw)
 
 
 def _slow_sweep(tmp_path: Path, name: str, n: int = 8) -> list[str]:
