@@ -603,25 +603,31 @@ def _tier_cuts(experiment: str, tier: str) -> str:
     return f"this tier ({tier}): {words(here)}; the spec's full setting: {words(full)}."
 
 
-def run_experiment(ctx: Context, experiment: str):
-    """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it."""
+def _run_sweep(ctx: Context, key: str, spec):
+    """Create (or resume) the sweep of ``spec`` under ``<out>/sweeps/<key>`` and run what is left with the
+    workers; its name, status and long results table."""
     from deeplimit.sweep.create import create_sweep
     from deeplimit.sweep.launch import launch_workers
     from deeplimit.sweep.results import sweep_status
+    from deeplimit.transfer.table import transfer_results
+
+    name = _sweep_name(ctx, key, spec)
+    run_dir = ctx.out / "sweeps" / key
+    create_sweep(name, spec, storage=ctx.storage, run_dir=run_dir)
+    if sweep_status(ctx.storage, name).left:
+        launch_workers(ctx.storage, name, n_workers=ctx.workers, run_dir=str(run_dir))
+    return name, sweep_status(ctx.storage, name), transfer_results(ctx.storage, name)
+
+
+def run_experiment(ctx: Context, experiment: str):
+    """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it."""
     from deeplimit.transfer.analysis import analyze
     from deeplimit.transfer.experiments import ANALYSIS
     from deeplimit.transfer.experiments import experiment as build
     from deeplimit.transfer.plots import plot_analysis
-    from deeplimit.transfer.table import transfer_results as results_frame
 
     spec = build(experiment, ctx.tier)
-    name = _sweep_name(ctx, experiment, spec)
-    run_dir = ctx.out / "sweeps" / experiment
-    create_sweep(name, spec, storage=ctx.storage, run_dir=run_dir)
-    if sweep_status(ctx.storage, name).left:
-        launch_workers(ctx.storage, name, n_workers=ctx.workers, run_dir=str(run_dir))
-    status = sweep_status(ctx.storage, name)
-    table = results_frame(ctx.storage, name)
+    name, status, table = _run_sweep(ctx, experiment, spec)
     group, size = ANALYSIS[experiment]
     analysis = analyze(table, metric=spec.metric, group=group, size=size)
     figs_dir = ensure_dir(ctx.out / "figures" / experiment, "output folder")
@@ -1247,34 +1253,25 @@ def muon_transfer(ctx: Context) -> list[Section]:
     by :func:`deeplimit.transfer.optimizers.muon_transfer_section`: "holds" when every row with a prediction is
     decided as predicted, "partly" when the decided rows agree and the rest are inconclusive, "does not hold"
     when a decided row contradicts its prediction. Rows predicted to shift are shown as negative controls."""
-    from deeplimit.sweep.create import create_sweep
-    from deeplimit.sweep.launch import launch_workers
-    from deeplimit.sweep.results import sweep_status
     from deeplimit.transfer import optimizers as O
-    from deeplimit.transfer.table import transfer_results
 
     t0 = time.perf_counter()
     tables, specs, names = {}, {}, []
     for grid in MUON_GRIDS[ctx.tier]:
         key, build = O.GRIDS[grid]
         spec = build("smoke" if ctx.tier == "smoke" else "standard")
-        name = _sweep_name(ctx, grid, spec)
-        run_dir = ctx.out / "sweeps" / grid
-        create_sweep(name, spec, storage=ctx.storage, run_dir=run_dir)
-        if sweep_status(ctx.storage, name).left:
-            launch_workers(ctx.storage, name, n_workers=ctx.workers, run_dir=str(run_dir))
-        tables[key], specs[key] = transfer_results(ctx.storage, name), spec
+        name, _, tables[key] = _run_sweep(ctx, grid, spec)
+        specs[key] = spec
         names.append((grid, name))
-    rows = O.muon_transfer_section(tables)
+    analyses = O.analyses(tables)  # bootstrapped once: the rows and the figures both read it
+    rows = O.section_rows(analyses)
     verdict = O.section_verdict(rows)
     figs_dir = ensure_dir(ctx.out / "figures" / "muon-transfer", "output folder")
-    analyses = O.analyses(tables)
     figures = [Path(O.plot_transfer({k: an}, str(figs_dir / f"{k}.png"), title=specs[k].description))
                for k, an in analyses.items()]
     controls, decided = [], []
     for _, r in rows.iterrows():
-        agrees = None if r["agrees"] is None or (isinstance(r["agrees"], float) and math.isnan(r["agrees"])) \
-            else bool(r["agrees"])
+        agrees = O.agreement(r["agrees"])
         what = (f"{r['verdict']}: drift {r['drift']:+.2f} octave over the {r['size']} range, 95% CI "
                 f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]")
         if (r["experiment"], r["preset"]) in MUON_CONTROLS:
@@ -1303,17 +1300,11 @@ def muon_transfer(ctx: Context) -> list[Section]:
                    "width 64 (depth 1→8), 300–400 steps, 3 seeds at the standard tier; no published Muon "
                    "depth-transfer result exists to compare with."),
         settings={grid: _spec_settings(specs[O.GRIDS[grid][0]]) for grid, _ in names},
-        stats={"rows": _json_rows(rows)},
+        stats={"rows": rows.to_dict(orient="records")},  # report.json makes NaN null
         tables=[("verdict per experiment and rule", rows)],
         command=" ; ".join(f"deeplimit sweep create --name {n} --run-dir runs/{g} --grid {g} --set tier="
                            f"{'smoke' if ctx.tier == 'smoke' else 'standard'}" for g, n in names),
         wall_s=time.perf_counter() - t0)]
-
-
-def _json_rows(frame: pd.DataFrame) -> list[dict]:
-    """A table as JSON-able records (NaN → None) for report.json."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-            for row in frame.astype(object).where(frame.notna(), None).to_dict("records")]
 
 
 SECTIONS: dict[str, Callable[[Context], list[Section]]] = {

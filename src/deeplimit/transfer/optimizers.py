@@ -169,13 +169,20 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
     """Verdict rows of the "Muon transfer" section from the long tables of the sweeps above.
 
     ``tables`` maps an experiment name (a key of :data:`SIZES`, e.g. ``"muon_width_transfer"``) to its long
-    table (``deeplimit.transfer.table.transfer_results``). One row per (experiment, preset): the drift D of the
-    optimum over the size range with its 95 % interval, the verdict of the sweep analysis, what theory expects,
-    and ``agrees`` — True when the verdict is the expected one, False when it is the other one, None when the
-    run was inconclusive or degraded (never counted as agreement).
+    table (``deeplimit.transfer.table.transfer_results``). One row per (experiment, preset): see
+    :func:`section_rows`.
+    """
+    return section_rows(analyses(tables, n_boot=n_boot))
+
+
+def section_rows(results: Mapping[str, TransferAnalysis]) -> pd.DataFrame:
+    """Verdict rows from the analyses of :func:`analyses` (for a caller that also plots them). One row per
+    (experiment, preset): the drift D of the optimum over the size range with its 95 % interval, the verdict of
+    the sweep analysis, what theory expects, and ``agrees`` — True when the verdict is the expected one, False
+    when it is the other one, None when the run was inconclusive or degraded (never counted as agreement).
     """
     rows = []
-    for name, result in analyses(tables, n_boot=n_boot).items():
+    for name, result in results.items():
         for _, d in result.drift.iterrows():
             preset = d["preset"]
             expected = EXPECTED.get((name, preset))
@@ -189,11 +196,18 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
     return pd.DataFrame.from_records(rows)
 
 
+def agreement(value: object) -> bool | None:
+    """A row's ``agrees`` as read back from a table: True, False, or None (undecided; pandas may store NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return bool(value)
+
+
 def section_verdict(section: pd.DataFrame) -> str:
     """The report's word for :func:`muon_transfer_section`: ``holds`` (every row as predicted), ``does not hold``
     (a row decided against the prediction), ``partly`` (some rows as predicted, the rest undecided) or
     ``inconclusive`` (nothing decided at this budget)."""
-    agrees = [a for a in section["agrees"] if a is not None and not (isinstance(a, float) and math.isnan(a))]
+    agrees = [a for a in map(agreement, section["agrees"]) if a is not None]
     if not agrees:
         return "inconclusive"
     if not all(agrees):
@@ -208,8 +222,7 @@ def section_lines(section: pd.DataFrame) -> list[str]:
         ci = (f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]" if math.isfinite(r["drift_ci_low"])
               else "no interval")
         mark = {True: "as predicted", False: "AGAINST the prediction", None: "not decided at this budget"}
-        agrees = None if r["agrees"] is None or (isinstance(r["agrees"], float) and math.isnan(r["agrees"])) \
-            else bool(r["agrees"])
+        agrees = agreement(r["agrees"])
         expected = r["expected"] if isinstance(r["expected"], str) else None
         note = mark[agrees] if expected is not None else "no prediction to compare with"
         out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} (drift {r['drift']:+.2f}, 95% CI {ci}; "
