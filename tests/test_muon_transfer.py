@@ -96,3 +96,74 @@ def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, t
     results = O.analyses(smoke_tables, n_boot=20)
     path = O.plot_transfer(results, str(tmp_path / "t.png"), title="smoke")
     assert Path(path).stat().st_size > 10_000
+
+
+def _decay_curves(shift_per_doubling: float, axis: str, noise: float = 0.003) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss tables whose decay cost is a logistic in log2(decay) that moves by ``shift_per_doubling`` octaves per
+    width doubling; λ axis: cost grows with λ; τ axis: cost grows as τ shrinks."""
+    rng = np.random.default_rng(0)
+    rows, ref = [], []
+    grid = [2.0**k for k in range(-4, 9)]
+    for width in (64, 128, 256, 512):
+        centre = 2.0 + shift_per_doubling * math.log2(width / 64)
+        for seed in range(3):
+            base = 0.5 - 0.02 * math.log2(width / 64)
+            ref.append({"width": width, "seed": seed, "log2_lr": -9.0, "weight_decay": 0.0, "value": base})
+            for v in grid:
+                x = math.log2(v) if axis == "weight_decay" else -math.log2(v)
+                cost = 0.4 / (1 + math.exp(-(x - centre)))
+                rows.append({"width": width, "seed": seed, "log2_lr": -9.0, axis: v,
+                             "value": base + cost + rng.normal(0, noise)})
+    return pd.DataFrame(rows), pd.DataFrame(ref)
+
+
+@pytest.mark.parametrize("axis", ["weight_decay", "wd_timescale_fraction"])
+def test_decay_threshold_recovers_a_known_shift_and_a_known_transfer(axis):
+    sign = 1.0 if axis == "weight_decay" else -1.0  # on the τ axis a larger centre is a smaller τ
+    moving, ref = _decay_curves(1.0, axis)
+    result = O.decay_threshold(moving, axis, ref, delta=0.1)
+    assert result.drift == pytest.approx(3.0 * sign, abs=0.15) and result.n_seeds == 3
+    assert result.verdict == "shifts" and not result.per_size["censored"].any()
+    # the logistic reaches 0.1 above the reference at centre − ln 3 (octaves) on the λ axis
+    assert result.per_size["log2_threshold"].iloc[0] == pytest.approx(sign * (2.0 - math.log(3)), abs=0.15)
+    still, ref = _decay_curves(0.0, axis)
+    assert O.decay_threshold(still, axis, ref, delta=0.1).verdict == "transfers"
+
+
+def test_decay_threshold_censors_a_curve_that_never_costs_delta_and_names_bad_input():
+    table, ref = _decay_curves(0.0, "weight_decay")
+    result = O.decay_threshold(table, "weight_decay", ref, delta=5.0)
+    assert result.per_size["censored"].all() and result.verdict == "inconclusive"
+    with pytest.raises(DeeplimitError, match="axis must be"):
+        O.decay_threshold(table, "log2_lr", ref)
+    with pytest.raises(DeeplimitError, match="delta must be"):
+        O.decay_threshold(table, "weight_decay", ref, delta=0)
+    with pytest.raises(DeeplimitError, match="no no-decay reference"):
+        O.decay_threshold(table, "weight_decay", ref[ref["width"] != 128])
+
+
+def test_the_hidden_weight_decay_smoke_sweep_freezes_input_and_readout_and_holds_the_reference(tmp_path):
+    spec = O.weight_decay_hidden_width("smoke", "constant")
+    assert spec.fixed["train_io"] is False and 0.0 in spec.axes["weight_decay"]
+    table = _run(tmp_path, "wdh", spec)
+    final = table[table["metric"] == "window_loss"]
+    assert final["run_id"].nunique() == len(spec.axes["width"]) * len(spec.axes["weight_decay"]) * 2
+    result = O.decay_threshold(table, "weight_decay", table, delta=0.01)
+    assert set(result.per_size["width"]) == {16.0, 32.0}
+    assert O.weight_decay_hidden_width("standard", "timescale").axes["wd_timescale_fraction"][0] == 2.0**-4
+
+
+def test_the_section_decides_the_hidden_weight_decay_rows_by_their_threshold(tmp_path):
+    moving, ref = _decay_curves(1.0, "weight_decay")
+    still, _ = _decay_curves(0.0, "wd_timescale_fraction")
+    constant = pd.concat([moving, ref], ignore_index=True)
+    tables = {"weight_decay_hidden_constant": constant, "weight_decay_hidden_timescale": still}
+    section = O.muon_transfer_section(tables)
+    by = section.set_index("experiment")
+    assert by.loc["weight_decay_hidden_constant", "verdict"] == "shifts"
+    assert by.loc["weight_decay_hidden_timescale", "verdict"] == "transfers"
+    assert section["agrees"].tolist() == [True, True] and O.section_verdict(section) == "holds"
+    path = O.plot_decay_thresholds(tables, O.thresholds(tables), str(tmp_path / "wd.png"))
+    assert Path(path).stat().st_size > 10_000
+    with pytest.raises(DeeplimitError, match="no-decay reference"):
+        O.thresholds({"weight_decay_hidden_timescale": still})

@@ -1240,12 +1240,14 @@ def feature_diversity(ctx: Context) -> list[Section]:
 # evidence runs of docs/optimizers.md (≈ 76 min on two workers); quick is listed in NOT_AT_TIER.
 MUON_GRIDS = {"smoke": ("muon-depth-transfer",),
               "standard": ("muon-depth-transfer", "muon-width-transfer", "muon-transformer-depth",
-                           "weight-decay-timescale", "weight-decay-constant")}
+                           "weight-decay-timescale", "weight-decay-constant",
+                           "weight-decay-hidden-timescale", "weight-decay-hidden-constant")}
 MUON_GRIDS["full"] = MUON_GRIDS["standard"]
 # Rows whose prediction is a shift (or a drift under a constant λ): they are the section's negative controls.
 MUON_CONTROLS = {("muon_depth_transfer", "blocks_only"): "Muon without the depth factor m_L^{α−1} (rule (½, 0))",
                  ("muon_width_transfer", "sp"): "SP with Muon over width",
-                 ("weight_decay_width_constant", "mup"): "one constant λ for every tensor over width"}
+                 ("weight_decay_width_constant", "mup"): "one constant λ for every tensor over width",
+                 ("weight_decay_hidden_constant", "mup"): "one constant λ on the hidden matrices over width"}
 
 
 def muon_transfer(ctx: Context) -> list[Section]:
@@ -1264,19 +1266,25 @@ def muon_transfer(ctx: Context) -> list[Section]:
         specs[key] = spec
         names.append((grid, name))
     analyses = O.analyses(tables)  # bootstrapped once: the rows and the figures both read it
-    rows = O.section_rows(analyses)
+    thresholds = O.thresholds(tables)
+    rows = O.section_rows(analyses, thresholds)
     verdict = O.section_verdict(rows)
     figs_dir = ensure_dir(ctx.out / "figures" / "muon-transfer", "output folder")
     figures = [Path(O.plot_transfer({k: an}, str(figs_dir / f"{k}.png"), title=specs[k].description))
                for k, an in analyses.items()]
+    if thresholds:
+        figures.append(Path(O.plot_decay_thresholds(
+            tables, thresholds, str(figs_dir / "weight_decay_hidden.png"),
+            title="hidden-only weight decay over width: where the decay starts to cost")))
     controls, decided = [], []
     for _, r in rows.iterrows():
         agrees = O.agreement(r["agrees"])
         what = (f"{r['verdict']}: drift {r['drift']:+.2f} octave over the {r['size']} range, 95% CI "
                 f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]")
         if (r["experiment"], r["preset"]) in MUON_CONTROLS:
+            moves = "decay threshold" if r["experiment"] in O.THRESHOLD_EXPERIMENTS else "optimum"
             controls.append(Control(MUON_CONTROLS[(r["experiment"], r["preset"])],
-                                    f"its optimum moves: '{r['expected']}'", what, agrees))
+                                    f"its {moves} moves: '{r['expected']}'", what, agrees))
         elif agrees is not None:
             decided.append(f"{r['experiment']} / {r['preset']}")
     seeds = sorted({len(s.axes["seed"]) for s in specs.values()})
@@ -1293,7 +1301,9 @@ def muon_transfer(ctx: Context) -> list[Section]:
                "m_L^{α−1}, so the optimal base LR transfers over depth (Depth-μP, CompleteP on transformers) and "
                "width (μP); without the depth factor it shifts like L^{-1/2}. Weight decay held as an EMA "
                "timescale τ = 1/(η·λ) keeps its optimum over width, a constant λ does not (Wang & Aitchison "
-               "2024). These are deeplimit's predictions from the optimizers spec, not results of the two papers."),
+               "2024); with decay on the hidden matrices alone, where decay starts to cost stays put in τ and "
+               "moves +1 octave per width doubling in λ. "
+               "These are deeplimit's predictions from the optimizers spec, not results of the two papers."),
         measured="<br>".join(O.section_lines(rows)),
         verdict=verdict, reason=reason, controls=controls, figures=figures,
         scale_gap=("Fashion-MNIST MLP-ResNets at width 64 (depth 4→64) and 64→512 (width), a byte transformer at "

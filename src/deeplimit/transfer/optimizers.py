@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.transfer.analysis import TransferAnalysis, analyze
+from deeplimit.transfer.analysis import TransferAnalysis, analyze, final_values, verdict
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # "full" is "standard" here: the runs
 from deeplimit.transfer.experiments import OBJECTIVE, log2_grid  # recorded in docs/optimizers.md
 
@@ -113,6 +115,140 @@ def weight_decay_width(tier: str = "standard", parametrization: str = "timescale
         description=f"weight-decay transfer over width, {parametrization} parametrization (AdamW, muP)")
 
 
+def weight_decay_hidden_width(tier: str = "standard", parametrization: str = "timescale") -> SweepSpec:
+    """Weight decay on the hidden matrices alone, over width (AdamW, μP, MLP-ResNet L = 4, input and readout
+    frozen, fixed base LR 2^-9, 400 steps).
+
+    With input and readout trained (:func:`weight_decay_width`) they share λ's optimum and their timescale does
+    not move with width, which hides the hidden tensors' drift. Frozen, they do not decay, so every decayed tensor
+    is a μP hidden matrix whose LR falls like 1/n: a constant λ lengthens its timescale ∝ n, the prediction is a
+    shift of +1 octave per width doubling, and τ should not move. On a run shorter than one epoch the decay only
+    costs here (a pilot found no interior optimum), so the statistic is :func:`decay_threshold` — where the loss
+    first exceeds the no-decay loss by δ. The ``constant`` grid holds λ = 0, the no-decay reference of both.
+    """
+    widths, seeds, steps = _tier(tier, ([16, 32], [0, 1], 20), ([64, 256], [0, 1, 2], 300),
+                                 ([64, 128, 256, 512], [0, 1, 2], 400))
+    if parametrization == "timescale":
+        axis, values, extra = "wd_timescale_fraction", [2.0**k for k in range(-4, 3)], {}
+    elif parametrization == "constant":
+        axis, values, extra = "weight_decay", [0.0, *(2.0**k for k in range(0, 8))], {"weight_decay_mode": "torch"}
+    else:
+        raise DeeplimitError(f"parametrization must be 'timescale' or 'constant', got {parametrization!r}")
+    if tier == "smoke":
+        values = values[:1] + values[1::3] if parametrization == "constant" else values[::3]
+    return SweepSpec(
+        axes={"width": widths, axis: values, "seed": seeds},
+        fixed={"experiment": f"weight_decay_hidden_{parametrization}", "model": "mlp-resnet", "preset": "mup",
+               "optimizer": "adamw", "depth": 4, "base_width": widths[0], "base_depth": 4, "log2_lr": -9.0,
+               "steps": steps, "batch_size": 128, "train_io": False, "data": "fashion-mnist", **extra},
+        objective=OBJECTIVE, metric="window_loss",
+        description=f"hidden-only weight decay over width, {parametrization} parametrization (AdamW, muP, "
+                    "input and readout frozen)")
+
+
+@dataclass(frozen=True)
+class DecayThreshold:
+    """Result of :func:`decay_threshold`.
+
+    ``per_size``: one row per size — ``log2_threshold`` (seed-mean curve), ``seed_thresholds`` (one per seed),
+    ``reference_loss`` (no-decay loss, seed mean); a threshold outside the grid is NaN and the size is censored.
+    ``drift``: the threshold's change over the size range with its 95 % interval (per-seed slopes, Student t) and
+    the verdict of :func:`deeplimit.transfer.analysis.verdict` (±1 octave).
+    """
+
+    axis: str
+    size: str
+    delta: float
+    per_size: pd.DataFrame
+    drift: float
+    drift_ci: tuple[float, float]
+    n_seeds: int
+    verdict: str
+
+
+def _crossing(x: np.ndarray, excess: np.ndarray, delta: float, decay_grows: bool) -> float:
+    """log2 axis value where ``excess`` first reaches ``delta`` coming from the weak-decay end (linear
+    interpolation between grid points; a diverged point counts as reached there); NaN when the curve starts at or
+    above δ or never reaches it."""
+    order = np.argsort(x) if decay_grows else np.argsort(x)[::-1]
+    xs, ys = x[order], excess[order]
+    if not (np.isfinite(ys[0]) and ys[0] < delta):
+        return math.nan
+    for i in range(1, len(xs)):
+        if not np.isfinite(ys[i]):
+            return float(xs[i])
+        if ys[i] >= delta:
+            return float(xs[i - 1] + (delta - ys[i - 1]) * (xs[i] - xs[i - 1]) / (ys[i] - ys[i - 1]))
+    return math.nan
+
+
+def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, delta: float = 0.1,
+                    size: str = "width", metric: str = "window_loss", tol: float = 1.0) -> DecayThreshold:
+    """Where weight decay starts to cost: the log2 ``axis`` value at which the loss first exceeds the no-decay
+    loss of the same (size, seed) by ``delta`` nats, per size, and its drift over the size range.
+
+    ``table``: the long table of one parametrization's sweep (``axis`` = ``weight_decay`` or
+    ``wd_timescale_fraction``; rows with ``weight_decay == 0`` are ignored as points). ``reference``: runs
+    without decay (``weight_decay == 0``) at the same sizes and seeds. The threshold is read from the weak-decay
+    end (large τ, small λ), interpolated linearly in log2. The drift is ``D = slope · log2(size range)`` of the
+    seed-mean thresholds; its interval comes from the per-seed drifts (one threshold per seed and size) with a
+    Student-t quantile, as the LR analysis does (the interpolation adds no grid term). A decay that transfers
+    keeps D within ±``tol``; under a constant λ on μP hidden matrices the prediction is D ≈ +log2(range).
+    """
+    if axis not in ("weight_decay", "wd_timescale_fraction"):
+        raise DeeplimitError(f"axis must be 'weight_decay' or 'wd_timescale_fraction', got {axis!r}")
+    if not (isinstance(delta, (int, float)) and delta > 0):
+        raise DeeplimitError(f"delta must be a positive loss difference in nats, e.g. 0.1; got {delta!r}")
+    runs = final_values(table, metric)
+    ref = final_values(reference, metric)
+    for name, frame, cols in (("table", runs, [axis, size, "seed", "value"]),
+                              ("reference", ref, [size, "seed", "value"])):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise DeeplimitError(f"the {name} has no column(s) {missing} (columns: {sorted(frame.columns)})")
+    if "weight_decay" in ref.columns and (pd.to_numeric(ref["weight_decay"]) != 0).any():
+        ref = ref[pd.to_numeric(ref["weight_decay"]) == 0]
+    values = pd.to_numeric(runs[axis], errors="coerce").astype(float)
+    runs = runs[values > 0].assign(_x=np.log2(values[values > 0]))
+    ref_loss = ref.groupby([size, "seed"])["value"].mean()
+    decay_grows = axis == "weight_decay"  # λ grows → more decay; τ grows → less
+    rows, per_seed = [], {}
+    for s, sub in runs.groupby(size, sort=True):
+        pivot = sub.pivot_table(index="seed", columns="_x", values="value", aggfunc="mean")
+        x = pivot.columns.to_numpy(float)
+        seeds = [sd for sd in pivot.index if (s, sd) in ref_loss.index]
+        if not seeds:
+            raise DeeplimitError(f"no no-decay reference run at {size} {s:g}; run weight_decay=0 at every size "
+                                 "and seed (the 'constant' grid of weight_decay_hidden_width holds it)")
+        M = pivot.loc[seeds].to_numpy(float) - ref_loss.loc[[(s, sd) for sd in seeds]].to_numpy(float)[:, None]
+        thr = [_crossing(x, m, delta, decay_grows) for m in M]
+        mean_thr = _crossing(x, M.mean(axis=0), delta, decay_grows)
+        for sd, t in zip(seeds, thr):
+            per_seed.setdefault(sd, {})[float(s)] = t
+        rows.append({size: float(s), "log2_threshold": mean_thr, "seed_thresholds": thr, "n_seeds": len(seeds),
+                     "reference_loss": float(ref_loss.loc[[(s, sd) for sd in seeds]].mean()),
+                     "censored": not math.isfinite(mean_thr)})
+    per_size = pd.DataFrame.from_records(rows)
+    ok = per_size[~per_size["censored"]]
+    drift, ci, n = math.nan, (math.nan, math.nan), 0
+    if len(ok) >= 2:
+        xs = np.log2(ok[size].to_numpy(float))
+        span = float(xs.max() - xs.min())
+        drift = float(np.polyfit(xs, ok["log2_threshold"].to_numpy(float), 1)[0] * span)
+        drifts = []
+        for est in per_seed.values():
+            pts = [(math.log2(k), v) for k, v in est.items() if math.isfinite(v)]
+            if len(pts) == len(est) and len(pts) >= 2:
+                px, py = np.array(pts).T
+                drifts.append(float(np.polyfit(px, py, 1)[0] * span))
+        n = len(drifts)
+        if n >= 2:
+            half = float(stats.t.ppf(0.975, n - 1) * np.std(drifts, ddof=1) / math.sqrt(n))
+            ci = (drift - half, drift + half)
+    return DecayThreshold(axis=axis, size=size, delta=float(delta), per_size=per_size, drift=drift, drift_ci=ci,
+                          n_seeds=n, verdict=verdict(drift, ci, tol))
+
+
 def analyze_axis(table: pd.DataFrame, axis: str = "log2_lr", *, metric: str = "window_loss",
                  group: str | Sequence[str] = "preset", size: str = "width", n_boot: int = 1000,
                  rng: int = 0) -> TransferAnalysis:
@@ -149,10 +285,20 @@ EXPECTED = {
     # ("muon_transformer_depth", "depth_mup"): no prediction — block depth 2 with α = ½ (depth-mup spec §9)
     ("weight_decay_width_timescale", "mup"): "transfers",
     ("weight_decay_width_constant", "mup"): "shifts",
+    ("weight_decay_hidden_timescale", "mup"): "transfers",
+    ("weight_decay_hidden_constant", "mup"): "shifts",
 }
 SIZES = {"muon_width_transfer": "width", "muon_depth_transfer": "depth", "muon_transformer_depth": "depth",
-         "weight_decay_width_timescale": "width", "weight_decay_width_constant": "width"}
-AXES = {"weight_decay_width_timescale": "wd_timescale_fraction", "weight_decay_width_constant": "weight_decay"}
+         "weight_decay_width_timescale": "width", "weight_decay_width_constant": "width",
+         "weight_decay_hidden_timescale": "width", "weight_decay_hidden_constant": "width"}
+AXES = {"weight_decay_width_timescale": "wd_timescale_fraction", "weight_decay_width_constant": "weight_decay",
+        "weight_decay_hidden_timescale": "wd_timescale_fraction", "weight_decay_hidden_constant": "weight_decay"}
+# Experiments decided by where the decay starts to cost (decay_threshold), not by an optimum; the λ = 0 runs of
+# the constant grid are the no-decay reference of both. δ = 0.1 nat was fixed from a one-seed pilot (n = 64, 512)
+# before the sweeps ran: it sits on the steep part of every curve there.
+THRESHOLD_EXPERIMENTS = ("weight_decay_hidden_timescale", "weight_decay_hidden_constant")
+THRESHOLD_REFERENCE = "weight_decay_hidden_constant"
+THRESHOLD_DELTA = 0.1
 
 
 def analyses(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> dict[str, TransferAnalysis]:
@@ -161,8 +307,20 @@ def analyses(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> dict[
     for name, table in tables.items():
         if name not in SIZES:
             raise DeeplimitError(f"unknown experiment {name!r}; known: {sorted(SIZES)}")
-        out[name] = analyze_axis(table, AXES.get(name, "log2_lr"), size=SIZES[name], n_boot=n_boot)
+        if name not in THRESHOLD_EXPERIMENTS:
+            out[name] = analyze_axis(table, AXES.get(name, "log2_lr"), size=SIZES[name], n_boot=n_boot)
     return out
+
+
+def thresholds(tables: Mapping[str, pd.DataFrame], *, delta: float = THRESHOLD_DELTA) -> dict[str, DecayThreshold]:
+    """:func:`decay_threshold` of each hidden-only weight-decay experiment in ``tables`` (both need the
+    ``weight_decay_hidden_constant`` table, whose λ = 0 runs are the reference)."""
+    wanted = [name for name in tables if name in THRESHOLD_EXPERIMENTS]
+    if wanted and THRESHOLD_REFERENCE not in tables:
+        raise DeeplimitError(f"{wanted} need the {THRESHOLD_REFERENCE!r} table: its λ = 0 runs are the no-decay "
+                             "reference (run the weight-decay-hidden-constant grid too)")
+    return {name: decay_threshold(tables[name], AXES[name], tables[THRESHOLD_REFERENCE], delta=delta,
+                                  size=SIZES[name]) for name in wanted}
 
 
 def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> pd.DataFrame:
@@ -172,14 +330,20 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
     table (``deeplimit.transfer.table.transfer_results``). One row per (experiment, preset): see
     :func:`section_rows`.
     """
-    return section_rows(analyses(tables, n_boot=n_boot))
+    return section_rows(analyses(tables, n_boot=n_boot), thresholds(tables))
 
 
-def section_rows(results: Mapping[str, TransferAnalysis]) -> pd.DataFrame:
-    """Verdict rows from the analyses of :func:`analyses` (for a caller that also plots them). One row per
-    (experiment, preset): the drift D of the optimum over the size range with its 95 % interval, the verdict of
-    the sweep analysis, what theory expects, and ``agrees`` — True when the verdict is the expected one, False
-    when it is the other one, None when the run was inconclusive or degraded (never counted as agreement).
+def _agrees(verdict: str, expected: str | None) -> bool | None:
+    return None if verdict not in ("transfers", "shifts") or expected is None else verdict == expected
+
+
+def section_rows(results: Mapping[str, TransferAnalysis],
+                 decay_thresholds: Mapping[str, DecayThreshold] | None = None) -> pd.DataFrame:
+    """Verdict rows from the analyses of :func:`analyses` and :func:`thresholds` (for a caller that also plots
+    them). One row per (experiment, preset): the drift D of the optimum (of the decay threshold, for the
+    hidden-only weight-decay sweeps) over the size range with its 95 % interval, the verdict, what theory expects,
+    and ``agrees`` — True when the verdict is the expected one, False when it is the other one, None when the run
+    was inconclusive or degraded (never counted as agreement).
     """
     rows = []
     for name, result in results.items():
@@ -187,12 +351,23 @@ def section_rows(results: Mapping[str, TransferAnalysis]) -> pd.DataFrame:
             preset = d["preset"]
             expected = EXPECTED.get((name, preset))
             verdict = d["verdict"]
-            agrees = None if verdict not in ("transfers", "shifts") or expected is None else verdict == expected
+            agrees = _agrees(verdict, expected)
             rows.append({"experiment": name, "preset": preset, "size": SIZES[name],
                          "axis": AXES.get(name, "log2_lr"), "drift": d["drift"], "drift_ci_low": d["drift_ci_low"],
                          "drift_ci_high": d["drift_ci_high"], "slope": d["slope"], "verdict": verdict,
                          "expected": expected, "agrees": agrees, "n_sizes": int(d["n_sizes"]),
                          "n_used": int(d["n_used"]), "text": d["verdict_text"]})
+    for name, th in (decay_thresholds or {}).items():
+        expected = EXPECTED.get((name, "mup"))
+        used = int((~th.per_size["censored"]).sum())
+        span = math.log2(th.per_size[th.size].max() / th.per_size[th.size].min()) if len(th.per_size) else 0.0
+        rows.append({"experiment": name, "preset": "mup", "size": th.size, "axis": th.axis, "drift": th.drift,
+                     "drift_ci_low": th.drift_ci[0], "drift_ci_high": th.drift_ci[1],
+                     "slope": th.drift / span if span > 0 else math.nan,
+                     "verdict": th.verdict, "expected": expected, "agrees": _agrees(th.verdict, expected),
+                     "n_sizes": len(th.per_size), "n_used": used,
+                     "text": f"{th.verdict}: the decay threshold (loss +{th.delta:g} nat over no decay) moves "
+                             f"{th.drift:+.2f} octave over the {th.size} range ({th.n_seeds} seeds)"})
     return pd.DataFrame.from_records(rows)
 
 
@@ -274,6 +449,51 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
     return path
 
 
+def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: Mapping[str, DecayThreshold],
+                          path: str, *, title: str = "") -> str:
+    """One panel per hidden-only weight-decay experiment: seed-mean loss above the no-decay loss vs log2 λ or
+    log2 τ, one curve per width, the δ line and each width's threshold marked (its drift verdict in the title)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(decay_thresholds)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 3.6), squeeze=False)
+    ref = final_values(tables[THRESHOLD_REFERENCE], "window_loss")
+    ref = ref[pd.to_numeric(ref["weight_decay"]) == 0].groupby(["width", "seed"])["value"].mean()
+    for ax, name in zip(axes[0], names):
+        th = decay_thresholds[name]
+        runs = final_values(tables[name], "window_loss")
+        runs = runs[pd.to_numeric(runs[th.axis]) > 0]
+        sizes = sorted(runs[th.size].unique())
+        colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sizes)))
+        for c, s in zip(colors, sizes):
+            sub = runs[runs[th.size] == s]
+            excess = sub["value"].to_numpy(float) - ref.reindex(list(zip(sub[th.size], sub["seed"]))).to_numpy()
+            curve = (sub.assign(_e=excess, _x=np.log2(pd.to_numeric(sub[th.axis])))
+                     .groupby("_x")["_e"].mean())
+            ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=c, label=f"{th.size} {s:g}")
+            row = th.per_size[th.per_size[th.size] == s]
+            if len(row) and np.isfinite(row["log2_threshold"].iloc[0]):
+                ax.plot(row["log2_threshold"].iloc[0], th.delta, marker="*", ms=13, mec="k", color=c)
+        ax.axhline(th.delta, color="grey", lw=0.8, ls="--")
+        ax.set_yscale("symlog", linthresh=0.01)
+        lo, hi = th.drift_ci
+        ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else "n/a"
+        ax.set_title(f"{name}\n{th.verdict}: threshold drift {th.drift:+.2f}, 95% CI {ci}", fontsize=8)
+        ax.set_xlabel(AXIS_LABELS.get(th.axis, "log2 value"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("loss − loss without decay (nats)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 # Grid names for ``deeplimit sweep create --grid NAME --set tier=…`` and the report's Muon section: name →
 # (experiment key of :data:`SIZES`, spec builder of a tier).
 GRIDS: dict[str, tuple[str, Callable[[str], SweepSpec]]] = {
@@ -282,4 +502,8 @@ GRIDS: dict[str, tuple[str, Callable[[str], SweepSpec]]] = {
     "muon-transformer-depth": ("muon_transformer_depth", muon_transformer_depth),
     "weight-decay-timescale": ("weight_decay_width_timescale", lambda tier: weight_decay_width(tier, "timescale")),
     "weight-decay-constant": ("weight_decay_width_constant", lambda tier: weight_decay_width(tier, "constant")),
+    "weight-decay-hidden-timescale": ("weight_decay_hidden_timescale",
+                                      lambda tier: weight_decay_hidden_width(tier, "timescale")),
+    "weight-decay-hidden-constant": ("weight_decay_hidden_constant",
+                                     lambda tier: weight_decay_hidden_width(tier, "constant")),
 }
