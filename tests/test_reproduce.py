@@ -213,3 +213,18 @@ def test_the_cli_offers_every_section_of_the_report():
     from deeplimit.cli import reproduce as cli_reproduce
 
     assert tuple(cli_reproduce.SECTIONS) == tuple(SECTIONS)
+
+
+def test_the_stopping_trend_control_sees_a_trend_and_a_map_of_ties():
+    import numpy as np
+    import pandas as pd
+
+    from deeplimit.report.reproduce import _monotone_share, _shuffled_shares
+
+    gammas, taus = np.linspace(0.1, 1, 6), 2.0 ** np.arange(-3, 3)
+    trend = pd.DataFrame([{"gamma": g, "tau0": t, "median_t": np.clip(0.5 - g + 0.1 * np.log2(t), 0, 1)}
+                          for g in gammas for t in taus])
+    assert _monotone_share(trend, 1.0) == 1.0
+    assert np.quantile(_shuffled_shares(trend, 1.0, n=200), 0.95) < 0.9  # the rule can tell this trend
+    ties = trend.assign(median_t=1.0)  # every path exits at T: "ordered" by ties, whatever the shuffle
+    assert _shuffled_shares(ties, 1.0, n=50).min() == 1.0
