@@ -479,10 +479,13 @@ def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: 
                 ax.plot(row["log2_threshold"].iloc[0], th.delta, marker="*", ms=13, mec="k", color=c)
         ax.axhline(th.delta, color="grey", lw=0.8, ls="--")
         ax.set_yscale("symlog", linthresh=0.01)
+        if ax.get_ylim()[0] < 0 <= min(min(line.get_ydata()) for line in ax.get_lines()[:-1]):
+            ax.set_ylim(bottom=0)  # no negative excess to show: keep the panel for the curves
         lo, hi = th.drift_ci
         ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else "n/a"
         ax.set_title(f"{name}\n{th.verdict}: threshold drift {th.drift:+.2f}, 95% CI {ci}", fontsize=8)
-        ax.set_xlabel(AXIS_LABELS.get(th.axis, "log2 value"))
+        ax.set_xlabel({"weight_decay": "log2 λ (the hidden matrices'; input and readout frozen)",
+                       "wd_timescale_fraction": "log2 τ / run length (hidden matrices)"}[th.axis])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("loss − loss without decay (nats)")
