@@ -9,7 +9,8 @@ from pathlib import Path
 
 MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.scaling.hf", "deeplimit.nn", "deeplimit.sde",
            "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coord_check", "deeplimit.data",
-           "deeplimit.train", "deeplimit.studies", "deeplimit.sweep", "deeplimit.transfer", "deeplimit.io",
+           "deeplimit.train", "deeplimit.studies", "deeplimit.sweep", "deeplimit.transfer",
+           "deeplimit.transfer.optimizers", "deeplimit.io",
            "deeplimit.secrets", "deeplimit.report.reproduce"]
 
 

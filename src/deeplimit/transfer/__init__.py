@@ -12,6 +12,7 @@ trains one grid point, the long results table, the η̂*/drift analysis and its 
                      paired_difference (95% intervals over seeds decide every verdict)
     plots.py         plot_loss_vs_lr, plot_optimum_vs_size, plot_analysis
     sweeps.py        create_transfer_sweep, write_transfer_results, analyze_sweep (one call per CLI step)
+    optimizers.py    Muon and weight-decay grids (GRIDS), analyze_axis, decay_threshold, muon_transfer_section
 
 Names are imported lazily.
 """
