@@ -228,3 +228,15 @@ def test_the_stopping_trend_control_sees_a_trend_and_a_map_of_ties():
     assert np.quantile(_shuffled_shares(trend, 1.0, n=200), 0.95) < 0.9  # the rule can tell this trend
     ties = trend.assign(median_t=1.0)  # every path exits at T: "ordered" by ties, whatever the shuffle
     assert _shuffled_shares(ties, 1.0, n=50).min() == 1.0
+
+
+def test_a_sweep_left_unfinished_fails_its_section_instead_of_deciding_on_part_of_the_grid(tmp_path):
+    from deeplimit.errors import DeeplimitError
+    from deeplimit.report.reproduce import Context, _run_sweep
+    from deeplimit.sweep.grid import SweepSpec
+
+    # every point's objective raises: the workers record the failures and stop; nothing may be analysed
+    spec = SweepSpec(axes={"x": [1.0, 2.0]}, objective="sweep_objectives:fails_always")
+    ctx = Context(out=tmp_path, tier="smoke", workers=1, storage=f"sqlite:///{tmp_path}/sweeps.db")
+    with pytest.raises(DeeplimitError, match="2 of 2 points not done.*Re-run the same command"):
+        _run_sweep(ctx, "demo", spec)

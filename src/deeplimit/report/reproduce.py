@@ -640,8 +640,18 @@ def _run_sweep(ctx: Context, key: str, spec):
     run_dir = ctx.out / "sweeps" / key
     create_sweep(name, spec, storage=ctx.storage, run_dir=run_dir)
     if sweep_status(ctx.storage, name).left:
-        launch_workers(ctx.storage, name, n_workers=ctx.workers, run_dir=str(run_dir))
-    return name, sweep_status(ctx.storage, name), transfer_results(ctx.storage, name)
+        launched = launch_workers(ctx.storage, name, n_workers=ctx.workers, run_dir=str(run_dir))
+        if launched.interrupted:  # Ctrl-C stops the whole run; the next one resumes the sweep
+            raise KeyboardInterrupt(f"sweep {name!r} interrupted")
+    status = sweep_status(ctx.storage, name)
+    if status.left:
+        # Never analyse part of a grid: a verdict from the points that happened to finish would look like one
+        # from the whole sweep. The section fails (red, non-zero exit); the next run re-queues the failed points.
+        raise DeeplimitError(
+            f"sweep {name!r} ended with {status.left} of {status.total} points not done ({status}); its verdict "
+            f"would rest on part of the grid. Worker logs: {run_dir}. Re-run the same command to resume it "
+            "(failed points are re-queued).")
+    return name, status, transfer_results(ctx.storage, name)
 
 
 def run_experiment(ctx: Context, experiment: str):
