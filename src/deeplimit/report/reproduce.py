@@ -576,7 +576,7 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
         "quick": ("the three Muon sweeps alone would cost ≈ 15 min of two workers at quick grids (estimated from "
                   "the per-run wall times of the recorded runs, docs/optimizers.md), about half the quick tier "
                   "again; the section runs at --full, and its recorded result is in docs/optimizers.md"),
-        "standard": ("its seven sweeps (the recorded runs of docs/optimizers.md: 1 344 runs, ≈ 76 min of two "
+        "standard": ("its seven sweeps (the recorded runs of docs/optimizers.md: 1 134 runs, ≈ 76 min of two "
                      "workers for the Muon sweeps and ≈ 10 min for the hidden-only weight-decay ones, measured) "
                      "would push this tier past its 2 h; the section runs at --full, and its recorded result is in "
                      "docs/optimizers.md"),
