@@ -576,10 +576,9 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
         "quick": ("the three Muon sweeps alone would cost ≈ 15 min of two workers at quick grids (estimated from "
                   "the per-run wall times of the recorded runs, docs/optimizers.md), about half the quick tier "
                   "again; the section runs at --full, and its recorded result is in docs/optimizers.md"),
-        "standard": ("its seven sweeps (the recorded runs of docs/optimizers.md: 1 134 runs, ≈ 76 min of two "
-                     "workers for the Muon sweeps and ≈ 10 min for the hidden-only weight-decay ones, measured) "
-                     "would push this tier past its 2 h; the section runs at --full, and its recorded result is in "
-                     "docs/optimizers.md"),
+        "standard": ("its seven sweeps (the recorded runs of docs/optimizers.md: 1 188 runs, ≈ 1 h 45 min of "
+                     "two workers from their recorded per-run times) would push this tier past its 2 h; the "
+                     "section runs at --full, and its recorded result is in docs/optimizers.md"),
     },
     "transformer-depth": {
         "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
@@ -1272,7 +1271,7 @@ def feature_diversity(ctx: Context) -> list[Section]:
 # Beyond Adam: Muon and the weight-decay timescale (optimizers spec; docs/optimizers.md)
 # ------------------------------------------------------------------------------------------------------
 # Grids of transfer.optimizers.GRIDS run per tier: smoke one tiny sweep (CI), full the recorded evidence runs of
-# docs/optimizers.md (≈ 1.5 h on two workers); quick and standard are listed in NOT_AT_TIER (their cost).
+# docs/optimizers.md (≈ 1 h 45 min on two workers); quick and standard are listed in NOT_AT_TIER (their cost).
 MUON_GRIDS = {"smoke": ("muon-depth-transfer",),
               "full": ("muon-depth-transfer", "muon-width-transfer", "muon-transformer-depth",
                            "weight-decay-timescale", "weight-decay-constant",

@@ -64,7 +64,10 @@ def muon_depth_transfer(tier: str = "standard", presets: Sequence[str] = ("depth
     """
     depths, lrs, seeds, steps = _tier(tier, ([2, 4], log2_grid(-10, -8, 1), [0], 20),
                                       ([4, 16, 64], log2_grid(-13, -5, 1), [0, 1], 200),
-                                      ([4, 8, 16, 32, 64], [-13.0, -12.0, *log2_grid(-11, -5, 1)], [0, 1, 2], 300))
+                                      # L = 128 decided the control (docs/optimizers.md); both optima there
+                                      # (2^-11.6, 2^-9.2) sit inside this grid
+                                      ([4, 8, 16, 32, 64, 128], [-13.0, -12.0, *log2_grid(-11, -5, 1)], [0, 1, 2],
+                                       300))
     return SweepSpec(
         axes={"preset": list(presets), "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed=_mlp("muon_depth_transfer", width=64, base_width=64, base_depth=4, steps=steps, train_io=False,
