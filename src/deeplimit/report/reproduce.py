@@ -583,7 +583,7 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
     "transformer-depth": {
         "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
                   "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "
-                  "600 steps, 2 seeds, ≈ 1 h)"),
+                  "600 steps, 2 seeds, 6 LRs 2^-8…2^-3, ≈ 70 min of two workers)"),
     },
 }
 
