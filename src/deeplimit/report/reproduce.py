@@ -583,7 +583,8 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
     "transformer-depth": {
         "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
                   "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "
-                  "600 steps, 2 seeds, 6 LRs 2^-8…2^-3, ≈ 70 min of two workers)"),
+                  "400 steps, 3 seeds, 6 LRs 2^-8…2^-3, ≈ 70 min of two workers, estimated from the first "
+                  "standard run's per-run times)"),
     },
 }
 
