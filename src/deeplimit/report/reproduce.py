@@ -997,9 +997,16 @@ def shaped_vs_preln(ctx: Context) -> list[Section]:
     ctrl = paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
     noln = _best(can, ("transformer",), depth)
     ctrl_ok = None if ctrl.n < 2 else (ctrl.lo > SHAPED_MARGIN)
+    ctrl_text = f"best loss {noln:.3f} nats/byte; no-LN − Pre-LN = {ctrl.text('nats/byte')}"
+    a_seeds, b_seeds = a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float)
+    if seeds and not np.isfinite(a_seeds).any() and np.isfinite(b_seeds).all():
+        # diverging at every LR is failing to train outright; an ∞ loss has no interval but needs none
+        ctrl_ok = True
+        ctrl_text = (f"diverged at every LR of the grid in all {len(seeds)} seeds, where Pre-LN trained in all "
+                     f"(best {pre:.3f} nats/byte)")
     control = Control(f"softmax transformer without LayerNorm, {depth} layers",
                       f"trains clearly worse than Pre-LN: whole interval of (no-LN − Pre-LN) above +{SHAPED_MARGIN}",
-                      f"best loss {noln:.3f} nats/byte; no-LN − Pre-LN = {ctrl.text('nats/byte')}", ctrl_ok)
+                      ctrl_text, ctrl_ok)
     trained = shaped < bigram
     edge = [m for m in ("shaped-transformer", "transformer") if bool(
         an.summary[(an.summary["model"] == m) & (an.summary["depth"] == depth)]["censored"].any())]
