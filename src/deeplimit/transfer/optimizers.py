@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.transfer.analysis import TransferAnalysis, analyze, final_values, verdict
+from deeplimit.transfer.analysis import TransferAnalysis, analyze, drift_interval, final_values, verdict
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # "full" is "standard" here: the runs
 from deeplimit.transfer.experiments import OBJECTIVE, log2_grid  # recorded in docs/optimizers.md
 
@@ -215,7 +214,7 @@ def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, 
     runs = runs[values > 0].assign(_x=np.log2(values[values > 0]))
     ref_loss = ref.groupby([size, "seed"])["value"].mean()
     decay_grows = axis == "weight_decay"  # λ grows → more decay; τ grows → less
-    rows, per_seed = [], {}
+    rows = []
     for s, sub in runs.groupby(size, sort=True):
         pivot = sub.pivot_table(index="seed", columns="_x", values="value", aggfunc="mean")
         x = pivot.columns.to_numpy(float)
@@ -226,28 +225,21 @@ def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, 
         M = pivot.loc[seeds].to_numpy(float) - ref_loss.loc[[(s, sd) for sd in seeds]].to_numpy(float)[:, None]
         thr = [_crossing(x, m, delta, decay_grows) for m in M]
         mean_thr = _crossing(x, M.mean(axis=0), delta, decay_grows)
-        for sd, t in zip(seeds, thr):
-            per_seed.setdefault(sd, {})[float(s)] = t
         rows.append({size: float(s), "log2_threshold": mean_thr, "seed_thresholds": thr, "n_seeds": len(seeds),
                      "reference_loss": float(ref_loss.loc[[(s, sd) for sd in seeds]].mean()),
-                     "censored": not math.isfinite(mean_thr)})
+                     "censored": not math.isfinite(mean_thr), "_seeds": seeds})
     per_size = pd.DataFrame.from_records(rows)
     ok = per_size[~per_size["censored"]]
     drift, ci, n = math.nan, (math.nan, math.nan), 0
     if len(ok) >= 2:
         xs = np.log2(ok[size].to_numpy(float))
-        span = float(xs.max() - xs.min())
-        drift = float(np.polyfit(xs, ok["log2_threshold"].to_numpy(float), 1)[0] * span)
-        drifts = []
-        for est in per_seed.values():
-            pts = [(math.log2(k), v) for k, v in est.items() if math.isfinite(v)]
-            if len(pts) == len(est) and len(pts) >= 2:
-                px, py = np.array(pts).T
-                drifts.append(float(np.polyfit(px, py, 1)[0] * span))
-        n = len(drifts)
-        if n >= 2:
-            half = float(stats.t.ppf(0.975, n - 1) * np.std(drifts, ddof=1) / math.sqrt(n))
-            ci = (drift - half, drift + half)
+        drift = float(np.polyfit(xs, ok["log2_threshold"].to_numpy(float), 1)[0] * float(xs.max() - xs.min()))
+        # the LR analysis's interval, fed the per-seed thresholds; interpolated, so no grid-resolution term
+        usable = ok.assign(seed_ids=[";".join(map(str, v)) for v in ok["_seeds"]],
+                           per_seed_argmins=[";".join(map(repr, v)) for v in ok["seed_thresholds"]], refined=True)
+        lo, hi, n, _, _ = drift_interval(usable, size, drift)
+        ci = (lo, hi)
+    per_size = per_size.drop(columns="_seeds")
     return DecayThreshold(axis=axis, size=size, delta=float(delta), per_size=per_size, drift=drift, drift_ci=ci,
                           n_seeds=n, verdict=verdict(drift, ci, tol))
 
@@ -412,13 +404,19 @@ AXIS_LABELS = {"wd_timescale_fraction": "log2 τ / run length", "weight_decay": 
                "log2_lr": "log2 base learning rate"}
 
 
+def _finish(fig, path: str, title: str) -> str:
+    from deeplimit.transfer.plots import _save  # the package's atomic PNG writer (closes the figure)
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return str(_save(fig, path))
+
+
 def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: str = "") -> str:
     """One panel per experiment: seed-mean loss vs its log2 axis, one curve per size, η̂* marked (hollow:
     censored), the drift verdict in the panel title. For the weight-decay sweeps the axis is τ or λ."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from deeplimit.transfer.plots import plt  # pyplot on the headless Agg backend
 
     panels = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False, sharey=False)
@@ -444,22 +442,14 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("train loss, last 10% of steps (nats)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title)
 
 
 def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: Mapping[str, DecayThreshold],
                           path: str, *, title: str = "") -> str:
     """One panel per hidden-only weight-decay experiment: seed-mean loss above the no-decay loss vs log2 λ or
     log2 τ, one curve per width, the δ line and each width's threshold marked (its drift verdict in the title)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from deeplimit.transfer.plots import plt  # pyplot on the headless Agg backend
 
     names = list(decay_thresholds)
     fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 3.6), squeeze=False)
@@ -492,12 +482,7 @@ def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("loss − loss without decay (nats)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title)
 
 
 # Grid names for ``deeplimit sweep create --grid NAME --set tier=…`` and the report's Muon section: name →
