@@ -583,8 +583,8 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
     "transformer-depth": {
         "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
                   "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "
-                  "400 steps, 3 seeds, 6 LRs 2^-8…2^-3, ≈ 70 min of two workers, estimated from the first "
-                  "standard run's per-run times)"),
+                  "400 steps, 3 seeds, 6 LRs 2^-8…2^-3: 57 min of two workers, measured 2026-12-06; there "
+                  "CompleteP transferred, −0.79 octave over 2→16 layers, but neither control was shown to shift)"),
     },
 }
 
