@@ -566,6 +566,13 @@ def sde_convergence(ctx: Context) -> list[Section]:
 # ------------------------------------------------------------------------------------------------------
 # Sections that have no power at a tier: shown as "not run at this tier" (never as a weak verdict).
 NOT_AT_TIER: dict[str, dict[str, str]] = {
+    "block-depth": {
+        "quick": ("no power at this tier: two fresh-clone 3-seed quick runs (depths 2→32, 300 steps; same "
+                  "settings and training code, set up on different days) disagreed — one put block depth 2's "
+                  "drift at +0.66 (95% CI +0.45 to +0.87, i.e. it transfers), the next at +0.74 (+0.16 to "
+                  "+1.31) with the paired |drift₂| − |drift₁| at +0.35 (−0.36 to +1.06), inconclusive; TP6 "
+                  "shows the shift at far larger depth. It runs at --standard (depths 2→64, 500 steps)"),
+    },
     "width-transfer": {
         "quick": ("no power at this tier: a 3-seed quick run (widths 64→512, 300 steps, 6 LRs, 364 s) left both "
                   "verdicts inconclusive — μP's drift −0.74 (95% CI −1.98 to +0.51), SP's −2.21 (−3.73 to −0.68) — "
@@ -769,6 +776,18 @@ def _seeds_note(spec) -> str:
                               "is conclusive here (run the quick tier for ≥ 3 seeds).")
 
 
+def _drift_controls(drifts: dict[str, dict], expect: dict[str, str]) -> list[Control]:
+    """One control per rule that must *not* transfer over depth: passed when its drift verdict is "shifts" or
+    "degrades", failed when it "transfers", undecided (None) when its interval straddles the band."""
+    controls = []
+    for preset, expectation in expect.items():
+        d = drifts.get(preset, {})
+        verdict = d.get("verdict", "inconclusive")
+        passed = None if verdict == "inconclusive" else verdict in ("shifts", "degrades")
+        controls.append(Control(f"{preset} over depth", expectation, d.get("verdict_text", "not run"), passed))
+    return controls
+
+
 def depth_transfer(ctx: Context) -> list[Section]:
     t0 = time.perf_counter()
     spec, status, an, figs, name = run_experiment(ctx, "depth-transfer")
@@ -782,13 +801,8 @@ def depth_transfer(ctx: Context) -> list[Section]:
     seeds = sorted(set(a.index) & set(b.index))
     deeper = paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
     deeper_not_worse = deeper.n >= 2 and deeper.hi <= 0.02  # deeper is not worse by more than 0.02 nats
-    controls = []
-    for preset, expect in (("blocks_only", "η* shifts like L^{-1/2}: 'shifts' (or 'degrades')"),
-                           ("sp", "η* shifts and/or the loss degrades with depth: not 'transfers'")):
-        d = v.get(preset, {})
-        verdict_p = d.get("verdict", "inconclusive")
-        passed = None if verdict_p == "inconclusive" else verdict_p in ("shifts", "degrades")
-        controls.append(Control(f"{preset} over depth", expect, d.get("verdict_text", "not run"), passed))
+    controls = _drift_controls(v, {"blocks_only": "η* shifts like L^{-1/2}: 'shifts' (or 'degrades')",
+                                   "sp": "η* shifts and/or the loss degrades with depth: not 'transfers'"})
     if dm.get("verdict") == "transfers" and deeper_not_worse and all(c.passed for c in controls):
         verdict = "holds"
     elif dm.get("verdict") in ("shifts", "degrades"):
@@ -946,6 +960,9 @@ def transformer_depth(ctx: Context) -> list[Section]:
     spec, status, an, figs, name = run_experiment(ctx, "transformer-depth")
     d = {k[0]: _drift_of(an, k) for k in an.verdicts()}
     words = {k: v.get("verdict") for k, v in d.items()}
+    controls = _drift_controls(d, {
+        "depth_mup": "α = ½ is brittle for transformers (TP6 §10.3): η* shifts or the loss degrades with depth",
+        "mup": "μP without depth scaling: η* shifts or the loss degrades with depth"})
     _, bigram = _bigram_entropy(spec.fixed["data"])
     best = float(an.summary["best_loss"].min())
     learned = best < bigram - 0.1
@@ -953,8 +970,7 @@ def transformer_depth(ctx: Context) -> list[Section]:
         verdict = "inconclusive"
         reason = (f"no power: the best loss of any rule at any depth ({best:.3f} nats/byte) is not clearly "
                   f"below the corpus's bigram entropy ({bigram:.3f}), so the LR optima measure noise")
-    elif words.get("completep") == "transfers" and all(
-            w in ("shifts", "degrades") for k, w in words.items() if k != "completep"):
+    elif words.get("completep") == "transfers" and all(c.passed for c in controls):
         verdict, reason = "holds", "CompleteP's drift interval lies within ±1 octave and the other rules shift"
     elif words.get("completep") == "transfers":
         verdict, reason = "partly", "CompleteP transfers, but another rule was not shown to shift"
@@ -970,7 +986,7 @@ def transformer_depth(ctx: Context) -> list[Section]:
         measured=("drift of log2 η* across depths: " + ", ".join(
             f"{k} {v.get('drift', np.nan):+.2f} {v.get('drift_ci', '')}" for k, v in d.items())
             + f"; best loss {best:.3f} nats/byte vs bigram entropy {bigram:.3f}.{_verdict_words(an)}"),
-        verdict=verdict, reason=reason + "." + _seeds_note(spec), figures=figs,
+        verdict=verdict, reason=reason + "." + _seeds_note(spec), controls=controls, figures=figs,
         scale_gap=(f"CompleteP: GPT-2-style models, width ≥ 256, depths to 128+, billions of tokens. Here: "
                    f"width 64 byte-level LM on {spec.fixed['data']}, {_tier_cuts('transformer-depth', ctx.tier)}"),
         settings=_spec_settings(spec), stats={**_drift_stats(an), "best_loss": best, "bigram_entropy": bigram},
