@@ -130,6 +130,7 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     groups = _group_keys(summary, g)
     extent: list[float] = []  # the points and their bars: one group's exploding trend band must not hide the rest
+    bands: list = []
     for i, key in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         col = cycle[i % len(cycle)]
@@ -144,19 +145,24 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
         extent += [*(y - yerr[0]), *(y + yerr[1])]
         dr = drift[np.logical_and.reduce([drift[c] == v for c, v in zip(g, key)])]
         verdict = f" — {dr['verdict'].iloc[0]}" if len(dr) else ""
-        ax.errorbar(x[~cen], y[~cen], yerr=yerr[:, ~cen], fmt="o", color=col, capsize=3,
-                    label=f"{_label(key)}{verdict}")
+        bar = ax.errorbar(x[~cen], y[~cen], yerr=yerr[:, ~cen], fmt="o", color=col, capsize=3,
+                          label=f"{_label(key)}{verdict}")
         if cen.any():
             ax.errorbar(x[cen], y[cen], yerr=yerr[:, cen], fmt="o", mfc="white", color=col, capsize=3)
         trend = analysis.trends.get(key)
         if trend is not None:
             xs = np.linspace(x.min(), x.max(), 50)
             ys = trend.intercept + trend.slope * xs
-            band = np.array([trend.interval(2.0**v) for v in xs])
             ax.plot(xs, ys, "-", color=col, lw=1.2)
-            ax.fill_between(xs, band[:, 0], band[:, 1], color=col, alpha=0.12, lw=0)
-    if extent:  # trend bands wider than this are clipped (their numbers are in the drift table)
+            bands.append((xs, np.array([trend.interval(2.0**v) for v in xs]), col, bar))
+    if extent:  # the y range follows the points and their bars (the drift table has every band's numbers)
         ax.set_ylim(min(extent) - 1.5, max(extent) + 1.5)
+    lo, hi = ax.get_ylim()
+    for xs, band, col, bar in bands:
+        if np.nanmax(band[:, 1] - band[:, 0]) < hi - lo:
+            ax.fill_between(xs, band[:, 0], band[:, 1], color=col, alpha=0.12, lw=0)
+        else:  # a band wider than the whole plot would only wash over the other groups
+            bar.set_label(f"{bar.get_label()} (trend band off scale)")
     ax.set_xlabel(f"log2 {_size_label(size)}")
     ax.set_ylabel("log2 η̂* (optimal learning rate)")
     ax.grid(alpha=0.3)
