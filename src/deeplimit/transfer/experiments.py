@@ -57,7 +57,10 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-10, -5, 1), [0, 1, 2, 3, 4], 200, 64),
         (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
          [0, 1], 1000, 128),
-        (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1, 2], 300, 64))
+        # standard: five seeds as at quick — with three, the (½, 0) control's −1.39 [−1.96, −0.82] missed "shifts"
+        # by 0.18 octave (first standard run, 2026-12-02)
+        (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1, 2, 3, 4], 300,
+         64))
     return SweepSpec(
         axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": width, "base_width": width,
