@@ -9,6 +9,7 @@ Structure-declared nanoGPT (forward hooks, a tied embedding), the case most like
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,7 @@ def _worker(rank, world, store, out, part):
         else:  # FSDP2: parametrize then shard, and shard then parametrize
             _fsdp2(rank, world, expected, x[mine], y[mine])
         Path(out, f"ok{rank}").write_text("ok")
+        dist.barrier()  # neither rank tears gloo down while the other may still be in a collective
     except BaseException:
         Path(out, f"error{rank}").write_text(traceback.format_exc())
         raise
@@ -128,9 +130,16 @@ def _spawn(tmp_path, part):
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     try:
         mp.spawn(_worker, args=(WORLD, tmp_path / "store", tmp_path, part), nprocs=WORLD, join=True)
-    except Exception:
+    except Exception as exc:
         errors = sorted(tmp_path.glob("error*"))
-        raise AssertionError(errors[0].read_text() if errors else "a worker died without a traceback") from None
+        if errors:
+            raise AssertionError(errors[0].read_text()) from None
+        if sorted(p.name for p in tmp_path.glob("ok*")) != ["ok0", "ok1"]:
+            raise AssertionError("a worker died without a traceback before its checks passed") from None
+        # Seen once on a loaded 2-core machine: both ranks passed every check, then one died in C++ ("terminate
+        # called without an active exception") while gloo shut down. That is torch's teardown, not the step.
+        warnings.warn(f"every rank passed its checks; a worker then died in the process group's teardown: {exc}",
+                      RuntimeWarning, stacklevel=2)
     assert sorted(p.name for p in tmp_path.glob("ok*")) == ["ok0", "ok1"]
 
 
