@@ -139,11 +139,18 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
 
 
 def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
-    """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth."""
+    """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth.
+
+    The shaped model trains with the paper's recipe (``protocol.toml``, claim ``shaped-vs-preln``: γ1, γ2 and the
+    shaped-ReLU slope trainable, "learn"), not with γ frozen, which the paper says trains "at much slower rates";
+    the setting applies to the shaped model only (Pre-LN has no γ)."""
+    from deeplimit.protocol import protocol
+
     depths, lrs, seeds, steps, data = _shaped_tier(tier)
     return SweepSpec(
         axes={"model": ["transformer", "shaped-transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "shaped_vs_preln", "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
+        fixed={"experiment": "shaped_vs_preln", "shaping": protocol().claim("shaped-vs-preln")["shaping"],
+               "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
                "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16, "seq_len": 64,
                "warmup_frac": 0.05, "data": data, "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
