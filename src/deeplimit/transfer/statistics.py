@@ -138,9 +138,10 @@ def fit_optimum(log2_lr: Sequence[float], loss: Sequence[float], *, points: int 
     ``points`` finite grid points nearest the argmin (a window shifted inward at the ends of the finite run;
     never across a diverged point) with Gaussian weights ``w = exp(−½ ((x − x_k)/Δ)²)``, Δ the grid step and
     x_k the grid argmin: the argmin and its neighbours dominate (weights 1, 0.61, 0.14, 0.01 at 0–3 steps),
-    because a loss curve is quadratic only near its minimum and real curves are steeper on the high-LR side
-    — this keeps the vertex within a quarter step of the true optimum on asymmetric curves where an unweighted
-    5–7-point fit is off by half a step. The vertex is used when the curvature is positive and it lies inside
+    because a loss curve is quadratic only near its minimum and real curves are steeper on the high-LR side.
+    On such asymmetric curves this keeps the vertex within a quarter step of the true optimum where an
+    unweighted fit is off by up to 0.3 (5 points) or 0.6 (7 points) of a step; the extra points still
+    average down loss noise (the tests check both). The vertex is used when the curvature is positive and it lies inside
     the window; otherwise the grid argmin (``refined=False``).
     """
     x = np.asarray(log2_lr, dtype=float)
@@ -363,7 +364,9 @@ def _check_level(level: float) -> None:
 @dataclass(frozen=True)
 class TransferTest:
     """Verdict of :func:`transfer_test` for one rule (slopes in log2 η* per doubling of the size; regret as a
-    fraction of the best loss at the largest size)."""
+    fraction of the best loss at the largest size). ``n_seeds``: seeds with a slope (≥ 2 uncensored sizes);
+    ``n_censored`` of ``n_optima`` (seed, size) optima lie on a grid edge; ``per_seed_regret`` holds the seeds
+    whose base and largest-size optima are both uncensored."""
 
     slope: float
     slope_ci: tuple[float, float]
