@@ -87,8 +87,9 @@ class SeedOptimum:
 
     def loss_at(self, log2_lr: float) -> float:
         """Loss of this curve at ``log2_lr``: the local quadratic inside its window (when refined), linear
-        interpolation of the grid elsewhere, +∞ at or beyond a diverged grid point (seen from the argmin), and
-        NaN outside the grid (not measured)."""
+        interpolation of the grid elsewhere, +∞ past the last finite point before a diverged one (seen from the
+        argmin: a run there might diverge, so a transferred LR there is not credited), and NaN outside the grid
+        (not measured)."""
         x = float(log2_lr)
         if not math.isfinite(x):
             return math.nan
@@ -255,7 +256,10 @@ def _json(obj: Any) -> Any:
 def _fmt(v: float, spec: str = "+.2f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    return format(v, spec).replace("-", "−")
+    out = format(v, spec)
+    if float(out) == 0:  # no "−0.00" for a mean that is zero up to rounding
+        out = format(0.0, spec)
+    return out.replace("-", "−")
 
 
 def _t_interval(values: Sequence[float], level: float) -> tuple[float, tuple[float, float]]:
@@ -405,9 +409,13 @@ class TransferTest:
         if self.predicted is not None:
             s += f", predicted {_fmt(self.predicted)}"
         rlo, rhi = self.regret_ci
-        pct = (lambda v: _fmt(100 * v, ".1f") if math.isfinite(v) or math.isnan(v) else "∞")
+        def pct(v: float) -> str:  # two significant digits below 10 %, whole percents above
+            if math.isnan(v) or math.isinf(v):
+                return "n/a" if math.isnan(v) else "∞"
+            return _fmt(100 * v, ".2g" if abs(100 * v) < 10 else ".0f")
+
         s += (f", regret {pct(self.regret)}% [{pct(rlo)}, {pct(rhi)}] (< {100 * self.regret_margin:g}%)"
-              f"; {self.n_seeds} seeds")
+              f"; {self.n_seeds} seed{'' if self.n_seeds == 1 else 's'}")
         return s
 
 
