@@ -1,0 +1,44 @@
+"""Figures drawn by the report itself (the sweep and study modules draw their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deeplimit.io import ensure_dir
+
+
+def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best loss over the LR grid",
+                     prefixes: list[str] | None = None) -> Path:
+    """Best-over-LR loss vs size, one line per group (seed mean), each seed a dot: the figure that carries a
+    comparison's verdict. Diverged seeds (+∞) are left out of the plot, not drawn at the edge."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    for i, an in enumerate(analyses):
+        r = an.runs
+        best = r.groupby([*an.group, an.size, "seed"])["value"].min().reset_index()
+        best = best[np.isfinite(best["value"])]
+        for key, g in best.groupby(an.group):
+            label = (prefixes[i] if prefixes else "") + ", ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            mean = g.groupby(an.size)["value"].mean()
+            line, = ax.plot(mean.index, mean.values, marker="o", label=label)
+            ax.scatter(g[an.size], g["value"], color=line.get_color(), alpha=0.45, s=14)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(analyses[0].size)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    ensure_dir(path.parent, "output folder")
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
