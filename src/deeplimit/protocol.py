@@ -33,6 +33,7 @@ class Protocol:
     sha256: str
     seeds: dict[str, list[int]]
     claims: dict[str, dict[str, Any]]
+    tiers: dict[str, list[str]]
 
     def claim(self, name: str) -> dict[str, Any]:
         """The entry of claim ``name`` (``depth-transfer``, ``width-transfer``, …) without its tiers."""
@@ -51,10 +52,14 @@ class Protocol:
     def has_tier(self, name: str, tier: str) -> bool:
         return tier in self.claims.get(name, {}).get("tiers", {})
 
+    def decides(self, name: str, tier: str) -> bool:
+        """Whether ``tier`` decides claim ``name`` (a tier the protocol does not list — smoke, full — runs all)."""
+        return tier not in self.tiers or name in self.tiers[tier]
+
     def to_dict(self) -> dict[str, Any]:
         """What report.json records: enough to tell which protocol decided the verdicts."""
         return {"version": self.version, "sha256": self.sha256, "file": "deeplimit/protocol.toml",
-                "seeds": self.seeds}
+                "seeds": self.seeds, "tiers": self.tiers}
 
 
 def _check(data: dict[str, Any]) -> None:
@@ -65,6 +70,10 @@ def _check(data: dict[str, Any]) -> None:
     if set(pilot) & set(confirmation):
         raise DeeplimitError(f"protocol.toml: pilot and confirmation seeds overlap in "
                              f"{sorted(set(pilot) & set(confirmation))}; a seed that tuned settings never decides")
+    for tier, names in data.get("tiers", {}).items():
+        unknown = sorted(set(names) - set(data.get("claims", {})))
+        if unknown:
+            raise DeeplimitError(f"protocol.toml: tiers.{tier} names claims that do not exist: {unknown}")
     for name, claim in data.get("claims", {}).items():
         for tier, t in claim.get("tiers", {}).items():
             n = t.get("seeds", 0)
@@ -80,7 +89,8 @@ def protocol() -> Protocol:
     data = tomllib.loads(raw.decode("utf-8"))
     _check(data)
     return Protocol(version=str(data["version"]), sha256=hashlib.sha256(raw).hexdigest(),
-                    seeds={k: [int(s) for s in v] for k, v in data["seeds"].items()}, claims=data.get("claims", {}))
+                    seeds={k: [int(s) for s in v] for k, v in data["seeds"].items()}, claims=data.get("claims", {}),
+                    tiers={k: list(v) for k, v in data.get("tiers", {}).items()})
 
 
 def seed_values(n: int, seed_set: str = "confirmation") -> list[int]:

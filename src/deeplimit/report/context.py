@@ -11,6 +11,7 @@ from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_write_text, read_json
+from deeplimit.protocol import protocol
 
 # SDE settings per tier: paths of the comparisons (and of their unshaped control), samples of the ablations,
 # stopping-map grid and paths, the widths of the stopping width check and of the KS-vs-n convergence study.
@@ -74,6 +75,7 @@ SECTION_SETTINGS: dict[str, Callable[[str], dict]] = {
     "coord-check": _coord_settings,
     "feature-diversity": _fd_settings,
     "sde-convergence": _convergence_settings,
+    "coord-check-width": lambda tier: protocol().tier("coord-check-width", tier),
 }
 
 
@@ -87,6 +89,8 @@ class Context:
     progress: bool = False
     fresh: bool = False  # ignore every cache: recompute (sweeps under a new name, summaries rewritten)
     code: dict[str, str] = field(default_factory=dict)  # code fingerprints per kind (report.provenance)
+    # "confirmation" decides verdicts; "pilot" tunes settings (protocol.toml) and its verdicts are exploratory
+    seed_set: str = "confirmation"
 
     def sweep_tier(self) -> str:
         return self.tier

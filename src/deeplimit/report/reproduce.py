@@ -30,10 +30,12 @@ import torch
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import ensure_dir
+from deeplimit.protocol import SEED_SETS, protocol
 from deeplimit.report.claims.activation import activation
 from deeplimit.report.claims.block_depth import block_depth
 from deeplimit.report.claims.convergence import sde_convergence
 from deeplimit.report.claims.coord_check import coord_check_depth
+from deeplimit.report.claims.coord_check_width import coord_check_width
 from deeplimit.report.claims.depth_transfer import depth_transfer
 from deeplimit.report.claims.feature_diversity import feature_diversity
 from deeplimit.report.claims.muon import muon_transfer
@@ -66,12 +68,6 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
                   "+1.31) with the paired |drift₂| − |drift₁| at +0.35 (−0.36 to +1.06), inconclusive; TP6 "
                   "shows the shift at far larger depth. It runs at --standard (depths 2→64, 500 steps)"),
     },
-    "width-transfer": {
-        "quick": ("no power at this tier: a 3-seed quick run (widths 64→512, 300 steps, 6 LRs, 364 s) left both "
-                  "verdicts inconclusive — μP's drift −0.74 (95% CI −1.98 to +0.51), SP's −2.21 (−3.73 to −0.68) — "
-                  "because one seed's η* at width 64 sat 0.8 octave from the others'; it runs at --standard with "
-                  "5 seeds and 500 steps"),
-    },
     "muon-transfer": {
         "quick": ("the three Muon sweeps alone would cost ≈ 15 min of two workers at quick grids (estimated from "
                   "the per-run wall times of the recorded runs, docs/optimizers.md), about half the quick tier "
@@ -98,6 +94,7 @@ SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
     "block-depth": block_depth,
     "width-transfer": width_transfer,
     "coord-check": coord_check_depth,
+    "coord-check-width": coord_check_width,
     "feature-diversity": feature_diversity,
     "transformer-depth": transformer_depth,
     "shaped-vs-preln": shaped_vs_preln,
@@ -123,14 +120,15 @@ def rerun_command(key: str, tier: str, out: str | Path, workers: int) -> str:
 
 def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: int = 2, storage: str | None = None,
               only: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-              progress: bool = False, fresh: bool = False) -> Report:
+              progress: bool = False, fresh: bool = False, seed_set: str = "confirmation") -> Report:
     """Run every section (or ``only`` those) and write ``<out>/<tier>/report.html`` and ``report.json``.
 
     A section that raises is shown as "failed" with its error and listed in :attr:`Report.failed`; the other
     sections still run. ``overrides`` change the settings of non-sweep sections (:data:`SECTION_SETTINGS`).
     ``fresh`` ignores every cache (sweeps run under a new name; summaries are recomputed). Cached results are
     reused only for the same settings *and* the same code (a fingerprint of the source files they depend on,
-    :mod:`deeplimit.report.provenance`). ``progress`` shows a bar over the sections on stderr.
+    :mod:`deeplimit.report.provenance`). ``progress`` shows a bar over the sections on stderr. ``seed_set``:
+    "confirmation" (the protocol's deciding seeds) or "pilot" (tuning; every verdict then says it is exploratory).
     """
     from tqdm.auto import tqdm
 
@@ -140,6 +138,8 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
         raise DeeplimitError(f"unknown tier {tier!r}; choose one of {', '.join(TIERS)}")
     if not (isinstance(workers, int) and workers >= 1):
         raise DeeplimitError(f"workers must be a positive integer, got {workers!r}")
+    if seed_set not in SEED_SETS:
+        raise DeeplimitError(f"unknown seed set {seed_set!r}; choose one of {', '.join(SEED_SETS)}")
     unknown = sorted(set(only or []) - set(SECTIONS))
     if unknown:
         raise DeeplimitError(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
@@ -149,7 +149,7 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     torch.set_num_threads(1)
     prov = provenance()
     ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress,
-                  fresh=fresh, code=prov["code"])
+                  fresh=fresh, code=prov["code"], seed_set=seed_set)
     sections: list[Section] = []
     failed: list[str] = []
     t_all = time.perf_counter()
@@ -160,6 +160,10 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
         t0 = time.perf_counter()
         before = len(sections)
         skip = NOT_AT_TIER.get(key, {}).get(tier)
+        if not skip and not protocol().decides(key, tier):
+            decider = next((t for t in ("standard", "full") if protocol().decides(key, t)), "full")
+            skip = (f"the {tier} tier decides the headline claims only (protocol {protocol().version}); this claim "
+                    f"is decided at --{decider}")
         try:
             if skip:
                 sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",
@@ -184,7 +188,8 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     bar.close()
     wall = time.perf_counter() - t_all
     prov.update(tier=tier, wall_s=round(wall, 1), workers=workers, storage=redact_url(ctx.storage),
-                only=list(only or []), fresh=fresh, overrides=overrides)
+                only=list(only or []), fresh=fresh, overrides=overrides, seed_set=seed_set,
+                protocol=protocol().to_dict())
     intro = (f"Tier <b>{tier}</b> on {torch.get_num_threads()} thread(s) per process and {workers} sweep workers; "
              f"total {wall:.0f} s. Each section states the paper's claim, what this run "
              "measured, a verdict computed by a rule in <code>deeplimit/report/claims/</code> (95% intervals "

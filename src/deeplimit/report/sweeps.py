@@ -74,7 +74,7 @@ def run_experiment(ctx: Context, experiment: str):
     from deeplimit.transfer.experiments import experiment as build
     from deeplimit.transfer.plots import plot_analysis
 
-    spec = build(experiment, ctx.tier)
+    spec = build(experiment, ctx.tier, seed_set=ctx.seed_set)
     name, status, table = run_sweep(ctx, experiment, spec)
     group, size = ANALYSIS[experiment]
     analysis = analyze(table, metric=spec.metric, group=group, size=size)
@@ -158,3 +158,35 @@ def drift_controls(drifts: dict[str, dict], expect: dict[str, str]) -> list[Cont
         passed = None if verdict == "inconclusive" else verdict in ("shifts", "degrades")
         controls.append(Control(f"{preset} over depth", expectation, d.get("verdict_text", "not run"), passed))
     return controls
+
+
+def transfer_words(stats: dict) -> str:
+    """One line per rule of a transfer claim's statistics: slope, interval, regret and verdict."""
+    parts = []
+    for rule, s in stats.items():
+        if not isinstance(s, dict) or "slope_ci" not in s:
+            continue
+        lo, hi = (float("nan") if x is None else x for x in s["slope_ci"])
+        slope = float("nan") if s["slope"] is None else s["slope"]
+        reg = s.get("regret")
+        rlo, rhi = (float("nan") if x is None else x for x in s.get("regret_ci") or (None, None))
+        regret = "" if reg is None else f", regret {100 * reg:.1f}% [{100 * rlo:.1f}, {100 * rhi:.1f}]"
+        parts.append(f"{rule} {slope:+.2f} [{lo:+.2f}, {hi:+.2f}] per doubling{regret} → {s['verdict']}")
+    return "; ".join(parts) + "."
+
+
+def protocol_note(ctx: Context, claim: str, spec) -> str:
+    """' The settings differ from protocol X: …' when this run's sweep is not the protocol's (an override, another
+    seed set), else ''. Verdicts from such a run are not confirmatory."""
+    from deeplimit.protocol import protocol
+    from deeplimit.transfer.experiments import experiment as build
+
+    p = protocol()
+    want = build(claim, ctx.tier, seed_set="confirmation")
+    diffs = [k for k in sorted(set(want.axes) | set(spec.axes))
+             if list(want.axes.get(k, [])) != list(spec.axes.get(k, []))]
+    diffs += [k for k in sorted(set(want.fixed) | set(spec.fixed)) if want.fixed.get(k) != spec.fixed.get(k)]
+    if not diffs:
+        return ""
+    return (f" The settings differ from protocol {p.version} ({', '.join(diffs)}): this verdict is exploratory, "
+            "not confirmatory.")

@@ -10,6 +10,7 @@ import numpy as np
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_write_json, ensure_dir
+from deeplimit.protocol import seed_values
 from deeplimit.report.context import Context, cached
 from deeplimit.report.html import Control, Section
 
@@ -27,7 +28,8 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
     from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
     from deeplimit.train import cached_image_data
 
-    settings = {"rule": rule, **t, "sites": list(COORD_SITES)}
+    seeds = seed_values(int(t["seeds"]), ctx.seed_set)
+    settings = {"rule": rule, **t, "sites": list(COORD_SITES), "seed_values": seeds}
 
     def compute() -> dict:
         x, y, _, _ = cached_image_data("fashion-mnist", None)
@@ -38,7 +40,7 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             df = coord_check(make, rule, x, y, widths=[t["width"]], depths=depths, base_width=t["width"],
-                             base_depth=min(depths), lr=t["lr"], steps=t["steps"], seeds=range(t["seeds"]),
+                             base_depth=min(depths), lr=t["lr"], steps=t["steps"], seeds=seeds,
                              train_io=bool(t.get("train_io", True)))
         whole = coord_verdict(df, "depth", threshold=FLAT, sites=COORD_SITES)
         per_seed = [coord_verdict(g, "depth", threshold=FLAT, sites=COORD_SITES) for _, g in df.groupby("seed")]

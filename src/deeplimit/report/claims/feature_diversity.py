@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from deeplimit.io import ensure_dir
+from deeplimit.protocol import seed_values
 from deeplimit.report.context import Context, cached
 from deeplimit.report.html import Section
 
@@ -52,7 +53,7 @@ def feature_diversity(ctx: Context) -> list[Section]:
     rows, figs = [], []
     depths = sorted(int(d) for d in t["depths"])
     for depth in depths:
-        for seed in range(int(t["seeds"])):
+        for i, seed in enumerate(seed_values(int(t["seeds"]), ctx.seed_set)):
             kw = dict(width=t["width"], depth=depth, base_width=t["width"], base_depth=4, lr=t["lr"],
                       steps=t["steps"], measure_at=[0, t["steps"]], seed=seed)
             settings = feature_diversity_settings(["depth_mup", "ode"], **kw)
@@ -65,7 +66,7 @@ def feature_diversity(ctx: Context) -> list[Section]:
             kap = kap[(kap["u"] == 0.5)]
             for r in kap.itertuples():
                 rows.append({"rule": r.rule, "step": int(r.step), "depth": depth, "seed": seed, "kappa": r.kappa})
-            if seed == 0 and depth == depths[-1]:
+            if i == 0 and depth == depths[-1]:
                 figs.append(d / "feature_diversity.png")
     k = pd.DataFrame(rows)
     last = k["step"].max()
