@@ -618,7 +618,10 @@ def main(argv: list[str] | None = None) -> int:
         url = resolve_storage(args.storage, None)
         report = run_worker(url, args.name, **worker_kwargs(args))
     except DeeplimitError as exc:
-        print(f"deeplimit sweep worker: error: {exc}", file=sys.stderr)
+        from deeplimit.secrets import STORAGE_ENV, redact_text
+
+        print(f"deeplimit sweep worker: error: {redact_text(str(exc), args.storage, os.environ.get(STORAGE_ENV))}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:  # before the worker's own handler was in place: nothing was claimed yet
         print("deeplimit sweep worker: interrupted while starting", file=sys.stderr)
