@@ -39,6 +39,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.io import resolve_path
 from deeplimit.secrets import STORAGE_ENV, redact_text, redact_url
 
 __all__ = ["default_storage", "resolve_storage", "open_storage", "storage_error", "has_heartbeats",
@@ -49,7 +50,7 @@ SCHEMES = "sqlite:///PATH, postgresql+psycopg2://USER@HOST:PORT/DB or journal:PA
 
 def default_storage(run_dir: str | os.PathLike[str]) -> str:
     """``sqlite:///<run_dir>/sweep.db`` with an absolute path (so workers started elsewhere agree)."""
-    return f"sqlite:///{Path(run_dir).resolve() / 'sweep.db'}"
+    return f"sqlite:///{resolve_path(run_dir, 'run folder') / 'sweep.db'}"
 
 
 def resolve_storage(storage: str | None, run_dir: str | os.PathLike[str] | None) -> str:
