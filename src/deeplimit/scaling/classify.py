@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass, field
 
 import torch
@@ -121,8 +121,18 @@ def declared_attr(model: nn.Module, attr: str) -> object:
     return None
 
 
-def _under(name: str, prefixes: Mapping[str, object] | tuple[str, ...]) -> bool:
-    return any(name == b or name.startswith(b + ".") for b in prefixes if b != "")
+def _under(name: str, prefixes: Collection[str]) -> bool:
+    """True if module ``name`` is one of ``prefixes`` or lies below one (the root ``""`` never counts).
+
+    Walks up the name's own dotted ancestors and looks each up, so a model with L blocks costs O(name depth)
+    per call instead of O(L): classification stays linear in depth (issue 22.6).
+    """
+    lookup = prefixes if isinstance(prefixes, Set | Mapping) else frozenset(prefixes)
+    while name:
+        if name in lookup:
+            return True
+        name = name.rpartition(".")[0]
+    return False
 
 
 def _blocks(modules: dict[str, nn.Module], structure: Structure | None) -> dict[str, int]:
@@ -290,7 +300,7 @@ def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], str
     def sites_of(kind: str, own_attr: str, declared: tuple[str, ...]) -> set[str]:
         own = {n for n, m in modules.items() if hasattr(m, own_attr)}
         inferred = {m for m, r in occ_roles.values() if r == kind}
-        covered = (*declared, *own)
+        covered = frozenset((*declared, *own))
         return set(declared) | own | {m for m in inferred if not _under_strict(m, covered)}
 
     for name in sorted(sites_of("input", "input_mult", declared_in)):
@@ -304,9 +314,12 @@ def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], str
     return out
 
 
-def _under_strict(name: str, prefixes: tuple[str, ...]) -> bool:
+def _under_strict(name: str, prefixes: Collection[str]) -> bool:
     """True if module ``name`` lies strictly inside one of ``prefixes`` (the root contains everything)."""
-    return any(p != name and (p == "" or name.startswith(p + ".")) for p in prefixes)
+    lookup = prefixes if isinstance(prefixes, Set | Mapping) else frozenset(prefixes)
+    if name and "" in lookup:
+        return True
+    return bool(name) and _under(name.rpartition(".")[0], lookup)
 
 
 def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None) -> list[AttentionSite]:
