@@ -493,6 +493,8 @@ def _resolve(rule: Rule, optimizer: str, width: float, base_width: float, depth:
             value = table.branch_mult(rule, hp, m_L)
         elif site.kind == "input":
             value = table.input_mult(rule, hp)
+        elif site.kind == "router":
+            value = table.router_mult(rule, params[site.weight].width_mult)
         else:
             w = params.get(site.weight) if site.weight else None
             value = table.readout_mult(rule, hp, w.width_mult if w is not None else m_N)
