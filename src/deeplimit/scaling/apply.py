@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from deeplimit.errors import DeeplimitError
+from deeplimit.errors import DeeplimitError, warn
 from deeplimit.io import atomic_torch_save, safe_torch_load
 from deeplimit.nn.layers import STATE_KEY
 from deeplimit.scaling.names import canonical_name
-from deeplimit.scaling.plan import Plan, make_plan
+from deeplimit.scaling.plan import HF_PLAN_KEY, Plan, make_plan
+
+InitMode = Literal["auto", "keep", "redraw"]
 
 
-def parametrize(model: nn.Module, rule: str = "depth_mup", *, seed: int | None = 0, **plan_kwargs: Any) -> Plan:
-    """Resolve ``rule`` for ``model``, set its forward multipliers and (unless ``seed is None``) re-initialise it.
+def parametrize(model: nn.Module, rule: str = "depth_mup", *, seed: int | None = 0, init: InitMode = "auto",
+                **plan_kwargs: Any) -> Plan:
+    """Resolve ``rule`` for ``model``, set its forward multipliers and (unless the weights are kept) re-initialise it.
 
     ``plan_kwargs`` go to :func:`~deeplimit.scaling.plan.make_plan` (``base_width``, ``base_depth``,
     ``optimizer``, ``roles``, ``block_mult``, …). Returns the plan; the model is modified in place::
@@ -25,13 +29,63 @@ def parametrize(model: nn.Module, rule: str = "depth_mup", *, seed: int | None =
         opt = dl.make_optimizer(model, plan, lr=1e-3)
 
     Calling it twice is safe (hooks are registered once; the second plan's numbers replace the first's).
-    ``seed=None`` keeps the current weights (e.g. weights loaded before parametrizing).
+
+    ``init`` says whether the weights are drawn from the plan: ``"redraw"`` always (with ``seed``), ``"keep"``
+    never (``seed=None`` is the same), ``"auto"`` (default) keeps weights that came from a checkpoint and draws
+    the rest. A Hugging Face model loaded with ``from_pretrained`` is recognised (its parameters carry
+    transformers' ``_is_hf_initialized`` flag; deeplimit clears it on the tensors it draws); if its config holds
+    the plan it was saved with (``config.deeplimit_plan``, written by :meth:`Plan.apply`), the new plan must
+    give the same multipliers — same arguments, same model back — or it is an error. Other models cannot tell
+    loaded weights from fresh ones: load a plain ``state_dict`` *after* ``parametrize`` (the multipliers are
+    checked), use :func:`load_checkpoint`, or pass ``init="keep"``.
     """
+    if init not in ("auto", "keep", "redraw"):
+        raise DeeplimitError(f"init must be 'auto', 'keep' or 'redraw', got {init!r}")
     plan = make_plan(model, rule, **plan_kwargs)
+    keep = seed is None or init == "keep"
+    if init == "auto" and not keep and loaded_from_checkpoint(model):
+        keep = True
+        saved = saved_plan(model)
+        if saved is not None:
+            _check_same_multipliers(saved, plan)
+        else:
+            warn("the weights came from a checkpoint with no deeplimit plan (a pretrained model): they are kept and "
+                 "the plan's multipliers act on them; pass init='redraw' to draw the plan's init instead")
     plan.apply(model)
-    if seed is not None:
+    if not keep:
         plan.initialize(model, seed)
     return plan
+
+
+def loaded_from_checkpoint(model: nn.Module) -> bool:
+    """True if some parameter holds values loaded by ``transformers``' ``from_pretrained`` (flag
+    ``_is_hf_initialized``) and not drawn by deeplimit since; False for every other model."""
+    return any(getattr(p, "_is_hf_initialized", False) for p in model.parameters())
+
+
+def saved_plan(model: nn.Module) -> Plan | None:
+    """The plan a Hugging Face checkpoint was saved with (``config.deeplimit_plan``), or None."""
+    from deeplimit.scaling.hf import unwrap
+
+    d = getattr(getattr(unwrap(model), "config", None), HF_PLAN_KEY, None)
+    return Plan.from_dict(d) if d is not None else None
+
+
+def _check_same_multipliers(saved: Plan, plan: Plan) -> None:
+    diff = []
+    for module in sorted(set(saved.multipliers) | set(plan.multipliers)):
+        a, b = saved.multipliers.get(module, {}), plan.multipliers.get(module, {})
+        for attr in sorted(set(a) | set(b)):
+            x, y = a.get(attr, 1.0), b.get(attr, 1.0)
+            if not math.isclose(x, y, rel_tol=1e-12):
+                diff.append(f"{module or 'the root'}.{attr}: saved {x:.6g}, now {y:.6g}")
+    if diff:
+        first = saved.summary().splitlines()[0]
+        raise DeeplimitError(
+            f"the checkpoint was saved with other multipliers ({'; '.join(diff[:4])}{' …' if len(diff) > 4 else ''}); "
+            f"it was saved with: {first}. Pass the rule, base shape and multipliers it was saved with (or "
+            "dl.Plan.from_dict(model.config.deeplimit_plan).apply(model)), or init='redraw' to start from a fresh "
+            "init")
 
 
 def _plan_path(path: Path) -> Path:

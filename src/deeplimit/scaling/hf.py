@@ -24,6 +24,7 @@ describes it by hand. ``transformers`` is imported only when a model is inspecte
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -419,6 +421,7 @@ def structure_of(model: nn.Module, *, head_growth: Literal["head_dim", "heads"] 
             attention[aname] = AttentionSpec(*_heads(cfg, m, width), scale_attr=attr)
 
     roles = _roles(model, [n for n, _ in layers], inputs, readouts)
+    input_scales = {canonical_name(n): p for n in inputs if (p := _width_power(model, modules[n], width))}
     canon = canonical_name
     # GPT-2's Conv1D stores weight as (fan_in, fan_out), the transpose of nn.Linear.
     transposed = tuple(canon(n) for n, m in modules.items() if isinstance(m, tf.pytorch_utils.Conv1D))
@@ -427,7 +430,19 @@ def structure_of(model: nn.Module, *, head_growth: Literal["head_dim", "heads"] 
         branches={canon(b): canon(k) for b, k in branches.items()},
         inputs=tuple(canon(n) for n in inputs), readouts=tuple(canon(n) for n in readouts),
         attention={canon(n): s for n, s in attention.items()}, roles=roles, family="transformer",
-        head_growth=head_growth, source=f"hf:{cfg.model_type}", transposed=transposed)
+        head_growth=head_growth, source=f"hf:{cfg.model_type}", transposed=transposed, input_scales=input_scales)
+
+
+def _width_power(model: nn.Module, module: nn.Module, width: int) -> float:
+    """p if the embedding ``module`` returns width^p × its table rows (Gemma's √hidden_size normalizer inside
+    its ``ScaledWordEmbedding``; p ∈ {1/2, 1}), else 0: a width-dependent factor μP must divide out."""
+    if not isinstance(module, nn.Embedding) or width < 2:
+        return 0.0
+    ids = _dummy_inputs(model)["input_ids"].remainder(module.num_embeddings)
+    with torch.no_grad():
+        out, rows = module(ids), F.embedding(ids, module.weight)
+    scale = (out.double().norm() / rows.double().norm()).item() if rows.abs().sum() > 0 else 1.0
+    return next((p for p in (0.5, 1.0) if math.isclose(scale, width ** p, rel_tol=1e-2)), 0.0)
 
 
 def _roles(model: nn.Module, blocks: list[str], inputs: list[str], readouts: tuple[str, ...]) -> dict[str, str]:

@@ -15,16 +15,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
 from deeplimit.errors import DeeplimitError, warn
 from deeplimit.io import atomic_write_json, read_json
-from deeplimit.nn.layers import carry_multipliers
+from deeplimit.nn.layers import STATE_KEY, carry_multipliers
 from deeplimit.scaling import present, table
 from deeplimit.scaling.checks import check_number
-from deeplimit.scaling.classify import AttentionSite, Layout, classify, declared_attr, suggest_roles
+from deeplimit.scaling.classify import AttentionSite, Layout, ParamSite, classify, declared_attr, suggest_roles
 from deeplimit.scaling.groups import param_groups
 from deeplimit.scaling.hparams import HParams, hparams_with
 from deeplimit.scaling.names import canonical_name, modules_by_name
@@ -33,6 +34,7 @@ from deeplimit.scaling.shapes import base_shapes, role_width_mults
 from deeplimit.scaling.structure import get_structure
 
 PLAN_VERSION = 1
+HF_PLAN_KEY = "deeplimit_plan"  # a Hugging Face config attribute: the plan rides in config.json
 
 __all__ = ["HParams", "ParamPlan", "Plan", "canonical_name", "make_plan"]
 
@@ -55,6 +57,7 @@ class ParamPlan:
     eps_scale: float
     wd_scale: float  # multiplies λ (0: not decayed); for mode "independent" also ÷ base LR at group build
     aliases: tuple[str, ...] = ()  # other names of this tensor (a tied embedding's readout)
+    init_source: str = ""  # where the base-shape σ came from: "config.initializer_range", "sigma_hidden=1", …
 
     @property
     def width_mult(self) -> float:
@@ -208,6 +211,7 @@ class Plan:
             if self.attention.get(name, {}).get("own_scale") is not None and not hasattr(module, "dl_own_scale"):
                 module.dl_own_scale = self.attention[name]["own_scale"]  # the model's own logit scale, kept once
             carry_multipliers(module, attrs)
+        _record_in_hf_config(model, self)
         return model
 
     @torch.no_grad()
@@ -222,6 +226,8 @@ class Plan:
         gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
         for name, p in model.named_parameters():
             pp = self[name]
+            if getattr(p, "_is_hf_initialized", False):
+                del p._is_hf_initialized  # transformers' "loaded from a checkpoint" mark: the model is drawn now
             if pp.init == "keep":
                 continue
             if pp.init == "zeros" or (pp.init == "normal" and pp.init_std == 0.0):
@@ -316,6 +322,21 @@ class Plan:
                        notes=list(self.notes))
 
 
+def _record_in_hf_config(model: nn.Module, plan: Plan) -> None:
+    """A Hugging Face model carries its plan in ``config.deeplimit_plan`` (saved in config.json by
+    ``save_pretrained``, restored by ``from_pretrained``), and its multipliers stay out of the weights file
+    (``_keys_to_ignore_on_save``): ``from_pretrained`` then loads with no unexpected keys, and ``parametrize``
+    restores the multipliers from the same arguments (checked against this record)."""
+    from deeplimit.scaling import hf
+
+    if not hf.is_hf_model(model):
+        return
+    inner = hf.unwrap(model)
+    setattr(inner.config, HF_PLAN_KEY, plan.to_dict())
+    ours = {k for k in inner.state_dict(keep_vars=True) if STATE_KEY in k}
+    inner._keys_to_ignore_on_save = set(getattr(inner, "_keys_to_ignore_on_save", None) or ()) | ours
+
+
 def _like(draw: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """``draw`` (a full tensor) placed like ``p``: same device and dtype, sharded like ``p`` if it is a DTensor."""
     draw = draw.to(device=p.device, dtype=p.dtype)
@@ -384,6 +405,7 @@ def make_plan(
     weight_decay_mode: str | None = None,
     attn_scale: str | None = None,
     hparams: HParams | None = None,
+    sigma_from: Literal["model", "hparams"] = "model",
     **hp_overrides: float,
 ) -> Plan:
     """Resolve ``rule`` for every parameter of ``model`` (depth-mup spec §4).
@@ -404,6 +426,13 @@ def make_plan(
         attn_scale: attention logit scale law, ``"mup"`` or ``"sqrt"`` (spec §5.1; default by width rule).
         hparams / hp_overrides: base hyperparameters (``block_mult``, ``input_mult``, ``output_mult``,
             ``attn_mult``, σ's, …; see :class:`HParams`). NaN, inf and non-positive multipliers are refused.
+        sigma_from: where the base-shape init stds come from when not given. ``"model"`` (default): a Hugging Face
+            model's own init at the base shape (``config.initializer_range``, GPT-2's residual scaling, …;
+            :func:`deeplimit.scaling.hf_init.model_init_stds`), so at the base shape the plan draws every tensor as
+            the model itself does, and the rule's width law carries it to other widths; other models and tensors
+            the model does not draw from a fixed-std law use the :class:`HParams` σ's. ``"hparams"``: the
+            :class:`HParams` σ's everywhere. A σ given in ``hp_overrides`` (or any ``hparams=``) always wins for
+            its role. Each tensor's ``init_source`` says which applied.
     """
     rule = get_rule(rule, alpha=alpha, gamma=gamma, eps_scope=eps_scope, weight_decay_mode=weight_decay_mode,
                     attn_scale=attn_scale)
@@ -419,11 +448,12 @@ def make_plan(
     depth = depth if depth is not None else declared_depth
 
     shapes = None
+    infer_width = False
     if base is not None:
         shapes = base_shapes(base)
         bw = model_size(base)[0]
-        if width is None or bw is None:
-            width, bw = 1.0, 1.0
+        if width is None or bw is None:  # a mup-style pair of plain models: m_N is read off their shapes below
+            width, bw, infer_width = 1.0, 1.0, True
         base_width = bw
     else:
         if base_width is not None and width is None:
@@ -449,6 +479,8 @@ def make_plan(
             "vector; fnmatch patterns allowed), or "
             "describe the model with dl.declare_structure(model, dl.Structure(blocks=..., branches=..., inputs=..., "
             "readouts=...)), use deeplimit.nn.Input/Readout/Residual, or pass base=<base-width model>")
+    if infer_width:
+        width, base_width = _width_from_base(layout, width, base_width)
     if depth is None:
         depth = len(layout.blocks) or 1
     if base_depth is None:
@@ -461,6 +493,10 @@ def make_plan(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DeeplimitError(f"{name} must be a positive integer, got {value!r}")
 
+    if sigma_from not in ("model", "hparams"):
+        raise DeeplimitError(f"sigma_from must be 'model' or 'hparams', got {sigma_from!r}")
+    given = set(_SIGMA_OF.values()) if hparams is not None else set(hp_overrides) & set(_SIGMA_OF.values())
+    own = _model_stds(model, base_width, base_depth) if sigma_from == "model" else {}
     m_N = float(width) / float(base_width)
     if shapes is None:
         for site in layout.params:
@@ -468,31 +504,86 @@ def make_plan(
     block_depth = max(layout.blocks.values(), default=1)
     notes += _rule_warnings(model, rule, block_depth, bool(layout.blocks), layout.family)
     plan = _resolve(rule, optimizer, float(width), float(base_width), depth, base_depth, hp, layout, block_depth,
-                    notes)
+                    notes, _Sigmas(own, given))
     for n in notes:
         warn(n, stacklevel=2)
     return plan
 
 
+def _width_from_base(layout: Layout, width: float, base_width: float) -> tuple[float, float]:
+    """(n, n₀) of a model and its ``base=`` twin that declare no width: the dimension that differs most often
+    between them (hidden fan-ins, input fan-outs), e.g. (256, 64) for mup-style models of width 256 and base 64.
+    Unchanged if no tensor differs (m_N = 1)."""
+    seen: dict[tuple[int, float], int] = {}
+    for s in layout.params:
+        for size, mult in ((s.fan_in, s.fan_in_mult), (s.fan_out, s.fan_out_mult)):
+            if mult != 1.0 and s.role in ("hidden", "input", "readout"):
+                seen[(size, mult)] = seen.get((size, mult), 0) + 1
+    if not seen:
+        return width, base_width
+    # most frequent (size, multiplier); among ties the smallest size (the width, not a 4x MLP dimension)
+    size, mult = min(seen, key=lambda k: (-seen[k], k[0]))
+    return float(size), float(size) / mult
+
+
+# the HParams σ that sets each kind of normal-initialised tensor (table.init_std)
+_SIGMA_OF = {"embedding": "sigma_emb", "input": "sigma_in", "hidden": "sigma_hidden", "readout": "sigma_out"}
+
+
+@dataclass(frozen=True)
+class _Sigmas:
+    """Base-shape stds read off the model (name → (std, source)) and the σ names the user gave explicitly."""
+
+    own: dict[str, tuple[float, str]]
+    given: set[str]
+
+
+def _model_stds(model: nn.Module, base_width: float, base_depth: int) -> dict[str, tuple[float, str]]:
+    from deeplimit.scaling import hf
+
+    if not hf.is_hf_model(model):
+        return {}
+    from deeplimit.scaling.hf_init import model_init_stds
+
+    return model_init_stds(model, base_width, base_depth)
+
+
+def _init(rule: Rule, hp: HParams, s: ParamSite, sigmas: _Sigmas) -> tuple[float, str]:
+    """(init std, its source) of one tensor: the model's own base-shape std carried by the rule's width law
+    (:func:`table.init_width_factor`) unless its σ was given, else the table's σ formula."""
+    if s.init != "normal":
+        return 0.0, ""
+    sigma = _SIGMA_OF["embedding" if s.kind == "embedding" else s.role]
+    if s.role == "readout" and hp.readout_zero_init:
+        return 0.0, "readout_zero_init"
+    own = next((sigmas.own[n] for n in (s.name, *s.aliases) if n in sigmas.own), None)
+    if own is not None and sigma not in sigmas.given:
+        return own[0] * table.init_width_factor(rule, s.role, s.kind, s.fan_in_mult) * s.init_mult, own[1]
+    how = "given" if sigma in sigmas.given else "default"
+    return (table.init_std(rule, hp, s.role, s.kind, s.fan_in, s.fan_in_mult) * s.init_mult,
+            f"{sigma}={getattr(hp, sigma):g} ({how})")
+
+
 def _resolve(rule: Rule, optimizer: str, width: float, base_width: float, depth: int, base_depth: int,
-             hp: HParams, layout: Layout, block_depth: int, notes: list[str]) -> Plan:
+             hp: HParams, layout: Layout, block_depth: int, notes: list[str], sigmas: _Sigmas) -> Plan:
     """Evaluate the implementation table (depth-mup spec §4) for every tensor and every multiplier site."""
     m_N, m_L = width / base_width, depth / base_depth
     params: dict[str, ParamPlan] = {}
     for s in layout.params:
         fi, fo = s.fan_in_mult, s.fan_out_mult
-        std = (table.init_std(rule, hp, s.role, s.kind, s.fan_in, fi) * s.init_mult) if s.init == "normal" else 0.0
+        std, source = _init(rule, hp, s, sigmas)
         lr, eps, wd = _factors(rule, hp, optimizer, s.role, s.in_block, fi, fo, m_L, m_N, s.fan_in, s.fan_out,
                                s.shape)
         params[s.name] = ParamPlan(s.name, s.role, s.in_block, s.shape, s.fan_in, s.fan_out, fi, fo, s.init, std,
-                                   lr, eps, wd, s.aliases)
+                                   lr, eps, wd, s.aliases, source)
 
     multipliers: dict[str, dict[str, float]] = {}
     for site in layout.multipliers:
         if site.kind == "branch":
             value = table.branch_mult(rule, hp, m_L)
         elif site.kind == "input":
-            value = table.input_mult(rule, hp)
+            power = layout.structure.input_scales.get(site.module, 0.0) if layout.structure is not None else 0.0
+            value = table.input_mult(rule, hp) * table.input_scale_correction(rule, m_N, power)
         elif site.kind == "router":
             value = table.router_mult(rule, params[site.weight].width_mult)
         else:

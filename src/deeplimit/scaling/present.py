@@ -59,7 +59,7 @@ def rows(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: f
             "init": pp.init if pp.init != "normal" else f"N(0,{pp.init_std:.4g}^2)",
             "init_std": pp.init_std, "forward_mult": mults.get(pp.name, 1.0),
             "lr_scale": pp.lr_scale, "torch_factor": torch_factor, "eps_scale": pp.eps_scale if adam else None,
-            "wd_scale": pp.wd_scale, "tied_to": list(pp.aliases),
+            "wd_scale": pp.wd_scale, "tied_to": list(pp.aliases), "init_source": pp.init_source,
         }
         if lr is not None:
             row["lr"] = lr * pp.lr_scale
@@ -121,6 +121,22 @@ def multiplier_lines(plan: Plan) -> list[str]:
     return out
 
 
+def init_source_lines(plan: Plan) -> list[str]:
+    """Where each normal-initialised tensor's base-shape σ came from (the model's own init, a given σ, a default),
+    one line per source with the tensors as patterns."""
+    by_source: dict[str, list[str]] = {}
+    for pp in plan.params.values():
+        if pp.init == "normal" and pp.init_source:
+            by_source.setdefault(pp.init_source, []).append(pp.name)
+    out = []
+    for source, names in by_source.items():
+        patterns = sorted({_pattern(n) for n in names})
+        shown = ", ".join(patterns[:6]) + (" …" if len(patterns) > 6 else "")
+        out.append(f"init std at the base shape from {source}: {shown} ({len(names)} tensor"
+                   f"{'s' if len(names) > 1 else ''}; other widths by the rule's law)")
+    return out
+
+
 def summary(plan: Plan) -> str:
     """The rule, shapes and multipliers in a few lines (plus the attention scale when the model has attention)."""
     r = plan.rule
@@ -172,5 +188,6 @@ def table(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: 
         if fallback:
             out.append(f"note: hidden tensor(s) {fallback[:6]} are not 2-D: torch.optim.Muon cannot take them, "
                        "so they are on AdamW with the muP Adam rule (make_optimizer(muon_fallback=False) refuses)")
+    out += [f"note: {n}" for n in init_source_lines(plan)]
     out += [f"note: {n}" for n in plan.notes]
     return "\n".join(out)

@@ -66,8 +66,9 @@ def role_width_mults(role: str, m_N: float, finite_vector: bool) -> tuple[float,
 
 
 def base_shapes(base: nn.Module) -> dict[str, tuple[int, ...]]:
-    """Canonical parameter name → shape of a base-width model."""
-    return {canonical_name(n): tuple(p.shape) for n, p in base.named_parameters()}
+    """Canonical parameter name → shape of a base-width model, under every name of a tied tensor (a tied head's
+    ``lm_head.weight`` is the embedding's tensor, which ``named_parameters`` yields only once)."""
+    return {canonical_name(n): tuple(p.shape) for n, p in base.named_parameters(remove_duplicate=False)}
 
 
 def base_shape(name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:

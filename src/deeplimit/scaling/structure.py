@@ -73,6 +73,9 @@ class Structure:
         source: free text naming where the structure came from (e.g. ``"hf:llama"``), shown in the plan.
         transposed: modules whose ``weight`` is stored (fan_in, fan_out) instead of PyTorch's (fan_out, fan_in),
             e.g. GPT-2's ``Conv1D`` (found by type as well); it decides fan-in for the init std.
+        input_scales: input module → power p of the width by which the model's own forward multiplies its output
+            (Gemma's √hidden_size embedding normalizer: 0.5). Under μP the plan's input multiplier divides it by
+            m_N^p, so the input stays O(1) over width; 1 at the base shape.
     """
 
     width: int | None = None
@@ -87,6 +90,7 @@ class Structure:
     head_growth: Literal["head_dim", "heads"] = "head_dim"
     source: str = "declared"
     transposed: tuple[str, ...] = ()
+    input_scales: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("inputs", "readouts", "transposed"):
@@ -109,6 +113,9 @@ class Structure:
             if not (name == block or name.startswith(block + ".")):
                 raise DeeplimitError(f"branch {name!r} is not inside its block {block!r}; a branch must be a "
                                      "submodule of the block it belongs to")
+        for name, power in self.input_scales.items():
+            if name not in self.inputs or isinstance(power, bool) or not isinstance(power, int | float):
+                raise DeeplimitError(f"input_scales[{name!r}] = {power!r}: give a number for a module in inputs")
         for name, k in self.blocks.items():
             if not isinstance(k, int) or k < 1:
                 raise DeeplimitError(f"block {name!r} has block depth {k!r}; give a positive int (the number of "

@@ -30,6 +30,12 @@ def input_mult(rule: Rule, hp: HParams) -> float:
     return hp.input_mult
 
 
+def input_scale_correction(rule: Rule, m_N: float, power: float) -> float:
+    """m_N^{-p} under μP for an input whose model multiplies it by width^p in its own forward (Gemma's √n
+    normalizer: p = 1/2), so the input stays O(1) over width; 1 under SP (the model as it is) and at the base."""
+    return m_N ** (-power) if rule.is_mup and power else 1.0
+
+
 def readout_mult(rule: Rule, hp: HParams, m_N: float) -> float:
     """Readout multiplier: output_mult·m_N^{-1} under μP (canonical form, spec §2.2), output_mult under SP."""
     return hp.output_mult / m_N if rule.is_mup else hp.output_mult
@@ -80,6 +86,16 @@ def init_std(rule: Rule, hp: HParams, role: str, kind: str | None, fan_in: int, 
             return 0.0
         return hp.sigma_out / math.sqrt(fan_in / fi if rule.is_mup else fan_in)
     return hp.sigma_hidden / math.sqrt(fan_in)
+
+
+def init_width_factor(rule: Rule, role: str, kind: str | None, fi: float) -> float:
+    """How a tensor's init std changes from the base shape: the width law of :func:`init_std` alone
+    (``init_std = base-shape std × init_width_factor``; 1 at the base shape). Embedding and input tensors keep
+    theirs (fan-in fixed), hidden ones scale as fi^{-1/2}, a readout keeps its std under μP and scales as
+    fi^{-1/2} under SP. Used where the base-shape std is the model's own rather than a σ/√fan_in formula."""
+    if kind == "embedding" or role == "input" or (role == "readout" and rule.is_mup):
+        return 1.0
+    return 1.0 / math.sqrt(fi)
 
 
 # --- learning rate (spec §4 "SGD LR" / "Adam LR", §3 (c), note 1) ---------------------------------------------------
