@@ -42,7 +42,8 @@ def test_experts_get_per_expert_fans_and_routers_a_fixed_output_width(family):
     model = _build(family, 64, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plan = dl.parametrize(model, "depth_mup", base_width=16, base_depth=1)
+        # deeplimit's σ/√fan_in formula (not the model's initializer_range): the fan-in it uses is what is tested
+        plan = dl.parametrize(model, "depth_mup", base_width=16, base_depth=1, sigma_from="hparams")
     params = dict(model.named_parameters())
     experts = [n for n, p in params.items() if p.ndim == 3]
     assert len(experts) == 4  # gate_up_proj and down_proj of each of the 2 layers
@@ -72,14 +73,14 @@ def test_experts_get_per_expert_fans_and_routers_a_fixed_output_width(family):
 
 def test_the_router_hook_scales_only_the_router_input():
     model = _build("mixtral", 32, 1)
-    plan = dl.parametrize(model, "mup", base_width=16, base_depth=1)
+    plan = dl.parametrize(model, "mup", base_width=16, base_depth=1, sigma_from="hparams")
     moe = model.model.layers[0].mlp
     x = torch.randn(5, 32)
     logits, _, _ = moe.gate(x)
     assert torch.allclose(logits, torch.nn.functional.linear(x * 0.5, moe.gate.weight))
     assert plan.multipliers["model.layers.0.mlp.gate"] == {"dl_output_mult": 0.5}
     # SP: no multiplier at all, and the router's std is σ/√fan_in like any matrix
-    sp = dl.parametrize(_build("mixtral", 32, 1), "sp", base_width=16, base_depth=1)
+    sp = dl.parametrize(_build("mixtral", 32, 1), "sp", base_width=16, base_depth=1, sigma_from="hparams")
     assert "model.layers.0.mlp.gate" not in sp.multipliers or \
         sp.multipliers["model.layers.0.mlp.gate"] == {"dl_output_mult": 1.0}
     assert sp["model.layers.0.mlp.gate.weight"].init_std == pytest.approx(1 / math.sqrt(32))

@@ -527,7 +527,8 @@ def _width_from_base(layout: Layout, width: float, base_width: float) -> tuple[f
 
 
 # the HParams σ that sets each kind of normal-initialised tensor (table.init_std)
-_SIGMA_OF = {"embedding": "sigma_emb", "input": "sigma_in", "hidden": "sigma_hidden", "readout": "sigma_out"}
+_SIGMA_OF = {"embedding": "sigma_emb", "input": "sigma_in", "hidden": "sigma_hidden", "readout": "sigma_out",
+             "router": "sigma_hidden"}  # a MoE router: a readout's shape, the hidden σ of its block
 
 
 @dataclass(frozen=True)
