@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from markupsafe import Markup
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import ensure_dir
@@ -185,14 +186,16 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     wall = time.perf_counter() - t_all
     prov.update(tier=tier, wall_s=round(wall, 1), workers=workers, storage=redact_url(ctx.storage),
                 only=list(only or []), fresh=fresh, overrides=overrides)
-    intro = (f"Tier <b>{tier}</b> on {torch.get_num_threads()} thread(s) per process and {workers} sweep workers; "
-             f"total {wall:.0f} s. Each section states the paper's claim, what this run "
-             "measured, a verdict computed by a rule in <code>deeplimit/report/claims/</code> (95% intervals "
-             "over ≥ 3 seeds decide; one seed is never conclusive), its negative controls, its scale gap to the "
-             "paper and its settings; a section that crashed is marked <b>failed</b>, one without power at this "
-             "tier <b>not run at this tier</b>. Machine-readable: <code>report.json</code> beside this file. "
-             f"Tables are under <code>{out}/tables</code>; sweeps are cached in <code>{redact_url(ctx.storage)}"
-             "</code>, keyed by their settings and a fingerprint of the code.")
+    # markup from these literals only; every value is escaped by Markup.format
+    intro = Markup(
+        "Tier <b>{}</b> on {} thread(s) per process and {} sweep workers; total {:.0f} s. Each section states "
+        "the paper's claim, what this run measured, a verdict computed by a rule in "
+        "<code>deeplimit/report/claims/</code> (95% intervals over ≥ 3 seeds decide; one seed is never "
+        "conclusive), its negative controls, its scale gap to the paper and its settings; a section that crashed "
+        "is marked <b>failed</b>, one without power at this tier <b>not run at this tier</b>. Machine-readable: "
+        "<code>report.json</code> beside this file. Tables are under <code>{}/tables</code>; sweeps are cached "
+        "in <code>{}</code>, keyed by their settings and a fingerprint of the code."
+    ).format(tier, torch.get_num_threads(), workers, wall, out, redact_url(ctx.storage))
     path = render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html",
                   provenance=prov)
     return Report(path, sections, failed)

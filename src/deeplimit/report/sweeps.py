@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from deeplimit.io import ensure_dir
 from deeplimit.report.context import Context
@@ -133,8 +134,10 @@ def paired_best(analysis, key_a, key_b, size, margin: float = 0.0):
     return paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), margin)
 
 
-def verdict_words(analysis) -> str:
-    return " ".join(f"<br>• <b>{', '.join(map(str, k))}</b>: {v}" for k, v in analysis.verdicts().items())
+def verdict_words(analysis) -> Markup:
+    """Each group's verdict on its own line (markup from this literal only; the keys and verdicts are escaped)."""
+    return Markup(" ").join(Markup("<br>• <b>{}</b>: {}").format(", ".join(map(str, k)), v)
+                            for k, v in analysis.verdicts().items())
 
 
 def drift_stats(analysis) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from markupsafe import Markup
+
 from deeplimit.report.context import Context
 from deeplimit.report.figures import best_loss_figure
 from deeplimit.report.html import Section
@@ -53,9 +55,10 @@ def depth_transfer(ctx: Context) -> list[Section]:
                               "could not be shown"}[verdict] + "." + seeds_note(spec)
     measured = (f"{status.done} runs ({status.diverged} diverged) of {spec.fixed['steps']} steps, width "
                 f"{spec.fixed['width']}, depths {lo}→{hi}, seeds {list(spec.axes['seed'])}. Verdicts:"
-                f"{verdict_words(an)}<br>Best loss under Depth-μP: {best_at(an, ('depth_mup',), lo):.3f} at {lo} "
-                f"blocks, {best_at(an, ('depth_mup',), hi):.3f} at {hi} blocks; paired per-seed difference "
-                f"(deepest − shallowest) {deeper.text('nats')}.")
+                + verdict_words(an) + Markup("<br>")
+                + f"Best loss under Depth-μP: {best_at(an, ('depth_mup',), lo):.3f} at {lo} blocks, "
+                  f"{best_at(an, ('depth_mup',), hi):.3f} at {hi} blocks; paired per-seed difference "
+                  f"(deepest − shallowest) {deeper.text('nats')}.")
     return [Section(
         title="Depth-μP: the optimal learning rate transfers across depth (TP6 Figs. 10, 11)",
         claim=("With branches scaled by 1/√L and Adam LR by 1/√L (Depth-μP), the optimal LR stays put as depth "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from markupsafe import Markup
+
 from deeplimit.io import ensure_dir
 from deeplimit.report.context import Context
 from deeplimit.report.html import Control, Section
@@ -80,7 +82,7 @@ def muon_transfer(ctx: Context) -> list[Section]:
                "2024); with decay on the hidden matrices alone, where decay starts to cost stays put in τ and "
                "moves +1 octave per width doubling in λ. "
                "These are deeplimit's predictions from the optimizers spec, not results of the two papers."),
-        measured="<br>".join(O.section_lines(rows)),
+        measured=Markup("<br>").join(O.section_lines(rows)),
         verdict=verdict, reason=reason, controls=controls, figures=figures,
         scale_gap=("Fashion-MNIST MLP-ResNets at width 64 (depth 4→64) and 64→512 (width), a byte transformer at "
                    "width 64 (depth 1→8), 300–400 steps, 3 seeds at the full tier; no published Muon "

@@ -39,7 +39,7 @@ def width_transfer(ctx: Context) -> list[Section]:
         claim=("Under μP the optimal Adam LR is stable in width; under SP it shifts toward smaller LR as width "
                "grows (TP5 Fig. 1/3: transformers and MLPs up to width 8192; microsoft/mup README)."),
         measured=(f"{status.done} runs of {spec.fixed['steps']} steps, depth {spec.fixed['depth']}, widths "
-                  f"{list(spec.axes['width'])}, seeds {list(spec.axes['seed'])}. Verdicts:{verdict_words(an)}"),
+                  f"{list(spec.axes['width'])}, seeds {list(spec.axes['seed'])}. Verdicts:" + verdict_words(an)),
         verdict=verdict, reason=reason, controls=[control], figures=figs,
         scale_gap=(f"TP5: widths up to 8192, full training runs. Here: Fashion-MNIST MLP-ResNet, "
                    f"{tier_cuts('width-transfer', ctx.tier)}"),
