@@ -4,10 +4,13 @@ temporary file, bad --set values are one-line errors, and no result of an earlie
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
+
+from deeplimit.cli import main
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "deeplimit"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -91,6 +94,93 @@ def test_markup_is_kept_only_where_our_code_built_it(tmp_path):
     assert "x<br>&lt;b&gt;y&lt;/b&gt;" in html and "a &lt; b &amp; c" in html
     assert "intro <b>&lt;s&gt;</b>" in html
     assert "<i>t</i>" not in html and "<u>c</u>" not in html and "<img src=x>" not in html
+
+
+def test_a_cache_stamp_that_is_not_utf8_means_recompute(tmp_path):
+    from deeplimit.io import atomic_write_json
+    from deeplimit.report.context import cached
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        atomic_write_json(tmp_path / "s.json", {"settings": {"a": 1}})
+        return {"settings": {"a": 1}}
+
+    cached(tmp_path / "s.json", {"a": 1}, compute, code="abc")
+    cached(tmp_path / "s.json", {"a": 1}, compute, code="abc")
+    assert len(calls) == 1
+    (tmp_path / "s.json.code").write_bytes(b"\xff\xfe\x00garbage")
+    cached(tmp_path / "s.json", {"a": 1}, compute, code="abc")  # no UnicodeDecodeError: computed again
+    assert len(calls) == 2 and (tmp_path / "s.json.code").read_text() == "abc"
+
+
+def test_the_data_fingerprint_follows_the_files_content_and_their_absence(tmp_path, monkeypatch):
+    from deeplimit.data.images import FASHION_MNIST_FILES
+    from deeplimit.report.context import Context, data_fingerprint
+
+    monkeypatch.setenv("DEEPLIMIT_FASHION_MNIST_DIR", str(tmp_path))
+    assert data_fingerprint("fashion-mnist") == "missing"
+    names = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+    for n in names:
+        (tmp_path / n).write_bytes(n.encode())
+    a = data_fingerprint("fashion-mnist")
+    assert re.fullmatch(r"[0-9a-f]{12}", a)
+    (tmp_path / names[0]).write_bytes(b"other content")
+    os.utime(tmp_path / names[0], ns=(1, 1))  # a new mtime: the per-file digest cache sees a new file
+    b = data_fingerprint("fashion-mnist")
+    assert b != a
+    ctx = Context(out=tmp_path, tier="smoke", workers=1, storage="", code={"diagnostics": "c0de"})
+    assert ctx.stamp("diagnostics", "fashion-mnist") == f"c0de data fashion-mnist {b}"
+    assert ctx.stamp("diagnostics") == "c0de"
+
+
+def test_coord_check_with_its_data_gone_recomputes_and_fails_instead_of_reusing_its_cache(tmp_path, monkeypatch,
+                                                                                           capsys):
+    argv = ["reproduce", "--smoke", "-q", "--out", str(tmp_path / "out"), "--only", "coord-check",
+            "--set", "coord-check.depths=[2,4]", "--set", "coord-check.steps=2", "--set", "coord-check.width=16"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("DEEPLIMIT_FASHION_MNIST_DIR", str(tmp_path / "gone"))
+    from deeplimit.data import images
+    from deeplimit.train import cached_image_data
+
+    cached_image_data.cache_clear()  # as a new process would start: nothing loaded yet
+    images._read_idx.cache_clear()
+    assert main(argv) == 1
+    assert "1 section(s) failed: coord-check" in capsys.readouterr().err
+    html = (tmp_path / "out" / "smoke" / "report.html").read_text()
+    assert "Fashion-MNIST not found" in html
+
+
+def test_the_code_fingerprint_covers_the_claim_modules_and_everything_they_import():
+    from deeplimit.report.provenance import CODE_ENTRIES, code_files
+
+    diag, sde = code_files(CODE_ENTRIES["diagnostics"]), code_files(CODE_ENTRIES["sde"])
+    for f in ("report/claims/coord_check.py", "report/claims/feature_diversity.py", "report/context.py",
+              "diagnostics/coord_check.py", "studies.py", "train.py", "data/images.py", "nn/mlp_resnet.py"):
+        assert f in diag, f
+    for f in ("report/claims/sde.py", "report/claims/stopping.py", "report/claims/convergence.py",
+              "report/claims/rank_collapse.py", "report/context.py", "sde/studies.py", "sde/evidence.py"):
+        assert f in sde, f
+    assert "report/html.py" not in sde + diag  # layout only
+    assert "train.py" in code_files(CODE_ENTRIES["sweep"])
+
+
+def test_code_files_follows_imports_inside_functions_and_relative_ones(tmp_path):
+    from deeplimit.report.provenance import code_files
+
+    pkg = tmp_path / "deeplimit"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from deeplimit.sub import b\n    return b\n")
+    (pkg / "sub" / "b.py").write_text("from . import c\n")
+    (pkg / "sub" / "c.py").write_text("import os\n")
+    (pkg / "lonely.py").write_text("")
+    assert code_files(["a.py"], root=pkg, skip=()) == ["__init__.py", "a.py", "sub/__init__.py", "sub/b.py",
+                                                          "sub/c.py"]
+    assert "sub/c.py" not in code_files(["a.py"], root=pkg, skip=("sub/b.py",))
 
 
 # A result of a run, written into the source: a signed decimal (a drift, a difference: +0.66, −0.74), an

@@ -1,9 +1,13 @@
 """The run's context (output folder, tier, workers, storage, overrides, code fingerprints), the settings of
-the non-sweep sections per tier, and the cache of their JSON summaries."""
+the non-sweep sections per tier, and the cache of their JSON summaries (keyed on their settings, on the code
+that computes them and, for the trained ones, on the content of their data)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +95,12 @@ class Context:
     def sweep_tier(self) -> str:
         return self.tier
 
+    def stamp(self, kind: str, data: str | None = None) -> str:
+        """What a cached summary of ``kind`` must have been computed by: the code fingerprint of ``kind`` and,
+        for a summary trained on ``data``, the data's content (:func:`data_fingerprint`)."""
+        code = self.code.get(kind, "")
+        return code if data is None else f"{code} data {data} {data_fingerprint(data)}"
+
     def settings(self, section: str) -> dict:
         """The section's settings at this tier with this run's overrides applied."""
         return {**SECTION_SETTINGS[section](self.tier), **self.overrides.get(section, {})}
@@ -123,8 +133,9 @@ def cached(path: Path, settings: dict, compute: Callable[[], dict], code: str = 
     if path.is_file() and not fresh:
         try:
             summary = read_json(path, "cached result")
-            same_code = (not code) or (stamp.is_file() and stamp.read_text().strip() == code)
-        except (DeeplimitError, OSError):  # unreadable cache: compute again (it is rewritten atomically)
+            same_code = (not code) or (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == code)
+        except (DeeplimitError, OSError, UnicodeDecodeError):  # unreadable cache or stamp: compute again (both
+            # are rewritten atomically)
             summary, same_code = None, False
         if isinstance(summary, dict) and summary.get("settings") == want and same_code:
             return summary
@@ -132,3 +143,31 @@ def cached(path: Path, settings: dict, compute: Callable[[], dict], code: str = 
     if code:
         atomic_write_text(stamp, code)
     return summary
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def data_fingerprint(name: str) -> str:
+    """SHA-256 (12 hex digits) over the files of dataset ``name`` as this process would load them, or
+    ``"missing"`` when one is absent: a cached summary trained on the data is reused only with the same data,
+    and with the data gone it is recomputed (and fails, naming what is missing) rather than shown as if fresh.
+    Only Fashion-MNIST is trained on by the report's cached sections."""
+    from deeplimit.data.images import FASHION_MNIST_FILES, fashion_mnist_dir
+
+    if name != "fashion-mnist":
+        raise ValueError(f"no data fingerprint for {name!r}")
+    folder = fashion_mnist_dir()
+    h = hashlib.sha256()
+    for split in sorted(FASHION_MNIST_FILES):
+        for file in FASHION_MNIST_FILES[split]:
+            path = folder / file
+            try:
+                st = os.stat(path)
+                h.update(f"{file}\0{_file_digest(str(path), st.st_size, st.st_mtime_ns)}\0".encode())
+            except OSError:
+                return "missing"
+    return h.hexdigest()[:12]
+
+

@@ -59,7 +59,7 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
         atomic_write_json(out / "coord_check_summary.json", summary)
         return summary
 
-    return cached(out / "coord_check_summary.json", settings, compute, code=ctx.code.get("diagnostics", ""),
+    return cached(out / "coord_check_summary.json", settings, compute, code=ctx.stamp("diagnostics", "fashion-mnist"),
                   fresh=ctx.fresh)
 
 

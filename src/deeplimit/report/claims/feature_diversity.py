@@ -60,7 +60,7 @@ def feature_diversity(ctx: Context) -> list[Section]:
             summary = cached(d / "feature_diversity.json", settings,
                              lambda kw=kw, d=d: feature_diversity_study(["depth_mup", "ode"], out=d,
                                                                         progress=ctx.progress, **kw).summary,
-                             code=ctx.code.get("diagnostics", ""), fresh=ctx.fresh)
+                             code=ctx.stamp("diagnostics", "fashion-mnist"), fresh=ctx.fresh)
             kap = pd.DataFrame(summary["kappa"])
             kap = kap[(kap["u"] == 0.5)]
             for r in kap.itertuples():
