@@ -6,11 +6,13 @@ import ast
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from deeplimit.cli import main
+from deeplimit.errors import DeeplimitError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "deeplimit"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -183,6 +185,41 @@ def test_code_files_follows_imports_inside_functions_and_relative_ones(tmp_path)
     assert "sub/c.py" not in code_files(["a.py"], root=pkg, skip=("sub/b.py",))
 
 
+def test_a_second_run_into_the_same_folder_stops_at_once_with_one_line(tmp_path, capsys):
+    from deeplimit.report.lock import output_lock
+
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    with output_lock(folder):
+        rc = main(["reproduce", "--smoke", "-q", "--out", str(tmp_path), "--only", "coord-check"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert f"another deeplimit reproduce (pid {os.getpid()}" in err and str(folder) in err and "--out" in err
+    with output_lock(folder):  # released when the holder's block ended
+        pass
+
+
+def test_two_writers_of_one_figure_never_share_a_temporary_file(tmp_path):
+    from deeplimit.report.figures import replacing
+
+    target = tmp_path / "fig.png"
+    seen, barrier = [], threading.Barrier(2)
+
+    def draw(content: bytes) -> None:
+        with replacing(target) as tmp:
+            seen.append(tmp)
+            barrier.wait(timeout=10)  # both temporaries exist at once
+            tmp.write_bytes(content)
+
+    threads = [threading.Thread(target=draw, args=(c,)) for c in (b"one", b"two")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 2 and target.read_bytes() in (b"one", b"two")
+    assert not [p for p in tmp_path.iterdir() if p != target]  # no temporary left behind
+
+
 # A result of a run, written into the source: a signed decimal (a drift, a difference: +0.66, −0.74), an
 # interval "CI −1.98", a date, or a duration (364 s, 57 min, 1 h). Exponents such as 2^-1.5 are settings.
 MEASURED = re.compile(r"(?<![\^\w.])[+−-]\d+\.\d+|\b\d{4}-\d{2}-\d{2}\b|\bCI\s?[+−-]?\d|"
@@ -198,3 +235,17 @@ def _report_texts(path: Path):
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
             yield node.lineno, node.value
+
+
+def test_the_lock_file_is_never_followed_through_a_link(tmp_path):
+    from deeplimit.report.lock import LOCK_NAME, output_lock
+
+    target = tmp_path / "victim"
+    target.write_text("keep")
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    (folder / LOCK_NAME).symlink_to(target)
+    with pytest.raises(DeeplimitError, match="cannot open the lock file"):
+        with output_lock(folder):
+            pass
+    assert target.read_text() == "keep"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +13,39 @@ import numpy as np
 from deeplimit.io import ensure_dir
 
 
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file of a unique name beside ``path``, for a writer that needs a file name (a figure drawn by
+    a library function): renamed over ``path`` when the block succeeds, removed when it fails. Two runs drawing
+    the same figure never share a temporary file, and a reader never sees a half-written one."""
+    ensure_dir(path.parent, "output folder")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Save a Matplotlib figure to ``path`` through :func:`replacing` and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best loss over the LR grid",
                      prefixes: list[str] | None = None) -> Path:
     """Best-over-LR loss vs size, one line per group (seed mean), each seed a dot: the figure that carries a
     comparison's verdict. Diverged seeds (+∞) are left out of the plot, not drawn at the edge."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,9 +67,4 @@ def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    ensure_dir(path.parent, "output folder")
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -48,6 +48,7 @@ from deeplimit.report.claims.transformer_depth import transformer_depth
 from deeplimit.report.claims.width_transfer import width_transfer
 from deeplimit.report.context import SECTION_SETTINGS, Context, cached, check_overrides
 from deeplimit.report.html import Section, render
+from deeplimit.report.lock import output_lock
 from deeplimit.report.sweeps import run_experiment, run_sweep
 from deeplimit.secrets import redact_text, redact_url
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one definition of the tiers
@@ -147,55 +148,56 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     overrides = check_overrides(overrides)
     root = ensure_dir(out, "output folder")
     out = ensure_dir(root / tier, "output folder")
-    torch.set_num_threads(1)
-    prov = provenance()
-    ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress,
-                  fresh=fresh, code=prov["code"])
-    sections: list[Section] = []
-    failed: list[str] = []
-    t_all = time.perf_counter()
-    keys = [k for k in SECTIONS if not only or k in only]
-    bar = tqdm(keys, disable=not progress, desc=f"reproduce ({tier})", unit="section", dynamic_ncols=True)
-    for key in bar:
-        bar.set_postfix_str(key)
-        t0 = time.perf_counter()
-        before = len(sections)
-        skip = NOT_AT_TIER.get(key, {}).get(tier)
-        try:
-            if skip:
-                sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",
-                                        verdict="not run at this tier", reason=skip))
-            else:
-                sections += SECTIONS[key](ctx)
-            verdict = sections[-1].verdict if sections else ""
-        except Exception as exc:  # a crashed section is reported as failed, never silently dropped
-            error = redact_text("".join(traceback.format_exception(exc))[-3000:], ctx.storage)
-            sections.append(Section(title=key, claim="(the section crashed before it could measure anything)",
-                                    verdict="failed", error=error, wall_s=time.perf_counter() - t0))
-            failed.append(key)
-            first = redact_text(str(exc), ctx.storage).splitlines()[0] if str(exc) else type(exc).__name__
-            verdict = f"FAILED: {first}"
-        for s in sections[before:]:
-            s.key = key
-            s.rerun = rerun_command(key, tier, root, workers)
-            if not s.settings and key in SECTION_SETTINGS:
-                s.settings = ctx.settings(key)
-        if progress:
-            bar.write(f"[reproduce] {key}: {verdict} ({time.perf_counter() - t0:.0f} s)")
-    bar.close()
-    wall = time.perf_counter() - t_all
-    prov.update(tier=tier, wall_s=round(wall, 1), workers=workers, storage=redact_url(ctx.storage),
-                only=list(only or []), fresh=fresh, overrides=overrides)
-    # markup from these literals only; every value is escaped by Markup.format
-    intro = Markup(
-        "Tier <b>{}</b> on {} thread(s) per process and {} sweep workers; total {:.0f} s. Each section states "
-        "the paper's claim, what this run measured, a verdict computed by a rule in "
-        "<code>deeplimit/report/claims/</code> (95% intervals over ≥ 3 seeds decide; one seed is never "
-        "conclusive), its negative controls, its scale gap to the paper and its settings; a section that crashed "
-        "is marked <b>failed</b>, one without power at this tier <b>not run at this tier</b>. Machine-readable: "
-        "<code>report.json</code> beside this file. Tables are under <code>{}/tables</code>; sweeps are cached "
-        "in <code>{}</code>, keyed by their settings and a fingerprint of the code."
-    ).format(tier, torch.get_num_threads(), workers, wall, out, redact_url(ctx.storage))
-    path = render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html",
-                  provenance=prov)
+    with output_lock(out):  # a second run into this folder stops here, with a one-line error
+        torch.set_num_threads(1)
+        prov = provenance()
+        ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress,
+                      fresh=fresh, code=prov["code"])
+        sections: list[Section] = []
+        failed: list[str] = []
+        t_all = time.perf_counter()
+        keys = [k for k in SECTIONS if not only or k in only]
+        bar = tqdm(keys, disable=not progress, desc=f"reproduce ({tier})", unit="section", dynamic_ncols=True)
+        for key in bar:
+            bar.set_postfix_str(key)
+            t0 = time.perf_counter()
+            before = len(sections)
+            skip = NOT_AT_TIER.get(key, {}).get(tier)
+            try:
+                if skip:
+                    sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",
+                                            verdict="not run at this tier", reason=skip))
+                else:
+                    sections += SECTIONS[key](ctx)
+                verdict = sections[-1].verdict if sections else ""
+            except Exception as exc:  # a crashed section is reported as failed, never silently dropped
+                error = redact_text("".join(traceback.format_exception(exc))[-3000:], ctx.storage)
+                sections.append(Section(title=key, claim="(the section crashed before it could measure anything)",
+                                        verdict="failed", error=error, wall_s=time.perf_counter() - t0))
+                failed.append(key)
+                first = redact_text(str(exc), ctx.storage).splitlines()[0] if str(exc) else type(exc).__name__
+                verdict = f"FAILED: {first}"
+            for s in sections[before:]:
+                s.key = key
+                s.rerun = rerun_command(key, tier, root, workers)
+                if not s.settings and key in SECTION_SETTINGS:
+                    s.settings = ctx.settings(key)
+            if progress:
+                bar.write(f"[reproduce] {key}: {verdict} ({time.perf_counter() - t0:.0f} s)")
+        bar.close()
+        wall = time.perf_counter() - t_all
+        prov.update(tier=tier, wall_s=round(wall, 1), workers=workers, storage=redact_url(ctx.storage),
+                    only=list(only or []), fresh=fresh, overrides=overrides)
+        # markup from these literals only; every value is escaped by Markup.format
+        intro = Markup(
+            "Tier <b>{}</b> on {} thread(s) per process and {} sweep workers; total {:.0f} s. Each section states "
+            "the paper's claim, what this run measured, a verdict computed by a rule in "
+            "<code>deeplimit/report/claims/</code> (95% intervals over ≥ 3 seeds decide; one seed is never "
+            "conclusive), its negative controls, its scale gap to the paper and its settings; a section that crashed "
+            "is marked <b>failed</b>, one without power at this tier <b>not run at this tier</b>. Machine-readable: "
+            "<code>report.json</code> beside this file. Tables are under <code>{}/tables</code>; sweeps are cached "
+            "in <code>{}</code>, keyed by their settings and a fingerprint of the code."
+        ).format(tier, torch.get_num_threads(), workers, wall, out, redact_url(ctx.storage))
+        path = render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html",
+                      provenance=prov)
     return Report(path, sections, failed)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from deeplimit.io import ensure_dir
+from deeplimit.io import atomic_save, ensure_dir
 from deeplimit.report.context import Context
 from deeplimit.report.html import Control
 
@@ -82,9 +82,8 @@ def run_experiment(ctx: Context, experiment: str):
     figs_dir = ensure_dir(ctx.out / "figures" / experiment, "output folder")
     figures = plot_analysis(analysis, figs_dir)
     tables_dir = ensure_dir(ctx.out / "tables", "output folder")
-    table.to_csv(tables_dir / f"{experiment}_long.csv", index=False)
-    analysis.summary.to_csv(tables_dir / f"{experiment}_summary.csv", index=False)
-    analysis.drift.to_csv(tables_dir / f"{experiment}_drift.csv", index=False)
+    for stem, frame in (("long", table), ("summary", analysis.summary), ("drift", analysis.drift)):
+        atomic_save(tables_dir / f"{experiment}_{stem}.csv", lambda fh, f=frame: f.to_csv(fh, index=False))
     figs = [Path(f) for f in (figures.values() if isinstance(figures, dict) else figures)]
     if analysis.summary[size].nunique() < 2:  # one size: an "optimum vs size" panel would be a one-point trend
         figs = [f for f in figs if "optimum_vs_size" not in f.name]

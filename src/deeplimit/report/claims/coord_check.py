@@ -11,6 +11,7 @@ import numpy as np
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_write_json, ensure_dir
 from deeplimit.report.context import Context, cached
+from deeplimit.report.figures import replacing
 from deeplimit.report.html import Control, Section
 
 FLAT = 0.25  # |log2 slope| per doubling of depth below which a coordinate counts as flat
@@ -21,8 +22,6 @@ BLOCK_SLOPE = {"depth_mup": -1.0, "blocks_only": -0.5, "sp": 0.0}
 
 def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
     """Depth coordinate check of one rule on Fashion-MNIST (library calls; summary cached with its settings)."""
-    import os
-
     from deeplimit.diagnostics.coord_check import coord_check, coord_verdict, log2_slopes, plot_coord_check
     from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
     from deeplimit.train import cached_image_data
@@ -45,9 +44,8 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
         slopes = log2_slopes(df, "depth")
         last = slopes[slopes["step"] == slopes["step"].max()].set_index("site")["slope"]
         ensure_dir(out, "output folder")
-        tmp = out / ".coord_check.tmp.png"  # drawn by the diagnostics module, then renamed: never torn
-        plot_coord_check(df, "depth", str(tmp))
-        os.replace(tmp, out / "coord_check.png")
+        with replacing(out / "coord_check.png") as tmp:  # drawn by the diagnostics module under a unique name
+            plot_coord_check(df, "depth", str(tmp))
         seed_verdicts = [v.verdict for v in per_seed]
         verdict = (whole.verdict if all(v == whole.verdict for v in seed_verdicts) else "inconclusive")
         summary = {"settings": settings,

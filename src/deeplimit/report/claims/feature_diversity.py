@@ -10,13 +10,12 @@ import pandas as pd
 
 from deeplimit.io import ensure_dir
 from deeplimit.report.context import Context, cached
+from deeplimit.report.figures import save_figure
 from deeplimit.report.html import Section
 
 
 def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
     """κ̂ after training vs depth, one line per rule (seed mean), every seed as a dot."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,11 +34,7 @@ def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
     ax.set_title("feature diversity vs depth (dots: seeds)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(".kappa.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def feature_diversity(ctx: Context) -> list[Section]:
