@@ -237,6 +237,41 @@ def _report_texts(path: Path):
             yield node.lineno, node.value
 
 
+def test_no_measured_number_is_written_into_the_report_texts():
+    hits = [f"{p.relative_to(SRC)}:{line}: {m.group()!r} in {text[max(0, m.start() - 30):m.end() + 10]!r}"
+            for p in sorted((SRC / "report").rglob("*.py")) for line, text in _report_texts(p)
+            for m in MEASURED.finditer(text)]
+    assert not hits, "\n".join(hits)
+
+
+def test_the_measured_number_scan_sees_what_it_is_for(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('X = "drift −0.74 (95% CI −1.98 to +0.51), 364 s, measured 2026-12-06"\n'
+                   'Y = f"lr 2^-1.5 and {value:+.2f}"\n')
+    found = [m.group() for _, text in _report_texts(bad) for m in MEASURED.finditer(text)]
+    assert found == ["−0.74", "CI −1", "+0.51", "364 s", "2026-12-06"]
+
+
+def test_not_run_texts_state_the_scale_and_the_tier_that_runs_them():
+    from deeplimit.report.reproduce import NOT_AT_TIER, not_run_text
+    from deeplimit.transfer.experiments import experiment
+
+    for key, tiers in NOT_AT_TIER.items():
+        for tier, runner in tiers.items():
+            text = not_run_text(key, tier)
+            assert f"it runs at --{runner}" in text and re.search(r"\d+ runs of \d+(–\d+)? steps", text), text
+    standard = experiment("block-depth", "standard")
+    assert f"{len(standard)} runs of {standard.fixed['steps']} steps" in not_run_text("block-depth", "quick")
+
+
+def test_a_no_power_tier_shows_not_run_without_running_anything(tmp_path):
+    from deeplimit.report.reproduce import reproduce
+
+    rep = reproduce(tmp_path, tier="quick", workers=1, only=["block-depth", "width-transfer"])
+    assert [s.verdict for s in rep.sections] == ["not run at this tier"] * 2 and rep.failed == []
+    assert not (tmp_path / "quick" / "sweeps").exists()  # no sweep was created
+
+
 def test_the_lock_file_is_never_followed_through_a_link(tmp_path):
     from deeplimit.report.lock import LOCK_NAME, output_lock
 

@@ -49,7 +49,7 @@ from deeplimit.report.claims.width_transfer import width_transfer
 from deeplimit.report.context import SECTION_SETTINGS, Context, cached, check_overrides
 from deeplimit.report.html import Section, render
 from deeplimit.report.lock import output_lock
-from deeplimit.report.sweeps import run_experiment, run_sweep
+from deeplimit.report.sweeps import run_experiment, run_sweep, spec_words
 from deeplimit.secrets import redact_text, redact_url
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one definition of the tiers
 
@@ -59,36 +59,41 @@ __all__ = ["SECTIONS", "SECTION_SETTINGS", "NOT_AT_TIER", "TIERS", "Context", "R
 # The names the tests and older callers import from here (the helpers now live in their own modules).
 _cached, _run_sweep = cached, run_sweep
 
-# Sections that have no power at a tier: shown as "not run at this tier" (never as a weak verdict).
+# Sections a tier does not run (shown as "not run at this tier", never as a weak verdict): the tier that runs
+# them, and why this one does not, in terms of scale only. The text the report shows (:func:`not_run_text`)
+# states the grid each tier would run and the cost, both computed from the tiers' specs; no result of an
+# earlier run is written here (they are in docs/reproduce.md and docs/optimizers.md).
 NOT_AT_TIER: dict[str, dict[str, str]] = {
-    "block-depth": {
-        "quick": ("no power at this tier: two fresh-clone 3-seed quick runs (depths 2→32, 300 steps; same "
-                  "settings and training code, set up on different days) disagreed — one put block depth 2's "
-                  "drift at +0.66 (95% CI +0.45 to +0.87, i.e. it transfers), the next at +0.74 (+0.16 to "
-                  "+1.31) with the paired |drift₂| − |drift₁| at +0.35 (−0.36 to +1.06), inconclusive; TP6 "
-                  "shows the shift at far larger depth. It runs at --standard (depths 2→64, 500 steps)"),
-    },
-    "width-transfer": {
-        "quick": ("no power at this tier: a 3-seed quick run (widths 64→512, 300 steps, 6 LRs, 364 s) left both "
-                  "verdicts inconclusive — μP's drift −0.74 (95% CI −1.98 to +0.51), SP's −2.21 (−3.73 to −0.68) — "
-                  "because one seed's η* at width 64 sat 0.8 octave from the others'; it runs at --standard with "
-                  "5 seeds and 500 steps"),
-    },
-    "muon-transfer": {
-        "quick": ("the three Muon sweeps alone would cost ≈ 15 min of two workers at quick grids (estimated from "
-                  "the per-run wall times of the recorded runs, docs/optimizers.md), about half the quick tier "
-                  "again; the section runs at --full, and its recorded result is in docs/optimizers.md"),
-        "standard": ("its seven sweeps (the recorded runs of docs/optimizers.md: 1 188 runs, ≈ 1 h 45 min of "
-                     "two workers from their recorded per-run times) would push this tier past its 2 h; the "
-                     "section runs at --full, and its recorded result is in docs/optimizers.md"),
-    },
-    "transformer-depth": {
-        "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
-                  "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "
-                  "400 steps, 3 seeds, 6 LRs 2^-8…2^-3: 57 min of two workers, measured 2026-12-06; there "
-                  "CompleteP transferred, −0.79 octave over 2→16 layers, but neither control was shown to shift)"),
-    },
+    "block-depth": {"quick": "standard"},
+    "width-transfer": {"quick": "standard"},
+    "transformer-depth": {"quick": "standard"},
+    "muon-transfer": {"quick": "full", "standard": "full"},
 }
+_WHY_NOT = {
+    "block-depth": "its grid is too shallow and too short to tell block depth 2's drift from block depth 1's",
+    "width-transfer": "its seeds and steps are too few to decide the drift intervals over width",
+    "transformer-depth": "its models are too small and too briefly trained for their LR optima to be told apart",
+    "muon-transfer": "its sweeps are too costly for this tier's time budget",
+}
+
+
+def not_run_text(key: str, tier: str) -> str:
+    """Why section ``key`` is not run at ``tier``: the grid this tier would run, the tier that runs it, and what
+    that costs (runs × steps), computed from the specs."""
+    runner = NOT_AT_TIER[key][tier]
+    if key == "muon-transfer":
+        from deeplimit.report.claims.muon import MUON_GRIDS, muon_specs
+
+        specs = muon_specs(runner)
+        runs, steps = sum(len(s) for s in specs), sorted({int(s.fixed["steps"]) for s in specs})
+        span = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+        return (f"not run at this tier: {_WHY_NOT[key]}; it runs at --{runner}: its {len(MUON_GRIDS[runner])} "
+                f"sweeps, {runs} runs of {span} steps in all.")
+    from deeplimit.transfer.experiments import experiment as build
+
+    here, there = build(key, tier), build(key, runner)
+    return (f"not run at this tier: {_WHY_NOT[key]} (this tier's grid: {spec_words(here)}); it runs at --{runner}: "
+            f"{spec_words(there)}, {len(there)} runs of {there.fixed['steps']} steps.")
 
 
 SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
@@ -162,7 +167,7 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
             bar.set_postfix_str(key)
             t0 = time.perf_counter()
             before = len(sections)
-            skip = NOT_AT_TIER.get(key, {}).get(tier)
+            skip = not_run_text(key, tier) if tier in NOT_AT_TIER.get(key, {}) else ""
             try:
                 if skip:
                     sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",

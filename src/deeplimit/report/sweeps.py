@@ -33,26 +33,27 @@ def spec_settings(spec) -> dict:
     return {"axes": {k: list(v) for k, v in spec.axes.items()}, "fixed": dict(spec.fixed), "metric": spec.metric}
 
 
+def spec_words(spec) -> str:
+    """A sweep spec's grid in words: sizes, steps, seeds, LRs (and the fixed width)."""
+    size = next((k for k in ("depth", "width") if k in spec.axes and len(spec.axes[k]) > 1), None)
+    lrs = list(spec.axes["log2_lr"])
+    step = (lrs[1] - lrs[0]) if len(lrs) > 1 else 0
+    parts = [f"{size}s {list(spec.axes[size])}" if size else f"depth {list(spec.axes.get('depth', []))}",
+             f"{spec.fixed['steps']} steps", f"{len(spec.axes['seed'])} seed(s)",
+             f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g} (step {step:g})"]
+    if "width" in spec.fixed:
+        parts.append(f"width {spec.fixed['width']}")
+    return ", ".join(parts)
+
+
 def tier_cuts(experiment: str, tier: str) -> str:
     """What this tier runs vs the ``full`` tier (the spec's settings), in words — cuts are never silent."""
     from deeplimit.transfer.experiments import experiment as build
 
     here, full = build(experiment, tier), build(experiment, "full")
-
-    def words(spec) -> str:
-        size = next((k for k in ("depth", "width") if k in spec.axes and len(spec.axes[k]) > 1), None)
-        lrs = list(spec.axes["log2_lr"])
-        step = (lrs[1] - lrs[0]) if len(lrs) > 1 else 0
-        parts = [f"{size}s {list(spec.axes[size])}" if size else f"depth {list(spec.axes.get('depth', []))}",
-                 f"{spec.fixed['steps']} steps", f"{len(spec.axes['seed'])} seed(s)",
-                 f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g} (step {step:g})"]
-        if "width" in spec.fixed:
-            parts.append(f"width {spec.fixed['width']}")
-        return ", ".join(parts)
-
     if tier == "full":
-        return f"this tier runs the spec's settings: {words(here)}."
-    return f"this tier ({tier}): {words(here)}; the spec's full setting: {words(full)}."
+        return f"this tier runs the spec's settings: {spec_words(here)}."
+    return f"this tier ({tier}): {spec_words(here)}; the spec's full setting: {spec_words(full)}."
 
 
 def run_sweep(ctx: Context, key: str, spec):

@@ -106,8 +106,8 @@ def coord_check_depth(ctx: Context) -> list[Section]:
         verdict=verdict, reason=reason, controls=controls,
         scale_gap=("CompleteP's checks: width 256, depths 2–64, 10 AdamW steps at lr 1e-3 on Shakespeare. Here: "
                    f"MLP-ResNet width {t['width']} on Fashion-MNIST, depths {t['depths']}, {t['steps']} steps at a "
-                   f"larger lr {t['lr']:g} — at lr 2^-8 over 10 steps (the earlier setting) the (½, 0) rule also "
-                   "came out flat, so that check could not see the LR exponent."),
+                   f"larger lr {t['lr']:g}, so that the change from init is large enough for the LR exponent of "
+                   "the (½, 0) rule to show in so few steps."),
         settings=t, stats={r: {k: v for k, v in res[r].items() if k != "settings"} for r in rules},
         figures=[out / r / "coord_check.png" for r in rules],
         command=" && ".join(

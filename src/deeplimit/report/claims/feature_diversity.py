@@ -92,6 +92,8 @@ def feature_diversity(ctx: Context) -> list[Section]:
     else:
         verdict, reason = "inconclusive", "the interval of κ(Depth-μP) − κ(ODE) contains 0"
     ode_deep = float(mean.get(("ode", depths[-1]), np.nan))
+    # "lower than Depth-μP's" only where the paired interval says so
+    lower = "lower than Depth-μP's (the interval above), " if deep.verdict == "a > b" else ""
     return [Section(
         title="Feature diversity: Depth-μP keeps κ = ½, the ODE limit loses it with depth (TP6 §7, Fig. 17)",
         claim=("After training, neighbouring blocks stay diverse under Depth-μP (κ ≈ ½ at every L) while under "
@@ -103,8 +105,8 @@ def feature_diversity(ctx: Context) -> list[Section]:
             f"difference {gaps[L].text()}" for L in depths)
             + f". From {depths[0]} to {depths[-1]} blocks the gap changes by {gap_trend.text()} and ODE's own κ̂ "
             f"by {ode_trend.text()}. At "
-            f"{depths[-1]} blocks ODE's κ̂ is {ode_deep:.2f}: lower than Depth-μP's but not ≈ 0 — the paper's "
-            "κ → 0 is a limit at L in the thousands."),
+            f"{depths[-1]} blocks ODE's κ̂ is {ode_deep:.2f}: {lower}to be compared with the paper's κ → 0, a "
+            "limit at L in the thousands."),
         verdict=verdict, reason=reason, figures=figs,
         scale_gap=(f"TP6: width 256, L = 2^8…2^13, 1000 steps. Here: width {t['width']}, L = {depths}, "
                    f"{t['steps']} steps, {t['seeds']} seed(s), Fashion-MNIST."),

@@ -28,6 +28,13 @@ MUON_CONTROLS = {("muon_depth_transfer", "blocks_only"): "Muon without the depth
                  ("weight_decay_hidden_constant", "mup"): "one constant λ on the hidden matrices over width"}
 
 
+def muon_specs(tier: str) -> list:
+    """The specs of the grids the section runs at ``tier`` (smoke: the smoke grids, else the standard ones)."""
+    from deeplimit.transfer import optimizers as O
+
+    return [O.GRIDS[grid][1]("smoke" if tier == "smoke" else "standard") for grid in MUON_GRIDS[tier]]
+
+
 def muon_transfer(ctx: Context) -> list[Section]:
     """Muon LR transfer over depth and width and weight-decay transfer over width (issue 14), decided row by row
     by :func:`deeplimit.transfer.optimizers.muon_transfer_section`: "holds" when every row with a prediction is
