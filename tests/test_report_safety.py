@@ -220,6 +220,19 @@ def test_two_writers_of_one_figure_never_share_a_temporary_file(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p != target]  # no temporary left behind
 
 
+@pytest.mark.parametrize("setting, expected", [
+    ("coord-check.steps=abc", "--set coord-check.steps='abc': expected an integer; e.g. --set coord-check.steps=10"),
+    ("coord-check.lr=fast", "expected a finite number"),
+    ("stopping.gammas=[0.5,'x']", "expected a list of numbers"),
+    ("coord-check.train_io=2", "expected true or false"),
+])
+def test_a_set_value_of_the_wrong_kind_is_a_one_line_error(tmp_path, capsys, setting, expected):
+    rc = main(["reproduce", "--smoke", "-q", "--out", str(tmp_path), "--only", "coord-check", "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert "Traceback" not in err and not (tmp_path / "smoke" / "report.html").exists()
+
+
 # A result of a run, written into the source: a signed decimal (a drift, a difference: +0.66, −0.74), an
 # interval "CI −1.98", a date, or a duration (364 s, 57 min, 1 h). Exponents such as 2^-1.5 are settings.
 MEASURED = re.compile(r"(?<![\^\w.])[+−-]\d+\.\d+|\b\d{4}-\d{2}-\d{2}\b|\bCI\s?[+−-]?\d|"

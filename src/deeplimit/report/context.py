@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,8 +107,34 @@ class Context:
         return {**SECTION_SETTINGS[section](self.tier), **self.overrides.get(section, {})}
 
 
-def check_overrides(overrides: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """Refuse overrides of unknown sections or keys (values are checked by the section when it runs)."""
+def _check_type(section: str, key: str, value: Any, default: Any, example: Any) -> Any:
+    """``value`` if it has the kind of ``default`` (an int where an int is expected, a list of numbers where a
+    list is, …), else a one-line :class:`DeeplimitError`; ranges are checked by the section when it runs."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = number(value), "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a word"
+    else:  # a grid: a list of numbers (one number is a grid of one), or none where the tier has no grid
+        value = [value] if number(value) else list(value) if isinstance(value, tuple) else value
+        ok = (value is None and default is None) or (
+            isinstance(value, list) and len(value) > 0 and all(number(v) for v in value))
+        kind = "a list of numbers"
+    if not ok:
+        raise DeeplimitError(f"--set {section}.{key}={value!r}: expected {kind}; e.g. --set {section}.{key}="
+                             f"{json.dumps(example).replace(' ', '')}")
+    return value
+
+
+def check_overrides(overrides: dict[str, dict[str, Any]] | None, tier: str = "smoke") -> dict[str, dict[str, Any]]:
+    """Refuse overrides of unknown sections or keys, and values of the wrong kind (a word where a number is
+    expected); the ranges are checked by the section when it runs."""
     from deeplimit.report.reproduce import SECTIONS  # the registry imports this module: read it when called
 
     overrides = overrides or {}
@@ -121,28 +148,12 @@ def check_overrides(overrides: dict[str, dict[str, Any]] | None) -> dict[str, di
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise DeeplimitError(f"unknown setting(s) {unknown} of section {section!r}; known: {', '.join(known)}")
+        here = SECTION_SETTINGS[section](tier) if tier in SDE_TIER else known
+        for key, value in list(values.items()):
+            values[key] = _check_type(section, key, value, here[key], known[key] if here[key] is None else here[key])
     return overrides
 
 
-def cached(path: Path, settings: dict, compute: Callable[[], dict], code: str = "", fresh: bool = False) -> dict:
-    """The JSON summary at ``path`` if it was computed with these ``settings`` by this ``code`` (a fingerprint
-    of the source files it depends on, kept in ``<path>.code``), else ``compute()`` (which writes it).
-    ``settings`` are compared as JSON, as stored; ``fresh`` always recomputes."""
-    want = json.loads(json.dumps(settings, default=float))
-    stamp = path.with_name(path.name + ".code")
-    if path.is_file() and not fresh:
-        try:
-            summary = read_json(path, "cached result")
-            same_code = (not code) or (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == code)
-        except (DeeplimitError, OSError, UnicodeDecodeError):  # unreadable cache or stamp: compute again (both
-            # are rewritten atomically)
-            summary, same_code = None, False
-        if isinstance(summary, dict) and summary.get("settings") == want and same_code:
-            return summary
-    summary = compute()
-    if code:
-        atomic_write_text(stamp, code)
-    return summary
 @functools.lru_cache(maxsize=16)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as fh:
@@ -171,3 +182,22 @@ def data_fingerprint(name: str) -> str:
     return h.hexdigest()[:12]
 
 
+def cached(path: Path, settings: dict, compute: Callable[[], dict], code: str = "", fresh: bool = False) -> dict:
+    """The JSON summary at ``path`` if it was computed with these ``settings`` by this ``code`` (a fingerprint
+    of the source files it depends on, kept in ``<path>.code``), else ``compute()`` (which writes it).
+    ``settings`` are compared as JSON, as stored; ``fresh`` always recomputes."""
+    want = json.loads(json.dumps(settings, default=float))
+    stamp = path.with_name(path.name + ".code")
+    if path.is_file() and not fresh:
+        try:
+            summary = read_json(path, "cached result")
+            same_code = (not code) or (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == code)
+        except (DeeplimitError, OSError, UnicodeDecodeError):  # unreadable cache or stamp: compute again (both
+            # are rewritten atomically)
+            summary, same_code = None, False
+        if isinstance(summary, dict) and summary.get("settings") == want and same_code:
+            return summary
+    summary = compute()
+    if code:
+        atomic_write_text(stamp, code)
+    return summary

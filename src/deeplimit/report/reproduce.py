@@ -1,12 +1,14 @@
 """``deeplimit reproduce``: both papers' key results at CPU scale, as one self-contained HTML report.
 
 Every section calls the library (the SDE studies, the sweep engine with its workers, the diagnostics and the
-trained-run studies — never the CLI), compares the measurement with the paper's claim by a rule written here in
-code, and says whether it holds. A section that crashes is reported as "failed" (with its error), the other
-sections still run, and :func:`reproduce` lists it in :attr:`Report.failed` (``deeplimit reproduce`` then exits
-non-zero). Results are cached: sweeps live in one Optuna storage (``<out>/sweeps.db``) and the other sections
-write a JSON summary under ``<out>/<section>/`` that records its settings — it is reused only for the same
-settings. Re-running resumes; a killed run loses at most the trials in flight.
+trained-run studies — never the CLI), compares the measurement with the paper's claim by a rule written in code (in
+the claim's module), and says whether it holds. A section that crashes is reported as "failed" (with its error), the
+other sections still run, and :func:`reproduce` lists it in :attr:`Report.failed` (``deeplimit reproduce`` then
+exits non-zero). Results are cached: sweeps live in one Optuna storage (``<out>/sweeps.db``) and the other sections
+write a JSON summary under ``<out>/<section>/`` that records its settings — it is reused only for the same settings,
+the same code and (for a trained summary) the same data. Re-running resumes; a killed run loses at most the trials
+in flight. One run at a time writes a tier's folder (:mod:`deeplimit.report.lock`); the HTML escapes every text that
+is not markup of our own and embeds only the figures each section wrote (:mod:`deeplimit.report.html`).
 
 This module is the driver: the section registry :data:`SECTIONS`, the sections not run at a tier, the
 re-run command and :func:`reproduce`. Each claim lives in its own module under
@@ -150,7 +152,7 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     unknown = sorted(set(only or []) - set(SECTIONS))
     if unknown:
         raise DeeplimitError(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
-    overrides = check_overrides(overrides)
+    overrides = check_overrides(overrides, tier)
     root = ensure_dir(out, "output folder")
     out = ensure_dir(root / tier, "output folder")
     with output_lock(out):  # a second run into this folder stops here, with a one-line error
