@@ -56,7 +56,11 @@ from deeplimit.secrets import redact_text, redact_url
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one definition of the tiers
 
 __all__ = ["SECTIONS", "SECTION_SETTINGS", "NOT_AT_TIER", "TIERS", "Context", "Report", "check_overrides",
-           "reproduce", "rerun_command", "run_experiment"]
+           "reproduce", "rerun_command", "not_run_text", "run_experiment",
+           # the sections, each from its claim module
+           "sde_comparisons", "rank_collapse", "stopping", "depth_transfer", "activation", "block_depth",
+           "width_transfer", "coord_check_depth", "feature_diversity", "transformer_depth", "shaped_vs_preln",
+           "sde_convergence", "muon_transfer"]
 
 # The names the tests and older callers import from here (the helpers now live in their own modules).
 _cached, _run_sweep = cached, run_sweep
