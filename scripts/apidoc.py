@@ -10,8 +10,9 @@ from pathlib import Path
 MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.scaling.hf", "deeplimit.nn", "deeplimit.sde",
            "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coord_check", "deeplimit.data",
            "deeplimit.train", "deeplimit.studies", "deeplimit.sweep", "deeplimit.transfer",
-           "deeplimit.transfer.optimizers", "deeplimit.io",
-           "deeplimit.secrets", "deeplimit.report.reproduce"]
+           "deeplimit.transfer.optimizers", "deeplimit.transfer.sweeps", "deeplimit.io",
+           "deeplimit.secrets", "deeplimit.report.reproduce", "deeplimit.report.context", "deeplimit.report.html",
+           "deeplimit.report.lock"]
 
 
 def _public(mod) -> list[str]:

@@ -1,9 +1,14 @@
 """The run's context (output folder, tier, workers, storage, overrides, code fingerprints), the settings of
-the non-sweep sections per tier, and the cache of their JSON summaries."""
+the non-sweep sections per tier, and the cache of their JSON summaries (keyed on their settings, on the code
+that computes them and, for the trained ones, on the content of their data)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,13 +100,45 @@ class Context:
     def sweep_tier(self) -> str:
         return self.tier
 
+    def stamp(self, kind: str, data: str | None = None) -> str:
+        """What a cached summary of ``kind`` must have been computed by: the code fingerprint of ``kind`` and,
+        for a summary trained on ``data``, the data's content (:func:`data_fingerprint`)."""
+        code = self.code.get(kind, "")
+        return code if data is None else f"{code} data {data} {data_fingerprint(data)}"
+
     def settings(self, section: str) -> dict:
         """The section's settings at this tier with this run's overrides applied."""
         return {**SECTION_SETTINGS[section](self.tier), **self.overrides.get(section, {})}
 
 
-def check_overrides(overrides: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """Refuse overrides of unknown sections or keys (values are checked by the section when it runs)."""
+def _check_type(section: str, key: str, value: Any, default: Any, example: Any) -> Any:
+    """``value`` if it has the kind of ``default`` (an int where an int is expected, a list of numbers where a
+    list is, …), else a one-line :class:`DeeplimitError`; ranges are checked by the section when it runs."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = number(value), "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a word"
+    else:  # a grid: a list of numbers (one number is a grid of one), or none where the tier has no grid
+        value = [value] if number(value) else list(value) if isinstance(value, tuple) else value
+        ok = (value is None and default is None) or (
+            isinstance(value, list) and len(value) > 0 and all(number(v) for v in value))
+        kind = "a list of numbers"
+    if not ok:
+        raise DeeplimitError(f"--set {section}.{key}={value!r}: expected {kind}; e.g. --set {section}.{key}="
+                             f"{json.dumps(example).replace(' ', '')}")
+    return value
+
+
+def check_overrides(overrides: dict[str, dict[str, Any]] | None, tier: str = "smoke") -> dict[str, dict[str, Any]]:
+    """Refuse overrides of unknown sections or keys, and values of the wrong kind (a word where a number is
+    expected); the ranges are checked by the section when it runs."""
     from deeplimit.report.reproduce import SECTIONS  # the registry imports this module: read it when called
 
     overrides = overrides or {}
@@ -115,7 +152,38 @@ def check_overrides(overrides: dict[str, dict[str, Any]] | None) -> dict[str, di
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise DeeplimitError(f"unknown setting(s) {unknown} of section {section!r}; known: {', '.join(known)}")
+        here = SECTION_SETTINGS[section](tier) if tier in SDE_TIER else known
+        for key, value in list(values.items()):
+            values[key] = _check_type(section, key, value, here[key], known[key] if here[key] is None else here[key])
     return overrides
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def data_fingerprint(name: str) -> str:
+    """SHA-256 (12 hex digits) over the files of dataset ``name`` as this process would load them, or
+    ``"missing"`` when one is absent: a cached summary trained on the data is reused only with the same data,
+    and with the data gone it is recomputed (and fails, naming what is missing) rather than shown as if fresh.
+    Only Fashion-MNIST is trained on by the report's cached sections."""
+    from deeplimit.data.images import FASHION_MNIST_FILES, fashion_mnist_dir
+
+    if name != "fashion-mnist":
+        raise ValueError(f"no data fingerprint for {name!r}")
+    folder = fashion_mnist_dir()
+    h = hashlib.sha256()
+    for split in sorted(FASHION_MNIST_FILES):
+        for file in FASHION_MNIST_FILES[split]:
+            path = folder / file
+            try:
+                st = os.stat(path)
+                h.update(f"{file}\0{_file_digest(str(path), st.st_size, st.st_mtime_ns)}\0".encode())
+            except OSError:
+                return "missing"
+    return h.hexdigest()[:12]
 
 
 def cached(path: Path, settings: dict, compute: Callable[[], dict], code: str = "", fresh: bool = False) -> dict:
@@ -127,8 +195,9 @@ def cached(path: Path, settings: dict, compute: Callable[[], dict], code: str = 
     if path.is_file() and not fresh:
         try:
             summary = read_json(path, "cached result")
-            same_code = (not code) or (stamp.is_file() and stamp.read_text().strip() == code)
-        except (DeeplimitError, OSError):  # unreadable cache: compute again (it is rewritten atomically)
+            same_code = (not code) or (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == code)
+        except (DeeplimitError, OSError, UnicodeDecodeError):  # unreadable cache or stamp: compute again (both
+            # are rewritten atomically)
             summary, same_code = None, False
         if isinstance(summary, dict) and summary.get("settings") == want and same_code:
             return summary

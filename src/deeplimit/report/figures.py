@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,23 +14,32 @@ import pandas as pd
 from deeplimit.io import ensure_dir
 
 
-def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """Save ``fig`` to ``path`` through a temporary name in the same folder (never torn) and close it."""
-    import os
-    import tempfile
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file of a unique name beside ``path``, for a writer that needs a file name (a figure drawn by
+    a library function): renamed over ``path`` when the block succeeds, removed when it fails. Two runs drawing
+    the same figure never share a temporary file, and a reader never sees a half-written one."""
+    ensure_dir(path.parent, "output folder")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Save a Matplotlib figure to ``path`` through :func:`replacing` and close it."""
     import matplotlib.pyplot as plt
 
-    ensure_dir(path.parent, "output folder")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -34,8 +47,6 @@ def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best
                      prefixes: list[str] | None = None) -> Path:
     """Best-over-LR loss vs size, one line per group (seed mean), each seed a dot: the figure that carries a
     comparison's verdict. Diverged seeds (+∞) are left out of the plot, not drawn at the edge."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,12 +68,7 @@ def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    ensure_dir(path.parent, "output folder")
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def eta_star_figure(runs: pd.DataFrame, group: str, size: str, stats: dict, path: Path, title: str) -> Path:

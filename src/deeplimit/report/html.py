@@ -1,23 +1,35 @@
 """A self-contained HTML report: sections with the paper's claim, what we measured, a verdict, figures
-(embedded as base64 PNG) and tables. Nothing in it is written by hand: every number comes from a run."""
+(embedded as base64 PNG) and tables. Nothing in it is written by hand: every number comes from a run.
+
+The page is rendered by a Jinja2 template with autoescaping on: every text is escaped unless it is a
+:class:`markupsafe.Markup` built by our own code from literal markup (``Markup("<br>").join(lines)``,
+``Markup("<b>{}</b>").format(value)`` escapes ``value``). A text read back from a cache can carry no markup.
+A figure is embedded only if it is a regular file (not a symbolic link) inside the report's folder and starts
+with the PNG signature; anything else is shown as a one-line refusal in its section.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
+import errno
 import json
 import math
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from deeplimit.io import atomic_write_json, atomic_write_text
 
 VERDICT_COLOURS = {"holds": "#1a7f37", "partly": "#9a6700", "does not hold": "#cf222e", "inconclusive": "#57606a",
                    "failed": "#a40e26", "not run at this tier": "#8c959f"}
 VERDICTS = tuple(VERDICT_COLOURS)  # the whole vocabulary of section verdicts
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -28,6 +40,7 @@ class Section:
     claim: str
     measured: str = ""
     verdict: str = "inconclusive"  # one of VERDICTS; "failed": it crashed; "not run at this tier": no power here
+    # The figures this section wrote (its manifest): only these are embedded, and only from the report's folder.
     figures: list[Path] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     command: str = ""
@@ -67,11 +80,42 @@ def _alt(path: Path) -> str:
     return f"figure: {Path(path).stem.replace('_', ' ').replace('-', ' ')} ({Path(path).parent.name})"
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    alt = html.escape(_alt(path))
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"><figcaption>{alt}</figcaption>'
-            "</figure>")
+def read_figure(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bytes:
+    """The bytes of the PNG at ``path``, refused (``ValueError`` with the reason) unless it is a regular file —
+    not a symbolic link, nor under one — inside ``root`` that starts with the PNG signature."""
+    root = Path(os.path.abspath(root))  # as the run named it: the sections' paths are built from it
+    absolute = Path(os.path.abspath(path))
+    if not absolute.is_relative_to(root):
+        raise ValueError(f"{path} is outside the report's folder {root}")
+    for p in [absolute, *absolute.parents]:  # no link on the way down from the report's folder
+        if p == root:
+            break
+        if p.is_symlink():
+            raise ValueError(f"{p} is a symbolic link; only files the run wrote are embedded")
+    try:  # O_NOFOLLOW: a link swapped in after the check above is refused too
+        fd = os.open(absolute, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+        raise ValueError(f"{path} {why}; only files the run wrote are embedded") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = fh.read()
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(f"{path} is not a PNG file")
+    return data
+
+
+def _figures(paths: list[Path], root: Path) -> list[dict]:
+    out = []
+    for f in paths:
+        if not os.path.lexists(f):  # a figure a cached result no longer has on disk: nothing to show
+            continue
+        try:
+            out.append({"alt": _alt(f), "data": base64.b64encode(read_figure(f, root)).decode()})
+        except ValueError as exc:
+            out.append({"alt": _alt(f), "data": None, "refused": f"figure not embedded: {exc}"})
+    return out
 
 
 def _jsonable(v):
@@ -87,23 +131,20 @@ def _jsonable(v):
             return str(v)
     if isinstance(v, float) and not math.isfinite(v):
         return None
-    if isinstance(v, (str, int, float, bool)) or v is None:
+    if isinstance(v, str):
+        return str(v)  # a Markup text goes to JSON as the plain string it is
+    if isinstance(v, (int, float, bool)) or v is None:
         return v
     return str(v)
 
 
-def _settings_html(settings: dict) -> str:
-    text = json.dumps(_jsonable(settings), indent=1, ensure_ascii=False)
-    return f"<details><summary>settings</summary><pre class='settings'>{html.escape(text)}</pre></details>"
-
-
-def _table(name: str, df: pd.DataFrame) -> str:
+def _table(df: pd.DataFrame) -> Markup:
     def fmt(v):
         if isinstance(v, float):
             return f"{v:.4g}"
         return v
-    body = df.map(fmt).to_html(index=False, border=0, classes="tbl", escape=True)
-    return f"<details><summary>{html.escape(name)} ({len(df)} rows)</summary>{body}</details>"
+    # pandas escapes every cell (escape=True): the HTML it returns is safe to embed as it is
+    return Markup(df.map(fmt).to_html(index=False, border=0, classes="tbl", escape=True))
 
 
 CSS = """
@@ -120,66 +161,71 @@ pre.settings{font-size:.8em;background:#f6f8fa;padding:.5em} .prov td{padding:1p
 .summary td,.summary th{border:1px solid #d0d7de;padding:3px 8px} .summary{border-collapse:collapse}
 """
 
+TEMPLATE = """\
+<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{{ title }}</title><style>{{ css }}</style>\
+</head><body><h1>{{ title }}</h1>
+<p class='meta'>generated {{ generated }}</p>
+{% if prov_rows %}<table class='prov'>{% for k, v in prov_rows %}<tr><td><b>{{ k }}</b></td><td>{{ v }}</td></tr>\
+{% endfor %}</table>{% endif %}
+<p>{{ intro }}</p>
+<table class='summary'><tr><th>result</th><th>verdict</th><th>negative controls</th></tr>\
+{% for s in sections %}<tr><td><a href="#s{{ loop.index0 }}">{{ s.title }}</a></td><td><span class="verdict" \
+style="background:{{ colour(s.verdict) }}">{{ s.verdict }}</span></td><td>{{ controls_cell(s) }}</td></tr>\
+{% endfor %}</table>
+{% for s in sections %}
+<h2 id="s{{ loop.index0 }}">{{ s.title }} <span class="verdict" style="background:{{ colour(s.verdict) }}">\
+{{ s.verdict }}</span></h2>
+<p class='claim'><b>The paper:</b> {{ s.claim }}</p>
+{% if s.measured %}<p><b>We measured:</b> {{ s.measured }}</p>{% endif %}
+{% if s.reason %}<p><b>Why this verdict:</b> {{ s.reason }}</p>{% endif %}
+{% if s.scale_gap %}<p class='meta'><b>Scale gap:</b> {{ s.scale_gap }}</p>{% endif %}
+{% if s.controls %}<p><b>Negative controls:</b></p><ul>{% for c in s.controls %}<li><b>{{ c.name }}</b> — expected: \
+{{ c.expectation }}; measured: {{ c.measured }} (<i>{{ marks[c.passed] }}</i>)</li>{% endfor %}</ul>{% endif %}
+{% if s.error %}<p class='err'>{{ s.error }}</p>{% endif %}
+{% for f in figures[loop.index0] %}{% if f.data %}<figure><img src="data:image/png;base64,{{ f.data }}" \
+alt="{{ f.alt }}"><figcaption>{{ f.alt }}</figcaption></figure>{% else %}<p class='meta'>{{ f.refused }}</p>\
+{% endif %}{% endfor %}
+{% for name, df in s.tables %}<details><summary>{{ name }} ({{ df|length }} rows)</summary>{{ table(df) }}</details>\
+{% endfor %}
+{% if s.settings %}<details><summary>settings</summary><pre class='settings'>{{ settings_text(s.settings) }}</pre>\
+</details>{% endif %}
+{% if s.rerun or s.command or s.wall_s %}<p class='meta'>{% if s.rerun %}re-run with <code>{{ s.rerun }}</code>\
+{% endif %}{% if s.rerun and s.command %}; {% endif %}{% if s.command %}or on its own: <code>{{ s.command }}</code>\
+{% endif %}{% if s.rerun or s.command %}; {% endif %}{{ '%.0f' % s.wall_s }} s</p>{% endif %}
+{% endfor %}
+</body></html>
+"""
 
-def _provenance_html(prov: dict) -> str:
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _provenance_rows(prov: dict) -> list[tuple[str, str]]:
     if not prov:
-        return ""
+        return []
     git, ver, mach = prov.get("git", {}), prov.get("versions", {}), prov.get("machine", {})
     commit = git.get("commit") or "unknown (not a git checkout)"
     dirty = {True: " (uncommitted changes)", False: " (clean)"}.get(git.get("dirty"), "")
-    rows = [("commit", f"{commit}{dirty}"), ("packages", ", ".join(f"{k} {v}" for k, v in ver.items() if v)),
+    return [("commit", f"{commit}{dirty}"), ("packages", ", ".join(f"{k} {v}" for k, v in ver.items() if v)),
             ("machine", f"{mach.get('cpu')}, {mach.get('cores')} cores, {mach.get('torch_threads')} torch "
                         f"thread(s) per process"),
             ("tier", f"{prov.get('tier', '')}; wall time {prov.get('wall_s', 0):.0f} s"),
             ("code fingerprints", ", ".join(f"{k} {v}" for k, v in prov.get("code", {}).items()))]
-    body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table class='prov'>{body}</table>"
 
 
 def render(sections: list[Section], title: str, intro: str, path: Path, provenance: dict | None = None) -> Path:
-    """Write the report to ``path`` (and, with ``provenance``, ``report.json`` beside it); return ``path``."""
-    rows = "".join(
-        f'<tr><td><a href="#s{i}">{html.escape(s.title)}</a></td><td><span class="verdict" style="background:'
-        f'{VERDICT_COLOURS.get(s.verdict, "#57606a")}">{html.escape(s.verdict)}</span></td>'
-        f"<td>{_controls_cell(s)}</td></tr>"
-        for i, s in enumerate(sections))
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='meta'>generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}</p>",
-             _provenance_html(provenance or {}), f"<p>{intro}</p>",
-             f"<table class='summary'><tr><th>result</th><th>verdict</th><th>negative controls</th></tr>{rows}"
-             "</table>"]
-    for i, s in enumerate(sections):
-        colour = VERDICT_COLOURS.get(s.verdict, "#57606a")
-        parts.append(f'<h2 id="s{i}">{html.escape(s.title)} <span class="verdict" style="background:{colour}">'
-                     f"{html.escape(s.verdict)}</span></h2>")
-        parts.append(f"<p class='claim'><b>The paper:</b> {s.claim}</p>")
-        if s.measured:
-            parts.append(f"<p><b>We measured:</b> {s.measured}</p>")
-        if s.reason:
-            parts.append(f"<p><b>Why this verdict:</b> {html.escape(s.reason)}</p>")
-        if s.scale_gap:
-            parts.append(f"<p class='meta'><b>Scale gap:</b> {s.scale_gap}</p>")
-        if s.controls:
-            marks = {True: "behaves as a control", False: "control FAILED", None: "inconclusive"}
-            items = "".join(f"<li><b>{html.escape(c.name)}</b> — expected: {c.expectation}; measured: {c.measured} "
-                            f"(<i>{marks[c.passed]}</i>)</li>" for c in s.controls)
-            parts.append(f"<p><b>Negative controls:</b></p><ul>{items}</ul>")
-        if s.error:
-            parts.append(f"<p class='err'>{html.escape(s.error)}</p>")
-        parts += [_img(f) for f in s.figures if Path(f).exists()]
-        parts += [_table(n, df) for n, df in s.tables]
-        if s.settings:
-            parts.append(_settings_html(s.settings))
-        cmds = []
-        if s.rerun:
-            cmds.append(f"re-run with <code>{html.escape(s.rerun)}</code>")
-        if s.command:
-            cmds.append(f"or on its own: <code>{html.escape(s.command)}</code>")
-        if cmds or s.wall_s:
-            parts.append(f"<p class='meta'>{'; '.join(cmds)}{'; ' if cmds else ''}{s.wall_s:.0f} s</p>")
-    parts.append("</body></html>")
-    atomic_write_text(path, "\n".join(parts))
+    """Write the report to ``path`` (and, with ``provenance``, ``report.json`` beside it); return ``path``.
+
+    Figures are read only from ``path``'s folder (:func:`read_figure`); every text is escaped unless it is a
+    :class:`~markupsafe.Markup` (``intro`` included)."""
+    root = Path(os.path.abspath(Path(path).parent))
+    page = _ENV.from_string(TEMPLATE).render(
+        title=title, css=Markup(CSS), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        prov_rows=_provenance_rows(provenance or {}), intro=intro, sections=sections,
+        figures=[_figures(list(s.figures), root) for s in sections], table=_table,
+        settings_text=lambda st: json.dumps(_jsonable(st), indent=1, ensure_ascii=False),
+        colour=lambda v: VERDICT_COLOURS.get(v, "#57606a"), controls_cell=_controls_cell,
+        marks={True: "behaves as a control", False: "control FAILED", None: "inconclusive"})
+    atomic_write_text(path, page)
     if provenance is not None:
         write_json(sections, provenance, Path(path).with_name("report.json"))
     return path

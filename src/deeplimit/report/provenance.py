@@ -6,6 +6,7 @@ Everything here is read, never guessed: a value that cannot be found is ``None``
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import platform
@@ -17,14 +18,72 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/deeplimit
 PACKAGES = ("deeplimit", "torch", "numpy", "scipy", "pandas", "optuna", "matplotlib")
 
-# What each kind of cached result depends on (paths relative to src/deeplimit; folders recurse).
-CODE_DEPS: dict[str, tuple[str, ...]] = {
-    # transfer/experiments.py only builds specs, and a sweep's name already hashes its spec: listing it here made
-    # a grid change in one experiment re-run every other experiment's sweep too
-    "sweep": ("train.py", "nn", "scaling", "data", "transfer/objectives.py"),
-    "sde": ("sde", "nn", "scaling"),
-    "diagnostics": ("diagnostics", "studies.py", "train.py", "nn", "scaling", "data"),
+# What each kind of cached result is computed by: these modules and every deeplimit module they import, found
+# by reading their source (function-level imports included; :func:`code_files`), so a file that computes a
+# result can never be left out of its fingerprint. Sweeps: the training code a worker runs (a sweep's name also
+# hashes its spec, so transfer/experiments.py, which only builds specs, is not an entry: a grid change in one
+# experiment must not re-run every other experiment's sweep). SDE and diagnostics summaries: the report's claim
+# modules that compute and cache them, and the library they call.
+CODE_ENTRIES: dict[str, tuple[str, ...]] = {
+    "sweep": ("transfer/objectives.py",),
+    "sde": ("report/claims/sde.py", "report/claims/rank_collapse.py", "report/claims/stopping.py",
+            "report/claims/convergence.py"),
+    "diagnostics": ("report/claims/coord_check.py", "report/claims/coord_check_width.py",
+                    "report/claims/feature_diversity.py"),
 }
+# Files that only lay out or describe the report (never a number in a cached result): not followed. The driver
+# is listed because a claim module reaches it only through a lazy import of the section registry.
+NOT_COMPUTING = ("report/reproduce.py", "report/html.py", "report/provenance.py")
+
+
+def _module_file(module: str, root: Path) -> Path | None:
+    parts = module.split(".")
+    if parts[0] != root.name:
+        return None
+    base = root.joinpath(*parts[1:])
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _imports(path: Path, root: Path) -> set[Path]:
+    """The package's files that ``path`` imports (anywhere in it), with the ``__init__`` of each package on the
+    way (importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = list(path.relative_to(root.parent).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    files = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            f = _module_file(".".join(parts[:i]), root)
+            if f is not None:
+                files.add(f)
+    return files
+
+
+def code_files(entries: tuple[str, ...] | list[str], root: Path = PACKAGE_ROOT,
+               skip: tuple[str, ...] = NOT_COMPUTING) -> list[str]:
+    """The ``.py`` files (relative to ``root``) that ``entries`` import, directly or not, themselves included;
+    the files in ``skip`` are neither included nor followed."""
+    todo = [root / e for e in entries]
+    seen: set[Path] = set()
+    while todo:
+        f = todo.pop()
+        if f in seen or str(f.relative_to(root)) in skip:
+            continue
+        seen.add(f)
+        todo.extend(_imports(f, root) - seen)
+    return sorted(str(f.relative_to(root)) for f in seen)
 
 
 def code_fingerprint(parts: tuple[str, ...] | list[str], root: Path = PACKAGE_ROOT) -> str:
@@ -87,4 +146,4 @@ def provenance() -> dict:
     return {"git": git_state(), "versions": versions(),
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "platform": platform.platform(), "executable": sys.executable},
-            "code": {kind: code_fingerprint(parts) for kind, parts in CODE_DEPS.items()}}
+            "code": {kind: code_fingerprint(code_files(entries)) for kind, entries in CODE_ENTRIES.items()}}

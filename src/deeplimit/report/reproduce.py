@@ -1,12 +1,14 @@
 """``deeplimit reproduce``: both papers' key results at CPU scale, as one self-contained HTML report.
 
 Every section calls the library (the SDE studies, the sweep engine with its workers, the diagnostics and the
-trained-run studies — never the CLI), compares the measurement with the paper's claim by a rule written here in
-code, and says whether it holds. A section that crashes is reported as "failed" (with its error), the other
-sections still run, and :func:`reproduce` lists it in :attr:`Report.failed` (``deeplimit reproduce`` then exits
-non-zero). Results are cached: sweeps live in one Optuna storage (``<out>/sweeps.db``) and the other sections
-write a JSON summary under ``<out>/<section>/`` that records its settings — it is reused only for the same
-settings. Re-running resumes; a killed run loses at most the trials in flight.
+trained-run studies — never the CLI), compares the measurement with the paper's claim by a rule written in code (in
+the claim's module), and says whether it holds. A section that crashes is reported as "failed" (with its error), the
+other sections still run, and :func:`reproduce` lists it in :attr:`Report.failed` (``deeplimit reproduce`` then
+exits non-zero). Results are cached: sweeps live in one Optuna storage (``<out>/sweeps.db``) and the other sections
+write a JSON summary under ``<out>/<section>/`` that records its settings — it is reused only for the same settings,
+the same code and (for a trained summary) the same data. Re-running resumes; a killed run loses at most the trials
+in flight. One run at a time writes a tier's folder (:mod:`deeplimit.report.lock`); the HTML escapes every text that
+is not markup of our own and embeds only the figures each section wrote (:mod:`deeplimit.report.html`).
 
 This module is the driver: the section registry :data:`SECTIONS`, the sections not run at a tier, the
 re-run command and :func:`reproduce`. Each claim lives in its own module under
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from markupsafe import Markup
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import ensure_dir
@@ -49,40 +52,66 @@ from deeplimit.report.claims.transformer_depth import transformer_depth
 from deeplimit.report.claims.width_transfer import width_transfer
 from deeplimit.report.context import SECTION_SETTINGS, Context, cached, check_overrides
 from deeplimit.report.html import Section, render
-from deeplimit.report.sweeps import run_experiment, run_sweep
+from deeplimit.report.lock import output_lock
+from deeplimit.report.sweeps import run_experiment, run_sweep, spec_words
 from deeplimit.secrets import redact_text, redact_url
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one definition of the tiers
 
 __all__ = ["SECTIONS", "SECTION_SETTINGS", "NOT_AT_TIER", "TIERS", "Context", "Report", "check_overrides",
-           "reproduce", "rerun_command", "run_experiment"]
+           "reproduce", "rerun_command", "not_run_text", "run_experiment",
+           # the sections, each from its claim module
+           "sde_comparisons", "rank_collapse", "stopping", "depth_transfer", "activation", "block_depth",
+           "width_transfer", "coord_check_depth", "feature_diversity", "transformer_depth", "shaped_vs_preln",
+           "sde_convergence", "muon_transfer"]
 
 # The names the tests and older callers import from here (the helpers now live in their own modules).
 _cached, _run_sweep = cached, run_sweep
 
-# Sections that have no power at a tier: shown as "not run at this tier" (never as a weak verdict).
+# Sections a tier does not run (shown as "not run at this tier", never as a weak verdict): the tier that runs
+# them, and why this one does not, in terms of scale only. The text the report shows (:func:`not_run_text`)
+# states the grid each tier would run and the cost, both computed from the tiers' specs; no result of an
+# earlier run is written here (they are in docs/reproduce.md and docs/optimizers.md).
 NOT_AT_TIER: dict[str, dict[str, str]] = {
-    "block-depth": {
-        "quick": ("no power at this tier: two fresh-clone 3-seed quick runs (depths 2→32, 300 steps; same "
-                  "settings and training code, set up on different days) disagreed — one put block depth 2's "
-                  "drift at +0.66 (95% CI +0.45 to +0.87, i.e. it transfers), the next at +0.74 (+0.16 to "
-                  "+1.31) with the paired |drift₂| − |drift₁| at +0.35 (−0.36 to +1.06), inconclusive; TP6 "
-                  "shows the shift at far larger depth. It runs at --standard (depths 2→64, 500 steps)"),
-    },
-    "muon-transfer": {
-        "quick": ("the three Muon sweeps alone would cost ≈ 15 min of two workers at quick grids (estimated from "
-                  "the per-run wall times of the recorded runs, docs/optimizers.md), about half the quick tier "
-                  "again; the section runs at --full, and its recorded result is in docs/optimizers.md"),
-        "standard": ("its seven sweeps (the recorded runs of docs/optimizers.md: 1 188 runs, ≈ 1 h 45 min of "
-                     "two workers from their recorded per-run times) would push this tier past its 2 h; the "
-                     "section runs at --full, and its recorded result is in docs/optimizers.md"),
-    },
-    "transformer-depth": {
-        "quick": ("at this tier's scale (depths 1–4, 120 steps, one seed) every rule sat at the corpus's bigram "
-                  "entropy, so no LR optimum could be told apart; the real test runs at --standard (depths 2–16, "
-                  "400 steps, 3 seeds, 6 LRs 2^-8…2^-3: 57 min of two workers, measured 2026-12-06; there "
-                  "CompleteP transferred, −0.79 octave over 2→16 layers, but neither control was shown to shift)"),
-    },
+    "muon-transfer": {"quick": "full", "standard": "full"},
 }
+# Every other claim the protocol's tier list leaves out of a tier (protocol.toml [tiers]) is run by the first of
+# standard and full that decides it.
+for _key in ("sde", "rank-collapse", "stopping", "depth-transfer", "activation", "block-depth", "width-transfer",
+             "coord-check", "coord-check-width", "feature-diversity", "transformer-depth", "shaped-vs-preln",
+             "sde-convergence"):
+    for _tier in ("quick", "standard"):
+        if not protocol().decides(_key, _tier):
+            NOT_AT_TIER.setdefault(_key, {})[_tier] = next(t for t in ("standard", "full")
+                                                           if protocol().decides(_key, t))
+_WHY_NOT = {
+    "block-depth": "its grid is too shallow and too short to tell block depth 2's drift from block depth 1's",
+    "transformer-depth": "its models are too small and too briefly trained for their LR optima to be told apart",
+    "muon-transfer": "its sweeps are too costly for this tier's time budget",
+}
+
+
+def not_run_text(key: str, tier: str) -> str:
+    """Why section ``key`` is not run at ``tier``: the grid this tier would run, the tier that runs it, and what
+    that costs (runs × steps), computed from the specs."""
+    runner = NOT_AT_TIER[key][tier]
+    if key == "muon-transfer":
+        from deeplimit.report.claims.muon import MUON_GRIDS, muon_specs
+
+        specs = muon_specs(runner)
+        runs, steps = sum(len(s) for s in specs), sorted({int(s.fixed["steps"]) for s in specs})
+        span = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+        return (f"not run at this tier: {_WHY_NOT[key]}; it runs at --{runner}: its {len(MUON_GRIDS[runner])} "
+                f"sweeps, {runs} runs of {span} steps in all.")
+    from deeplimit.transfer.experiments import EXPERIMENTS
+    from deeplimit.transfer.experiments import experiment as build
+
+    why = _WHY_NOT.get(key, f"the {tier} tier decides the headline claims only (protocol {protocol().version}, "
+                            "[tiers])")
+    if key not in EXPERIMENTS:  # a study, not a sweep: its settings at the tier that runs it
+        return f"not run at this tier: {why}; it runs at --{runner} with {SECTION_SETTINGS[key](runner)}."
+    here, there = build(key, tier), build(key, runner)
+    return (f"not run at this tier: {why} (this tier's grid: {spec_words(here)}); it runs at --{runner}: "
+            f"{spec_words(there)}, {len(there)} runs of {there.fixed['steps']} steps.")
 
 
 SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
@@ -143,61 +172,60 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     unknown = sorted(set(only or []) - set(SECTIONS))
     if unknown:
         raise DeeplimitError(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
-    overrides = check_overrides(overrides)
+    overrides = check_overrides(overrides, tier)
     root = ensure_dir(out, "output folder")
     out = ensure_dir(root / tier, "output folder")
-    torch.set_num_threads(1)
-    prov = provenance()
-    ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress,
-                  fresh=fresh, code=prov["code"], seed_set=seed_set)
-    sections: list[Section] = []
-    failed: list[str] = []
-    t_all = time.perf_counter()
-    keys = [k for k in SECTIONS if not only or k in only]
-    bar = tqdm(keys, disable=not progress, desc=f"reproduce ({tier})", unit="section", dynamic_ncols=True)
-    for key in bar:
-        bar.set_postfix_str(key)
-        t0 = time.perf_counter()
-        before = len(sections)
-        skip = NOT_AT_TIER.get(key, {}).get(tier)
-        if not skip and not protocol().decides(key, tier):
-            decider = next((t for t in ("standard", "full") if protocol().decides(key, t)), "full")
-            skip = (f"the {tier} tier decides the headline claims only (protocol {protocol().version}); this claim "
-                    f"is decided at --{decider}")
-        try:
-            if skip:
-                sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",
-                                        verdict="not run at this tier", reason=skip))
-            else:
-                sections += SECTIONS[key](ctx)
-            verdict = sections[-1].verdict if sections else ""
-        except Exception as exc:  # a crashed section is reported as failed, never silently dropped
-            error = redact_text("".join(traceback.format_exception(exc))[-3000:], ctx.storage)
-            sections.append(Section(title=key, claim="(the section crashed before it could measure anything)",
-                                    verdict="failed", error=error, wall_s=time.perf_counter() - t0))
-            failed.append(key)
-            first = redact_text(str(exc), ctx.storage).splitlines()[0] if str(exc) else type(exc).__name__
-            verdict = f"FAILED: {first}"
-        for s in sections[before:]:
-            s.key = key
-            s.rerun = rerun_command(key, tier, root, workers)
-            if not s.settings and key in SECTION_SETTINGS:
-                s.settings = ctx.settings(key)
-        if progress:
-            bar.write(f"[reproduce] {key}: {verdict} ({time.perf_counter() - t0:.0f} s)")
-    bar.close()
-    wall = time.perf_counter() - t_all
-    prov.update(tier=tier, wall_s=round(wall, 1), workers=workers, storage=redact_url(ctx.storage),
-                only=list(only or []), fresh=fresh, overrides=overrides, seed_set=seed_set,
-                protocol=protocol().to_dict())
-    intro = (f"Tier <b>{tier}</b> on {torch.get_num_threads()} thread(s) per process and {workers} sweep workers; "
-             f"total {wall:.0f} s. Each section states the paper's claim, what this run "
-             "measured, a verdict computed by a rule in <code>deeplimit/report/claims/</code> (95% intervals "
-             "over ≥ 3 seeds decide; one seed is never conclusive), its negative controls, its scale gap to the "
-             "paper and its settings; a section that crashed is marked <b>failed</b>, one without power at this "
-             "tier <b>not run at this tier</b>. Machine-readable: <code>report.json</code> beside this file. "
-             f"Tables are under <code>{out}/tables</code>; sweeps are cached in <code>{redact_url(ctx.storage)}"
-             "</code>, keyed by their settings and a fingerprint of the code.")
-    path = render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html",
-                  provenance=prov)
+    with output_lock(out):  # a second run into this folder stops here, with a one-line error
+        torch.set_num_threads(1)
+        prov = provenance()
+        ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress,
+                      fresh=fresh, code=prov["code"], seed_set=seed_set)
+        sections: list[Section] = []
+        failed: list[str] = []
+        t_all = time.perf_counter()
+        keys = [k for k in SECTIONS if not only or k in only]
+        bar = tqdm(keys, disable=not progress, desc=f"reproduce ({tier})", unit="section", dynamic_ncols=True)
+        for key in bar:
+            bar.set_postfix_str(key)
+            t0 = time.perf_counter()
+            before = len(sections)
+            skip = not_run_text(key, tier) if tier in NOT_AT_TIER.get(key, {}) else ""
+            try:
+                if skip:
+                    sections.append(Section(title=f"{key} (not run at the {tier} tier)", claim="(not run at this tier)",
+                                            verdict="not run at this tier", reason=skip))
+                else:
+                    sections += SECTIONS[key](ctx)
+                verdict = sections[-1].verdict if sections else ""
+            except Exception as exc:  # a crashed section is reported as failed, never silently dropped
+                error = redact_text("".join(traceback.format_exception(exc))[-3000:], ctx.storage)
+                sections.append(Section(title=key, claim="(the section crashed before it could measure anything)",
+                                        verdict="failed", error=error, wall_s=time.perf_counter() - t0))
+                failed.append(key)
+                first = redact_text(str(exc), ctx.storage).splitlines()[0] if str(exc) else type(exc).__name__
+                verdict = f"FAILED: {first}"
+            for s in sections[before:]:
+                s.key = key
+                s.rerun = rerun_command(key, tier, root, workers)
+                if not s.settings and key in SECTION_SETTINGS:
+                    s.settings = ctx.settings(key)
+            if progress:
+                bar.write(f"[reproduce] {key}: {verdict} ({time.perf_counter() - t0:.0f} s)")
+        bar.close()
+        wall = time.perf_counter() - t_all
+        prov.update(tier=tier, wall_s=round(wall, 1), workers=workers, storage=redact_url(ctx.storage),
+                    only=list(only or []), fresh=fresh, overrides=overrides, seed_set=seed_set,
+                    protocol=protocol().to_dict())
+        # markup from these literals only; every value is escaped by Markup.format
+        intro = Markup(
+            "Tier <b>{}</b> on {} thread(s) per process and {} sweep workers; total {:.0f} s. Each section states "
+            "the paper's claim, what this run measured, a verdict computed by a rule in "
+            "<code>deeplimit/report/claims/</code> (95% intervals over ≥ 3 seeds decide; one seed is never "
+            "conclusive), its negative controls, its scale gap to the paper and its settings; a section that crashed "
+            "is marked <b>failed</b>, one without power at this tier <b>not run at this tier</b>. Machine-readable: "
+            "<code>report.json</code> beside this file. Tables are under <code>{}/tables</code>; sweeps are cached "
+            "in <code>{}</code>, keyed by their settings and a fingerprint of the code."
+        ).format(tier, torch.get_num_threads(), workers, wall, out, redact_url(ctx.storage))
+        path = render(sections, "deeplimit: both papers' key results at CPU scale", intro, out / "report.html",
+                      provenance=prov)
     return Report(path, sections, failed)

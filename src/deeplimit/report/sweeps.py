@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
-from deeplimit.io import ensure_dir
+from deeplimit.io import atomic_save, ensure_dir
 from deeplimit.report.context import Context
 from deeplimit.report.html import Control
 
@@ -32,26 +33,27 @@ def spec_settings(spec) -> dict:
     return {"axes": {k: list(v) for k, v in spec.axes.items()}, "fixed": dict(spec.fixed), "metric": spec.metric}
 
 
+def spec_words(spec) -> str:
+    """A sweep spec's grid in words: sizes, steps, seeds, LRs (and the fixed width)."""
+    size = next((k for k in ("depth", "width") if k in spec.axes and len(spec.axes[k]) > 1), None)
+    lrs = list(spec.axes["log2_lr"])
+    step = (lrs[1] - lrs[0]) if len(lrs) > 1 else 0
+    parts = [f"{size}s {list(spec.axes[size])}" if size else f"depth {list(spec.axes.get('depth', []))}",
+             f"{spec.fixed['steps']} steps", f"{len(spec.axes['seed'])} seed(s)",
+             f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g} (step {step:g})"]
+    if "width" in spec.fixed:
+        parts.append(f"width {spec.fixed['width']}")
+    return ", ".join(parts)
+
+
 def tier_cuts(experiment: str, tier: str) -> str:
     """What this tier runs vs the ``full`` tier (the spec's settings), in words — cuts are never silent."""
     from deeplimit.transfer.experiments import experiment as build
 
     here, full = build(experiment, tier), build(experiment, "full")
-
-    def words(spec) -> str:
-        size = next((k for k in ("depth", "width") if k in spec.axes and len(spec.axes[k]) > 1), None)
-        lrs = list(spec.axes["log2_lr"])
-        step = (lrs[1] - lrs[0]) if len(lrs) > 1 else 0
-        parts = [f"{size}s {list(spec.axes[size])}" if size else f"depth {list(spec.axes.get('depth', []))}",
-                 f"{spec.fixed['steps']} steps", f"{len(spec.axes['seed'])} seed(s)",
-                 f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g} (step {step:g})"]
-        if "width" in spec.fixed:
-            parts.append(f"width {spec.fixed['width']}")
-        return ", ".join(parts)
-
     if tier == "full":
-        return f"this tier runs the spec's settings: {words(here)}."
-    return f"this tier ({tier}): {words(here)}; the spec's full setting: {words(full)}."
+        return f"this tier runs the spec's settings: {spec_words(here)}."
+    return f"this tier ({tier}): {spec_words(here)}; the spec's full setting: {spec_words(full)}."
 
 
 def run_sweep(ctx: Context, key: str, spec):
@@ -81,9 +83,8 @@ def run_experiment(ctx: Context, experiment: str):
     figs_dir = ensure_dir(ctx.out / "figures" / experiment, "output folder")
     figures = plot_analysis(analysis, figs_dir)
     tables_dir = ensure_dir(ctx.out / "tables", "output folder")
-    table.to_csv(tables_dir / f"{experiment}_long.csv", index=False)
-    analysis.summary.to_csv(tables_dir / f"{experiment}_summary.csv", index=False)
-    analysis.drift.to_csv(tables_dir / f"{experiment}_drift.csv", index=False)
+    for stem, frame in (("long", table), ("summary", analysis.summary), ("drift", analysis.drift)):
+        atomic_save(tables_dir / f"{experiment}_{stem}.csv", lambda fh, f=frame: f.to_csv(fh, index=False))
     figs = [Path(f) for f in (figures.values() if isinstance(figures, dict) else figures)]
     if analysis.summary[size].nunique() < 2:  # one size: an "optimum vs size" panel would be a one-point trend
         figs = [f for f in figs if "optimum_vs_size" not in f.name]
@@ -133,8 +134,10 @@ def paired_best(analysis, key_a, key_b, size, margin: float = 0.0):
     return paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), margin)
 
 
-def verdict_words(analysis) -> str:
-    return " ".join(f"<br>• <b>{', '.join(map(str, k))}</b>: {v}" for k, v in analysis.verdicts().items())
+def verdict_words(analysis) -> Markup:
+    """Each group's verdict on its own line (markup from this literal only; the keys and verdicts are escaped)."""
+    return Markup(" ").join(Markup("<br>• <b>{}</b>: {}").format(", ".join(map(str, k)), v)
+                            for k, v in analysis.verdicts().items())
 
 
 def drift_stats(analysis) -> dict:

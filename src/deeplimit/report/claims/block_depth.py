@@ -52,7 +52,7 @@ def block_depth(ctx: Context) -> list[Section]:
                "a specific direction at small L."),
         measured=(f"drift of log2 η* across depths: block depth 1 {d1.get('drift', np.nan):+.2f} "
                   f"{d1.get('drift_ci', '')}, block depth 2 {d2.get('drift', np.nan):+.2f} {d2.get('drift_ci', '')}; "
-                  f"paired per-seed |drift₂| − |drift₁| = {diff.text('octaves')}.{verdict_words(an)}"),
+                  f"paired per-seed |drift₂| − |drift₁| = {diff.text('octaves')}." + verdict_words(an)),
         verdict=verdict, reason=reason, figures=figs,
         scale_gap=(f"TP6: CIFAR-10, width 256, L up to 2^10. Here: Fashion-MNIST, "
                    f"{tier_cuts('block-depth', ctx.tier)}"),

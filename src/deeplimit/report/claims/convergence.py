@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -74,7 +73,7 @@ def sde_convergence(ctx: Context) -> list[Section]:
         reason=(f"of {len(verdicts)} (γ, entry) pairs " + "; ".join(f"{k}: {v}" for k, v in counts.items()) + "; "
                 f"{exploded} exploded paths; the unshaped control {'rises' if ctrl_ok else 'does not rise'} above "
                 "twice its critical value"),
-        figures=[Path(summary["png"])] if Path(summary["png"]).is_file() else sorted(out.glob("*.png")),
+        figures=[out / "ks_vs_n.png"],
         tables=[("slope of log KS on log n per γ and entry, 95% bootstrap interval, verdict", slopes),
                 ("KS per width", table), ("control: unshaped network vs the shaped SDE, γ = 0.5, per width", ctrl)],
         controls=[Control(

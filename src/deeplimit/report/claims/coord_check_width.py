@@ -53,7 +53,7 @@ def _per_seed_slopes(ctx: Context, rule: str, t: dict, out: Path) -> dict:
         return summary
 
     return cached(out / "coord_check_width_summary.json", settings, compute,
-                  code=ctx.code.get("diagnostics", ""), fresh=ctx.fresh)
+                  code=ctx.stamp("diagnostics", "fashion-mnist"), fresh=ctx.fresh)
 
 
 def coord_check_width(ctx: Context) -> list[Section]:

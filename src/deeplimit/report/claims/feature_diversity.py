@@ -11,13 +11,12 @@ import pandas as pd
 from deeplimit.io import ensure_dir
 from deeplimit.protocol import seed_values
 from deeplimit.report.context import Context, cached
+from deeplimit.report.figures import save_figure
 from deeplimit.report.html import Section
 
 
 def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
     """κ̂ after training vs depth, one line per rule (seed mean), every seed as a dot."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,11 +35,7 @@ def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
     ax.set_title("feature diversity vs depth (dots: seeds)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(".kappa.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def feature_diversity(ctx: Context) -> list[Section]:
@@ -61,7 +56,7 @@ def feature_diversity(ctx: Context) -> list[Section]:
             summary = cached(d / "feature_diversity.json", settings,
                              lambda kw=kw, d=d: feature_diversity_study(["depth_mup", "ode"], out=d,
                                                                         progress=ctx.progress, **kw).summary,
-                             code=ctx.code.get("diagnostics", ""), fresh=ctx.fresh)
+                             code=ctx.stamp("diagnostics", "fashion-mnist"), fresh=ctx.fresh)
             kap = pd.DataFrame(summary["kappa"])
             kap = kap[(kap["u"] == 0.5)]
             for r in kap.itertuples():
@@ -102,6 +97,8 @@ def feature_diversity(ctx: Context) -> list[Section]:
     else:
         verdict, reason = "inconclusive", "the interval of κ(Depth-μP) − κ(ODE) contains 0"
     ode_deep = float(mean.get(("ode", depths[-1]), np.nan))
+    # "lower than Depth-μP's" only where the paired interval says so
+    lower = "lower than Depth-μP's (the interval above), " if deep.verdict == "a > b" else ""
     return [Section(
         title="Feature diversity: Depth-μP keeps κ = ½, the ODE limit loses it with depth (TP6 §7, Fig. 17)",
         claim=("After training, neighbouring blocks stay diverse under Depth-μP (κ ≈ ½ at every L) while under "
@@ -113,8 +110,8 @@ def feature_diversity(ctx: Context) -> list[Section]:
             f"difference {gaps[L].text()}" for L in depths)
             + f". From {depths[0]} to {depths[-1]} blocks the gap changes by {gap_trend.text()} and ODE's own κ̂ "
             f"by {ode_trend.text()}. At "
-            f"{depths[-1]} blocks ODE's κ̂ is {ode_deep:.2f}: lower than Depth-μP's but not ≈ 0 — the paper's "
-            "κ → 0 is a limit at L in the thousands."),
+            f"{depths[-1]} blocks ODE's κ̂ is {ode_deep:.2f}: {lower}to be compared with the paper's κ → 0, a "
+            "limit at L in the thousands."),
         verdict=verdict, reason=reason, figures=figs,
         scale_gap=(f"TP6: width 256, L = 2^8…2^13, 1000 steps. Here: width {t['width']}, L = {depths}, "
                    f"{t['steps']} steps, {t['seeds']} seed(s), Fashion-MNIST."),

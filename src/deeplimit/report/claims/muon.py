@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from markupsafe import Markup
+
 from deeplimit.io import ensure_dir
 from deeplimit.report.context import Context
 from deeplimit.report.html import Control, Section
@@ -24,6 +26,13 @@ MUON_CONTROLS = {("muon_depth_transfer", "blocks_only"): "Muon without the depth
                  ("muon_width_transfer", "sp"): "SP with Muon over width",
                  ("weight_decay_width_constant", "mup"): "one constant λ for every tensor over width",
                  ("weight_decay_hidden_constant", "mup"): "one constant λ on the hidden matrices over width"}
+
+
+def muon_specs(tier: str) -> list:
+    """The specs of the grids the section runs at ``tier`` (smoke: the smoke grids, else the standard ones)."""
+    from deeplimit.transfer import optimizers as O
+
+    return [O.GRIDS[grid][1]("smoke" if tier == "smoke" else "standard") for grid in MUON_GRIDS[tier]]
 
 
 def muon_transfer(ctx: Context) -> list[Section]:
@@ -80,7 +89,7 @@ def muon_transfer(ctx: Context) -> list[Section]:
                "2024); with decay on the hidden matrices alone, where decay starts to cost stays put in τ and "
                "moves +1 octave per width doubling in λ. "
                "These are deeplimit's predictions from the optimizers spec, not results of the two papers."),
-        measured="<br>".join(O.section_lines(rows)),
+        measured=Markup("<br>").join(O.section_lines(rows)),
         verdict=verdict, reason=reason, controls=controls, figures=figures,
         scale_gap=("Fashion-MNIST MLP-ResNets at width 64 (depth 4→64) and 64→512 (width), a byte transformer at "
                    "width 64 (depth 1→8), 300–400 steps, 3 seeds at the full tier; no published Muon "

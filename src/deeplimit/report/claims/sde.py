@@ -106,7 +106,7 @@ def sde_comparisons(ctx: Context) -> list[Section]:
             reason=(f"largest KS {worst['ks']:.3f} {'≤' if ok else '>'} the family-wise critical value {crit:.3f}; "
                     f"the unshaped control's KS {ctrl['ks']:.3f} is {'' if ctrl_ok else 'not '}above "
                     f"max(0.5, 3 × its critical value)"),
-            figures=sorted(out.glob("*.png")), tables=[("distances", dist)],
+            figures=[out / f"{name}.png"], tables=[("distances", dist)],
             command=f"deeplimit sde --scenario {name} {flags(over)} --bootstrap {t['bootstrap']}",
             wall_s=time.perf_counter() - t0,
             scale_gap=(f"Here n = {preset['n']}, d = {preset['d']}, m = {preset['m']}, γ = {preset['gamma']:.3g}, "

@@ -67,7 +67,7 @@ def transformer_depth(ctx: Context) -> list[Section]:
                "scaling drifts."),
         measured=("drift of log2 η* across depths: " + ", ".join(
             f"{k} {v.get('drift', np.nan):+.2f} {v.get('drift_ci', '')}" for k, v in d.items())
-            + f"; best loss {best:.3f} nats/byte vs bigram entropy {bigram:.3f}.{verdict_words(an)}"),
+            + f"; best loss {best:.3f} nats/byte vs bigram entropy {bigram:.3f}." + verdict_words(an)),
         verdict=verdict, reason=reason + "." + seeds_note(spec), controls=controls, figures=figs,
         scale_gap=(f"CompleteP: GPT-2-style models, width ≥ 256, depths to 128+, billions of tokens. Here: "
                    f"width 64 byte-level LM on {spec.fixed['data']}, {tier_cuts('transformer-depth', ctx.tier)}"),
