@@ -11,7 +11,10 @@ Small flat API (see ``shared/spec/shaped-transformer.md`` §3–§5, §9):
   :func:`predict`, :func:`deeplimit.sde.studies.run_study` (what ``deeplimit sde`` runs);
 * statistics: :func:`compare_distributions`, :func:`quantile_table`, :func:`exploded`;
 * evidence (issue 12): :func:`compare_stopping_maps`, :func:`convergence_study`, :func:`unshaped_control`
-  (more in :mod:`deeplimit.sde.evidence`).
+  (more in :mod:`deeplimit.sde.evidence`);
+* agreement as an equivalence test (issue 20): :func:`equivalence_test` → :class:`Equivalence`,
+  :func:`paths_for_equivalence`, :func:`sensitivity_control`, :func:`perturbed_sde_samples`,
+  :func:`exploded_paths`, :func:`sde_equivalence` (more in :mod:`deeplimit.sde.equivalence`).
 """
 
 from deeplimit.sde.coefficients import (
@@ -24,6 +27,15 @@ from deeplimit.sde.coefficients import (
     solve_correlation,
 )
 from deeplimit.sde.compare import compare_distributions, exploded, ks_distance, quantile_table, wasserstein1
+from deeplimit.sde.equivalence import (
+    Equivalence,
+    equivalence_test,
+    exploded_paths,
+    paths_for_equivalence,
+    perturbed_sde_samples,
+    sde_equivalence,
+    sensitivity_control,
+)
 from deeplimit.sde.evidence import compare_stopping_maps, convergence_study, unshaped_control
 from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
 from deeplimit.sde.predict import Prediction, predict
@@ -34,6 +46,7 @@ from deeplimit.sde.solver import Solution, nearest_psd, solve
 __all__ = [
     "SCENARIOS",
     "NetworkSamples",
+    "Equivalence",
     "Prediction",
     "Preset",
     "Scenario",
@@ -46,16 +59,22 @@ __all__ = [
     "drift_attention",
     "drift_relu",
     "equicorrelated",
+    "equivalence_test",
     "exploded",
+    "exploded_paths",
     "get_preset",
     "ks_distance",
     "matrix_free_noise",
     "nearest_psd",
+    "paths_for_equivalence",
+    "perturbed_sde_samples",
     "predict",
     "psd_sqrt",
     "quantile_table",
     "relu_nu",
     "run_comparison",
+    "sde_equivalence",
+    "sensitivity_control",
     "sample_network",
     "solve",
     "solve_correlation",
