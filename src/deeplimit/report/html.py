@@ -59,6 +59,9 @@ class Section:
     rerun: str = ""
     # Why the verdict is what it is, in one line (e.g. why it is inconclusive at this tier).
     reason: str = ""
+    # False for an extra check outside the tally: shown with its verdict, never counted as a result of the
+    # papers' (e.g. a stricter comparison than the paper makes).
+    counted: bool = True
 
 
 @dataclass
@@ -169,7 +172,8 @@ TEMPLATE = """\
 {% endfor %}</table>{% endif %}
 <p>{{ intro }}</p>
 <table class='summary'><tr><th>result</th><th>verdict</th><th>negative controls</th></tr>\
-{% for s in sections %}<tr><td><a href="#s{{ loop.index0 }}">{{ s.title }}</a></td><td><span class="verdict" \
+{% for s in sections %}<tr><td><a href="#s{{ loop.index0 }}">{{ s.title }}</a>{% if not s.counted %} \
+<i>(extra check, outside the tally)</i>{% endif %}</td><td><span class="verdict" \
 style="background:{{ colour(s.verdict) }}">{{ s.verdict }}</span></td><td>{{ controls_cell(s) }}</td></tr>\
 {% endfor %}</table>
 {% for s in sections %}
@@ -245,7 +249,7 @@ def section_dict(s: Section) -> dict:
                       "verdict": s.verdict, "reason": s.reason, "scale_gap": s.scale_gap,
                       "settings": s.settings, "stats": s.stats, "controls": [c.to_dict() for c in s.controls],
                       "figures": [str(f) for f in s.figures], "command": s.command, "rerun": s.rerun,
-                      "wall_s": round(s.wall_s, 2), "error": s.error})
+                      "wall_s": round(s.wall_s, 2), "error": s.error, "counted": s.counted})
 
 
 def write_json(sections: list[Section], provenance: dict, path: Path) -> Path:

@@ -148,11 +148,12 @@ def stopping(ctx: Context) -> list[Section]:
     else:
         measured += width_words
     agree = Section(
-        title="Stopping time: network and SDE maps compared cell by cell",
-        claim=("The covariance SDE (Thm. 4.2) is the limit of the shaped network, so at the paper's n = d = 200 "
-               "the SDE's stopping-time map should match the network's map (Figs. 5, 8 are network maps; the "
-               "paper's explanation of them is the SDE's cubic drift). Compared here cell by cell, not only by the "
-               "sign of a rank correlation."),
+        title="Stopping time: network and SDE maps compared cell by cell (extra check)",
+        claim=("Not a claim the paper makes: the paper shows the maps' trends (Figs. 5, 8 are network maps; its "
+               "explanation of them is the SDE's cubic drift). Since the SDE is the limit of the shaped network, "
+               "this extra check asks whether at the paper's n = d = 200 the two maps also agree cell by cell; its "
+               "verdict is shown but not counted among the papers' results."),
+        counted=False,
         measured=measured, verdict="holds" if ok else "does not hold",
         reason=f"{agr['agree_share']:.0%} of the cells agree within their intervals (rule: ≥ 80%)",
         figures=[out / "stopping-map_diff.png"],
