@@ -29,6 +29,7 @@ import fcntl
 import inspect
 import json
 import os
+import shutil
 import sqlite3
 import time
 import warnings
@@ -48,6 +49,7 @@ __all__ = ["default_storage", "resolve_storage", "open_storage", "storage_error"
 
 SCHEMES = "sqlite:///PATH, postgresql+psycopg2://USER@HOST:PORT/DB or journal:PATH"
 _JOURNAL_CODE = "optuna/storages/journal/"
+_FULL_BELOW_BYTES = 1 << 20  # an I/O error with less than this free is a full disk (SQLite's WAL grows by pages)
 
 
 def default_storage(run_dir: str | os.PathLike[str]) -> str:
@@ -228,6 +230,18 @@ def journal_damage(exc: BaseException, url: str) -> DeeplimitError | None:
                           "move it aside and create the sweep again with a new journal file")
 
 
+def _free_space_left(url: str) -> str | None:
+    """"N KiB free in FOLDER" when the folder of an SQLite storage is (nearly) full, else None."""
+    db = _sqlite_path(url) if isinstance(url, str) and url.startswith("sqlite:///") else ""
+    if not db:
+        return None
+    try:
+        free = shutil.disk_usage(Path(db).parent).free
+    except OSError:
+        return None
+    return f"{free // 1024} KiB free in {Path(db).parent}" if free < _FULL_BELOW_BYTES else None
+
+
 def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> DeeplimitError:
     """A one-line :class:`DeeplimitError` for a storage failure, naming the cause and the fix.
 
@@ -253,6 +267,11 @@ def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> Deep
                               "choose a folder you can write to")
     if damaged is not None:
         return damaged
+    full = _free_space_left(url) if "disk i/o error" in low else None
+    if full is not None:
+        # SQLite reports a full disk as a plain I/O error when it cannot create its shared-memory or WAL file.
+        return DeeplimitError(f"storage {shown!r}: no space left on the device ({full}; SQLite: {first}); free disk "
+                              "space and run the same command again (finished points are kept)")
     if "disk i/o error" in low:
         return DeeplimitError(f"storage {shown!r}: disk I/O error ({first}); check the disk (and that the file "
                               "is on a local filesystem: SQLite cannot lock over NFS; use PostgreSQL or "
