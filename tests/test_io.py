@@ -60,3 +60,49 @@ def test_permissions_follow_the_umask_unless_private(tmp_path):
         assert os.stat(atomic_write_text(tmp_path / "secret.txt", "x", private=True)).st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+WRITER = """
+import sys
+from deeplimit.io import atomic_write
+with atomic_write(sys.argv[1], "w") as fh:
+    fh.write(sys.argv[2])
+    fh.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()  # hold the temporary file until told to finish
+"""
+
+
+def test_a_killed_writers_temporary_file_is_cleaned_and_a_live_ones_kept(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "ckpt.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def writer(text):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), text], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == "writing"
+        return proc
+
+    killed = writer("torn")
+    killed.send_signal(signal.SIGKILL)  # killed between writing its temporary file and renaming it
+    killed.wait()
+    live = writer("live")
+    try:
+        temps = sorted(tmp_path.glob(".ckpt.pt.*.tmp"))
+        assert len(temps) == 2
+        for tmp in temps:
+            os.utime(tmp, (1, 1))  # old enough not to be a file its writer has not locked yet
+        atomic_write_json(target, {"next": "start"})  # the next write of the same file cleans up
+        assert len(list(tmp_path.glob(".ckpt.pt.*.tmp"))) == 1  # the live writer's file is kept ...
+        live.stdin.write("\n")
+        live.stdin.flush()
+        assert live.wait(timeout=30) == 0
+        assert target.read_text() == "live"  # ... and its rename still succeeds
+        assert not list(tmp_path.glob(".ckpt.pt.*.tmp"))
+    finally:
+        if live.poll() is None:
+            live.kill()

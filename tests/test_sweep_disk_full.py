@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.sweep import SweepSpec, create_sweep, run_worker
+from deeplimit.sweep import SweepSpec, create_sweep, run_worker, sweep_status
 
 
 @contextlib.contextmanager
@@ -61,3 +62,34 @@ def test_a_full_storage_disk_says_so(tmp_path: Path) -> None:
         assert "no space left" in text and "URL" not in text, text
         json.dumps(text)  # one plain line
         assert "\n" not in text
+
+
+def test_a_full_disk_under_a_closed_sqlite_storage_says_no_space_left(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # A sweep database closed cleanly (no -wal/-shm beside it), then the disk fills: SQLite cannot create its
+    # shared-memory file and says only "disk I/O error", which used to read as a lock problem over NFS.
+    import sqlite3
+
+    from deeplimit.cli.sweep import main
+
+    with _tiny_disk(tmp_path / "disk", "1m") as disk:
+        url = f"sqlite:///{disk / 'sweep.db'}"
+        create_sweep("s", SweepSpec(axes={"x": [1.0, 2.0]}), objective="deeplimit.sweep.demo:burn", storage=url,
+                     run_dir=tmp_path / "run")
+        conn = sqlite3.connect(disk / "sweep.db")  # the last connection of this file: its WAL is folded back
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        gc.collect()
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as fh:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        for call in (lambda: sweep_status(url, "s"),
+                     lambda: run_worker(url, "s", heartbeat_interval=1, threads=None, handle_signals=False)):
+            with pytest.raises(DeeplimitError) as info:
+                call()
+            text = str(info.value)
+            assert "no space left" in text and "NFS" not in text and "\n" not in text, text
+        assert main(["status", "--name", "s", "--storage", url]) == 2
+        err = capsys.readouterr().err
+        assert "no space left" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +28,7 @@ _TMP_SUFFIX = ".tmp"
 _STALE_AFTER_S = 2.0  # a temporary file younger than this may be between its creation and its writer's lock
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load",
-           "ensure_dir", "read_json", "resolve_path", "remove_stale_temps"]
+           "ensure_dir", "read_json", "resolve_path", "remove_stale_temps", "check_fields", "JSON_TEXT"]
 
 
 def resolve_path(path: str | os.PathLike[str], what: str = "path") -> Path:
@@ -231,6 +231,45 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DeeplimitError(f"{what} {path} is not valid JSON ({exc.__class__.__name__}: {exc}); it is "
                              "truncated, empty or not a JSON file — delete it or restore it from a copy") from None
+
+
+JSON_TEXT = "JSON text"  # a field of a check_fields schema that must be a string holding JSON
+
+
+def check_fields(obj: Any, schema: Mapping[str, Any], path: str | os.PathLike[str], what: str = "checkpoint") -> None:
+    """Raise a DeeplimitError unless ``obj`` has every field of ``schema`` with the right type.
+
+    ``schema`` maps a field to a type (or tuple of types), to :data:`JSON_TEXT`, or to a nested schema (a
+    mapping). A file that passed every other check (e.g. the right fingerprint) but lost or changed a field
+    was edited or damaged: the error names the first bad field, not a ``KeyError`` deep in the caller.
+    """
+    def bad(name: str, why: str) -> DeeplimitError:
+        return DeeplimitError(f"{what} {path} has a damaged field {name!r} ({why}); it was edited or written by "
+                              "another tool — delete it (or start over with --fresh / fresh=True)")
+
+    def walk(value: Any, spec: Mapping[str, Any], prefix: str) -> None:
+        if not isinstance(value, Mapping):
+            raise bad(prefix or "the whole file", f"a {type(value).__name__}, not a mapping")
+        for key, kind in spec.items():
+            name = f"{prefix}.{key}" if prefix else key
+            if key not in value:
+                raise bad(name, "missing")
+            field = value[key]
+            if isinstance(kind, Mapping):
+                walk(field, kind, name)
+            elif kind == JSON_TEXT:
+                try:
+                    json.loads(field)
+                except (TypeError, ValueError):
+                    raise bad(name, "not JSON text") from None
+            elif not isinstance(field, kind) or (isinstance(field, bool) and bool not in _as_tuple(kind)):
+                raise bad(name, f"a {type(field).__name__}")
+
+    walk(obj, schema, "")
+
+
+def _as_tuple(kind: Any) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def safe_torch_load(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:

@@ -40,11 +40,14 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import (
+    JSON_TEXT,
     atomic_save,
     atomic_torch_save,
     atomic_write_json,
+    check_fields,
     check_folder,
     ensure_dir,
+    remove_stale_temps,
     safe_torch_load,
 )
 from deeplimit.nn.registry import MODELS, build_model
@@ -508,6 +511,13 @@ def _config_diff(saved: dict, cfg: TrainConfig) -> str:
     return ", ".join(diffs[:6]) + (" …" if len(diffs) > 6 else "") if diffs else "the content of the data file"
 
 
+# What a resume reads from a checkpoint (a file with the right fingerprint but damaged fields is refused).
+_CHECKPOINT_FIELDS = {
+    "model": dict, "optimizer": {"state": dict, "param_groups": list},
+    "extra": {"step": int, "wall_s": (int, float), "losses": torch.Tensor, "rows": JSON_TEXT, "result": str},
+}
+
+
 def _load(path: Path, cfg: TrainConfig, fingerprint: str) -> dict:
     """The checkpoint's contents, or a DeeplimitError if it belongs to another config or is unreadable."""
     blob = safe_torch_load(path, "checkpoint")
@@ -520,6 +530,7 @@ def _load(path: Path, cfg: TrainConfig, fingerprint: str) -> dict:
         saved = json.loads(extra["config"]) if extra.get("config") else {}
         raise DeeplimitError(f"{path.parent} holds a checkpoint of a different run ({_config_diff(saved, cfg)}); "
                              "start over with --fresh (fresh=True) to discard it, or use another run folder")
+    check_fields(blob, _CHECKPOINT_FIELDS, path, "checkpoint")
     return blob
 
 
@@ -582,6 +593,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
     model, plan = build(cfg, data.shapes)
     if ckpt is not None:  # only now, so a run refused for its data or size leaves nothing behind
         ensure_dir(ckpt.parent, "run folder")
+        remove_stale_temps(ckpt)  # what a run killed while saving left behind
         if fresh:
             ckpt.unlink(missing_ok=True)
     timed = cfg.wd_timescale is not None or cfg.wd_timescale_fraction is not None

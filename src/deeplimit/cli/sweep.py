@@ -240,10 +240,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 @_clean
 def _cmd_results(args: argparse.Namespace) -> int:
-    from deeplimit.transfer.sweeps import write_transfer_results
+    from deeplimit.sweep.results import sweep_status, write_results
+    from deeplimit.transfer.table import transfer_results
 
     out = args.out or str(Path(args.run_dir or ".") / "results")
-    frame, paths = write_transfer_results(_storage(args), args.name, out)
+    storage = _storage(args)
+    frame = transfer_results(storage, args.name)
+    if frame.empty:
+        # An empty table written with exit 0 reads as success; say why there is nothing instead.
+        status = sweep_status(storage, args.name)
+        lines = _failures(status, limit=1)
+        raise DeeplimitError(f"sweep {args.name!r} has no completed runs ({status}); nothing was written"
+                             + (f"; first failure:{lines[0]}" if lines else "")
+                             + ("; see `deeplimit sweep status --table`, fix the cause, then `deeplimit sweep create` "
+                                "again (same arguments) re-queues failed points" if status.failed else
+                                "; run workers first (deeplimit sweep launch)"))
+    paths = write_results(frame, out)
     runs = frame["run_id"].nunique() if len(frame) else 0
     print(f"{len(frame)} rows from {runs} runs -> " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -167,10 +167,11 @@ def load_npz(path: str | os.PathLike, split: Literal["train", "test", "all"] = "
     if not path.is_file():
         raise DeeplimitError(f"no such dataset file {path}; save one with np.savez(path, x=images, y=labels)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise DeeplimitError(f"{path} holds a single array, not an .npz archive with x and y; save it "
-                                     "with np.savez(path, x=images, y=labels)")
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # a .npy file: one array, which np.load returns as is
+            raise DeeplimitError(f"{path} holds a single array, not an .npz archive with x and y; save it "
+                                 "with np.savez(path, x=images, y=labels)")
+        with data:
             missing = [key for key in ("x", "y") if key not in data.files]
             if missing:
                 raise DeeplimitError(f"{path} lacks array(s) {missing} (found {data.files}); save it with "

@@ -23,7 +23,14 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.io import ensure_dir, resolve_path
 from deeplimit.secrets import redact_url
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.sweep.storage import check_url, creation_lock, default_storage, open_storage, storage_error
+from deeplimit.sweep.storage import (
+    check_url,
+    creation_lock,
+    default_storage,
+    journal_damage,
+    open_storage,
+    storage_error,
+)
 from deeplimit.sweep.trial import load_objective, trust_objective, validate_points
 
 __all__ = ["Sweep", "create_sweep", "load_sweep", "enqueue_point", "SPEC_ATTR", "OBJECTIVE_ATTR", "RUN_DIR_ATTR"]
@@ -66,7 +73,10 @@ def load_sweep(storage: optuna.storages.BaseStorage, name: str, url: str) -> tup
     try:
         study = optuna.load_study(study_name=name, storage=storage,
                                   sampler=optuna.samplers.RandomSampler(seed=0))
-    except KeyError:
+    except KeyError as exc:
+        damaged = journal_damage(exc, url)
+        if damaged is not None:
+            raise damaged from None
         raise DeeplimitError(f"no sweep named {name!r} in storage {redact_url(url)!r}; create it first with "
                              "`deeplimit sweep create` (or create_sweep), or check --name/--storage") from None
     except Exception as exc:  # an unreachable or broken database

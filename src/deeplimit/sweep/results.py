@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +15,13 @@ from typing import Any
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_save, ensure_dir
+from deeplimit.secrets import redact_url
 from deeplimit.sweep.create import KEY_ATTR, load_sweep
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.sweep.storage import open_storage
+from deeplimit.sweep.storage import open_storage, storage_error
+from deeplimit.sweep.trial import STATUSES
 from deeplimit.sweep.worker import decode_rows
 
 __all__ = ["SweepStatus", "sweep_status", "status_of", "results_frame", "write_results", "ID_COLUMNS",
@@ -71,13 +76,24 @@ def _point_state(trials: Sequence[FrozenTrial]) -> str:
     return "pending"
 
 
+def _check_record(trial: FrozenTrial, ok: bool, what: str) -> None:
+    if not ok:
+        raise DeeplimitError(f"the sweep's storage holds a damaged trial record (trial {trial.number}: {what}); it was "
+                             "changed outside deeplimit: restore the storage from a copy or run the sweep again "
+                             "under a new --name")
+
+
 def status_of(spec: SweepSpec, trials: Sequence[FrozenTrial], *, table: bool = True) -> SweepStatus:
     """:class:`SweepStatus` of ``spec`` from a list of trials (one read of the study)."""
     by_key: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         key = t.user_attrs.get(KEY_ATTR)
         if key is not None:
+            _check_record(t, isinstance(key, str), f"run key {str(key)[:60]!r}")
             by_key.setdefault(key, []).append(t)
+        _check_record(t, t.user_attrs.get("status", "ok") in STATUSES,
+                      f"status {str(t.user_attrs.get('status'))[:60]!r}")
+        _check_record(t, isinstance(t.user_attrs.get("error", ""), str), "error text")
     rows: list[dict[str, Any]] = []
     counts = dict.fromkeys(("done", "running", "waiting", "failed", "pending"), 0)
     diverged = 0
@@ -106,10 +122,41 @@ def status_of(spec: SweepSpec, trials: Sequence[FrozenTrial], *, table: bool = T
     return SweepStatus(total=len(spec), diverged=diverged, table=pd.DataFrame(rows), **counts)
 
 
+def read_trials(study: Any, storage: str, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+    """``study.get_trials`` with a storage that fails (damaged journal, lost server) as a one-line error."""
+    try:
+        return study.get_trials(deepcopy=False, states=states)
+    except Exception as exc:  # the database driver's or the journal's own errors, whatever they are
+        raise storage_error(exc, storage, opening=False) from None
+
+
 def sweep_status(storage: str, name: str) -> SweepStatus:
     """Where the sweep stands: per grid point ``done | running | waiting | failed | pending``."""
     study, spec = load_sweep(open_storage(storage, create=False), name, storage)
-    return status_of(spec, study.get_trials(deepcopy=False))
+    try:
+        return status_of(spec, read_trials(study, storage))
+    except (TypeError, ValueError, AttributeError) as exc:  # a trial's attributes edited outside deeplimit
+        raise DeeplimitError(f"sweep {name!r} in storage {redact_url(storage)!r} holds a damaged trial record "
+                             f"({type(exc).__name__}: {exc}); it was changed outside deeplimit: restore the "
+                             "storage from a copy or run the sweep again under a new --name") from None
+
+
+def _decode_result(text: Any) -> tuple[str, float, list[dict[str, Any]]]:
+    """``(status, wall_s, rows)`` of a trial's ``result`` attribute; ValueError if it is not what workers write."""
+    if not isinstance(text, str):
+        raise ValueError(f"the result is a {type(text).__name__}, not text")
+    try:
+        payload = json.loads(text)
+        status, wall, rows_z = payload["status"], payload["wall_s"], payload["rows_z"]
+        rows = decode_rows(rows_z)
+    except (json.JSONDecodeError, KeyError, TypeError, binascii.Error, zlib.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+    if status not in STATUSES or not isinstance(wall, int | float) or isinstance(wall, bool):
+        raise ValueError(f"status {str(status)[:40]!r} / wall_s {str(wall)[:40]!r} are not a run's")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(isinstance(k, str) for k in r)
+                                             for r in rows):
+        raise ValueError("its rows are not a list of records")
+    return status, float(wall), rows
 
 
 def results_frame(storage: str, name: str) -> pd.DataFrame:
@@ -124,15 +171,18 @@ def results_frame(storage: str, name: str) -> pd.DataFrame:
     study, spec = load_sweep(open_storage(storage, create=False), name, storage)
     points = {spec.run_key(p): p for p in spec.iter_points()}
     records: list[dict[str, Any]] = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in read_trials(study, storage, (TrialState.COMPLETE,)):
         key = t.user_attrs.get(KEY_ATTR)
         payload_text = t.user_attrs.get("result")
-        if key is None or payload_text is None or key not in points:
+        if not isinstance(key, str) or payload_text is None or key not in points:
             continue
-        payload = json.loads(payload_text)
+        try:
+            status, wall, rows = _decode_result(payload_text)
+        except ValueError as exc:
+            raise DeeplimitError(f"trial {t.number} ({key}) of sweep {name!r} has a damaged result in storage "
+                                 f"{redact_url(storage)!r} ({exc}); it was changed outside deeplimit: restore the "
+                                 "storage from a copy or run the sweep again under a new --name") from None
         ident: dict[str, Any] = {"experiment": name, "run_id": key, **spec.full_point(points[key]), "trial": t.number}
-        status, wall = payload["status"], payload["wall_s"]
-        rows = decode_rows(payload["rows_z"])
         for r in rows:
             records.append({**ident, "status": status, "wall_s": wall, **r})
         if not any(r.get("metric") == spec.metric for r in rows):

@@ -27,7 +27,9 @@ import contextlib
 import errno
 import fcntl
 import inspect
+import json
 import os
+import shutil
 import sqlite3
 import time
 import warnings
@@ -46,6 +48,8 @@ __all__ = ["default_storage", "resolve_storage", "open_storage", "storage_error"
            "creation_lock", "check_url", "STORAGE_ENV"]
 
 SCHEMES = "sqlite:///PATH, postgresql+psycopg2://USER@HOST:PORT/DB or journal:PATH"
+_JOURNAL_CODE = "optuna/storages/journal/"
+_FULL_BELOW_BYTES = 1 << 20  # an I/O error with less than this free is a full disk (SQLite's WAL grows by pages)
 
 
 def default_storage(run_dir: str | os.PathLike[str]) -> str:
@@ -174,6 +178,70 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def _in_journal_code(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if _JOURNAL_CODE in tb.tb_frame.f_code.co_filename.replace(os.sep, "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _journal_line_problem(path: Path) -> str:
+    """Which line of a journal file Optuna cannot read, in words ("" if every line is a plausible entry)."""
+    newline = b"\n"
+    try:
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    entry = json.loads(line.decode("utf-8"))
+                except UnicodeDecodeError:
+                    return f"line {number} is binary, not text"
+                except json.JSONDecodeError:
+                    return f"line {number} is {'not JSON' if line.endswith(newline) else 'cut off'}"
+                code = entry.get("op_code") if isinstance(entry, dict) else None
+                if not isinstance(code, int) or isinstance(code, bool):
+                    return f"line {number} is not an Optuna journal entry"
+                if not line.endswith(newline):
+                    return f"line {number} is cut off"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    return "an entry names an operation this Optuna does not know"
+
+
+def journal_damage(exc: BaseException, url: str) -> DeeplimitError | None:
+    """A one-line error for a journal file Optuna cannot replay (binary, cut-off or unknown lines), else None.
+
+    Optuna reads the whole journal on every access and fails with UnicodeDecodeError, JSONDecodeError,
+    ``ValueError('Invalid log format.')`` or ``AssertionError('Should not reach.')``, naming neither the file
+    nor the line.
+    """
+    if not isinstance(url, str) or not url.startswith("journal:"):
+        return None
+    chain = _chain(exc)
+    if not any(isinstance(e, UnicodeDecodeError | json.JSONDecodeError) or
+               (_in_journal_code(e) and not isinstance(e, OSError)) for e in chain):
+        return None
+    path = Path(url[len("journal:"):])
+    root = chain[-1]
+    why = redact_text(f"{type(root).__name__}: {(str(root).strip().splitlines() or [''])[0]}"[:160], url)
+    return DeeplimitError(f"journal storage {redact_url(str(path))} is damaged ({_journal_line_problem(path)}; {why}): "
+                          "it was cut off or edited by something other than Optuna; restore it from a copy, or "
+                          "move it aside and create the sweep again with a new journal file")
+
+
+def _free_space_left(url: str) -> str | None:
+    """"N KiB free in FOLDER" when the folder of an SQLite storage is (nearly) full, else None."""
+    db = _sqlite_path(url) if isinstance(url, str) and url.startswith("sqlite:///") else ""
+    if not db:
+        return None
+    try:
+        free = shutil.disk_usage(Path(db).parent).free
+    except OSError:
+        return None
+    return f"{free // 1024} KiB free in {Path(db).parent}" if free < _FULL_BELOW_BYTES else None
+
+
 def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> DeeplimitError:
     """A one-line :class:`DeeplimitError` for a storage failure, naming the cause and the fix.
 
@@ -189,6 +257,7 @@ def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> Deep
     first = redact_text((str(root).strip().splitlines() or [type(root).__name__])[0], url)
     low = text.lower()
     err = next((getattr(e, "errno", None) for e in chain if getattr(e, "errno", None)), None)
+    damaged = journal_damage(exc, url)
     exc = root
     if err == errno.ENOSPC or "disk is full" in low or "no space left" in low or "could not extend file" in low:
         return DeeplimitError(f"storage {shown!r}: no space left on the device ({first}); free disk space and "
@@ -196,6 +265,13 @@ def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> Deep
     if "readonly database" in low or "read-only" in low or err in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DeeplimitError(f"storage {shown!r} is not writable ({first}); fix the file's permissions or "
                               "choose a folder you can write to")
+    if damaged is not None:
+        return damaged
+    full = _free_space_left(url) if "disk i/o error" in low else None
+    if full is not None:
+        # SQLite reports a full disk as a plain I/O error when it cannot create its shared-memory or WAL file.
+        return DeeplimitError(f"storage {shown!r}: no space left on the device ({full}; SQLite: {first}); free disk "
+                              "space and run the same command again (finished points are kept)")
     if "disk i/o error" in low:
         return DeeplimitError(f"storage {shown!r}: disk I/O error ({first}); check the disk (and that the file "
                               "is on a local filesystem: SQLite cannot lock over NFS; use PostgreSQL or "
@@ -315,7 +391,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if url.startswith("journal:"):
         try:
             return _journal(url[len("journal:"):])
-        except OSError as exc:
+        except Exception as exc:  # unreadable file, or lines Optuna cannot replay (see journal_damage)
             raise storage_error(exc, url) from None
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
