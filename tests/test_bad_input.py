@@ -57,7 +57,7 @@ R = ["reproduce", "--smoke", "-q", "--out", "{out}"]
 CASES = [
     # --- train: every option typed and checked (issue 11: 0 became 128, 'maybe' became True, -1 gave NaN)
     ("train batch-size 0", T + ["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
-    ("train train_io=maybe", T + ["--set", "train_io=maybe"], "train_io must be True or False, got 'maybe'"),
+    ("train train_io=maybe", T + ["--set", "train_io=maybe"], "--set train_io is a yes/no option"),
     ("train eval_batches=-1", T + ["--set", "eval_batches=-1"], "eval_batches must be an integer ≥ 0, got -1"),
     ("train log_every=0", T + ["--set", "log_every=0"], "log_every must be a positive integer, got 0"),
     ("train seed -1", T + ["--seed", "-1"], "seed must be an integer ≥ 0, got -1"),

@@ -113,6 +113,6 @@ def test_frozen_io_at_a_large_lr_sees_the_depth_lr_exponent(fmnist):
         assert (at[at["site"] == "input"]["delta_rms"] == 0).all()  # frozen: the input layer never moves
         verdicts[rule] = coord_verdict(df, "depth", sites=("block_last", "logits"))
     assert verdicts["depth_mup"].verdict == "flat", verdicts["depth_mup"].slopes
-    assert verdicts["blocks_only"].verdict == "not flat", verdicts["blocks_only"].slopes
+    assert verdicts["blocks_only"].verdict == "grows", verdicts["blocks_only"].slopes
     # one block's own change: −1 per doubling under Depth-μP, −½ under (½, 0) (multiplier × LR exponents)
     assert verdicts["depth_mup"].slopes["block_first"] < verdicts["blocks_only"].slopes["block_first"]

@@ -100,7 +100,7 @@ def test_a_model_described_by_a_structure_gets_sites_and_a_verdict(features, tmp
     x, y = features
     r = run_coord_check(tiny_resnet, "depth_mup", x, y, axis="depth", sizes=[2, 4, 8], width=32, seeds=2, steps=3,
                         batch_size=16, lr=2**-7)
-    assert r.verdict.verdict in ("flat", "not flat") and r.verdict.judged == ("input", "block_last", "logits")
+    assert r.verdict.verdict in ("flat", "grows", "shrinks") and r.verdict.judged == ("input", "block_last", "logits")
     assert set(r.verdict.slopes) == {"input", "block_first", "block_last", "logits"}
     paths = r.save(tmp_path)
     summary = json.loads(paths["summary"].read_text())
@@ -116,7 +116,7 @@ def test_sp_over_depth_is_not_flat_and_depth_mup_is(features):
     dm = run_coord_check(_mlp, "depth_mup", x, y, **kw).verdict
     sp = run_coord_check(_mlp, "sp", x, y, **kw).verdict
     assert dm.verdict == "flat", dm
-    assert sp.verdict == "not flat" and sp.slopes["block_last"] > 0.5, sp
+    assert sp.verdict == "grows" and sp.slopes["block_last"] > 0.5, sp
 
 
 def test_unmeasurable_slopes_are_inconclusive_never_not_flat(features):

@@ -116,7 +116,7 @@ def test_width_coord_check_mup_flat_sp_growing(width_slopes, family):
     assert all(math.isfinite(v) for v in [*mup.values(), *sp.values()]), (mup, sp)
     assert max(mup.values()) <= 0.25 and abs(mup["block_last"]) <= 0.25, mup
     assert max(sp.values()) >= 0.45, sp
-    assert width_slopes[(family, "sp")].verdict == "not flat"
+    assert width_slopes[(family, "sp")].verdict == "grows"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -126,7 +126,7 @@ def test_depth_coord_check_completep_flat(depth_slopes, family):
     assert -0.5 <= cp.slopes["block_last"] <= 0.25, cp
     if family in PRE_LN:
         sp = depth_slopes[(family, "sp")]
-        assert sp.slopes["block_last"] >= 0.5 and sp.verdict == "not flat", sp
+        assert sp.slopes["block_last"] >= 0.5 and sp.verdict == "grows", sp
 
 
 def test_tied_head_at_sigma_emb_1_is_far_from_the_width_limit(data, width_slopes):
@@ -138,5 +138,5 @@ def test_tied_head_at_sigma_emb_1_is_far_from_the_width_limit(data, width_slopes
         saturated = run_coord_check(hf.factory("gpt2"), "mup", x, y, axis="width", sizes=[32, 64, 128], width=32,
                                     depth=2, seeds=1, steps=STEPS, lr=LR, batch_size=BATCH, sigma_emb=1.0,
                                     sigma_from="hparams").verdict
-    assert saturated.slopes["logits"] <= -0.3 and saturated.verdict == "not flat", saturated
+    assert saturated.slopes["logits"] <= -0.3 and saturated.verdict == "shrinks", saturated
     assert width_slopes[("gpt2", "mup")].verdict == "flat", width_slopes[("gpt2", "mup")]

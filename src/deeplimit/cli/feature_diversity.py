@@ -35,9 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplimit.cli._args import set_threads
+    from deeplimit.cli._args import check_seeds, set_threads
     from deeplimit.studies import feature_diversity_study
 
+    check_seeds("seed", args.seed)
     set_threads(args.threads)
     res = feature_diversity_study(args.rules, width=args.width, depth=args.depth, base_width=args.base_width,
                                   base_depth=args.base_depth, lr=args.lr, steps=args.steps,

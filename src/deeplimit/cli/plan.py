@@ -8,7 +8,14 @@ import json
 import sys
 import warnings
 
-from deeplimit.cli.common import add_mlp_args, add_model_source_args, add_rule_args, model_factory, rule_kwargs
+from deeplimit.cli.common import (
+    add_mlp_args,
+    add_model_source_args,
+    add_rule_args,
+    check_factory_fits,
+    model_factory,
+    rule_kwargs,
+)
 from deeplimit.diagnostics.coord_check import call_factory
 from deeplimit.nn.registry import MODELS, build_model
 from deeplimit.scaling.plan import make_plan
@@ -56,6 +63,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     factory = model_factory(args)
     if factory is not None:
+        check_factory_fits(factory, args.width, args.depth)  # sizes and memory before the real build
         model = call_factory(factory, args.width, args.depth)
     else:
         model = build_model(args.model, **model_kwargs(args))

@@ -55,9 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``deeplimit sde``; returns the exit code."""
-    from deeplimit.cli._args import set_threads
+    from deeplimit.cli._args import check_seeds, set_threads
     from deeplimit.sde.studies import run_study
 
+    check_seeds("seed", args.seed)
     overrides = {k: getattr(args, k) for k in PRESET_FLAGS}
     overrides["band"] = args.band
     set_threads(args.threads)

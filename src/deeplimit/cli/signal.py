@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from deeplimit.cli._args import set_threads
+    from deeplimit.cli._args import check_seeds, set_threads
     from deeplimit.studies import signal_study
 
+    check_seeds("seeds", *args.seeds)
     set_threads(args.threads)
     res = signal_study(args.variants, residual_gamma=args.residual_gamma, width=args.width, depth=args.depth,
                        data=args.data, seeds=args.seeds, train_steps=args.train_steps, lr=args.lr, out=args.out,

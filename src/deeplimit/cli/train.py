@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from deeplimit.cli._args import set_threads
-    from deeplimit.train import config_from_point, family_defaults, train_and_save
+    from deeplimit.train import BOOL_KEYS, config_from_point, family_defaults, train_and_save
 
     point = family_defaults(args.model)
     point.update(model=args.model, preset=args.rule, width=args.width, depth=args.depth, lr=args.lr,
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("data", "data_dir", "optimizer", "batch_size", "base_width", "base_depth"):
         if getattr(args, name) is not None:
             point[name] = getattr(args, name)
-    sets = parse_sets(args.set)
+    sets = parse_sets(args.set, bools=BOOL_KEYS)
     point.update(sets)
     if "rule" in sets:
         point.pop("preset")

@@ -1,5 +1,6 @@
 """deeplimit.data: offline datasets kept in memory (Fashion-MNIST, digits, .npz, byte-level text)."""
 
+from deeplimit.data.digest import content_digest, dataset_files, file_digest
 from deeplimit.data.images import (
     IMAGE_DATASETS,
     batches,
@@ -24,7 +25,10 @@ __all__ = [
     "SHAKESPEARE_BYTES",
     "ByteCorpus",
     "batches",
+    "content_digest",
+    "dataset_files",
     "epoch_permutation",
+    "file_digest",
     "find_shakespeare_tarball",
     "load_digits",
     "load_fashion_mnist",

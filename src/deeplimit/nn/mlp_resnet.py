@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeplimit.errors import DeeplimitError, check_positive
+from deeplimit.errors import DeeplimitError
+from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_bool, check_fits, check_size
 from deeplimit.nn.activations import c_phi
 from deeplimit.nn.layers import Input, Readout
 
@@ -57,12 +58,27 @@ class MLPResNetConfig:
     bias: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("d_in", "d_out", "width", "depth", "block_depth"):
-            check_positive(name, getattr(self, name), integer=True)
+        # Sizes are bounded (a typo such as depth=10**12 must not build modules forever) and flags are real
+        # bools (mean_subtract='no' would otherwise silently mean True).
+        for name, limit in (("d_in", None), ("d_out", None), ("width", MAX_WIDTH), ("depth", MAX_DEPTH),
+                            ("block_depth", 1024)):
+            object.__setattr__(self, name, check_size(name, getattr(self, name), maximum=limit))
+        for name in ("mean_subtract", "pre_ln", "bias"):
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if self.block not in ("post", "pre"):
             raise DeeplimitError(f"block must be 'post' (phi(Wx)) or 'pre' (W phi(x)), got {self.block!r}")
-        if self.activation not in PHI:
+        if not isinstance(self.activation, str) or self.activation not in PHI:
             raise DeeplimitError(f"activation {self.activation!r} is unknown; choose one of {sorted(PHI)}")
+
+    def n_params(self) -> int:
+        """Parameter count in closed form (no model is built): d_in·n + L·k·n² + n·d_out, plus biases/norms."""
+        n, b = self.width, int(self.bias)
+        block = self.block_depth * (n * n + b * n) + (2 * n if self.pre_ln else 0)
+        return self.d_in * n + b * n + self.depth * block + n * self.d_out + b * self.d_out
+
+    def n_modules(self) -> int:
+        """Modules the model holds (each costs Python memory beyond its tensors)."""
+        return 4 + self.depth * (2 + self.block_depth + int(self.pre_ln))
 
 
 class MLPBlock(nn.Module):
@@ -98,6 +114,7 @@ class MLPResNet(nn.Module):
         self.cfg = cfg = cfg or MLPResNetConfig(**kw)
         if kw and cfg is not None and not isinstance(cfg, MLPResNetConfig):
             raise DeeplimitError("pass either an MLPResNetConfig or keyword arguments")
+        check_fits(f"MLPResNet(width={cfg.width}, depth={cfg.depth})", cfg.n_params(), cfg.n_modules())
         self.width, self.depth = cfg.width, cfg.depth
         self.input = Input(cfg.d_in, cfg.width, bias=cfg.bias)
         self.blocks = nn.ModuleList(MLPBlock(cfg) for _ in range(cfg.depth))

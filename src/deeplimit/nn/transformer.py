@@ -22,8 +22,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from deeplimit.errors import DeeplimitError, check_positive
-from deeplimit.nn.activations import get_activation
+from deeplimit.errors import DeeplimitError
+from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_bool, check_fits, check_real, check_size
+from deeplimit.nn.activations import ACTIVATIONS, get_activation
 from deeplimit.nn.attention import MultiHeadAttention
 from deeplimit.nn.layers import Embedding, Readout, TiedReadout, watch_multipliers
 
@@ -55,19 +56,54 @@ class TransformerConfig:
     tie_embeddings: bool = False  # readout shares E_tok (input role; μP readout factor in its forward)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_seq_len", "width", "depth", "n_heads", "mlp_ratio"):
-            check_positive(name, getattr(self, name), integer=True)
+        # Sizes are bounded before anything is built, flags are real bools (zero_query_init='perhaps' would
+        # otherwise silently mean True) and every number is finite and in its range (tau0=inf is not a model).
+        for name, limit in (("vocab_size", 2**31 - 1), ("max_seq_len", 2**24), ("width", MAX_WIDTH),
+                            ("depth", MAX_DEPTH), ("n_heads", MAX_WIDTH), ("mlp_ratio", 1024),
+                            ("recover_steps", 2**62)):
+            object.__setattr__(self, name, check_size(name, getattr(self, name), maximum=limit))
+        for name in ("residual_trainable", "bias", "zero_query_init", "tie_embeddings"):
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
+        _choice("norm", self.norm, ("pre_ln", "post_ln", "none"))
+        _choice("attention", self.attention, ("softmax", "shaped"))
+        if self.logit_scale is not None:
+            _choice("logit_scale", self.logit_scale, ("sqrt", "mup", "shaped"))
+        _choice("tau_mode", self.tau_mode, ("temperature", "init"))
+        _choice("shaping", self.shaping, ("fixed", "recover", "learn"))
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("residual", self.residual, ("scaled", "shaped"))
         if self.width % self.n_heads:
             raise DeeplimitError(f"n_heads={self.n_heads} does not divide width={self.width}; choose a divisor")
-        if self.norm not in ("pre_ln", "post_ln", "none"):
-            raise DeeplimitError(f"norm must be 'pre_ln', 'post_ln' or 'none', got {self.norm!r}")
-        if self.residual not in ("scaled", "shaped"):
-            raise DeeplimitError(f"residual must be 'scaled' or 'shaped', got {self.residual!r}")
-        if not 0.0 <= self.residual_gamma <= 1.0:
-            raise DeeplimitError(f"residual_gamma must lie in [0, 1] (lambda^2 + gamma^2 = 1), got "
-                                 f"{self.residual_gamma}")
-        if not self.tau0 > 0:
-            raise DeeplimitError(f"tau0 must be positive, got {self.tau0}")
+        check_real("residual_gamma", self.residual_gamma, lo=0.0, hi=1.0,
+                   fix="the shaped residual keeps lambda^2 + gamma^2 = 1, e.g. 0.1")
+        check_real("tau0", self.tau0, lo=0.0, lo_open=True, fix="the paper uses tau0 = 1")
+        check_real("attn_mult", self.attn_mult, lo=0.0, lo_open=True, fix="1 is the standard logit multiplier")
+        for name in ("c_plus", "c_minus"):
+            check_real(name, getattr(self, name), fix="the shaped ReLU's slopes are 1 + c/sqrt(width), e.g. "
+                                                      "c_plus=0, c_minus=-1")
+
+    def n_params(self) -> int:
+        """Parameter count in closed form (no model is built): embeddings, L·(4n² + 2·r·n²) and the readout,
+        plus biases, norms and shaping gains."""
+        n, b, h = self.width, int(self.bias), self.mlp_ratio * self.width
+        norm = (b + 1) * n if self.norm != "none" else 0
+        attn = 4 * (n * n + b * n) + (2 * self.n_heads if self.attention == "shaped" and self.shaping == "learn"
+                                      else 0)
+        mlp = n * h + b * h + h * n + b * n
+        gains = 4 if self.residual == "shaped" and self.residual_trainable else 0
+        layer = attn + mlp + 2 * norm + gains
+        final = (b + 1) * n if self.norm == "pre_ln" else 0
+        readout = 0 if self.tie_embeddings else n * self.vocab_size
+        return self.vocab_size * n + self.max_seq_len * n + self.depth * layer + final + readout
+
+    def n_modules(self) -> int:
+        """Modules the model holds (each costs Python memory beyond its tensors)."""
+        return 5 + self.depth * 14
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise DeeplimitError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 class Branch(nn.Module):
@@ -144,6 +180,7 @@ class TransformerLM(nn.Module):
     def __init__(self, cfg: TransformerConfig | None = None, **kw) -> None:
         super().__init__()
         self.cfg = cfg = cfg or TransformerConfig(**kw)
+        check_fits(f"TransformerLM(width={cfg.width}, depth={cfg.depth})", cfg.n_params(), cfg.n_modules())
         self.width, self.depth = cfg.width, cfg.depth
         self.tok = Embedding(cfg.vocab_size, cfg.width)
         self.pos = Embedding(cfg.max_seq_len, cfg.width)

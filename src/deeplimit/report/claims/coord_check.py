@@ -78,14 +78,14 @@ def coord_check_depth(ctx: Context) -> list[Section]:
         v = res[r]["log2_slope_of_change_per_site"].get("block_first")
         return "n/a" if v is None else f"{v:+.2f} (theory {BLOCK_SLOPE[r]:+.1f})"
 
-    controls = [Control(f"{r} over depth", "the change of the stream/logits grows with depth: 'not flat' in every seed",
+    controls = [Control(f"{r} over depth", "the change of the stream/logits grows with depth: 'grows' in every seed",
                         f"{fmt(r)} → {res[r]['verdict']} (per-seed max |slope| {res[r]['per_seed_max_abs_slope']})",
-                        None if res[r]["verdict"] == "inconclusive" else res[r]["verdict"] == "not flat")
+                        None if res[r]["verdict"] == "inconclusive" else res[r]["verdict"] == "grows")
                 for r in ("blocks_only", "sp")]
     dm = res["depth_mup"]["verdict"]
     if dm == "flat" and all(c.passed for c in controls):
         verdict, reason = "holds", "Depth-μP flat in every seed while (½, 0) and SP are not flat in every seed"
-    elif dm == "not flat":
+    elif dm in ("grows", "shrinks"):
         verdict, reason = "does not hold", "Depth-μP's change from init is not flat in depth"
     elif dm == "flat":
         verdict, reason = "partly", ("Depth-μP is flat, but a control was not shown to fail, so the check's power "
