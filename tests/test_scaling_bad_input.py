@@ -38,6 +38,8 @@ PLAN_CASES = [
     (dict(base_width=math.inf), "base_width must be a finite number"),
     (dict(base_depth=2.5), "base_depth must be a positive integer"),
     (dict(width=64.0, depth=0), "depth must be a positive integer|contradicts"),
+    (dict(roles={"blocks.0.*": "frozen"}), r"role 'frozen' for blocks\.0\..* is unknown; roles are .*'router', "
+                                           r"'keep'\)"),
 ]
 
 
@@ -176,3 +178,10 @@ def test_with_optimizer_reuses_the_table():
     with pytest.raises(dl.DeeplimitError, match="optimizer 'lion' is unknown"):
         adam.with_optimizer("lion")
     assert replace(adam, notes=[]).validate() is None
+
+
+def test_declare_experts_refuses_an_unknown_layout():
+    from deeplimit.scaling.moe import declare_experts
+
+    with pytest.raises(dl.DeeplimitError, match=r"experts layout 'E,in,out' is unknown; use 'out_in' .* or 'in_out'"):
+        declare_experts(torch.nn.Module(), "E,in,out")

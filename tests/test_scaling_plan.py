@@ -219,8 +219,8 @@ def test_inductor_compiled_model_trains_and_matches_eager():
 
 
 def _calls_to_parametrize(depth: int) -> int:
-    """Python and builtin function calls made by one ``parametrize`` of a depth-``depth`` MLP-ResNet (a
-    deterministic operation count: wall time on a shared machine is too noisy to assert on)."""
+    """Python and builtin function calls made by one ``parametrize`` of a depth-``depth`` MLP-ResNet and its
+    printed table (a deterministic operation count: wall time on a shared machine is too noisy to assert on)."""
     import sys
 
     model = dl.MLPResNet(width=8, depth=depth)
@@ -232,7 +232,9 @@ def _calls_to_parametrize(depth: int) -> int:
 
     sys.setprofile(profile)
     try:
-        dl.parametrize(model, "depth_mup", base_width=8, base_depth=4)
+        plan = dl.parametrize(model, "depth_mup", base_width=8, base_depth=4)
+        plan.table(lr=1e-3)  # what `deeplimit plan` prints
+        plan.summary()
     finally:
         sys.setprofile(None)
     return count

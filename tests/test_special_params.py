@@ -94,6 +94,13 @@ def test_grouped_convolution_bare_matrix_and_unknown_3d_tensor_are_refused_with_
 
 
 def test_keep_role_is_accepted_in_roles_and_unknown_roles_name_it():
+    net = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    torch.nn.init.normal_(net[1].weight)
+    kept = {n: p.detach().clone() for n, p in net.named_parameters()}
+    roles = {"0.weight": "input", "2.weight": "readout", "1.*": "keep", "*.bias": "keep"}
+    plan = dl.parametrize(net, "mup", roles=roles)
+    for name in ("1.weight", "1.bias", "0.bias", "2.bias"):  # a norm and biases too: never re-drawn or zeroed
+        assert plan[name].role == "keep" and torch.equal(dict(net.named_parameters())[name], kept[name]), name
     with pytest.raises(DeeplimitError, match=r"role 'kept' for .* is unknown; roles are \('input', 'hidden', "
                                              r"'readout', 'vector', 'router', 'keep'\)"):
         dl.make_plan(_Net(), "mup", roles={"blocks.0.inp.weight": "kept"})

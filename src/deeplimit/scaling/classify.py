@@ -1,9 +1,9 @@
 """Structural facts about a model, before any rule is applied: roles, blocks, multiplier sites, attention.
 
 One walk over the model's modules answers, for every *tensor* (a tied weight is one tensor under two names):
-which role it has (depth-mup spec §4: input, hidden, readout, vector), whether it is in a residual block, its
-fans and init kind; and, for every module, which forward multiplier it carries (branch, input or readout) and
-whether its own ``forward`` reads it or a deeplimit hook applies it.
+which role it has (depth-mup spec §4: input, hidden, readout, vector; a MoE ``router``; ``keep``), whether it is
+in a residual block, its fans and init kind; and, for every module, which forward multiplier it carries (branch,
+input, readout or router) and whether its own ``forward`` reads it or a deeplimit hook applies it.
 
 Where roles come from, first match wins:
 
@@ -12,8 +12,12 @@ Where roles come from, first match wins:
 3. the module's ``dl_roles`` (deeplimit's layers, :func:`deeplimit.nn.declare_roles`);
 4. the Structure's ``readouts`` (their weight; other parameters there are vectors) and ``inputs`` (every
    matrix at or below an input module is input-role: a ViT's patch projection, class token, position table);
-5. types: norms and 1-D tensors → vector, ``nn.Embedding`` → input, other matrices inside a block → hidden;
+5. types: expert stacks → hidden with per-expert fans and their routers → router (:mod:`.moe`), depthwise
+   convolutions, norms and 1-D tensors → vector, ``nn.Embedding`` → input, other matrices inside a block → hidden;
 6. with ``base=``: the dims that differ from the base model (as ``mup.set_base_shapes``).
+
+An undeclared parameter the defaults could only guess (:mod:`.special`: Mamba's ``A_log``, an unknown 3-D tensor,
+a grouped convolution) is an error naming every such parameter and the ``roles=`` declaration that fixes it.
 """
 
 from __future__ import annotations
@@ -289,12 +293,12 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
             continue
         # the occurrence that owns the combined role decides fans and init (a tied table is an embedding)
         own = next(o for o in occ if o.role == role)
-        if isinstance(own.module, NORMS):
+        if role == "keep":  # declared: its own init, whatever its type
+            kind, init = None, "keep"
+        elif isinstance(own.module, NORMS):
             kind, init = "norm", ("ones" if own.pname == "weight" else "zeros")
         elif role == "vector":
             kind, init = None, ("zeros" if own.pname == "bias" else "keep")
-        elif role == "keep":
-            kind, init = None, "keep"
         else:
             kind, init = ("embedding" if own.layout == "table" and role == "input" else None), "normal"
         fan_in, fan_out = fans(own.p, own.layout)

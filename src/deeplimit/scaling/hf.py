@@ -453,18 +453,26 @@ def _roles(model: nn.Module, blocks: list[str], inputs: list[str], readouts: tup
 
     roles: dict[str, str] = {}
     seen: set[int] = set()
-    under = lambda name, prefixes: any(name == b or name.startswith(b + ".") for b in prefixes)
+    block_set, input_set = frozenset(blocks), frozenset(inputs)
+
+    def under(name: str, prefixes: frozenset[str]) -> bool:  # walks name's own ancestors: linear in depth
+        while name:
+            if name in prefixes:
+                return True
+            name = name.rpartition(".")[0]
+        return False
+
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             if id(p) in seen:
                 continue  # tied: the first name owns the parameter (named_parameters order)
             seen.add(id(p))
             name = canonical_name(f"{mname}.{pname}" if mname else pname)
-            if under(mname, blocks):
+            if under(mname, block_set):
                 continue  # stacked experts and routers: scaling/moe.py; other 3-D tensors are refused there
             if p.ndim < 2 or isinstance(module, nn.Embedding) or _is_norm(module) or mname in (*inputs, *readouts):
                 continue
-            roles[name] = "input" if under(mname, inputs) else "hidden"
+            roles[name] = "input" if under(mname, input_set) else "hidden"
     return roles
 
 

@@ -23,16 +23,21 @@ if TYPE_CHECKING:
 def forward_mults(plan: Plan) -> dict[str, float]:
     """Forward multiplier acting on each tensor's output: the product over the modules that contain it
     (branch, input or readout multiplier; logit scales are not forward multipliers)."""
-    res: dict[str, float] = {}
+    own: dict[str, float] = {}
     for mod, attrs in plan.multipliers.items():
         mult = 1.0
         for attr, value in attrs.items():
             if attr in FORWARD_ATTRS:
                 mult *= value
-        prefix = mod + "." if mod else ""
-        for name in plan.params:
-            if name.startswith(prefix):
-                res[name] = res.get(name, 1.0) * mult
+        own[mod] = mult
+    # each tensor walks its own ancestors (linear in depth, not modules × tensors)
+    res: dict[str, float] = {}
+    for name in plan.params:
+        mult, mod = own.get("", 1.0), name.rpartition(".")[0]
+        while mod:
+            mult *= own.get(mod, 1.0)
+            mod = mod.rpartition(".")[0]
+        res[name] = mult
     return res
 
 
