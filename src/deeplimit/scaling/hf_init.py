@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from deeplimit.errors import warn
 from deeplimit.scaling.names import canonical_name
 
 # transformers.initialization functions that draw from a zero-mean law of known std (recorded), and the others
@@ -130,7 +131,10 @@ def _config_at(cfg: Any, width: float | None, depth: int | None) -> Iterator[Non
             old = getattr(cfg, key, None)
             if value is None or not isinstance(old, int) or float(value) != int(value) or int(value) == old:
                 continue
-            setattr(cfg, key, int(value))
+            try:
+                setattr(cfg, key, int(value))
+            except Exception:  # a config that validates or derives this field: its init is read at the target
+                continue
             changed.append((key, old))
         yield
     finally:
@@ -173,8 +177,13 @@ def model_init_stds(model: nn.Module, base_width: float | None = None,
             if before.get(key) is not law:
                 owners[key] = owner
 
-    with torch.no_grad(), _config_at(model.config, base_width, base_depth), _recording(recorder):
-        walk(model, model)
+    try:
+        with torch.no_grad(), _config_at(model.config, base_width, base_depth), _recording(recorder):
+            walk(model, model)
+    except Exception as exc:  # an _init_weights that needs real draws or other state: say so, fall back
+        warn(f"could not read {type(model).__name__}'s own init ({type(exc).__name__}: {exc}); the plan uses the "
+             "HParams sigmas (sigma_emb, sigma_hidden, ...) for every tensor: pass them to match the model's init")
+        return {}
     out: dict[str, tuple[float, str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         key = p.untyped_storage().data_ptr() if not p.is_meta else None
