@@ -496,7 +496,8 @@ def make_plan(
     if sigma_from not in ("model", "hparams"):
         raise DeeplimitError(f"sigma_from must be 'model' or 'hparams', got {sigma_from!r}")
     given = set(_SIGMA_OF.values()) if hparams is not None else set(hp_overrides) & set(_SIGMA_OF.values())
-    own = _model_stds(model, base_width, base_depth) if sigma_from == "model" else {}
+    read_own = sigma_from == "model" and given != set(_SIGMA_OF.values())
+    own = _model_stds(model, base_width, base_depth) if read_own else {}
     m_N = float(width) / float(base_width)
     if shapes is None:
         for site in layout.params:
