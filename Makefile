@@ -20,3 +20,4 @@ bench: setup
 
 docs: setup
 	$(VENV)/bin/python scripts/apidoc.py
+	$(VENV)/bin/python scripts/bench_docs.py

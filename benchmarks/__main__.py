@@ -1,4 +1,8 @@
-"""Run benchmarks: ``python -m benchmarks NAME [NAME ...] [--quick]`` or ``--all``."""
+"""Run benchmarks: ``python -m benchmarks NAME [NAME ...] [--quick] [--out DIR]`` or ``--all``.
+
+``--quick`` is a smoke run at tiny sizes (every peer's asserts execute; the timings mean little); records go to
+``benchmarks/results`` unless ``--out DIR`` names another folder.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("names", nargs="*", help=f"benchmarks to run; available: {', '.join(available())}")
     parser.add_argument("--all", action="store_true", help="run every benchmark")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run: asserts execute)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON records "
+                        "(default benchmarks/results)")
     args = parser.parse_args()
     names = available() if args.all else args.names
     if not names:
@@ -32,7 +38,7 @@ def main() -> None:
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         record = module.run(quick=args.quick)
-        path = write_record(module.NAME, record)
+        path = write_record(module.NAME, {"quick": args.quick, **record}, args.out)
         print(json.dumps(record.get("summary", record), indent=2, default=float))
         print(f"[{module.NAME}] record written to {path}")
 

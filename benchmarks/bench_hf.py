@@ -10,20 +10,20 @@ timed in interleaved rounds in one process:
 * ``hooks_only``: the parametrized model with the plain one-group AdamW — isolates what the hooks cost from
   what the extra optimizer groups cost.
 
-Goal: parametrized / plain ≤ 1.02 (paired median over rounds, on this thread's CPU clock, which a machine shared
-with other jobs does not inflate; wall-clock ratios are recorded beside it). A second, tiny configuration prices
-one hook call.
+``parametrized`` and ``hooks_only`` compute the same logits (asserted equal before timing); ``plain`` has the same
+weights but no multipliers, so it is a cost peer, not the same function. Timing: the one method of
+``benchmarks.common``. Goal: parametrized / plain ≤ 1.02 (paired median over rounds, on this thread's CPU clock,
+which a machine shared with other jobs does not inflate; wall-clock ratios are recorded beside it). A second, tiny
+configuration prices one hook call.
 """
 
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import deeplimit as dl
+from benchmarks.common import assert_same_outputs, paired_ratio, paired_rounds
 from deeplimit.scaling import hf
 
 NAME = "hf"
@@ -61,6 +61,8 @@ def _peers(width: int, depth: int, batch: int, seq: int) -> tuple[dict, dict]:
     opt_ours = dl.make_optimizer(ours, plan, lr, weight_decay=0.1)
     opt_plain = torch.optim.AdamW(plain.parameters(), lr=lr, weight_decay=0.1)
     opt_hooked = torch.optim.AdamW(hooked.parameters(), lr=lr, weight_decay=0.1)
+    with torch.no_grad():
+        assert_same_outputs({"parametrized": ours(x).logits, "hooks_only": hooked(x).logits})
     peers = {"parametrized": _step(ours, opt_ours, x, y), "plain": _step(plain, opt_plain, x, y),
              "hooks_only": _step(hooked, opt_hooked, x, y)}
     config = {"model": "LlamaForCausalLM", "width": width, "depth": depth, "batch": batch, "seq_len": seq,
@@ -69,40 +71,13 @@ def _peers(width: int, depth: int, batch: int, seq: int) -> tuple[dict, dict]:
     return peers, config
 
 
-def _interleaved(fns: dict, repeats: int, number: int, warmup: int = 2) -> dict[str, dict[str, list[float]]]:
-    """Per peer and round: wall seconds and this thread's CPU seconds per call, peers interleaved.
-
-    The CPU clock (``time.thread_time``) does not count time the thread spends descheduled, so the ratios it
-    gives survive a machine shared with other jobs; the wall clock is kept beside it.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    out = {k: {"wall": [], "cpu": []} for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            w0, c0 = time.perf_counter(), time.thread_time()
-            for _ in range(number):
-                fn()
-            out[k]["cpu"].append((time.thread_time() - c0) / number)
-            out[k]["wall"].append((time.perf_counter() - w0) / number)
-    return out
-
-
-def _ratio(samples: dict, num: str, den: str, clock: str) -> float:
-    return statistics.median(a / b for a, b in zip(samples[num][clock], samples[den][clock]))
-
-
 def _measure(peers: dict, repeats: int, number: int) -> tuple[dict, dict]:
-    samples = _interleaved(peers, repeats, number)
-    times = {k: {f"{c}_median_s": statistics.median(v[c]) for c in ("cpu", "wall")} | {"repeats": repeats,
-                                                                                     "number": number}
-             for k, v in samples.items()}
-    summary = {"step_ms_cpu": {k: round(v["cpu_median_s"] * 1e3, 3) for k, v in times.items()},
+    times = paired_rounds(peers, repeats=repeats, number=number, warmup=2)
+    summary = {"step_ms_cpu": {k: round(v["median_s"] * 1e3, 3) for k, v in times.items()},
                "step_ms_wall": {k: round(v["wall_median_s"] * 1e3, 3) for k, v in times.items()}}
     for clock in ("cpu", "wall"):
-        summary[f"parametrized_over_plain_{clock}"] = round(_ratio(samples, "parametrized", "plain", clock), 4)
-        summary[f"hooks_only_over_plain_{clock}"] = round(_ratio(samples, "hooks_only", "plain", clock), 4)
+        summary[f"parametrized_over_plain_{clock}"] = round(paired_ratio(times, "parametrized", "plain", clock), 4)
+        summary[f"hooks_only_over_plain_{clock}"] = round(paired_ratio(times, "hooks_only", "plain", clock), 4)
     return times, summary
 
 
@@ -113,8 +88,12 @@ def run(quick: bool = False) -> dict:
     # "main": a training step where compute dominates, for the goal; "overhead": a step so small that the
     # hooks' fixed Python cost shows, to price one hook call.
     sizes = {"main": (64, 2, 4, 32) if quick else (256, 4, 8, 128), "overhead": (64, 8, 1, 16)}
-    repeats = {"main": (5, 2) if quick else (25, 1), "overhead": (5, 5) if quick else (25, 10)}
-    record: dict = {"configs": {}, "times": {}, "summary": {}}
+    if quick:
+        sizes["overhead"] = (64, 2, 1, 8)
+    repeats = {"main": (3, 1) if quick else (25, 1), "overhead": (3, 2) if quick else (25, 10)}
+    record: dict = {"configs": {}, "times": {}, "summary": {},
+                    "settings": {name: {"rounds": r, "steps_per_round": n, "warmup_steps": 2}
+                                 for name, (r, n) in repeats.items()}}
     for name, size in sizes.items():
         peers, config = _peers(*size)
         times, summary = _measure(peers, *repeats[name])

@@ -6,7 +6,9 @@ model hard-codes the multipliers and builds the same Adam groups by hand; the mu
 ``set_base_shapes`` and ``MuAdam`` with the depth multiplier hard-coded (mup has no depth support). The hooked
 peer is a plain model with no deeplimit classes, declared with ``dl.declare_structure`` and parametrized, so its
 branch and readout multipliers are applied by forward hooks; its twin has the same constants typed in its
-forward. Goals: deeplimit / plain ≤ 1.02 and hooked / its twin ≤ 1.02.
+forward. Every peer's output is asserted equal to deeplimit's before timing (the mup peer gets deeplimit's
+weights). Timing: the one method of ``benchmarks.common``. Goals: deeplimit / plain ≤ 1.02 and hooked / its
+twin ≤ 1.02.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deeplimit as dl
-from benchmarks.common import interleaved, paired_ratio
+from benchmarks.common import assert_same_outputs, paired_ratio, paired_rounds, rounds_summary
 
 NAME = "scaling"
 D_IN, D_OUT, N0, L0 = 784, 10, 64, 4
@@ -94,7 +96,7 @@ def _step(model, opt, xb, yb):
 
 
 def run(quick: bool = False) -> dict:
-    width, depth, batch = (128, 8, 64) if quick else (256, 16, 128)
+    width, depth, batch = (128, 8, 16) if quick else (256, 16, 128)
     lr = 2**-8
     mN, mL = width / N0, depth / L0
     g = torch.Generator().manual_seed(0)
@@ -114,7 +116,6 @@ def run(quick: bool = False) -> dict:
         {"params": [plain.input.weight, plain.readout.weight], "lr": lr, "eps": 1e-8 / mN},
         {"params": [W.weight for W in plain.W], "lr": lr / mN / mL ** 0.5, "eps": 1e-8 / mN / mL ** 0.5},
     ], lr=lr)
-    assert torch.allclose(plain(xb), ours(xb), atol=1e-5), "peers must compute the same function"
 
     hooked = dl.declare_structure(Foreign(width, depth), _foreign_structure(width, depth))
     plan_hooked = dl.parametrize(hooked, "depth_mup", base_width=N0, base_depth=L0, optimizer="adam")
@@ -125,12 +126,14 @@ def run(quick: bool = False) -> dict:
         {"params": [twin.input.weight, twin.readout.weight], "lr": lr, "eps": 1e-8 / mN},
         {"params": [b.branch.W.weight for b in twin.blocks], "lr": lr / mN / mL ** 0.5, "eps": 1e-8 / mN / mL ** 0.5},
     ], lr=lr)
-    assert torch.equal(hooked(xb), twin(xb)), "the hooked model must compute its twin's function"
+    with torch.no_grad():
+        outputs = {"deeplimit": ours(xb), "plain_torch": plain(xb)}
+        assert_same_outputs({"hooked_structure": hooked(xb), "hooked_twin": twin(xb)})
 
     peers = {"deeplimit": _step(ours, opt_ours, xb, yb), "plain_torch": _step(plain, opt_plain, xb, yb),
              "hooked_structure": _step(hooked, opt_hooked, xb, yb), "hooked_twin": _step(twin, opt_twin, xb, yb)}
     record: dict = {"config": {"width": width, "depth": depth, "batch": batch, "optimizer": "adam",
-                               "rule": "depth_mup", "base": [N0, L0]}}
+                               "rule": "depth_mup", "base": [N0, L0], "lr": lr}}
     try:
         import mup
 
@@ -138,6 +141,9 @@ def run(quick: bool = False) -> dict:
             return Plain(w, depth, mL ** -0.5, 1.0, readout=mup.MuReadout(w, D_OUT, bias=False))
         mup_net = mup_model(width)
         mup.set_base_shapes(mup_net, mup_model(N0), delta=mup_model(N0 * 2))
+        with torch.no_grad():  # deeplimit's weights, so that the outputs can be compared
+            mup_net.load_state_dict(plain.state_dict())
+            outputs["mup"] = mup_net(xb)
         # mup knows no depth: scale the hidden LR by the depth factor through a separate MuAdam group
         hidden = [W.weight for W in mup_net.W]
         other = [mup_net.input.weight, mup_net.readout.weight]
@@ -146,15 +152,19 @@ def run(quick: bool = False) -> dict:
     except ImportError:
         record["mup"] = "not installed (pip install --no-deps mup)"
 
-    number = 5 if quick else 20
-    times = interleaved(peers, repeats=5 if quick else 21, number=number, warmup=2)
+    assert_same_outputs(outputs, atol=1e-5)
+    repeats, number = (3, 1) if quick else (21, 20)
+    times = paired_rounds(peers, repeats=repeats, number=number, warmup=2)
     summary = {f"{k}_ms_per_step": round(v["median_s"] * 1e3, 3) for k, v in times.items()}
+    summary["ms_per_step"] = rounds_summary(times)
     summary["ratio_deeplimit_over_plain"] = round(paired_ratio(times, "deeplimit", "plain_torch"), 4)
     summary["ratio_hooked_over_twin"] = round(paired_ratio(times, "hooked_structure", "hooked_twin"), 4)
     summary["hooks_per_step"] = f"{depth} branch forward hooks, 1 readout pre-hook, 1 input hook (returns early)"
     if "mup" in times:
         summary["ratio_deeplimit_over_mup"] = round(paired_ratio(times, "deeplimit", "mup"), 4)
-    summary["ratio"] = "median over rounds of the paired per-round time ratio"
+    summary["ratio"] = "median over rounds of the paired per-round ratio of thread CPU time"
     summary["goal_ratio_over_plain"] = 1.02
+    record["settings"] = {"rounds": repeats, "steps_per_round": number, "warmup_steps": 2,
+                          "outputs_equal_atol": 1e-5, "peers": list(peers)}
     record.update(times=times, summary=summary)
     return record

@@ -12,6 +12,11 @@ the same step, so they have the same accuracy; throughput is ``paths·steps/s`` 
 
 Also: SDE vs finite-network sampling cost (gram / cheap / explicit samplers) at n = 200 and 2000, and the
 FLOP rate of our step at m ≥ 128 against a plain batched m×m matmul loop timed in the same run.
+
+Timing: the one method of ``benchmarks.common``; speed-ups are medians of paired per-round ratios. The peers draw
+independent noise, so their outputs are not compared value by value: they integrate the same SDE at the same step
+by construction. The large-m runs (m ≥ 128) use a smaller step than the peers' h = 0.01 (recorded as ``h``, see
+``large_m_step``): at h = 0.01 the paths leave the PSD cone there.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from benchmarks.common import interleaved, setup_threads, time_call
+from benchmarks.common import paired_ratio, paired_rounds, setup_threads
 from deeplimit.sde import Scenario, psd_sqrt, sample_network, solve
 from deeplimit.sde._index import naive_em_step
 from deeplimit.sde.scenarios import equicorrelated
@@ -114,20 +119,22 @@ def step_flops(m: int) -> float:
 
 def run(quick: bool) -> dict:
     setup_threads()
+    reps = 3 if quick else 5
     rec: dict = {
         "scenario": "block, gamma=1/sqrt(8), tau0=1, c=(0,-1), dt=0.01",
+        "large_m_step": "h = 1/(160 kappa_lin m) at m >= 128 (h = 0.01 leaves the PSD cone there); see flops[*].h",
+        "settings": {"rounds": reps, "outputs": "not compared: peers draw independent noise"},
         "peers": {},
         "network": {},
         "flops": {},
     }
-    reps = 3
     t_start = time.perf_counter()
 
     def progress(msg: str) -> None:
         print(f"[bench sde {time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     # -- peers at small m: same SDE, same step
-    sizes = {2: (256, 20), 8: (256, 5)} if quick else {2: (1024, 20), 8: (1024, 10), 32: (16, 2)}
+    sizes = {2: (16, 2), 8: (8, 2)} if quick else {2: (1024, 20), 8: (1024, 10), 32: (16, 2)}
     for m, (paths, steps) in sizes.items():
         peers = {
             "ours": partial(ours, m, paths, steps),
@@ -135,14 +142,14 @@ def run(quick: bool) -> dict:
             "torchsde": partial(tsde, m, paths, steps),
             "naive_eig": partial(naive, m, paths, steps),
         }
-        t = interleaved(peers, repeats=reps)
+        t = paired_rounds(peers, repeats=reps)
         row = {
             k: {"median_s": v["median_s"], "paths_steps_per_s": paths * steps / v["median_s"]}
             for k, v in t.items()
         }
         for k in ("torchsde", "naive_eig"):
-            row[f"speedup_vs_{k}"] = t[k]["median_s"] / t["ours"]["median_s"]
-            row[f"speedup_f32_noise_vs_{k}"] = t[k]["median_s"] / t["ours_f32_noise"]["median_s"]
+            row[f"speedup_vs_{k}"] = paired_ratio(t, k, "ours")
+            row[f"speedup_f32_noise_vs_{k}"] = paired_ratio(t, k, "ours_f32_noise")
         row.update(paths=paths, steps=steps)
         rec["peers"][f"m={m}"] = row
         progress(
@@ -150,7 +157,7 @@ def run(quick: bool) -> dict:
             + ", ".join(f"{k} {v['paths_steps_per_s']:.0f}/s" for k, v in row.items() if isinstance(v, dict))
         )
     # -- ours alone at large m, and FLOP rate vs a plain matmul loop
-    large = {128: (32, 5)} if quick else {128: (256, 100), 512: (8, 5)}
+    large = {128: (2, 2)} if quick else {128: (256, 100), 512: (8, 5)}
     for m, (paths, steps) in large.items():
         # h = 0.01 (the paper's step) leaves the PSD cone at large m: the noise's relative spectral size is
         # ≈ 2 sqrt(κ_lin h m) and the smallest eigenvalues decay on the time scale 1/(κ_lin m). The large-m
@@ -181,9 +188,11 @@ def run(quick: bool) -> dict:
                 np.matmul(An, Bn)
 
         # FLOP rate of a step from the (positive definite) start, where every path takes the Cholesky path
-        step_t = time_call(partial(ours, m, paths, 1, None, h), repeats=reps)["median_s"]
-        step_t32 = time_call(partial(ours, m, paths, 1, torch.float32, h), repeats=reps)["median_s"]
-        mm = interleaved({"torch": mm_loop, "numpy": mm_loop_numpy}, repeats=reps)
+        tt = paired_rounds({"step": partial(ours, m, paths, 1, None, h), "step_f32_noise":
+                            partial(ours, m, paths, 1, torch.float32, h), "torch": mm_loop, "numpy": mm_loop_numpy},
+                           repeats=reps)
+        step_t, step_t32 = tt["step"]["median_s"], tt["step_f32_noise"]["median_s"]
+        mm = {k: tt[k] for k in ("torch", "numpy")}
         # the reference is the faster of the two BLAS on this core (MKL via torch, OpenBLAS via NumPy)
         mm_t = min(v["median_s"] for v in mm.values())
         ours_rate = paths * step_flops(m) / step_t
@@ -205,7 +214,7 @@ def run(quick: bool) -> dict:
     # -- SDE vs finite-network sampling cost (block, m = 3, per path and layer)
     widths = (200,) if quick else (200, 2000)
     for n in widths:
-        paths, d = 64, 4
+        paths, d = (8, 2) if quick else (64, 4)
         # explicit weights cost 5 n² normals per path and block: only a couple of paths at n = 2000
         p_exp = paths if n <= 200 else 2
         V0 = start(3)
@@ -220,7 +229,7 @@ def run(quick: bool) -> dict:
         }
         if n <= 200 or not quick:
             fns["explicit_weights"] = lambda p=p_exp: net("explicit", p)
-        t = interleaved(fns, repeats=2 if n > 200 else reps, warmup=0 if n > 200 else 1)
+        t = paired_rounds(fns, repeats=2 if n > 200 else reps, warmup=0 if n > 200 else 1)
         row = {}
         for k, v in t.items():
             p = p_exp if k == "explicit_weights" else paths
@@ -245,6 +254,7 @@ def run(quick: bool) -> dict:
         f = rec["flops"]["m=128"]
         summ["m128_run_s"] = f["wall_s_full_run"]
         summ["m128_run"] = f"{f['paths']} paths x {f['steps']} steps"
+        summ["m128_step_h"] = f["h"]
         summ["m128_fraction_of_matmul_flops"] = f["fraction_of_matmul"]
         summ["m128_fraction_of_matmul_flops_f32_noise"] = f["fraction_of_matmul_f32_noise"]
         summ["m128_run_s_float32"] = f["runs"]["float32"]["wall_s"]

@@ -1,28 +1,42 @@
-"""Shared helpers for benchmarks: single-thread timing with medians, ratios, JSON records.
+"""The one timing method of every benchmark, and its JSON records.
 
-Every benchmark module ``benchmarks/bench_*.py`` defines ``NAME`` and ``run(quick: bool) -> dict``; the
-record it returns is printed and written to ``benchmarks/results/<NAME>.json`` by the runner
-(``python -m benchmarks NAME`` or ``--all``). Peers run side by side in the same process, so ratios are
-comparable even on a noisy 2-core machine.
+Every benchmark module ``benchmarks/bench_*.py`` defines ``NAME`` and ``run(quick: bool) -> dict``; the record
+it returns is printed and written to ``benchmarks/results/<NAME>.json`` (or ``--out DIR``) by the runner
+(``python -m benchmarks NAME`` or ``--all``), with the commit, the date, the environment and :data:`METHOD`.
+
+The method (:func:`paired_rounds`): peers run side by side in one process on one thread, in rounds; within a
+round every peer runs ``number`` calls, in an order that is reversed every other round (A B C, C B A, …) so
+that no peer always runs first or last; each round's time is kept on two clocks — this thread's CPU time
+(``time.thread_time``: with one intra-op thread the compute itself, leaving out time the scheduler gives other
+processes on a shared machine) and the wall clock. A ratio of two peers is the median over rounds of their
+per-round ratio (:func:`paired_ratio`; drift of the machine between rounds cancels within a pair), on the CPU
+clock unless a record says otherwise. Peers that compute the same function have their outputs asserted equal
+(:func:`assert_same_outputs`) before they are timed.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import platform
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+CLOCKS = ("cpu", "wall")
+METHOD = ("one thread; peers in rounds, order reversed every other round; per round, each peer's time per call "
+          "on this thread's CPU clock and on the wall clock; ratio = median over rounds of the paired per-round "
+          "ratio (CPU clock); outputs of peers computing the same function asserted equal before timing")
 
 
 def setup_threads() -> None:
-    # Two OpenMP threads on the target VM are erratic (ecosystem spec §7): measure on one, for torch and for
-    # NumPy's OpenBLAS alike (the SDE solver's GEMMs run there on CPU).
+    """One thread for torch and for NumPy's BLAS: two OpenMP threads on a shared 2-core machine are erratic."""
     torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
@@ -32,45 +46,67 @@ def setup_threads() -> None:
         pass
 
 
-def time_call(fn: Callable[[], object], *, repeats: int = 7, number: int = 1, warmup: int = 1) -> dict:
-    """Median (and spread) of ``repeats`` windows of ``number`` calls, in seconds per call."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number)
-    return {
-        "median_s": statistics.median(samples),
-        "min_s": min(samples),
-        "max_s": max(samples),
-        "repeats": repeats,
-        "number": number,
-    }
+def paired_rounds(fns: Mapping[str, Callable[[], object]], *, repeats: int, number: int = 1,
+                  warmup: int = 1) -> dict[str, dict]:
+    """Time peers in ``repeats`` rounds of ``number`` calls each, order reversed every other round.
 
-
-def interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 7, number: int = 1,
-                warmup: int = 1) -> dict[str, dict]:
-    """Time several peers in interleaved rounds so that machine noise hits all of them alike."""
+    Returns ``{peer: {"cpu_s": [...], "wall_s": [...], "median_s", "wall_median_s", "min_s", "repeats",
+    "number"}}``: per-round seconds per call on each clock; ``median_s`` and ``min_s`` are on the CPU clock.
+    """
+    if repeats < 1 or number < 1:
+        raise ValueError(f"repeats and number must be >= 1, got {repeats}, {number}")
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
+    names = list(fns)
+    samples = {k: {"cpu_s": [], "wall_s": []} for k in names}
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            fn = fns[k]
+            w0, c0 = time.perf_counter(), time.thread_time()
             for _ in range(number):
                 fn()
-            samples[k].append((time.perf_counter() - t0) / number)
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": repeats,
-                "number": number, "samples_s": v} for k, v in samples.items()}
+            samples[k]["cpu_s"].append((time.thread_time() - c0) / number)
+            samples[k]["wall_s"].append((time.perf_counter() - w0) / number)
+    return {k: {**v, "median_s": statistics.median(v["cpu_s"]), "wall_median_s": statistics.median(v["wall_s"]),
+                "min_s": min(v["cpu_s"]), "repeats": repeats, "number": number} for k, v in samples.items()}
 
 
-def paired_ratio(times: dict[str, dict], num: str, den: str) -> float:
-    """Median over rounds of num/den timed in the same round: machine drift cancels within a pair."""
-    return statistics.median(a / b for a, b in zip(times[num]["samples_s"], times[den]["samples_s"]))
+def paired_ratio(times: Mapping[str, dict], num: str, den: str, clock: str = "cpu") -> float:
+    """Median over rounds of ``num``/``den`` timed in the same round (``clock``: "cpu" or "wall")."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    key = f"{clock}_s"
+    return statistics.median(a / b for a, b in zip(times[num][key], times[den][key], strict=True))
+
+
+def assert_same_outputs(outputs: Mapping[str, object], *, rtol: float = 0.0, atol: float = 0.0) -> None:
+    """Raise ``AssertionError`` unless every peer's output (a tensor or a float) equals the first one's."""
+    (first, ref), *rest = outputs.items()
+    for name, out in rest:
+        a, b = torch.as_tensor(out), torch.as_tensor(ref)
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=rtol, atol=atol):
+            diff = (a.double() - b.double()).abs().max().item() if a.shape == b.shape else "shape"
+            raise AssertionError(f"peer {name!r} computes a different output than {first!r} (max |diff| {diff}, "
+                                 f"rtol {rtol}, atol {atol})")
+
+
+def rounds_summary(times: Mapping[str, dict]) -> dict[str, dict]:
+    """The per-peer medians of a :func:`paired_rounds` result in milliseconds, for a record's summary."""
+    return {k: {"cpu_ms": round(1e3 * v["median_s"], 3), "wall_ms": round(1e3 * v["wall_median_s"], 3)}
+            for k, v in times.items()}
+
+
+def commit() -> str:
+    """The checked-out commit (short hash), with ``+dirty`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
 
 
 def environment() -> dict:
@@ -83,9 +119,13 @@ def environment() -> dict:
     }
 
 
-def write_record(name: str, record: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name, "environment": environment(), **record}
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2, default=float))
+def write_record(name: str, record: dict, out_dir: Path | None = None) -> Path:
+    """Write ``record`` to ``out_dir/<name>.json`` (default ``benchmarks/results``) with commit, date, method."""
+    out_dir = RESULTS if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": name, "commit": commit(),
+              "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "method": METHOD, "environment": environment(), **record}
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
     return path

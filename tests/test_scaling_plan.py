@@ -216,3 +216,32 @@ def test_inductor_compiled_model_trains_and_matches_eager():
         opt.step()
     assert loss.item() < 0.8 * first
     assert torch.allclose(compiled(xi), model(xi), atol=1e-5)
+
+
+def _calls_to_parametrize(depth: int) -> int:
+    """Python and builtin function calls made by one ``parametrize`` of a depth-``depth`` MLP-ResNet (a
+    deterministic operation count: wall time on a shared machine is too noisy to assert on)."""
+    import sys
+
+    model = dl.MLPResNet(width=8, depth=depth)
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        count += 1
+
+    sys.setprofile(profile)
+    try:
+        dl.parametrize(model, "depth_mup", base_width=8, base_depth=4)
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_plan_and_parametrize_cost_is_linear_in_depth():
+    # Issue 22.6: looking each module up against every block made classification O(L^2) (10,000 blocks: 40 s).
+    # Per-block work is identical, so a linear cost has equal increments: f(4L) - f(2L) = 2 (f(2L) - f(L)) exactly;
+    # the old code gave 2.41 here (a pure square: 4).
+    _calls_to_parametrize(2)  # imports and caches out of the way
+    small, mid, large = (_calls_to_parametrize(d) for d in (50, 100, 200))
+    assert (large - mid) / (mid - small) <= 2.1, (small, mid, large)

@@ -105,6 +105,8 @@ RUN = [
     (["worker", "--name", "demo", "--run-dir", "{sweep}", "--share", "2/2"], "need 0 <= I < N"),
     (["worker", "--name", "demo", "--run-dir", "{sweep}", "--share", "x"], "must look like I/N"),
     (["worker", "--name", "demo", "--run-dir", "{sweep}", "--heartbeat-interval", "0"], "must be ≥ 1"),
+    (["worker", "--name", "demo", "--run-dir", "{sweep}", "--allow-objective", "nocolon"],
+     "must look like package.module:function"),
     (["status", "--name", "demo", "--run-dir", "{sweep}", "--poll", "0"], "finite number > 0"),
     (["status", "--name", "demo", "--run-dir", "{sweep}", "--poll", "abc"], "is not a number"),
     (["status", "--name", "nosuch", "--run-dir", "{sweep}"], "no sweep named"),

@@ -17,6 +17,8 @@ from deeplimit.cli.sweep import main, parse_sets
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep import results_frame, sweep_status
 
+ALLOW = ("--allow-objective", "sweep_objectives:slow_marked")
+
 
 def _run(*argv: str) -> int:
     return main(list(argv))
@@ -95,7 +97,8 @@ def _slow_sweep(tmp_path: Path, name: str, n: int = 8) -> list[str]:
 
 def test_launch_shows_progress_and_ctrl_c_resumes_to_the_same_result(tmp_path: Path) -> None:
     common = _slow_sweep(tmp_path, "ctrlc")
-    launch = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1")
+    # A user objective named in a spec file runs only when the launch allows it (the storage names the code).
+    launch = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1", *ALLOW)
     started = tmp_path / "ctrlc" / "started"
     deadline = time.monotonic() + 60
     while not (started.exists() and len(list(started.iterdir())) >= 3):
@@ -113,7 +116,7 @@ def test_launch_shows_progress_and_ctrl_c_resumes_to_the_same_result(tmp_path: P
     for log in (tmp_path / "ctrlc" / "logs").iterdir():
         assert "Traceback" not in log.read_text(), log.read_text()
     # Resume: the same command finishes the sweep; every point once, interrupted points re-run.
-    again = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1", "--quiet")
+    again = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1", "--quiet", *ALLOW)
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert "8/8 done" in out and "pt/s" not in err  # --quiet: no bar
@@ -128,7 +131,7 @@ def test_launch_exits_nonzero_when_points_fail(tmp_path: Path) -> None:
     common = ["--name", "f", "--run-dir", str(tmp_path / "f")]
     assert _deeplimit_sweep("create", *common, "--spec", str(spec)).wait(timeout=60) == 0
     p = _deeplimit_sweep("launch", *common, "--workers", "2", "--max-retries", "1", "--heartbeat-interval", "1",
-                         "--quiet")
+                         "--quiet", "--allow-objective", "sweep_objectives:fails_always")
     out, err = p.communicate(timeout=120)
     assert p.returncode == 1, (out, err)
     assert "2 failed" in out and "RuntimeError: boom" in err and "Traceback" not in err

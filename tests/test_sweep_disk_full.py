@@ -36,7 +36,8 @@ def test_a_full_checkpoint_folder_fails_the_launch(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([sys.executable, "-m", "deeplimit.cli.sweep", "launch", "--name", "full", "--storage",
                                f"sqlite:///{tmp_path / 'sweep.db'}", "--workers", "1", "--max-retries", "1",
-                               "--heartbeat-interval", "1", "--quiet"], capture_output=True, text=True, env=env,
+                               "--heartbeat-interval", "1", "--quiet", "--allow-objective",
+                               "sweep_objectives:writes_checkpoint"], capture_output=True, text=True, env=env,
                               timeout=120)
         assert proc.returncode == 1, proc.stderr
         assert "2 failed" in proc.stdout and "no space left" in proc.stderr.lower(), proc.stderr

@@ -26,7 +26,11 @@ def test_log2_grid() -> None:
 def test_experiment_overrides_replace_axes_and_settings() -> None:
     spec = build_grid("depth-transfer", tier="standard", preset="depth_mup", seeds=4, log2_lr="-10:-5:0.5",
                       steps=400, width=(64, 128))
-    assert spec.axes["preset"] == ("depth_mup",) and spec.axes["seed"] == (0, 1, 2, 3)
+    # the seed axis is the protocol's confirmation set unless the pilot set is asked for; never both
+    assert spec.axes["preset"] == ("depth_mup",) and spec.axes["seed"] == (1000, 1001, 1002, 1003)
+    assert build_grid("depth-transfer", seeds=2, seed_set="pilot").axes["seed"] == (0, 1)
+    with pytest.raises(DeeplimitError, match="unknown seed set"):
+        build_grid("depth-transfer", seed_set="both")
     assert spec.axes["log2_lr"][:3] == (-10.0, -9.5, -9.0) and len(spec.axes["log2_lr"]) == 11
     assert spec.fixed["steps"] == 400 and "width" not in spec.fixed and spec.axes["width"] == (64, 128)
     assert len(spec) == 5 * 11 * 4 * 2

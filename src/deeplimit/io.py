@@ -12,17 +12,40 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
 
 from deeplimit.errors import DeeplimitError
 
+_TMP_SUFFIX = ".tmp"
+_STALE_AFTER_S = 2.0  # a temporary file younger than this may be between its creation and its writer's lock
+
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load",
-           "ensure_dir", "read_json"]
+           "ensure_dir", "read_json", "resolve_path", "remove_stale_temps"]
+
+
+def resolve_path(path: str | os.PathLike[str], what: str = "path") -> Path:
+    """``Path(path).resolve()``; a symlink loop (RuntimeError in Python < 3.13) or an unreadable folder on the
+    way is a DeeplimitError naming the path."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:
+        raise DeeplimitError(f"{what} {path} cannot be resolved ({_why(exc)}); pass a path without symbolic-link "
+                             "loops") from None
+
+
+def _why(exc: BaseException) -> str:
+    if (isinstance(exc, RuntimeError) and "loop" in str(exc).lower()) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "a symbolic-link loop"
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def ensure_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
@@ -33,6 +56,9 @@ def ensure_dir(path: str | os.PathLike[str], what: str = "output folder") -> Pat
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DeeplimitError(f"cannot create {what} {path}: a symbolic-link loop is on its path; pass "
+                                 "another folder") from None
         raise DeeplimitError(f"cannot create {what} {path}: {exc.strerror or exc}; pass a folder you can "
                              "write to") from None
     if not os.access(path, os.W_OK | os.X_OK):
@@ -98,17 +124,21 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, private: bool
         raise ValueError("atomic_write supports mode 'w' or 'wb'")
     path = Path(path)
     ensure_dir(path.parent, "folder")
+    remove_stale_temps(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise _os_error(path, exc) from None
     try:
-        os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            # Held until the rename is done (or this process dies): remove_stale_temps tells a live writer's
+            # temporary file from one a killed process left behind by trying to take this lock.
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -117,6 +147,50 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, private: bool
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left beside it; return what was deleted.
+
+    :func:`atomic_write` writes ``.NAME.XXXX.tmp`` and renames it over ``NAME``; a SIGKILL (or a power cut)
+    in between leaves the temporary file. Its writer held an exclusive ``flock`` on it, which the kernel
+    released when the process died: a file whose lock can be taken has no live writer and is removed; one
+    still being written by another process is left alone. Called before every atomic write of ``path`` (the
+    next checkpoint of a resumed run cleans up after the killed one) and usable on its own when a run starts.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*{_TMP_SUFFIX}"))
+    except OSError:
+        return removed
+    now = time.time()
+    for tmp in candidates:
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or a symbolic link: not ours
+        try:
+            # A file created this instant may not be locked yet by its writer: leave young files alone.
+            young = now - os.fstat(fd).st_mtime < _STALE_AFTER_S
+        except OSError:
+            young = True
+        if young:
+            os.close(fd)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live writer holds it
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, private: bool = False) -> Path:

@@ -2,67 +2,98 @@
 
 A database URL such as ``postgresql+psycopg2://user:S3cret@host:5432/db`` must never reach a terminal, a log,
 a report or a command line (``ps`` shows every process's arguments to every local user). :func:`redact_url`
-is the one function that hides the password; workers receive the real URL through the environment variable
+and :func:`redact_text` hide passwords; workers receive the real URL through the environment variable
 :data:`STORAGE_ENV` (or a file only its owner can read), never through ``argv``.
+
+Redaction does not trust any URL parser: a mistyped URL (``postgresql:/bob:pw@db/s`` with one slash, no scheme,
+a raw ``@`` or ``/`` in the password, surrounding whitespace) is not a URL to ``urllib`` or SQLAlchemy, but its
+password is still a password. Anything *shaped* like ``user:password@host`` — a run of non-blank characters
+with a colon before its last ``@`` — loses what follows the colon, and every ``password=…`` style parameter
+loses its value. Over-masking an odd string (``mailto:a@b``) is the price of never leaking a password.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote
+
+__all__ = ["STORAGE_ENV", "redact_url", "redact_text"]
 
 STORAGE_ENV = "DEEPLIMIT_STORAGE_URL"
 _MASK = "***"
-_SECRET_KEYS = {"password", "pass", "pwd", "passwd", "secret", "token", "sslpassword", "api_key", "apikey"}
+_SECRET_KEYS = ("password", "pass", "pwd", "passwd", "secret", "token", "sslpassword", "api_key", "apikey")
+
+# key=value parameters whose value is a secret, wherever they appear (query strings, DSNs, log lines).
+_KEYS = "|".join(_SECRET_KEYS)
+_SECRET_PARAM = re.compile(rf"(?i)(?<![A-Za-z0-9_])((?:{_KEYS})\s*=\s*)([^&\s'\"#;,)>]+)")
+# A leading "key=" (e.g. url=postgresql://…) and a scheme followed by at least one slash: not part of the user.
+_PREFIX = re.compile(r"(?:[\w.\-]*=)?(?:[A-Za-z][A-Za-z0-9+.\-]*:/+)?")
+_OPENERS = "'\"`([{<"
+
+
+def _split_userinfo(body: str) -> tuple[str, str, str] | None:
+    """``(prefix_and_user, password, rest)`` of a URL-like string whose user-info holds a colon, else None.
+
+    The user-info ends at the last ``@`` before the query (``?``) or fragment (``#``), so a password holding a
+    raw ``@`` or ``/`` is taken whole; the password starts after the first colon past the scheme.
+    """
+    end = min((i for i in (body.find("?"), body.find("#")) if i >= 0), default=len(body))
+    at = body.rfind("@", 0, end)
+    if at <= 0:
+        return None
+    userinfo = body[:at]
+    lead = len(userinfo) - len(userinfo.lstrip(_OPENERS + " \t\r\n"))
+    start = _PREFIX.match(userinfo, lead).end()
+    colon = userinfo.find(":", start)
+    if colon < 0:
+        return None
+    return body[:colon + 1], userinfo[colon + 1:], body[at:]
+
+
+def _mask_userinfo(token: str) -> str:
+    parts = _split_userinfo(token)
+    if parts is None or not parts[1]:
+        return token
+    return parts[0] + _MASK + parts[2]
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with its password (user-info and query parameters) replaced by ``***``.
+    """Return ``url`` with its password (user-info and ``password=…`` parameters) replaced by ``***``.
 
-    The user-info part ends at the *last* ``@`` before the host, so a password containing a raw ``@``
-    (``postgresql://u:p@ss@host/db``) is hidden whole; ``?password=…`` style parameters are hidden too.
-    Non-URL strings (``journal:PATH``, plain paths) come back unchanged.
+    Works on whatever string was given as a URL, malformed ones included (one slash after the scheme, no
+    scheme, ``@``/``/``/spaces in the password, a password without a user, IPv6 hosts); strings with no
+    password (``sqlite:///PATH``, ``journal:PATH``, ``postgresql://u@h/db``) come back unchanged.
     """
     if not isinstance(url, str):
         return url
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)(.*)$", url, flags=re.S)
-    if not m:
-        return url
-    scheme, netloc, rest = m.groups()
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{_MASK}@{host}" if ":" in userinfo else f"{user}@{host}"
-    if "?" in rest:
-        path, _, query = rest.partition("?")
-        fragment = ""
-        if "#" in query:
-            query, _, fragment = query.partition("#")
-        pairs = [(k, _MASK if k.lower() in _SECRET_KEYS else v) for k, v in parse_qsl(query, keep_blank_values=True)]
-        rest = path + "?" + urlencode(pairs, safe="*") + (("#" + fragment) if fragment else "")
-    return scheme + netloc + rest
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + _MASK, _mask_userinfo(url))
 
 
-def redact_text(text: str, *urls: str) -> str:
-    """Replace every occurrence of each URL in ``urls`` (and of its password) in ``text`` by the redacted URL."""
+def redact_text(text: str, *urls: str | None) -> str:
+    """``text`` with every password hidden: those of ``urls`` (as written or percent-decoded) wherever they
+    appear, and anything shaped like ``user:password@`` or ``password=…`` (see the module doc).
+
+    Use it on every message, log line, traceback or report text that may have seen a storage URL.
+    """
+    if not isinstance(text, str):
+        return text
     for url in urls:
-        if not url:
+        if not isinstance(url, str) or not url:
             continue
-        text = text.replace(url, redact_url(url))
-        for secret in _passwords(url):
+        text = text.replace(url, redact_url(url)).replace(url.strip(), redact_url(url.strip()))
+        for secret in sorted(_passwords(url), key=len, reverse=True):
             if len(secret) >= 3:
                 text = text.replace(secret, _MASK)
-    return text
+    text = re.sub(r"\S+", lambda m: _mask_userinfo(m.group(0)), text)
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + _MASK, text)
 
 
-def _passwords(url: str) -> list[str]:
-    out = []
-    m = re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)", url)
-    if m and "@" in m.group(1):
-        userinfo = m.group(1).rsplit("@", 1)[0]
-        if ":" in userinfo:
-            out.append(userinfo.split(":", 1)[1])
-    if "?" in url:
-        query = url.split("?", 1)[1].split("#", 1)[0]
-        out += [v for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() in _SECRET_KEYS and v]
-    return out
+def _passwords(url: str) -> set[str]:
+    """The secrets inside ``url``: its user-info password and secret parameters, raw and percent-decoded."""
+    found: set[str] = set()
+    for candidate in {url, url.strip()}:
+        parts = _split_userinfo(candidate)
+        if parts is not None and parts[1]:
+            found.add(parts[1])
+        found.update(m.group(2) for m in _SECRET_PARAM.finditer(candidate))
+    return (found | {unquote(s) for s in found} | {unquote(s).strip() for s in found}) - {""}

@@ -8,8 +8,8 @@ from deeplimit.cli._args import parse_value, positive_int
 
 # Section keys, kept here so that building the parser never imports the report (and torch, pandas, optuna).
 SECTIONS = ("sde", "rank-collapse", "stopping", "depth-transfer", "activation", "block-depth", "width-transfer",
-            "coord-check", "feature-diversity", "transformer-depth", "shaped-vs-preln", "sde-convergence",
-            "muon-transfer")
+            "coord-check", "coord-check-width", "feature-diversity", "transformer-depth", "shaped-vs-preln",
+            "sde-convergence", "muon-transfer")
 
 DESCRIPTION = """\
 Runs the Shaped-Transformer SDE checks, the Depth-muP/CompleteP transfer sweeps and the diagnostics, and writes
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="change a setting of a non-sweep section, e.g. stopping.paths=64; repeatable")
     p.add_argument("--fresh", action="store_true",
                    help="ignore every cache and recompute the chosen sections (sweeps get a new name)")
+    p.add_argument("--seeds", choices=("confirmation", "pilot"), default="confirmation",
+                   help="the protocol's seed set: confirmation (decides verdicts, the default) or pilot (tunes "
+                        "settings; its verdicts are exploratory)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the report's progress, not Optuna's INFO lines
 
     report = reproduce(args.out, args.tier, args.workers, args.storage, args.only, overrides=_overrides(args.set),
-                       progress=not args.quiet, fresh=args.fresh)
+                       progress=not args.quiet, fresh=args.fresh, seed_set=args.seeds)
     print(f"report: {report.path} (and {report.path.with_name('report.json')})")
     if report.failed:
         print(f"deeplimit reproduce: {len(report.failed)} section(s) failed: {', '.join(report.failed)} (their "

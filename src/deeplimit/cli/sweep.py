@@ -43,7 +43,11 @@ def _clean(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
+        import os
+
         import optuna
+
+        from deeplimit.secrets import STORAGE_ENV, redact_text
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
@@ -51,6 +55,11 @@ def _clean(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
         except KeyboardInterrupt:
             print("deeplimit sweep: interrupted; run the same command again to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except DeeplimitError as exc:
+            # The last guard before a terminal: whatever a message quotes (a URL, a path made from it), no
+            # password in it is shown, however malformed the URL was.
+            raise DeeplimitError(redact_text(str(exc), getattr(args, "storage", None),
+                                             os.environ.get(STORAGE_ENV))) from None
 
     return run
 

@@ -105,8 +105,10 @@ class MLP(nn.Module):
         self.w_in = nn.Linear(cfg.width, hidden, bias=cfg.bias)
         if cfg.activation == "shaped_relu":
             # normalize=True folds √c into the activation so the branch keeps unit variance (spec §2.4)
+            # the slope s− follows the attention's γ schedule (spec §2.6: "recover" moves both to 0 together,
+            # "learn" trains both), so the paper's training recipe is one setting, not two
             self.phi = get_activation("shaped_relu", width=hidden, c_plus=cfg.c_plus, c_minus=cfg.c_minus,
-                                      normalize=True)
+                                      normalize=True, mode=cfg.shaping, recover_steps=cfg.recover_steps)
         else:
             self.phi = get_activation(cfg.activation)
         self.w_out = nn.Linear(hidden, cfg.width, bias=cfg.bias)

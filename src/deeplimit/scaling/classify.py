@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass, field
 
 import torch
@@ -29,9 +29,10 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.attention import MultiHeadAttention
-from deeplimit.nn.layers import ROLES
+from deeplimit.scaling import moe, special
 from deeplimit.scaling.names import WRAPPER_PARTS, canonical_name, join, modules_by_name
 from deeplimit.scaling.shapes import base_width_mults, fans, is_transposed, role_from_mults
+from deeplimit.scaling.special import PLAN_ROLES, is_depthwise
 from deeplimit.scaling.structure import Structure, get_structure
 
 NORMS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
@@ -65,7 +66,7 @@ class MultiplierSite:
     """
 
     module: str
-    kind: str  # "branch" | "input" | "readout"
+    kind: str  # "branch" | "input" | "readout" | "router"
     attr: str
     weight: str | None = None
 
@@ -93,7 +94,7 @@ class _Occurrence:
     module: nn.Module
     p: torch.Tensor
     in_block: bool
-    layout: str  # "linear" | "transposed" | "table"
+    layout: str  # "linear" | "transposed" | "table" | "experts" | "experts_transposed" | "experts_vector"
     base_mults: tuple[float, float] | None
     role: str | None
 
@@ -121,8 +122,18 @@ def declared_attr(model: nn.Module, attr: str) -> object:
     return None
 
 
-def _under(name: str, prefixes: Mapping[str, object] | tuple[str, ...]) -> bool:
-    return any(name == b or name.startswith(b + ".") for b in prefixes if b != "")
+def _under(name: str, prefixes: Collection[str]) -> bool:
+    """True if module ``name`` is one of ``prefixes`` or lies below one (the root ``""`` never counts).
+
+    Walks up the name's own dotted ancestors and looks each up, so a model with L blocks costs O(name depth)
+    per call instead of O(L): classification stays linear in depth (issue 22.6).
+    """
+    lookup = prefixes if isinstance(prefixes, Set | Mapping) else frozenset(prefixes)
+    while name:
+        if name in lookup:
+            return True
+        name = name.rpartition(".")[0]
+    return False
 
 
 def _blocks(modules: dict[str, nn.Module], structure: Structure | None) -> dict[str, int]:
@@ -149,14 +160,15 @@ def _blocks(modules: dict[str, nn.Module], structure: Structure | None) -> dict[
 
 def _layout(module: nn.Module, mname: str, pname: str, p: torch.Tensor, structure: Structure | None,
             transposed: set[str]) -> str:
-    """How a parameter's dims are stored: ``linear`` (out, in, …), ``transposed`` (in, out) or ``table``."""
+    """How a parameter's dims are stored: ``linear`` (out, in, …), ``transposed`` (in, out), ``table``, or
+    stacked experts (``experts``, ``experts_transposed``, ``experts_vector``; :mod:`.moe`)."""
     if isinstance(module, nn.Embedding) and pname == "weight":
         return "table"
     if structure is not None and mname in structure.inputs and pname != "weight" and p.ndim >= 2:
         return "table"  # e.g. a ViT's position embeddings (1, P, n) and class token (1, 1, n)
     if pname == "weight" and (mname in transposed or is_transposed(module)):
         return "transposed"
-    return "linear"
+    return moe.expert_param_layout(module, pname, p) or "linear"
 
 
 def _match(name: str, patterns: Mapping[str, str]) -> str | None:
@@ -166,30 +178,55 @@ def _match(name: str, patterns: Mapping[str, str]) -> str | None:
     return None
 
 
-def _occurrence_role(name: str, pname: str, module: nn.Module, mname: str, p: torch.Tensor, in_block: bool,
-                     overrides: Mapping[str, str], structure: Structure | None,
-                     base_mults: tuple[float, float] | None) -> str | None:
-    role = _match(name, overrides)
+@dataclass(frozen=True)
+class _Context:
+    """Per-model facts the role of each parameter is read against (one walk, so classification is linear)."""
+
+    overrides: Mapping[str, str]
+    structure: Structure | None
+    inputs: frozenset[str]
+    routers: frozenset[str]
+    family_init: bool  # parameters a module defines itself have a family-specific init (Hugging Face)
+
+
+def _declared_role(name: str, pname: str, module: nn.Module, mname: str, p: torch.Tensor, ctx: _Context
+                   ) -> str | None:
+    """The role a declaration gives (``roles=``, the Structure, ``dl_roles``, declared inputs/readouts)."""
+    structure = ctx.structure
+    role = _match(name, ctx.overrides)
     if role is None and structure is not None:
         role = _match(name, structure.roles)
     if role is None:
         role = (getattr(module, "dl_roles", None) or {}).get(pname)
     if role is None and structure is not None and mname in structure.readouts:
         role = "vector" if p.ndim <= 1 else "readout"
-    if role is None and structure is not None and _under(mname, structure.inputs) and not isinstance(module, NORMS):
+    if role is None and _under(mname, ctx.inputs) and not isinstance(module, NORMS):
         role = "vector" if p.ndim <= 1 else "input"  # e.g. a ViT's patch projection inside its embeddings
-    if role is None:
-        if isinstance(module, NORMS) or p.ndim <= 1:
-            role = "vector"
-        elif isinstance(module, nn.Embedding):
-            role = "input"
-        elif in_block:
-            role = "hidden"
-        elif base_mults is not None:
-            role = role_from_mults(*base_mults)
-    if role is not None and role not in ROLES:
-        raise DeeplimitError(f"role {role!r} for {name} is unknown; roles are {ROLES}")
+    if role is not None and role not in PLAN_ROLES:
+        raise DeeplimitError(f"role {role!r} for {name} is unknown; roles are {PLAN_ROLES}")
     return role
+
+
+def _default_role(pname: str, module: nn.Module, mname: str, p: torch.Tensor, in_block: bool, layout: str,
+                  ctx: _Context, base_mults: tuple[float, float] | None) -> str | None:
+    """The role types and places give an undeclared parameter (``None``: unknown)."""
+    if layout in ("experts", "experts_transposed"):
+        return "hidden"  # E stacked hidden matrices, fans per expert (scaling/moe.py)
+    if layout == "experts_vector":
+        return "vector"
+    if mname in ctx.routers and pname == "weight":
+        return "router"
+    if is_depthwise(module) and pname == "weight":
+        return "vector"  # fan-in kernel_size (finite): only the channels scale (scaling/special.py)
+    if isinstance(module, NORMS) or p.ndim <= 1:
+        return "vector"
+    if isinstance(module, nn.Embedding):
+        return "input"
+    if in_block:
+        return "hidden"
+    if base_mults is not None:
+        return role_from_mults(*base_mults)
+    return None
 
 
 def _combine(name: str, aliases: list[str], roles: list[str | None]) -> str | None:
@@ -211,23 +248,36 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
 
     ``base`` is the base model's ``{name: shape}`` (``shapes.base_shapes``) when given.
     """
-    overrides = dict(overrides or {})
     structure = get_structure(model)
     modules = modules_by_name(model)
     blocks = _blocks(modules, structure)
     transposed_names = set(structure.transposed) if structure is not None else set()
+    experts = {n: moe.n_experts(m) for n, m in modules.items() if moe.experts_layout(m) is not None}
+    ctx = _Context(dict(overrides or {}), structure, frozenset(structure.inputs if structure is not None else ()),
+                   frozenset(moe.router_modules(modules, {n: e for n, e in experts.items() if e is not None})),
+                   _family_init(model))
 
     # every occurrence of every tensor, in named_parameters order (first occurrence = its plan name)
     occurrences: dict[int, list[_Occurrence]] = {}
+    doubtful: dict[str, str] = {}  # name → why it cannot be classified with certainty (scaling/special.py)
     for mname, module in modules.items():
         for pname, p in module.named_parameters(recurse=False):
             name, in_block = join(mname, pname), _under(mname, blocks)
             layout = _layout(module, mname, pname, p, structure, transposed_names)
             base_mults = base_width_mults(name, p, layout, base) if base is not None else None
-            role = _occurrence_role(name, pname, module, mname, p, in_block, overrides, structure,
-                                    base_mults if not in_block else None)
+            role = _declared_role(name, pname, module, mname, p, ctx)
+            if role is None:
+                known = layout.startswith("experts") or (mname in ctx.routers and pname == "weight")
+                reason = special.uncertain(module, pname, p, in_block, ctx.family_init, known)
+                if reason is not None:
+                    doubtful[name] = reason
+                role = _default_role(pname, module, mname, p, in_block, layout, ctx,
+                                     base_mults if not in_block else None)
             occurrences.setdefault(id(p), []).append(
                 _Occurrence(name, mname, pname, module, p, in_block, layout, base_mults, role))
+    doubtful.update(_family_biases(occurrences, doubtful, ctx, modules))
+    if doubtful:
+        raise special.refuse(doubtful)
 
     sites: list[ParamSite] = []
     unresolved: list[str] = []
@@ -243,6 +293,8 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
             kind, init = "norm", ("ones" if own.pname == "weight" else "zeros")
         elif role == "vector":
             kind, init = None, ("zeros" if own.pname == "bias" else "keep")
+        elif role == "keep":
+            kind, init = None, "keep"
         else:
             kind, init = ("embedding" if own.layout == "table" and role == "input" else None), "normal"
         fan_in, fan_out = fans(own.p, own.layout)
@@ -250,7 +302,7 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
         site = ParamSite(first.name, tuple(o.name for o in occ[1:]), role, any(o.in_block for o in occ),
                          tuple(own.p.shape), fan_in, fan_out, init, init_mult, kind)
         if own.base_mults is not None:
-            site.fan_in_mult, site.fan_out_mult = own.base_mults
+            site.fan_in_mult, site.fan_out_mult = (1.0, 1.0) if role == "keep" else own.base_mults
         sites.append(site)
     occ_roles = {o.name: (o.module_name, o.role) for occ in occurrences.values() for o in occ}
 
@@ -267,6 +319,37 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
     if family is None and attention:
         family = "transformer"
     return Layout(sites, unresolved, multipliers, attention, blocks, family, structure)
+
+
+def _family_init(model: nn.Module) -> bool:
+    """True for a Hugging Face model: ``PreTrainedModel._init_weights`` documents that every parameter a module
+    defines itself gets the family's own init (Mamba's ``A_log``), so none of them is classified by guess."""
+    from deeplimit.scaling import hf  # never imports transformers itself
+
+    return hf.is_hf_model(model)
+
+
+def _family_biases(occurrences: dict[int, list[_Occurrence]], doubtful: dict[str, str], ctx: _Context,
+                   modules: dict[str, nn.Module]) -> dict[str, str]:
+    """In a Hugging Face model, the undeclared biases of layers inside a module that defines parameters of its
+    own: the family's init of that module sets them too (Mamba's ``dt_proj.bias``, about −4.6), so zeroing
+    them would be a guess."""
+    if not ctx.family_init or not doubtful:
+        return {}
+    owners = frozenset(o.module_name for occ in occurrences.values() for o in occ
+                       if doubtful.get(o.name, "").startswith("defined by"))
+    out = {}
+    for occ in occurrences.values():
+        for o in occ:
+            if (o.name in doubtful or o.pname != "bias" or special.is_norm(o.module)
+                    or not _under_strict(o.module_name, owners)
+                    or _declared_role(o.name, o.pname, o.module, o.module_name, o.p, ctx) is not None):
+                continue
+            owner = o.module_name.rpartition(".")[0]
+            while owner not in owners:
+                owner = owner.rpartition(".")[0]
+            out[o.name] = f"a bias inside {type(modules[owner]).__name__}, whose family init sets it"
+    return out
 
 
 def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], structure: Structure | None,
@@ -290,7 +373,7 @@ def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], str
     def sites_of(kind: str, own_attr: str, declared: tuple[str, ...]) -> set[str]:
         own = {n for n, m in modules.items() if hasattr(m, own_attr)}
         inferred = {m for m, r in occ_roles.values() if r == kind}
-        covered = (*declared, *own)
+        covered = frozenset((*declared, *own))
         return set(declared) | own | {m for m in inferred if not _under_strict(m, covered)}
 
     for name in sorted(sites_of("input", "input_mult", declared_in)):
@@ -301,12 +384,19 @@ def _multiplier_sites(modules: dict[str, nn.Module], blocks: dict[str, int], str
     for name in sorted(sites_of("readout", "output_mult", declared_out)):
         attr = "output_mult" if hasattr(modules[name], "output_mult") else "dl_output_mult"
         out.append(MultiplierSite(name, "readout", attr, readout_weights.get(name)))
+    # a router's input gets the readout's m_N^{-1} (its E outputs are finite, scaling/moe.py), without output_mult
+    for occ, (m, r) in sorted(occ_roles.items()):
+        if r == "router" and occ == join(m, "weight"):
+            out.append(MultiplierSite(m, "router", "dl_output_mult", plan_name.get(occ)))
     return out
 
 
-def _under_strict(name: str, prefixes: tuple[str, ...]) -> bool:
+def _under_strict(name: str, prefixes: Collection[str]) -> bool:
     """True if module ``name`` lies strictly inside one of ``prefixes`` (the root contains everything)."""
-    return any(p != name and (p == "" or name.startswith(p + ".")) for p in prefixes)
+    lookup = prefixes if isinstance(prefixes, Set | Mapping) else frozenset(prefixes)
+    if name and "" in lookup:
+        return True
+    return bool(name) and _under(name.rpartition(".")[0], lookup)
 
 
 def _attention_sites(modules: dict[str, nn.Module], structure: Structure | None) -> list[AttentionSite]:

@@ -467,10 +467,7 @@ def _roles(model: nn.Module, blocks: list[str], inputs: list[str], readouts: tup
             seen.add(id(p))
             name = canonical_name(f"{mname}.{pname}" if mname else pname)
             if under(mname, blocks):
-                if p.ndim > 2 and not isinstance(module, nn.modules.conv._ConvNd):
-                    raise _unsupported(model, f"in-block parameter {name} has {p.ndim} dims (stacked expert "
-                                              "weights?)")
-                continue
+                continue  # stacked experts and routers: scaling/moe.py; other 3-D tensors are refused there
             if p.ndim < 2 or isinstance(module, nn.Embedding) or _is_norm(module) or mname in (*inputs, *readouts):
                 continue
             roles[name] = "input" if under(mname, inputs) else "hidden"

@@ -585,6 +585,8 @@ def _resolve(rule: Rule, optimizer: str, width: float, base_width: float, depth:
         elif site.kind == "input":
             power = layout.structure.input_scales.get(site.module, 0.0) if layout.structure is not None else 0.0
             value = table.input_mult(rule, hp) * table.input_scale_correction(rule, m_N, power)
+        elif site.kind == "router":
+            value = table.router_mult(rule, params[site.weight].width_mult)
         else:
             w = params.get(site.weight) if site.weight else None
             value = table.readout_mult(rule, hp, w.width_mult if w is not None else m_N)

@@ -25,8 +25,10 @@ def fans(p: torch.Tensor, layout: str = "linear") -> tuple[int, int]:
     """(fan_in, fan_out) of a parameter stored in ``layout``.
 
     ``"linear"``: (fan_out, fan_in, *kernel) as ``nn.Linear``/``nn.Conv*``; ``"transposed"``: (fan_in, fan_out)
-    as GPT-2's ``Conv1D``; ``"table"``: an embedding table (*rows, dim) whose output is its last dim, as
-    ``nn.Embedding`` (V, n) or a ViT position table (1, P, n). Vectors: (1, len); scalars: (1, 1).
+    as GPT-2's ``Conv1D``; ``"experts"`` / ``"experts_transposed"``: E stacked matrices (E, out, in) / (E, in,
+    out), fans per expert; ``"experts_vector"``: E stacked vectors (E, d); ``"table"``: an embedding table
+    (*rows, dim) whose output is its last dim, as ``nn.Embedding`` (V, n) or a ViT position table (1, P, n).
+    Vectors: (1, len); scalars: (1, 1).
     """
     if p.ndim == 0:
         return 1, 1
@@ -36,6 +38,13 @@ def fans(p: torch.Tensor, layout: str = "linear") -> tuple[int, int]:
         return math.prod(p.shape[:-1]), p.shape[-1]
     if layout == "transposed" and p.ndim == 2:
         return p.shape[0], p.shape[1]
+    # stacked experts (scaling/moe.py): the fans of one expert's matrix, never of the stack
+    if layout == "experts" and p.ndim == 3:
+        return p.shape[2], p.shape[1]
+    if layout == "experts_transposed" and p.ndim == 3:
+        return p.shape[1], p.shape[2]
+    if layout == "experts_vector" and p.ndim == 2:
+        return 1, p.shape[1]
     return math.prod(p.shape[1:]), p.shape[0]
 
 
@@ -49,8 +58,10 @@ def role_width_mults(role: str, m_N: float, finite_vector: bool) -> tuple[float,
         return m_N, m_N
     if role == "input":
         return 1.0, m_N
-    if role == "readout":
+    if role in ("readout", "router"):  # a router's E outputs are a count of experts: finite (scaling/moe.py)
         return m_N, 1.0
+    if role == "keep":  # its own init and no width factor (scaling/special.py)
+        return 1.0, 1.0
     return 1.0, (1.0 if finite_vector else m_N)
 
 

@@ -41,6 +41,12 @@ def readout_mult(rule: Rule, hp: HParams, m_N: float) -> float:
     return hp.output_mult / m_N if rule.is_mup else hp.output_mult
 
 
+def router_mult(rule: Rule, m_N: float) -> float:
+    """A MoE router's input multiplier: m_N^{-1} under μP (its E outputs are finite, a readout's shape; no
+    output_mult, which belongs to the model's head), 1 under SP (scaling/moe.py)."""
+    return 1.0 / m_N if rule.is_mup else 1.0
+
+
 def base_heads(n_heads: int, head_dim: int, m_N: float, head_growth: str) -> tuple[float, float]:
     """(H₀, d₀), heads and head dimension at the base width (spec §5.1): the dimension that grows with width is
     divided by m_N — head_dim when ``head_growth == "head_dim"`` (heads fixed), the heads otherwise."""
@@ -73,6 +79,8 @@ def init_std(rule: Rule, hp: HParams, role: str, kind: str | None, fan_in: int, 
         return hp.sigma_emb
     if role == "input":
         return hp.sigma_in / math.sqrt(fan_in)
+    if role == "router":  # a readout's width-independent std (μP), with the hidden σ of the block it sits in
+        return hp.sigma_hidden / math.sqrt(fan_in / fi if rule.is_mup else fan_in)
     if role == "readout":
         if hp.readout_zero_init:
             return 0.0

@@ -20,11 +20,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.io import ensure_dir
+from deeplimit.io import ensure_dir, resolve_path
 from deeplimit.secrets import redact_url
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.sweep.storage import check_url, creation_lock, default_storage, open_storage, storage_error
-from deeplimit.sweep.trial import load_objective, validate_points
+from deeplimit.sweep.trial import load_objective, trust_objective, validate_points
 
 __all__ = ["Sweep", "create_sweep", "load_sweep", "enqueue_point", "SPEC_ATTR", "OBJECTIVE_ATTR", "RUN_DIR_ATTR"]
 
@@ -133,7 +133,7 @@ def create_sweep(name: str, spec: SweepSpec, objective: str | None = None, stora
         fn = load_objective(objective)
         points = spec.points()
         validate_points(fn, [spec.full_point(p) for p in points], [spec.run_key(p) for p in points])
-    run_path = Path(run_dir).resolve()
+    run_path = resolve_path(run_dir, "run directory")
     if run_path.exists() and not run_path.is_dir():
         raise DeeplimitError(f"run directory {run_path} is a file, not a folder; pass another --run-dir")
     url = storage or default_storage(run_path)
@@ -142,11 +142,14 @@ def create_sweep(name: str, spec: SweepSpec, objective: str | None = None, stora
     created = not run_path.exists()
     ensure_dir(run_path, "run directory")
     try:
-        return _create(name, spec, objective, url, run_path)
+        sweep = _create(name, spec, objective, url, run_path)
     except BaseException:
         if created and run_path.is_dir() and not any(run_path.iterdir()):
             shutil.rmtree(run_path, ignore_errors=True)  # nothing half-made is left behind
         raise
+    # The user named this objective: workers started from this process may run it (see trial.py, trust model).
+    trust_objective(url, name, objective)
+    return sweep
 
 
 def _create(name: str, spec: SweepSpec, objective: str, url: str, run_path: Path) -> Sweep:

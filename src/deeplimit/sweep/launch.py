@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,9 +27,10 @@ from typing import IO, Any
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import ensure_dir
 from deeplimit.secrets import STORAGE_ENV
-from deeplimit.sweep.create import RUN_DIR_ATTR, load_sweep
+from deeplimit.sweep.create import OBJECTIVE_ATTR, RUN_DIR_ATTR, load_sweep
 from deeplimit.sweep.results import SweepStatus, status_of
 from deeplimit.sweep.storage import open_storage
+from deeplimit.sweep.trial import check_allow_list, require_allowed_objective, sweep_folder, trusted_objectives
 from deeplimit.sweep.worker import EXIT_FAILED, EXIT_INTERRUPTED, check_worker_options
 
 __all__ = ["LaunchReport", "worker_command", "worker_env", "spawn_workers", "launch_workers", "watch",
@@ -73,9 +74,13 @@ def worker_env(storage: str, threads: int | None = 1) -> dict[str, str]:
 def worker_command(name: str, *, heartbeat_interval: int = 5, grace_period: int | None = None,
                    max_retries: int = 2, run_dir: str | os.PathLike[str] | None = None, threads: int | None = 1,
                    n_trials: int | None = None, share: tuple[int, int] | None = None,
-                   wait_for_running: bool = True) -> list[str]:
-    """The command line of one worker process (``python -m deeplimit.sweep.worker …``), without the URL."""
-    cmd = [sys.executable, "-m", "deeplimit.sweep.worker", "--name", name,
+                   wait_for_running: bool = True, allow_objectives: Sequence[str] = ()) -> list[str]:
+    """The command line of one worker process (``python -P -m deeplimit.sweep.worker …``), without the URL.
+
+    ``-P`` keeps the current folder off the import path: a ``json.py`` or ``numpy.py`` lying in the folder a
+    sweep is launched from must not run in every worker. ``PYTHONPATH`` still applies (see :func:`worker_env`).
+    """
+    cmd = [sys.executable, "-P", "-m", "deeplimit.sweep.worker", "--name", name,
            "--heartbeat-interval", str(heartbeat_interval), "--max-retries", str(max_retries),
            "--threads", str(threads or 0)]
     if grace_period:
@@ -88,6 +93,8 @@ def worker_command(name: str, *, heartbeat_interval: int = 5, grace_period: int 
         cmd += ["--share", f"{share[0]}/{share[1]}"]
     if not wait_for_running:
         cmd += ["--no-wait"]
+    for objective in check_allow_list(allow_objectives):
+        cmd += ["--allow-objective", objective]
     return cmd
 
 
@@ -96,11 +103,14 @@ def spawn_workers(storage: str, name: str, n_workers: int = 2, *, log_dir: str |
     """Start ``n_workers`` worker processes (worker i gets the share ``(i, n)``) and return them at once.
 
     ``log_dir``: each worker's stdout and stderr go to ``log_dir/worker-<i>.log`` (default: inherited).
-    Keyword arguments as for :func:`worker_command`.
+    Keyword arguments as for :func:`worker_command`; an objective this process created the sweep with is
+    allowed in the workers too.
     """
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         raise DeeplimitError(f"the number of workers must be a whole number ≥ 1, got {n_workers!r}")
     check_worker_options(**kwargs)
+    kwargs["allow_objectives"] = tuple(dict.fromkeys((*check_allow_list(kwargs.get("allow_objectives")),
+                                                      *trusted_objectives(storage, name))))
     env = worker_env(storage, kwargs.get("threads", 1))
     procs = []
     logs: list[IO[bytes]] = []
@@ -181,8 +191,11 @@ def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: floa
     check_worker_options(**kwargs)
     st = open_storage(storage, create=False)
     study, spec = load_sweep(st, name, storage)
-    run_dir = kwargs.get("run_dir") or study.user_attrs.get(RUN_DIR_ATTR) or "."
-    logs = Path(log_dir) if log_dir is not None else Path(run_dir) / "logs"
+    # What the workers would refuse is refused here, once, before any process starts.
+    require_allowed_objective(study.user_attrs.get(OBJECTIVE_ATTR) or spec.objective, storage, name,
+                              kwargs.get("allow_objectives"))
+    run_dir = sweep_folder(kwargs.get("run_dir"), study.user_attrs.get(RUN_DIR_ATTR))
+    logs = Path(log_dir) if log_dir is not None else run_dir / "logs"
     status = status_of(spec, study.get_trials(deepcopy=False), table=False)
     bar = progress_bar(status.total, status.done + status.failed, desc=name, quiet=quiet)
     procs = spawn_workers(storage, name, n_workers, log_dir=logs, **kwargs)

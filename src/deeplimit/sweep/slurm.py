@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -26,9 +28,10 @@ from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.secrets import STORAGE_ENV, redact_url
-from deeplimit.sweep.create import load_sweep
+from deeplimit.sweep.create import OBJECTIVE_ATTR, load_sweep
 from deeplimit.sweep.launch import worker_env
 from deeplimit.sweep.storage import open_storage
+from deeplimit.sweep.trial import check_allow_list, require_allowed_objective, trusted_objectives
 from deeplimit.sweep.worker import check_worker_options
 
 __all__ = ["submit_workers", "array_task", "EXECUTORS"]
@@ -99,14 +102,20 @@ def submit_workers(storage: str, name: str, array: int, *, folder: str | os.Path
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise DeeplimitError(f"--max-parallel must be a whole number ≥ 1, got {max_parallel!r}")
     check_worker_options(**worker_options)
-    load_sweep(open_storage(storage, create=False), name, storage)  # fail here, not in every task
+    study, spec = load_sweep(open_storage(storage, create=False), name, storage)  # fail here, not in every task
+    allow = (*check_allow_list(worker_options.get("allow_objectives")), *trusted_objectives(storage, name))
+    require_allowed_objective(study.user_attrs.get(OBJECTIVE_ATTR) or spec.objective, storage, name, allow)
+    worker_options = {**worker_options, "allow_objectives": tuple(dict.fromkeys(allow))}
     try:
         import submitit
     except ImportError:
         raise DeeplimitError("Slurm job arrays need submitit; install it (pip install submitit)") from None
     folder = Path(folder).resolve()
     try:
-        ex = submitit.AutoExecutor(folder=folder, cluster=executor)
+        # -P: the folder a task starts in (the submission folder) is kept off its import path, as for local
+        # workers (see launch.worker_command).
+        python = f"{shlex.quote(sys.executable)} -P"
+        ex = submitit.AutoExecutor(folder=folder, cluster=executor, slurm_python=python, local_python=python)
     except Exception as exc:  # no sbatch on this machine, unknown cluster, …
         raise DeeplimitError(f"cannot submit to {executor!r}: {exc}; on a machine without Slurm try --executor "
                              "local") from None

@@ -39,6 +39,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.io import resolve_path
 from deeplimit.secrets import STORAGE_ENV, redact_text, redact_url
 
 __all__ = ["default_storage", "resolve_storage", "open_storage", "storage_error", "has_heartbeats",
@@ -49,7 +50,7 @@ SCHEMES = "sqlite:///PATH, postgresql+psycopg2://USER@HOST:PORT/DB or journal:PA
 
 def default_storage(run_dir: str | os.PathLike[str]) -> str:
     """``sqlite:///<run_dir>/sweep.db`` with an absolute path (so workers started elsewhere agree)."""
-    return f"sqlite:///{Path(run_dir).resolve() / 'sweep.db'}"
+    return f"sqlite:///{resolve_path(run_dir, 'run folder') / 'sweep.db'}"
 
 
 def resolve_storage(storage: str | None, run_dir: str | os.PathLike[str] | None) -> str:
@@ -224,7 +225,17 @@ def storage_error(exc: BaseException, url: str, *, opening: bool = True) -> Deep
 
 
 def check_url(url: str) -> None:
-    """Refuse a URL that cannot work (wrong scheme, missing folder, in-memory SQLite) before connecting."""
+    """Refuse a URL that cannot work (wrong scheme, missing folder, in-memory SQLite) before connecting.
+
+    The message shows the URL (and any folder taken from it) with its password hidden, however malformed.
+    """
+    try:
+        _check_url(url)
+    except DeeplimitError as exc:
+        raise DeeplimitError(redact_text(str(exc), url)) from None
+
+
+def _check_url(url: str) -> None:
     if not isinstance(url, str) or not url.strip():
         raise DeeplimitError(f"storage URL {url!r} is empty; use {SCHEMES}")
     if url.startswith("journal:"):
@@ -298,8 +309,8 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         local = (_sqlite_path(url) if url.startswith("sqlite:///") else
                  url.removeprefix("journal:") if url.startswith("journal:") else "")
         if local and local != ":memory:" and not Path(local).is_file():
-            raise DeeplimitError(f"no sweep storage at {local}; check --run-dir / --storage, or create the sweep "
-                                 "first (deeplimit sweep create)")
+            raise DeeplimitError(f"no sweep storage at {redact_text(local, url)}; check --run-dir / --storage, or "
+                                 "create the sweep first (deeplimit sweep create)")
     check_url(url)
     if url.startswith("journal:"):
         try:

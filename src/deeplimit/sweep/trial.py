@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,12 +25,92 @@ from pathlib import Path
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.io import atomic_write_json, ensure_dir, read_json
+from deeplimit.io import atomic_write_json, ensure_dir, read_json, resolve_path
 
 __all__ = ["TrialResult", "TrialContext", "Objective", "STATUSES", "load_objective", "validate_points",
-           "point_dir"]
+           "point_dir", "PACKAGE_OBJECTIVES", "ALLOW_ENV", "trust_objective", "trusted_objectives",
+           "require_allowed_objective", "check_allow_list", "sweep_folder"]
 
 STATUSES = ("ok", "diverged")
+
+# Trust model (docs/sweeps.md): a sweep's storage names its objective, and every worker imports and calls it,
+# so whoever can write the storage could make every worker run code of their choice. Workers therefore run
+# only objectives that deeplimit ships (below) or that the person starting them named: with --allow-objective
+# (allow_objectives=), in $DEEPLIMIT_ALLOW_OBJECTIVES, or by creating the sweep in the same process.
+PACKAGE_OBJECTIVES = frozenset({
+    "deeplimit.transfer.objectives:train_objective",
+    "deeplimit.transfer.demo:quadratic",
+    "deeplimit.sweep.demo:burn",
+})
+ALLOW_ENV = "DEEPLIMIT_ALLOW_OBJECTIVES"
+_created: dict[tuple[str, str], set[str]] = {}  # (storage URL, sweep name) -> objectives created in this process
+
+
+def trust_objective(storage: str, name: str, objective: str) -> None:
+    """Record that this process created sweep ``name`` in ``storage`` with ``objective`` (the user named it)."""
+    _created.setdefault((storage, name), set()).add(objective)
+
+
+def trusted_objectives(storage: str, name: str) -> list[str]:
+    """User objectives this process created sweep ``name`` of ``storage`` with (handed on to its workers)."""
+    return sorted(_created.get((storage, name), ()))
+
+
+def check_allow_list(allow: Any) -> tuple[str, ...]:
+    """``allow`` as a tuple of ``'package.module:function'`` strings, or a DeeplimitError naming the bad entry."""
+    if allow is None:
+        return ()
+    if isinstance(allow, str):
+        allow = [allow]
+    out = []
+    for item in allow:
+        if not isinstance(item, str) or item.count(":") != 1 or not all(item.partition(":")[::2]):
+            raise DeeplimitError(f"allowed objective {item!r} must look like package.module:function, e.g. "
+                                 "--allow-objective mypkg.objectives:train")
+        out.append(item.strip())
+    return tuple(out)
+
+
+def require_allowed_objective(path: str, storage: str, name: str, allow: Any = ()) -> None:
+    """Refuse to run an objective named by a sweep's storage unless deeplimit ships it or the user allowed it.
+
+    Allowed: :data:`PACKAGE_OBJECTIVES`; ``allow`` (``--allow-objective``); the comma-separated list in
+    ``$DEEPLIMIT_ALLOW_OBJECTIVES``; an objective this process created the sweep with (:func:`trust_objective`).
+    Checked before anything is imported.
+    """
+    env = [p.strip() for p in os.environ.get(ALLOW_ENV, "").split(",") if p.strip()]
+    allowed = PACKAGE_OBJECTIVES | set(check_allow_list(allow)) | set(env) | set(trusted_objectives(storage, name))
+    if isinstance(path, str) and path in allowed:
+        return
+    shown = path if isinstance(path, str) else repr(path)
+    raise DeeplimitError(f"sweep {name!r}: its storage names the objective {shown[:200]!r}, which deeplimit does not "
+                         "ship and you did not allow; whoever can write a sweep's storage chooses the code its "
+                         f"workers run, so a user objective runs only when named where the workers start: pass "
+                         f"--allow-objective {shown[:200]} (allow_objectives=[...] in Python, or ${ALLOW_ENV}) if you "
+                         "trust it")
+
+
+def sweep_folder(given: str | os.PathLike[str] | None, stored: Any) -> Path:
+    """The folder a worker writes in: ``given`` (the user's ``--run-dir``), else the one the storage records.
+
+    A folder read from the storage is used only if it is a plain absolute path (no ``..``) that exists already:
+    a storage edited by someone else cannot make workers create or write folders elsewhere.
+    """
+    if given:
+        return ensure_dir(resolve_path(given, "run folder"), "run folder")
+    if not isinstance(stored, str) or not stored:
+        raise DeeplimitError("the sweep's storage records no run folder; pass --run-dir DIR (run_dir= in Python)")
+    text = stored[:300]
+    if ("\0" in stored or not os.path.isabs(stored) or ".." in Path(stored).parts
+            or os.path.normpath(stored) != stored.rstrip("/") or stored.startswith("//")):
+        raise DeeplimitError(f"the run folder {text!r} recorded in the sweep's storage is not a plain absolute "
+                             "path (the storage was changed outside deeplimit); workers write only where you "
+                             "say: pass --run-dir DIR (run_dir= in Python)")
+    path = resolve_path(stored, "run folder recorded in the storage")
+    if not path.is_dir():
+        raise DeeplimitError(f"the run folder {text} recorded in the sweep's storage is not a folder on this "
+                             "machine; pass --run-dir DIR (the folder given to create, as this machine sees it)")
+    return ensure_dir(path, "run folder")
 
 
 @dataclass

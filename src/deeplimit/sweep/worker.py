@@ -51,17 +51,24 @@ import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.io import ensure_dir
 from deeplimit.sweep.create import KEY_ATTR, OBJECTIVE_ATTR, RUN_DIR_ATTR, enqueue_point, load_sweep
 from deeplimit.sweep.storage import has_heartbeats, open_storage, resolve_storage, storage_error
-from deeplimit.sweep.trial import STATUSES, TrialContext, TrialResult, load_objective, point_dir
+from deeplimit.sweep.trial import (
+    STATUSES,
+    TrialContext,
+    TrialResult,
+    check_allow_list,
+    load_objective,
+    point_dir,
+    require_allowed_objective,
+    sweep_folder,
+)
 
 __all__ = ["WorkerReport", "run_worker", "check_worker_options", "add_worker_arguments", "worker_kwargs", "main",
            "EXIT_FAILED",
@@ -210,7 +217,7 @@ def check_worker_options(*, heartbeat_interval: int = 5, grace_period: int | Non
 class _Worker:
     def __init__(self, url: str, name: str, *, heartbeat_interval: int, grace_period: int | None,
                  max_retries: int, run_dir: str | os.PathLike[str] | None, share: tuple[int, int] | None,
-                 seed: int) -> None:
+                 seed: int, allow_objectives: Sequence[str] = ()) -> None:
         check_worker_options(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                              max_retries=max_retries, share=share)
         self.url, self.name, self.max_retries = url, name, max_retries
@@ -221,9 +228,10 @@ class _Worker:
         self.heartbeats = has_heartbeats(self.storage, heartbeat_interval)
         self.study, self.spec = load_sweep(self.storage, name, url)
         self.objective_path = self.study.user_attrs.get(OBJECTIVE_ATTR) or self.spec.objective
+        # The storage names the code to run and the folder to write in: both are checked before either is used.
+        require_allowed_objective(self.objective_path, url, name, allow_objectives)
+        self.sweep_dir = sweep_folder(run_dir, self.study.user_attrs.get(RUN_DIR_ATTR))
         self.fn = load_objective(self.objective_path)
-        self.sweep_dir = ensure_dir(Path(run_dir or self.study.user_attrs.get(RUN_DIR_ATTR) or ".").resolve(),
-                                    "run directory")
         self.points = {self.spec.run_key(p): p for p in self.spec.iter_points()}
         self.keys = list(self.points)
         self.rng = random.Random(seed)
@@ -499,7 +507,8 @@ class _Worker:
 def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbeat_interval: int = 5,
                grace_period: int | None = None, max_retries: int = 2, run_dir: str | None = None,
                threads: int | None = 1, wait_for_running: bool = True, poll_interval: float | None = None,
-               share: tuple[int, int] | None = None, handle_signals: bool = True) -> WorkerReport:
+               share: tuple[int, int] | None = None, handle_signals: bool = True,
+               allow_objectives: Sequence[str] = ()) -> WorkerReport:
     """Run grid points of sweep ``name`` until none is left (or ``n_trials`` trials were run).
 
     Args:
@@ -517,13 +526,18 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
         share: ``(i, n)`` for worker i of n started together: it claims every n-th point first.
         handle_signals: turn SIGINT/SIGTERM into a clean stop (main thread only): the running point is
             recorded as interrupted and queued again; ``report.interrupted`` is then True.
+        allow_objectives: user objectives (``'package.module:function'``) this worker may run besides
+            deeplimit's own; the storage names the objective, and whoever can write it must not choose the code
+            (see docs/sweeps.md, "Trust").
     """
     check_worker_options(heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries,
                          threads=threads, n_trials=n_trials, share=share)
+    allow = check_allow_list(allow_objectives)
     _set_threads(threads)
     try:
         worker = _Worker(storage, name, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                         max_retries=max_retries, run_dir=run_dir, share=share, seed=os.getpid() ^ time.time_ns())
+                         max_retries=max_retries, run_dir=run_dir, share=share, seed=os.getpid() ^ time.time_ns(),
+                         allow_objectives=allow)
     except KeyboardInterrupt:
         return WorkerReport(interrupted=True)
     _set_threads(threads)  # the objective's module may just have imported torch
@@ -593,6 +607,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, share: bool = True)
                             help="worker I of N started together: claim every N-th point first")
     parser.add_argument("--no-wait", action="store_true",
                         help="exit when no point is left to start even if other workers' points still run")
+    parser.add_argument("--allow-objective", action="append", default=None, metavar="MODULE:FN",
+                        help="run this user objective if the sweep names it (repeatable); without it workers run "
+                             "only deeplimit's own objectives, since whoever can write the storage names the code")
 
 
 def worker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -600,7 +617,8 @@ def worker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"share": getattr(args, "share", None), "n_trials": args.n_trials,
             "heartbeat_interval": args.heartbeat_interval, "grace_period": args.grace_period,
             "max_retries": args.max_retries, "run_dir": getattr(args, "run_dir", None),
-            "threads": args.threads or None, "wait_for_running": not args.no_wait}
+            "threads": args.threads or None, "wait_for_running": not args.no_wait,
+            "allow_objectives": tuple(args.allow_objective or ())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -618,7 +636,10 @@ def main(argv: list[str] | None = None) -> int:
         url = resolve_storage(args.storage, None)
         report = run_worker(url, args.name, **worker_kwargs(args))
     except DeeplimitError as exc:
-        print(f"deeplimit sweep worker: error: {exc}", file=sys.stderr)
+        from deeplimit.secrets import STORAGE_ENV, redact_text
+
+        print(f"deeplimit sweep worker: error: {redact_text(str(exc), args.storage, os.environ.get(STORAGE_ENV))}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:  # before the worker's own handler was in place: nothing was claimed yet
         print("deeplimit sweep worker: interrupted while starting", file=sys.stderr)

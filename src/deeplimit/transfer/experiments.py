@@ -45,43 +45,45 @@ def _tier(tier: str, smoke, quick, full, standard=None):
     return {"smoke": smoke, "quick": quick, "standard": standard or quick, "full": full}[tier]
 
 
+def _protocol_grid(claim: str, tier: str) -> tuple[dict, list[float], list[int]]:
+    """A claim's tier settings from the frozen protocol: the settings, the log2-LR grid and the seed *indices*
+    (0 … n−1; :func:`experiment` maps them onto the pilot or confirmation seeds)."""
+    from deeplimit.protocol import protocol
+
+    _tier(tier, *(None,) * 3)  # the same unknown-tier error as every other experiment
+    t = protocol().tier(claim, tier)
+    return t, log2_grid(*t["log2_lr"]), list(range(t["seeds"]))
+
+
 def depth_transfer(tier: str = "quick") -> SweepSpec:
-    """TP6 Fig. 10/11: LR transfer over depth for Depth-μP, (½, 0), SP and ODE (1, 0); U, V frozen (§11.2)."""
-    presets, depths, lrs, seeds, steps, width = _tier(
-        tier,
-        (["depth_mup", "sp"], [2, 4], log2_grid(-10, -6, 2), [0], 30, 16),
-        # quick: 6 LRs, not the spec's 8 — every η* of the 3-seed calibration run lay in 2^-8.6…2^-6.2. Five
-        # seeds: with three (Student t, 2 d.f.) Depth-μP's interval reached +1.0003 in one fresh-clone run
-        # (+0.36 [-0.29, +1.00], inconclusive) and +0.58 in another set up on another day — a verdict decided
-        # by the third decimal
-        (["depth_mup", "blocks_only", "sp", "ode"], [2, 8, 32], log2_grid(-10, -5, 1), [0, 1, 2, 3, 4], 200, 64),
-        (["depth_mup", "blocks_only", "sp", "ode"], [2, 4, 8, 16, 32, 64, 128], log2_grid(-12, -5, 0.5),
-         [0, 1], 1000, 128),
-        # standard: five seeds as at quick — with three, the (½, 0) control's −1.39 [−1.96, −0.82] missed "shifts"
-        # by 0.18 octave (first standard run, 2026-12-02)
-        (["depth_mup", "blocks_only", "sp", "ode"], [4, 8, 16, 32, 64], log2_grid(-12, -5, 1), [0, 1, 2, 3, 4], 300,
-         64))
+    """TP6 Fig. 10/11: LR transfer over depth for Depth-μP against the ODE rule (1, 0) and SP; U, V frozen (§11.2).
+
+    Sizes, steps, grid and seeds are the protocol's (``protocol.toml``, claim ``depth-transfer``). With U and V
+    frozen, (½, 0) would only relabel Depth-μP's LR by m_L^−½, so it is not run as a control: the report derives
+    that calibration from Depth-μP's own runs (the full tier still runs it, to show the relabelling is exact)."""
+    t, lrs, seeds = _protocol_grid("depth-transfer", tier)
     return SweepSpec(
-        axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": width, "base_width": width,
-               "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": False, "data": "fashion-mnist",
+        axes={"preset": list(t["rules"]), "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": t["width"], "base_width": t["width"],
+               "base_depth": 4, "steps": t["steps"], "batch_size": 128, "train_io": False, "data": "fashion-mnist",
                "activation": "relu"},
         objective=OBJECTIVE, metric="window_loss",
         description="TP6 depth transfer on Fashion-MNIST MLP-ResNets (hidden weights trained, U and V frozen)")
 
 
 def width_transfer(tier: str = "quick") -> SweepSpec:
-    """TP5 / spec §11.5: LR transfer over width, μP vs SP, depth fixed at the base depth, all layers trained."""
-    presets, widths, lrs, seeds, steps = _tier(
-        tier,
-        (["mup", "sp"], [16, 32], log2_grid(-10, -6, 2), [0], 30),
-        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -8, 1), [0, 1, 2], 300),
-        (["mup", "sp"], [64, 128, 256, 512, 1024], log2_grid(-14, -6, 0.5), [0, 1, 2], 1000),
-        (["mup", "sp"], [64, 128, 256, 512], log2_grid(-13, -8, 1), [0, 1, 2, 3, 4], 500))
+    """TP5 / spec §11.5: LR transfer over width, μP vs SP, depth fixed at the base depth, all layers trained, the
+    readout initialised as the protocol says (zero, as mup and TP5 recommend). Settings from ``protocol.toml``."""
+    from deeplimit.protocol import protocol
+
+    t, lrs, seeds = _protocol_grid("width-transfer", tier)
+    sizes = list(t["sizes"])
     return SweepSpec(
-        axes={"preset": presets, "width": widths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": 4, "base_width": widths[0],
-               "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": True, "data": "fashion-mnist"},
+        axes={"preset": list(t["rules"]), "width": sizes, "log2_lr": lrs, "seed": seeds},
+        fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": t["depth"], "base_width": sizes[0],
+               "base_depth": t["depth"], "steps": t["steps"], "batch_size": 128, "train_io": True,
+               "data": "fashion-mnist",
+               "readout_zero_init": bool(protocol().claim("width-transfer").get("readout_zero_init", False))},
         objective=OBJECTIVE, metric="window_loss",
         description="muP width transfer on Fashion-MNIST MLP-ResNets (all layers trained)")
 
@@ -137,11 +139,18 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
 
 
 def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
-    """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth."""
+    """Shaped Transformer (no LayerNorm) vs Pre-LN on bytes: loss vs LR at one depth.
+
+    The shaped model trains with the paper's recipe (``protocol.toml``, claim ``shaped-vs-preln``: γ1, γ2 and the
+    shaped-ReLU slope trainable, "learn"), not with γ frozen, which the paper says trains "at much slower rates";
+    the setting applies to the shaped model only (Pre-LN has no γ)."""
+    from deeplimit.protocol import protocol
+
     depths, lrs, seeds, steps, data = _shaped_tier(tier)
     return SweepSpec(
         axes={"model": ["transformer", "shaped-transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "shaped_vs_preln", "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
+        fixed={"experiment": "shaped_vs_preln", "shaping": protocol().claim("shaped-vs-preln")["shaping"],
+               "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
                "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16, "seq_len": 64,
                "warmup_frac": 0.05, "data": data, "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
@@ -194,7 +203,7 @@ def customise(spec: SweepSpec, **overrides: Any) -> SweepSpec:
 
     * an axis name replaces that axis: ``depth=(8, 16, 32)`` (``--set depth=8,16,32``), a single value, or for
       ``log2_lr`` a ``"start:stop:step"`` string (``--set log2_lr=-10:-5:0.5``);
-    * ``seeds=N`` sets the seed axis to ``0 … N−1``;
+    * ``seeds=N`` sets the seed axis to the first N seeds of the seed set (:func:`experiment`'s ``seed_set``);
     * a fixed setting takes a new value (``--set steps=400``), or becomes an axis when given several.
     Unknown keys are errors that list the axes and settings.
     """
@@ -202,7 +211,7 @@ def customise(spec: SweepSpec, **overrides: Any) -> SweepSpec:
     for key, value in overrides.items():
         if key == "seeds":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-                raise DeeplimitError(f"seeds must be a whole number ≥ 1 (the seed axis becomes 0 … N-1), got "
+                raise DeeplimitError(f"seeds must be a whole number ≥ 1 (the first N seeds of the seed set), got "
                                      f"{value!r}; e.g. --set seeds=2")
             axes["seed"] = list(range(value))
         elif key == "log2_lr" and isinstance(value, str):
@@ -227,9 +236,21 @@ def customise(spec: SweepSpec, **overrides: Any) -> SweepSpec:
     return replace(spec, axes=axes, fixed=fixed, description=f"{spec.description} [customised: {note}]")
 
 
-def experiment(name: str, tier: str = "quick", **overrides: Any) -> SweepSpec:
-    """The named experiment at ``tier``, with optional :func:`customise` overrides."""
+def experiment(name: str, tier: str = "quick", seed_set: str = "confirmation", **overrides: Any) -> SweepSpec:
+    """The named experiment at ``tier``, with optional :func:`customise` overrides.
+
+    Its seed axis (indices 0 … n−1 in the builders) is mapped onto the protocol's ``seed_set``: "confirmation"
+    seeds decide verdicts, "pilot" seeds tune settings (``protocol.toml``); the two never overlap."""
+    from deeplimit.protocol import seed_values
+
     key = name.replace("_", "-")
     if key not in EXPERIMENTS:
         raise DeeplimitError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
-    return customise(EXPERIMENTS[key](tier), **overrides)
+    spec = customise(EXPERIMENTS[key](tier), **overrides)
+    if "seed" in spec.axes:
+        idx = list(spec.axes["seed"])
+        if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in idx):
+            raise DeeplimitError(f"seed indices must be whole numbers ≥ 0, got {idx}; use seeds=N")
+        values = seed_values(max(idx) + 1, seed_set)
+        spec = replace(spec, axes={**spec.axes, "seed": [values[i] for i in idx]})
+    return spec

@@ -1,7 +1,8 @@
 """LR-transfer sweeps end to end: build a grid, create its sweep, analyse its results (what the CLI calls).
 
 Each function is one step a user takes (``deeplimit sweep create|results|analyze``); the runner underneath is
-the generic :mod:`deeplimit.sweep`.
+the generic :mod:`deeplimit.sweep`. :func:`run_transfer_sweep` chains create → launch → status → results the
+way the CLI's steps do, for callers that want the whole sweep at once (``deeplimit reproduce``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_save, ensure_dir, read_json
 from deeplimit.sweep.create import Sweep, create_sweep, load_sweep
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.sweep.results import write_results
+from deeplimit.sweep.launch import launch_workers
+from deeplimit.sweep.results import SweepStatus, sweep_status, write_results
 from deeplimit.sweep.storage import open_storage
 from deeplimit.transfer.analysis import TransferAnalysis, analyze
 from deeplimit.transfer.table import transfer_results
 
-__all__ = ["spec_from", "create_transfer_sweep", "write_transfer_results", "analyze_sweep", "SweepAnalysis"]
+__all__ = ["spec_from", "create_transfer_sweep", "run_transfer_sweep", "write_transfer_results", "analyze_sweep",
+           "SweepAnalysis"]
 
 
 def spec_from(grid: str | None = None, overrides: dict[str, Any] | None = None,
@@ -44,10 +47,36 @@ def spec_from(grid: str | None = None, overrides: dict[str, Any] | None = None,
 
 def create_transfer_sweep(name: str, *, grid: str | None = None, overrides: dict[str, Any] | None = None,
                           spec_file: str | os.PathLike[str] | None = None, objective: str | None = None,
-                          storage: str | None = None, run_dir: str | os.PathLike[str] = "sweep") -> Sweep:
-    """Build the spec (:func:`spec_from`) and create or resume its sweep; every point is validated first."""
-    return create_sweep(name, spec_from(grid, overrides, spec_file), objective=objective, storage=storage,
-                        run_dir=run_dir)
+                          storage: str | None = None, run_dir: str | os.PathLike[str] = "sweep",
+                          spec: SweepSpec | None = None) -> Sweep:
+    """Build the spec (:func:`spec_from`, or take ``spec`` as built) and create or resume its sweep; every point
+    is validated first."""
+    if spec is not None and (grid is not None or spec_file is not None or overrides):
+        raise DeeplimitError("give either a built spec or --grid/--spec, not both")
+    spec = spec if spec is not None else spec_from(grid, overrides, spec_file)
+    return create_sweep(name, spec, objective=objective, storage=storage, run_dir=run_dir)
+
+
+def run_transfer_sweep(name: str, spec: SweepSpec, *, storage: str, run_dir: str | os.PathLike[str],
+                       workers: int = 2) -> tuple[SweepStatus, pd.DataFrame]:
+    """Create (or resume) sweep ``name`` of ``spec``, run what is left with ``workers`` worker processes (what
+    ``deeplimit sweep create`` then ``launch`` do) and return its final status and long results table.
+
+    Raises :class:`KeyboardInterrupt` when the workers were interrupted (the next call resumes), and
+    :class:`DeeplimitError` when points are left undone: a result computed from the points that happened to
+    finish would look like one from the whole grid. Failed points are re-queued by the next call."""
+    create_transfer_sweep(name, spec=spec, storage=storage, run_dir=run_dir)
+    if sweep_status(storage, name).left:
+        launched = launch_workers(storage, name, n_workers=workers, run_dir=str(run_dir))
+        if launched.interrupted:  # Ctrl-C stops the whole run; the next one resumes the sweep
+            raise KeyboardInterrupt(f"sweep {name!r} interrupted")
+    status = sweep_status(storage, name)
+    if status.left:
+        raise DeeplimitError(
+            f"sweep {name!r} ended with {status.left} of {status.total} points not done ({status}); its verdict "
+            f"would rest on part of the grid. Worker logs: {run_dir}. Re-run the same command to resume it "
+            "(failed points are re-queued).")
+    return status, transfer_results(storage, name)
 
 
 def write_transfer_results(storage: str, name: str, out: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict]:

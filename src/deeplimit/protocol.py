@@ -1,0 +1,105 @@
+"""The frozen protocol of ``deeplimit reproduce`` (``deeplimit/protocol.toml``), read once and checked.
+
+The protocol states, for every claim the report tests, the statistic, the values the claim and its alternative
+predict, the pre-registered margins and, per tier, the sizes, steps, LR grid and number of seeds. Seeds come in two
+disjoint sets: *pilot* seeds (settings are tuned on these only) and *confirmation* seeds (verdicts are decided on
+these only). The report records the protocol's version and SHA-256 in ``report.json`` and says on a section when the
+run's settings differ from the protocol's.
+
+Data, not code: this module imports nothing of deeplimit but its errors, so every layer can read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from deeplimit.errors import DeeplimitError
+
+__all__ = ["Protocol", "protocol", "SEED_SETS", "seed_values"]
+
+SEED_SETS = ("confirmation", "pilot")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The parsed protocol: ``version``, ``sha256`` of the file's bytes, the seed sets and the claims."""
+
+    version: str
+    sha256: str
+    seeds: dict[str, list[int]]
+    claims: dict[str, dict[str, Any]]
+    tiers: dict[str, list[str]]
+
+    def claim(self, name: str) -> dict[str, Any]:
+        """The entry of claim ``name`` (``depth-transfer``, ``width-transfer``, …) without its tiers."""
+        if name not in self.claims:
+            raise DeeplimitError(f"the protocol has no claim {name!r}; claims: {', '.join(sorted(self.claims))}")
+        return {k: v for k, v in self.claims[name].items() if k != "tiers"}
+
+    def tier(self, name: str, tier: str) -> dict[str, Any]:
+        """Claim ``name``'s settings at ``tier`` (sizes, steps, grid, number of seeds…)."""
+        tiers = self.claims.get(name, {}).get("tiers", {})
+        if tier not in tiers:
+            raise DeeplimitError(f"the protocol sets no {tier!r} tier for claim {name!r}; tiers: "
+                                 f"{', '.join(sorted(tiers)) or 'none'}")
+        return dict(tiers[tier])
+
+    def has_tier(self, name: str, tier: str) -> bool:
+        return tier in self.claims.get(name, {}).get("tiers", {})
+
+    def decides(self, name: str, tier: str) -> bool:
+        """Whether ``tier`` decides claim ``name`` (a tier the protocol does not list — smoke, full — runs all)."""
+        return tier not in self.tiers or name in self.tiers[tier]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What report.json records: enough to tell which protocol decided the verdicts."""
+        return {"version": self.version, "sha256": self.sha256, "file": "deeplimit/protocol.toml",
+                "seeds": self.seeds, "tiers": self.tiers}
+
+
+def _check(data: dict[str, Any]) -> None:
+    seeds = data.get("seeds", {})
+    pilot, confirmation = seeds.get("pilot", []), seeds.get("confirmation", [])
+    if not pilot or not confirmation:
+        raise DeeplimitError("protocol.toml needs [seeds] pilot and confirmation lists")
+    if set(pilot) & set(confirmation):
+        raise DeeplimitError(f"protocol.toml: pilot and confirmation seeds overlap in "
+                             f"{sorted(set(pilot) & set(confirmation))}; a seed that tuned settings never decides")
+    for tier, names in data.get("tiers", {}).items():
+        unknown = sorted(set(names) - set(data.get("claims", {})))
+        if unknown:
+            raise DeeplimitError(f"protocol.toml: tiers.{tier} names claims that do not exist: {unknown}")
+    for name, claim in data.get("claims", {}).items():
+        for tier, t in claim.get("tiers", {}).items():
+            n = t.get("seeds", 0)
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(confirmation):
+                raise DeeplimitError(f"protocol.toml: claims.{name}.tiers.{tier}.seeds = {n!r}; it must be a whole "
+                                     f"number from 1 to {len(confirmation)} (the listed confirmation seeds)")
+
+
+@lru_cache(maxsize=1)
+def protocol() -> Protocol:
+    """The protocol shipped with the package (parsed once per process)."""
+    raw = resources.files("deeplimit").joinpath("protocol.toml").read_bytes()
+    data = tomllib.loads(raw.decode("utf-8"))
+    _check(data)
+    return Protocol(version=str(data["version"]), sha256=hashlib.sha256(raw).hexdigest(),
+                    seeds={k: [int(s) for s in v] for k, v in data["seeds"].items()}, claims=data.get("claims", {}),
+                    tiers={k: list(v) for k, v in data.get("tiers", {}).items()})
+
+
+def seed_values(n: int, seed_set: str = "confirmation") -> list[int]:
+    """The first ``n`` seeds of ``seed_set`` ("confirmation" decides verdicts; "pilot" tunes settings)."""
+    if seed_set not in SEED_SETS:
+        raise DeeplimitError(f"unknown seed set {seed_set!r}; choose one of {', '.join(SEED_SETS)}")
+    values = protocol().seeds[seed_set]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
+        raise DeeplimitError(f"{n!r} seeds asked for; give a whole number from 1 to 10000")
+    # past the listed seeds the set continues one by one (pilot 5, 6, …; confirmation 1005, 1006, …): the two
+    # sets stay disjoint as long as the pilot set has fewer than 1000 seeds
+    return [*values[:n], *range(values[-1] + 1, values[-1] + 1 + max(0, n - len(values)))]

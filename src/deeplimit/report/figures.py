@@ -1,0 +1,106 @@
+"""Figures drawn by the report itself (the sweep and study modules draw their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deeplimit.io import ensure_dir
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Save ``fig`` to ``path`` through a temporary name in the same folder (never torn) and close it."""
+    import os
+    import tempfile
+
+    import matplotlib.pyplot as plt
+
+    ensure_dir(path.parent, "output folder")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best loss over the LR grid",
+                     prefixes: list[str] | None = None) -> Path:
+    """Best-over-LR loss vs size, one line per group (seed mean), each seed a dot: the figure that carries a
+    comparison's verdict. Diverged seeds (+∞) are left out of the plot, not drawn at the edge."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    for i, an in enumerate(analyses):
+        r = an.runs
+        best = r.groupby([*an.group, an.size, "seed"])["value"].min().reset_index()
+        best = best[np.isfinite(best["value"])]
+        for key, g in best.groupby(an.group):
+            label = (prefixes[i] if prefixes else "") + ", ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            mean = g.groupby(an.size)["value"].mean()
+            line, = ax.plot(mean.index, mean.values, marker="o", label=label)
+            ax.scatter(g[an.size], g["value"], color=line.get_color(), alpha=0.45, s=14)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(analyses[0].size)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    ensure_dir(path.parent, "output folder")
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def eta_star_figure(runs: pd.DataFrame, group: str, size: str, stats: dict, path: Path, title: str) -> Path:
+    """Per-seed η* (the statistic's own estimator, :func:`deeplimit.transfer.statistics.fit_optimum`) vs size,
+    one colour per rule, the seed mean joined by a line, censored optima drawn hollow; the legend carries each
+    rule's slope per doubling with its interval, the numbers the verdict reads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deeplimit.transfer.statistics import fit_optimum
+
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    for rule, g in runs.groupby(group):
+        pts = []
+        for (sz, _seed), c in g.groupby([size, "seed"]):
+            c = c.sort_values("log2_lr")
+            o = fit_optimum(c["log2_lr"].to_numpy(float), c["value"].to_numpy(float))
+            pts.append((float(sz), o.log2_lr, o.censored))
+        if not pts:
+            continue
+        df = pd.DataFrame(pts, columns=["size", "eta", "censored"])
+        ok = df[~df["censored"] & np.isfinite(df["eta"])]
+        s = stats.get(str(rule), {})
+        label = str(rule)
+        if s.get("slope") is not None and s.get("slope_ci") and None not in s["slope_ci"]:
+            label += f": {s['slope']:+.2f} [{s['slope_ci'][0]:+.2f}, {s['slope_ci'][1]:+.2f}]/doubling"
+        mean = ok.groupby("size")["eta"].mean()
+        line, = ax.plot(mean.index, mean.values, marker="o", label=label)
+        ax.scatter(ok["size"], ok["eta"], color=line.get_color(), alpha=0.45, s=14)
+        cen = df[df["censored"] & np.isfinite(df["eta"])]
+        if len(cen):
+            ax.scatter(cen["size"], cen["eta"], facecolors="none", edgecolors=line.get_color(), s=30)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(size)
+    ax.set_ylabel("log2 η* (per seed)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,192 @@
+"""The sweep sections' plumbing: a sweep's name (its spec and code fingerprint), running it with the workers
+(through :func:`deeplimit.transfer.sweeps.run_transfer_sweep`, the runner the CLI uses too), analysing it, the
+tier's cuts in words, the standalone commands, and the helpers that read drifts, best losses and paired
+differences out of an analysis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deeplimit.io import ensure_dir
+from deeplimit.report.context import Context
+from deeplimit.report.html import Control
+
+
+def sweep_name(ctx: Context, experiment: str, spec) -> str:
+    """The sweep's name: experiment, tier and a fingerprint of its spec and of the code it trains with, so a
+    changed grid or changed training code never reuses old trials (and ``--fresh`` gets a new name)."""
+    key = json.dumps({"spec": asdict(spec), "code": ctx.code.get("sweep", "")}, sort_keys=True, default=str)
+    if ctx.fresh:
+        key += f"fresh {time.time()}"
+    return f"{experiment}-{ctx.tier}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def spec_settings(spec) -> dict:
+    return {"axes": {k: list(v) for k, v in spec.axes.items()}, "fixed": dict(spec.fixed), "metric": spec.metric}
+
+
+def tier_cuts(experiment: str, tier: str) -> str:
+    """What this tier runs vs the ``full`` tier (the spec's settings), in words — cuts are never silent."""
+    from deeplimit.transfer.experiments import experiment as build
+
+    here, full = build(experiment, tier), build(experiment, "full")
+
+    def words(spec) -> str:
+        size = next((k for k in ("depth", "width") if k in spec.axes and len(spec.axes[k]) > 1), None)
+        lrs = list(spec.axes["log2_lr"])
+        step = (lrs[1] - lrs[0]) if len(lrs) > 1 else 0
+        parts = [f"{size}s {list(spec.axes[size])}" if size else f"depth {list(spec.axes.get('depth', []))}",
+                 f"{spec.fixed['steps']} steps", f"{len(spec.axes['seed'])} seed(s)",
+                 f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g} (step {step:g})"]
+        if "width" in spec.fixed:
+            parts.append(f"width {spec.fixed['width']}")
+        return ", ".join(parts)
+
+    if tier == "full":
+        return f"this tier runs the spec's settings: {words(here)}."
+    return f"this tier ({tier}): {words(here)}; the spec's full setting: {words(full)}."
+
+
+def run_sweep(ctx: Context, key: str, spec):
+    """Create (or resume) the sweep of ``spec`` under ``<out>/sweeps/<key>`` and run what is left with the
+    workers (:func:`deeplimit.transfer.sweeps.run_transfer_sweep`, the steps of ``deeplimit sweep create`` and
+    ``launch``); its name, status and long results table. Part of a grid is never analysed: points left undone
+    fail the section (red, non-zero exit) and the next run re-queues them."""
+    from deeplimit.transfer.sweeps import run_transfer_sweep
+
+    name = sweep_name(ctx, key, spec)
+    status, table = run_transfer_sweep(name, spec, storage=ctx.storage, run_dir=ctx.out / "sweeps" / key,
+                                       workers=ctx.workers)
+    return name, status, table
+
+
+def run_experiment(ctx: Context, experiment: str):
+    """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it."""
+    from deeplimit.transfer.analysis import analyze
+    from deeplimit.transfer.experiments import ANALYSIS
+    from deeplimit.transfer.experiments import experiment as build
+    from deeplimit.transfer.plots import plot_analysis
+
+    spec = build(experiment, ctx.tier, seed_set=ctx.seed_set)
+    name, status, table = run_sweep(ctx, experiment, spec)
+    group, size = ANALYSIS[experiment]
+    analysis = analyze(table, metric=spec.metric, group=group, size=size)
+    figs_dir = ensure_dir(ctx.out / "figures" / experiment, "output folder")
+    figures = plot_analysis(analysis, figs_dir)
+    tables_dir = ensure_dir(ctx.out / "tables", "output folder")
+    table.to_csv(tables_dir / f"{experiment}_long.csv", index=False)
+    analysis.summary.to_csv(tables_dir / f"{experiment}_summary.csv", index=False)
+    analysis.drift.to_csv(tables_dir / f"{experiment}_drift.csv", index=False)
+    figs = [Path(f) for f in (figures.values() if isinstance(figures, dict) else figures)]
+    if analysis.summary[size].nunique() < 2:  # one size: an "optimum vs size" panel would be a one-point trend
+        figs = [f for f in figs if "optimum_vs_size" not in f.name]
+    return spec, status, analysis, figs, name
+
+
+def sweep_command(ctx: Context, experiment: str, name: str) -> str:
+    """The standalone sweep commands that rebuild this section's sweep and its analysis."""
+    from deeplimit.transfer.experiments import ANALYSIS
+
+    group, size = ANALYSIS[experiment]
+    run_dir = f"runs/{experiment}"
+    common = f"--name {name} --run-dir {run_dir}"
+    return (f"deeplimit sweep create {common} --grid {experiment} --set tier={ctx.tier} && "
+            f"deeplimit sweep launch {common} --workers {ctx.workers} && "
+            f"deeplimit sweep analyze {common} --group {group} --size {size}")
+
+
+def drift_of(analysis, key) -> dict:
+    d = analysis.drift
+    cols = analysis.group
+    row = d[np.logical_and.reduce([d[c].astype(str) == str(v) for c, v in zip(cols, key)])]
+    return row.iloc[0].to_dict() if len(row) else {}
+
+
+def best_at(analysis, key, size) -> float:
+    s = analysis.summary
+    row = s[np.logical_and.reduce([s[c].astype(str) == str(v) for c, v in zip(analysis.group, key)])
+            & (s[analysis.size] == size)]
+    return float(row["best_loss"].iloc[0]) if len(row) else float("nan")
+
+
+def seed_best(analysis, key, size) -> pd.Series:
+    """Best-over-LR loss of each seed at ``size`` for group ``key`` (diverged runs count as +∞)."""
+    r = analysis.runs
+    sel = np.logical_and.reduce([r[c].astype(str) == str(v) for c, v in zip(analysis.group, key)])
+    sub = r[sel & (r[analysis.size] == size)]
+    return sub.groupby("seed")["value"].min().sort_index()
+
+
+
+def paired_best(analysis, key_a, key_b, size, margin: float = 0.0):
+    from deeplimit.transfer.analysis import paired_difference
+
+    a, b = seed_best(analysis, key_a, size), seed_best(analysis, key_b, size)
+    seeds = sorted(set(a.index) & set(b.index))
+    return paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), margin)
+
+
+def verdict_words(analysis) -> str:
+    return " ".join(f"<br>• <b>{', '.join(map(str, k))}</b>: {v}" for k, v in analysis.verdicts().items())
+
+
+def drift_stats(analysis) -> dict:
+    cols = [*analysis.group, "drift", "drift_ci_low", "drift_ci_high", "n_seed_drifts", "verdict"]
+    return {"drift": analysis.drift[[c for c in cols if c in analysis.drift]].to_dict(orient="records")}
+
+
+def seeds_note(spec) -> str:
+    n = len(spec.axes["seed"])
+    return "" if n >= 3 else (f" With {n} seed(s) at this tier no drift or difference has an interval, so nothing "
+                              "is conclusive here (run the quick tier for ≥ 3 seeds).")
+
+
+def drift_controls(drifts: dict[str, dict], expect: dict[str, str]) -> list[Control]:
+    """One control per rule that must *not* transfer over depth: passed when its drift verdict is "shifts" or
+    "degrades", failed when it "transfers", undecided (None) when its interval straddles the band."""
+    controls = []
+    for preset, expectation in expect.items():
+        d = drifts.get(preset, {})
+        verdict = d.get("verdict", "inconclusive")
+        passed = None if verdict == "inconclusive" else verdict in ("shifts", "degrades")
+        controls.append(Control(f"{preset} over depth", expectation, d.get("verdict_text", "not run"), passed))
+    return controls
+
+
+def transfer_words(stats: dict) -> str:
+    """One line per rule of a transfer claim's statistics: slope, interval, regret and verdict."""
+    parts = []
+    for rule, s in stats.items():
+        if not isinstance(s, dict) or "slope_ci" not in s:
+            continue
+        lo, hi = (float("nan") if x is None else x for x in s["slope_ci"])
+        slope = float("nan") if s["slope"] is None else s["slope"]
+        reg = s.get("regret")
+        rlo, rhi = (float("nan") if x is None else x for x in s.get("regret_ci") or (None, None))
+        regret = "" if reg is None else f", regret {100 * reg:.1f}% [{100 * rlo:.1f}, {100 * rhi:.1f}]"
+        parts.append(f"{rule} {slope:+.2f} [{lo:+.2f}, {hi:+.2f}] per doubling{regret} → {s['verdict']}")
+    return "; ".join(parts) + "."
+
+
+def protocol_note(ctx: Context, claim: str, spec) -> str:
+    """' The settings differ from protocol X: …' when this run's sweep is not the protocol's (an override, another
+    seed set), else ''. Verdicts from such a run are not confirmatory."""
+    from deeplimit.protocol import protocol
+    from deeplimit.transfer.experiments import experiment as build
+
+    p = protocol()
+    want = build(claim, ctx.tier, seed_set="confirmation")
+    diffs = [k for k in sorted(set(want.axes) | set(spec.axes))
+             if list(want.axes.get(k, [])) != list(spec.axes.get(k, []))]
+    diffs += [k for k in sorted(set(want.fixed) | set(spec.fixed)) if want.fixed.get(k) != spec.fixed.get(k)]
+    if not diffs:
+        return ""
+    return (f" The settings differ from protocol {p.version} ({', '.join(diffs)}): this verdict is exploratory, "
+            "not confirmatory.")
