@@ -59,6 +59,9 @@ def test_from_pretrained_then_parametrize_gives_the_saved_model_back(saved):
     _parametrize(model, seed=0)  # another seed: nothing is drawn anyway
     assert all(torch.equal(weights[n], p) for n, p in model.named_parameters())
     assert torch.equal(_logits(model), ref)
+    again, _ = _load(path)  # without the arguments: the saved plan itself
+    dl.Plan.from_dict(again.config.deeplimit_plan).apply(again)
+    assert torch.equal(_logits(again), ref)
 
 
 def test_other_arguments_are_refused_and_redraw_is_explicit(saved):
@@ -87,8 +90,7 @@ def test_a_pretrained_checkpoint_without_a_plan_keeps_its_weights_with_a_warning
     assert not loaded_from_checkpoint(fresh)
 
 
-def test_plain_state_dict_and_save_checkpoint_round_trips_reproduce_outputs(saved, tmp_path):
-    _, _, _ = saved
+def test_plain_state_dict_and_save_checkpoint_round_trips_reproduce_outputs(tmp_path):
     model = hf.build("llama", 64, 2, tie_word_embeddings=True)
     plan = _parametrize(model, seed=2)
     ref = _logits(model)

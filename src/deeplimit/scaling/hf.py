@@ -440,7 +440,13 @@ def _width_power(model: nn.Module, module: nn.Module, width: int) -> float:
         return 0.0
     ids = _dummy_inputs(model)["input_ids"].remainder(module.num_embeddings)
     with torch.no_grad():
-        out, rows = module(ids), F.embedding(ids, module.weight)
+        rows = F.embedding(ids, module.weight)
+        try:
+            out = module(ids)
+        except Exception:  # not a token table (OPT's learned positions take a mask): no factor to find
+            return 0.0
+    if not isinstance(out, torch.Tensor) or out.shape != rows.shape:
+        return 0.0
     scale = (out.double().norm() / rows.double().norm()).item() if rows.abs().sum() > 0 else 1.0
     return next((p for p in (0.5, 1.0) if math.isclose(scale, width ** p, rel_tol=1e-2)), 0.0)
 

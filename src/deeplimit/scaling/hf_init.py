@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from deeplimit.errors import warn
 from deeplimit.scaling.names import canonical_name
 
 # transformers.initialization functions that draw from a zero-mean law of known std (recorded), and the others
@@ -65,6 +66,17 @@ def _law_std(name: str, args: tuple, kwargs: dict) -> float | None:
     return None
 
 
+def _key(t: torch.Tensor) -> int | None:
+    """Identity of a tensor's memory (a parameter, its ``.data`` and full views share it); None where there is
+    none to read (meta tensors, sharded or other subclasses without a plain storage)."""
+    if t.is_meta:
+        return None
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:
+        return None
+
+
 class _Recorder(TorchFunctionMode):
     """Records what each parameter would be drawn from, and lets no in-place write reach a parameter."""
 
@@ -75,10 +87,10 @@ class _Recorder(TorchFunctionMode):
 
     def target(self, t: object) -> int | None:
         """The parameter ``t`` is (or a full view of): its storage key; None for buffers and partial views."""
-        if not isinstance(t, torch.Tensor) or t.is_meta:
+        if not isinstance(t, torch.Tensor):
             return None
-        key = t.untyped_storage().data_ptr()
-        p = self.params.get(key)
+        key = _key(t)
+        p = self.params.get(key) if key is not None else None
         if p is None:
             return None
         return key if t.numel() == p.numel() else -1  # -1: a slice (a padding row): blocked, not recorded
@@ -130,7 +142,10 @@ def _config_at(cfg: Any, width: float | None, depth: int | None) -> Iterator[Non
             old = getattr(cfg, key, None)
             if value is None or not isinstance(old, int) or float(value) != int(value) or int(value) == old:
                 continue
-            setattr(cfg, key, int(value))
+            try:
+                setattr(cfg, key, int(value))
+            except Exception:  # a config that validates or derives this field: its init is read at the target
+                continue
             changed.append((key, old))
         yield
     finally:
@@ -160,7 +175,7 @@ def model_init_stds(model: nn.Module, base_width: float | None = None,
     from deeplimit.scaling.hf import unwrap
 
     model = unwrap(model)
-    params = {p.untyped_storage().data_ptr(): p for p in model.parameters() if not p.is_meta}
+    params = {k: p for p in model.parameters() if (k := _key(p)) is not None}
     recorder = _Recorder(params)
     owners: dict[int, nn.Module] = {}
 
@@ -173,11 +188,16 @@ def model_init_stds(model: nn.Module, base_width: float | None = None,
             if before.get(key) is not law:
                 owners[key] = owner
 
-    with torch.no_grad(), _config_at(model.config, base_width, base_depth), _recording(recorder):
-        walk(model, model)
+    try:
+        with torch.no_grad(), _config_at(model.config, base_width, base_depth), _recording(recorder):
+            walk(model, model)
+    except Exception as exc:  # an _init_weights that needs real draws or other state: say so, fall back
+        warn(f"could not read {type(model).__name__}'s own init ({type(exc).__name__}: {exc}); the plan uses the "
+             "HParams sigmas (sigma_emb, sigma_hidden, ...) for every tensor: pass them to match the model's init")
+        return {}
     out: dict[str, tuple[float, str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        key = p.untyped_storage().data_ptr() if not p.is_meta else None
+        key = _key(p)
         fn, std = recorder.laws.get(key, ("", None))
         if std is not None:
             owner = owners.get(key, model)

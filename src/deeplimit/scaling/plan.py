@@ -496,7 +496,8 @@ def make_plan(
     if sigma_from not in ("model", "hparams"):
         raise DeeplimitError(f"sigma_from must be 'model' or 'hparams', got {sigma_from!r}")
     given = set(_SIGMA_OF.values()) if hparams is not None else set(hp_overrides) & set(_SIGMA_OF.values())
-    own = _model_stds(model, base_width, base_depth) if sigma_from == "model" else {}
+    read_own = sigma_from == "model" and given != set(_SIGMA_OF.values())
+    own = _model_stds(model, base_width, base_depth) if read_own else {}
     m_N = float(width) / float(base_width)
     if shapes is None:
         for site in layout.params:
@@ -528,7 +529,7 @@ def _width_from_base(layout: Layout, width: float, base_width: float) -> tuple[f
 
 # the HParams σ that sets each kind of normal-initialised tensor (table.init_std)
 _SIGMA_OF = {"embedding": "sigma_emb", "input": "sigma_in", "hidden": "sigma_hidden", "readout": "sigma_out",
-             "router": "sigma_hidden"}  # a MoE router: a readout's shape, the hidden σ of its block
+             "router": "sigma_hidden"}
 
 
 @dataclass(frozen=True)
@@ -554,7 +555,9 @@ def _init(rule: Rule, hp: HParams, s: ParamSite, sigmas: _Sigmas) -> tuple[float
     (:func:`table.init_width_factor`) unless its σ was given, else the table's σ formula."""
     if s.init != "normal":
         return 0.0, ""
-    sigma = _SIGMA_OF["embedding" if s.kind == "embedding" else s.role]
+    sigma = _SIGMA_OF.get("embedding" if s.kind == "embedding" else s.role)
+    if sigma is None:  # a role with no σ of its own
+        return table.init_std(rule, hp, s.role, s.kind, s.fan_in, s.fan_in_mult) * s.init_mult, ""
     if s.role == "readout" and hp.readout_zero_init:
         return 0.0, "readout_zero_init"
     own = next((sigmas.own[n] for n in (s.name, *s.aliases) if n in sigmas.own), None)

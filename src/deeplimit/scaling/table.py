@@ -91,8 +91,8 @@ def init_std(rule: Rule, hp: HParams, role: str, kind: str | None, fan_in: int, 
 def init_width_factor(rule: Rule, role: str, kind: str | None, fi: float) -> float:
     """How a tensor's init std changes from the base shape: the width law of :func:`init_std` alone
     (``init_std = base-shape std × init_width_factor``; 1 at the base shape). Embedding and input tensors keep
-    theirs (fan-in fixed), hidden ones scale as fi^{-1/2}, a readout keeps its std under μP and scales as
-    fi^{-1/2} under SP. Used where the base-shape std is the model's own rather than a σ/√fan_in formula."""
+    theirs (fan-in fixed), hidden ones scale as fi^{-1/2}, a readout or MoE router keeps its std under μP and
+    scales as fi^{-1/2} under SP. Used where the base-shape std is the model's own rather than a σ/√fan_in formula."""
     if kind == "embedding" or role == "input" or (role in ("readout", "router") and rule.is_mup):
         return 1.0
     return 1.0 / math.sqrt(fi)
