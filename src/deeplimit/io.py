@@ -133,7 +133,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, private: bool
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             # Held until the rename is done (or this process dies): remove_stale_temps tells a live writer's
             # temporary file from one a killed process left behind by trying to take this lock.
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(OSError):  # a filesystem without locks: its temporary files are never cleaned
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
             yield fh
             fh.flush()
