@@ -246,9 +246,11 @@ def _shape_stub(c: TrainConfig) -> dict:
 def _data_digest(c: TrainConfig) -> str:
     """SHA-256 of a data file, else the content digest of the files a named dataset is read from: a run keyed
     on this never returns a stale result for other data under the same name (hashed once per process)."""
-    from deeplimit.data import content_digest, file_digest
+    from deeplimit.data import CORPORA, content_digest, file_digest
 
-    return file_digest(c.data) or content_digest(c.data, c.data_dir, text=c.is_text)
+    named = c.data in CORPORA if c.is_text else c.data in ("fashion-mnist", "fashion_mnist", "fmnist", "digits")
+    # a name the loader resolves itself is hashed by what it reads, even if a file of that name sits here
+    return (None if named else file_digest(c.data)) or content_digest(c.data, c.data_dir, text=c.is_text)
 
 
 # ------------------------------------------------------------------------------------------------------
