@@ -17,9 +17,10 @@ forward pass* on a tiny input (a probe, no gradients, eval mode):
   calls SDPA with its default scale, so it gets ``scale_attr=None``.
 
 Nothing here is a per-model table: one probe covers every family whose blocks are ``x + f(x)`` sums of module
-outputs. A family that is not (encoder-decoder, stacked expert weights, a residual add of a non-module
-tensor) gets a :class:`~deeplimit.errors.DeeplimitError` naming it and the ``declare_structure`` call that
-describes it by hand. ``transformers`` is imported only when a model is inspected (``pip install deeplimit[hf]``).
+outputs (mixture-of-experts layers included: their stacked experts and routers are read by
+:mod:`deeplimit.scaling.moe`). A family that is not (encoder-decoder, a residual add of a non-module tensor) gets
+a :class:`~deeplimit.errors.DeeplimitError` naming it and the ``declare_structure`` call that describes it by hand.
+``transformers`` is imported only when a model is inspected (``pip install deeplimit[hf]``).
 """
 
 from __future__ import annotations
