@@ -70,7 +70,7 @@ def _equivalence(ctx: Context, name: str, over: dict, out: Path) -> dict:
     claim, tier = protocol().claim("sde"), protocol().tier("sde", ctx.tier)
     seed = seed_values(1, ctx.seed_set)[0]
     settings = {"equivalence": name, "version": 1, "overrides": {k: v for k, v in over.items() if k != "paths"},
-                "margin": claim["margin_ks"][name], "network_paths": tier["network_paths"][name],
+                "margin": tier.get("margin_ks", claim["margin_ks"])[name], "network_paths": tier["network_paths"][name],
                 "sde_paths": tier["sde_paths"][name], "factor": claim["sensitivity_factor"],
                 "exploded_margin": claim["exploded_margin"], "seed": seed}
 
