@@ -133,6 +133,12 @@ def _check_type(section: str, key: str, value: Any, default: Any, example: Any) 
     if not ok:
         raise DeeplimitError(f"--set {section}.{key}={value!r}: expected {kind}; e.g. --set {section}.{key}="
                              f"{json.dumps(example).replace(' ', '')}")
+    # sizes before work: a count (paths, steps, seeds, widths…) of 0 or of billions fails here, in one line,
+    # not as a crashed section or a MemoryError minutes later
+    low, limit = (0, 2**32 - 1) if key == "seed" else (1, 10_000 if key == "seeds" else 10_000_000)
+    if isinstance(default, int) and not isinstance(default, bool) and not low <= value <= limit:
+        raise DeeplimitError(f"--set {section}.{key}={value}: expected a whole number from {low} to {limit:,}; e.g. "
+                             f"--set {section}.{key}={json.dumps(example)}")
     return value
 
 
@@ -144,8 +150,8 @@ def check_overrides(overrides: dict[str, dict[str, Any]] | None, tier: str = "sm
     overrides = overrides or {}
     for section, values in overrides.items():
         if section not in SECTION_SETTINGS:
-            hint = (" (sweep sections take their settings from their sweep preset: deeplimit sweep create "
-                    f"--preset {section} --set …)" if section in SECTIONS else "")
+            hint = (" (sweep sections take their settings from the protocol's grid: deeplimit sweep create "
+                    f"--grid {section} --set …)" if section in SECTIONS else "")
             raise DeeplimitError(f"no settings to override in section {section!r}{hint}; sections with "
                                  f"settings: {', '.join(SECTION_SETTINGS)}")
         known = SECTION_SETTINGS[section]("smoke")
