@@ -297,3 +297,22 @@ def test_the_lock_file_is_never_followed_through_a_link(tmp_path):
         with output_lock(folder):
             pass
     assert target.read_text() == "keep"
+
+
+def test_a_sweep_is_keyed_on_its_datas_content(tmp_path):
+    """Other data under the same name (labels permuted, a file replaced) gives the sweep a new name, so the
+    report never reuses trials trained on the old data (issue 22, stale results)."""
+    import numpy as np
+
+    from deeplimit.report.context import Context
+    from deeplimit.report.sweeps import sweep_name
+    from deeplimit.transfer.experiments import experiment
+
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 0, 1]))
+    ctx = Context(tmp_path, "smoke", 1, "sqlite:///x.db")
+    spec = experiment("depth-transfer", "smoke", data=str(data))
+    before = sweep_name(ctx, "depth-transfer", spec)
+    assert sweep_name(ctx, "depth-transfer", spec) == before  # same data, same code: the cache is reused
+    np.savez(data, x=np.zeros((4, 3), np.float32), y=np.array([1, 0, 1, 0]))
+    assert sweep_name(ctx, "depth-transfer", spec) != before

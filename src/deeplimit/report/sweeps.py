@@ -21,9 +21,16 @@ from deeplimit.report.html import Control
 
 
 def sweep_name(ctx: Context, experiment: str, spec) -> str:
-    """The sweep's name: experiment, tier and a fingerprint of its spec and of the code it trains with, so a
-    changed grid or changed training code never reuses old trials (and ``--fresh`` gets a new name)."""
-    key = json.dumps({"spec": asdict(spec), "code": ctx.code.get("sweep", "")}, sort_keys=True, default=str)
+    """The sweep's name: experiment, tier and a fingerprint of its spec, of the code it trains with and of the
+    content of its data, so a changed grid, changed training code or other data under the same name never
+    reuses old trials (and ``--fresh`` gets a new name)."""
+    from deeplimit.data.digest import content_digest
+    from deeplimit.data.text import CORPORA
+
+    data = spec.fixed.get("data")
+    digest = content_digest(data, text=data in CORPORA) if data else None
+    key = json.dumps({"spec": asdict(spec), "code": ctx.code.get("sweep", ""), "data": digest}, sort_keys=True,
+                     default=str)
     if ctx.fresh:
         key += f"fresh {time.time()}"
     return f"{experiment}-{ctx.tier}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
