@@ -133,3 +133,34 @@ def test_coord_width_verdict() -> None:
     assert coord_width_verdict({"mup": flat, "sp": grows}, claim).verdict == "holds"
     assert coord_width_verdict({"mup": flat, "sp": flat}, claim).verdict == "partly"
     assert coord_width_verdict({"mup": grows, "sp": grows}, claim).verdict == "does not hold"
+
+
+def test_transformer_depth_verdict() -> None:
+    from deeplimit.transfer.verdicts import transformer_depth_verdict
+
+    claim = protocol().claim("transformer-depth")
+    sizes = (2, 4, 8, 16)
+    cp = rule_runs("completep", 0.0, sizes=sizes)
+    movers = pd.concat([rule_runs("depth_mup", 0.5, sizes=sizes), rule_runs("mup", -0.5, sizes=sizes)])
+    stay = pd.concat([rule_runs("depth_mup", 0.0, sizes=sizes), rule_runs("mup", -0.5, sizes=sizes)])
+    assert transformer_depth_verdict(pd.concat([cp, movers]), claim, learned=True).verdict == "holds"
+    assert transformer_depth_verdict(pd.concat([cp, stay]), claim, learned=True).verdict == "partly"
+    assert transformer_depth_verdict(pd.concat([cp, movers]), claim, learned=False).verdict == "inconclusive"
+    moving = rule_runs("completep", -0.5, sizes=sizes)
+    assert transformer_depth_verdict(pd.concat([moving, movers]), claim, learned=True).verdict == "does not hold"
+
+
+@pytest.mark.parametrize(("k2_slope", "expected"), [
+    (0.5, "holds"),            # interval [0.46, 0.54]: beyond +0.25
+    (0.2, "does not hold"),    # inside the margin with a small regret: k = 2 transfers over this range
+    (0.27, "inconclusive"),    # interval [0.23, 0.31]: straddles the margin
+])
+def test_block_depth_verdict(k2_slope, expected) -> None:
+    from deeplimit.transfer.verdicts import block_depth_verdict
+
+    claim = protocol().claim("block-depth")
+    k1 = rule_runs("depth_mup", 0.0, curvature=0.005).assign(block_depth=1)
+    k2 = rule_runs("depth_mup", k2_slope, curvature=0.005).assign(block_depth=2)
+    v = block_depth_verdict(pd.concat([k1, k2]), claim)
+    assert v.verdict == expected, v.reason
+    assert v.checks[0].passed  # block depth 1 transfers

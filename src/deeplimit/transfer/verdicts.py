@@ -33,7 +33,8 @@ from deeplimit.transfer.statistics import (
 )
 
 __all__ = ["Check", "ClaimVerdict", "SlopeVerdict", "depth_transfer_verdict", "width_transfer_verdict",
-           "slope_verdict", "coord_width_verdict", "relabelled_runs"]
+           "transformer_depth_verdict", "block_depth_verdict", "slope_verdict", "coord_width_verdict",
+           "relabelled_runs"]
 
 
 @dataclass(frozen=True)
@@ -310,3 +311,83 @@ def coord_width_verdict(slopes: Mapping[str, Mapping[str, Sequence[float]]], cla
                             f"{negative}'s logits grow", tuple(checks), stats)
     return ClaimVerdict("partly", f"{main} is flat, but {negative} was not shown to grow, so the check's power is "
                         "not shown", tuple(checks), stats)
+
+
+def _shift_check(name: str, expectation: str, test: TransferTest, margin: float) -> Check:
+    """A control that must move: passed when its slope interval lies wholly beyond ±margin or it degrades, failed
+    when it transfers, undecided otherwise."""
+    lo, hi = test.slope_ci
+    passed = (True if test.verdict == "degrades" or lo > margin or hi < -margin else
+              False if test.verdict == "transfers" else None)
+    return Check(name, expectation, f"{test.text()} → {test.verdict}", passed)
+
+
+def transformer_depth_verdict(runs: pd.DataFrame, claim: Mapping[str, Any], *, learned: bool, size: str = "depth",
+                              group: str = "preset") -> ClaimVerdict:
+    """CompleteP's depth transfer for Pre-LN transformers (protocol ``transformer-depth``): "holds" when CompleteP
+    transfers (slope and regret inside their margins) and both controls (α = ½ and μP without depth scaling) move
+    beyond the margin or degrade; "partly" when a control does not; "does not hold" when CompleteP moves beyond the
+    margin or degrades. ``learned``: a model got clearly below the corpus's bigram entropy — without that the LR
+    optima measure noise and the verdict is "inconclusive (no power)"."""
+    margin, regret = float(claim["margin_slope"]), float(claim["margin_regret"])
+    rules = set(runs[group].astype(str))
+    if runs[size].nunique() < 2:
+        return ClaimVerdict("inconclusive", f"one {size} at this tier: no slope to measure", (), {})
+    if "completep" not in rules:
+        raise DeeplimitError(f"transformer depth needs runs of 'completep'; the table has {sorted(rules)}")
+    cp = transfer_test(_rule_runs(runs, group, "completep"), size=size, margin=margin, regret_margin=regret)
+    stats: dict[str, Any] = {"completep": cp.to_dict()}
+    checks = []
+    for rule, what in (("depth_mup", "α = ½ is brittle for transformers (TP6 §10.3)"),
+                       ("mup", "μP without depth scaling drifts")):
+        if rule in rules:
+            t = transfer_test(_rule_runs(runs, group, rule), size=size, margin=margin, regret_margin=regret)
+            checks.append(_shift_check(f"{rule} over depth", f"{what}: slope interval beyond ±{margin:g} per "
+                                       "doubling, or the loss degrades", t, margin))
+            stats[rule] = t.to_dict()
+    if not learned:
+        return ClaimVerdict("inconclusive", "no power: no model got clearly below the corpus's bigram entropy, so "
+                            "the LR optima measure noise", tuple(checks), stats)
+    outcome = _claim_outcome(cp)
+    if outcome in ("shifts", "degrades"):
+        return ClaimVerdict("does not hold", f"CompleteP {cp.verdict}: {cp.reason}", tuple(checks), stats)
+    if outcome != "transfers":
+        return ClaimVerdict("inconclusive", f"CompleteP: {_why_not(cp)}", tuple(checks), stats)
+    if checks and all(c.passed for c in checks):
+        return ClaimVerdict("holds", f"CompleteP transfers ({cp.text()}) and both controls move", tuple(checks),
+                            stats)
+    return ClaimVerdict("partly", "CompleteP transfers, but not shown to move: "
+                        + ", ".join(c.name for c in checks if not c.passed), tuple(checks), stats)
+
+
+def block_depth_verdict(runs: pd.DataFrame, claim: Mapping[str, Any], *, size: str = "depth",
+                        group: str = "block_depth") -> ClaimVerdict:
+    """TP6 §9 (protocol ``block-depth``): with two matrices per branch the optimal LR moves with depth under
+    Depth-μP. "holds" when block depth 2's slope interval lies beyond ±margin per doubling; "does not hold" when
+    block depth 2 transfers (slope and regret inside their margins) over the depths run; otherwise "inconclusive".
+    Block depth 1 is shown beside it (it should transfer), with the paired per-seed |slope₂| − |slope₁|."""
+    margin, regret = float(claim.get("margin_slope", 0.25)), float(claim.get("margin_regret", 0.02))
+    if runs[size].nunique() < 2:
+        return ClaimVerdict("inconclusive", f"one {size} at this tier: no slope to measure", (), {})
+    tests = {k: transfer_test(runs[runs[group].astype(int) == k], size=size, margin=margin, regret_margin=regret)
+             for k in (1, 2) if (runs[group].astype(int) == k).any()}
+    if 2 not in tests:
+        raise DeeplimitError("block depth needs runs with block_depth 2")
+    stats: dict[str, Any] = {f"block_depth_{k}": t.to_dict() for k, t in tests.items()}
+    checks = []
+    if 1 in tests:
+        checks.append(Check("block depth 1 over depth", "transfers (the rule's own claim at k = 1)",
+                            f"{tests[1].text()} → {tests[1].verdict}",
+                            None if tests[1].verdict == "inconclusive" else tests[1].verdict == "transfers"))
+        common = sorted(set(tests[1].per_seed) & set(tests[2].per_seed), key=str)
+        diff = paired_difference([abs(tests[2].per_seed[s]) for s in common],
+                                 [abs(tests[1].per_seed[s]) for s in common])
+        stats["abs_slope_k2_minus_k1"] = {**diff.to_dict(), "text": diff.text("octaves per doubling")}
+    t2 = tests[2]
+    lo, hi = t2.slope_ci
+    if t2.verdict == "degrades" or lo > margin or hi < -margin:
+        return ClaimVerdict("holds", f"block depth 2's η* moves with depth: {t2.text()}", tuple(checks), stats)
+    if t2.verdict == "transfers":
+        return ClaimVerdict("does not hold", f"block depth 2 transfers over this depth range ({t2.text()}); TP6 "
+                            "shows its shift at far larger depth", tuple(checks), stats)
+    return ClaimVerdict("inconclusive", f"block depth 2: {_why_not(t2)}", tuple(checks), stats)

@@ -7,17 +7,16 @@ import time
 import numpy as np
 
 from deeplimit.report.context import Context
-from deeplimit.report.html import Section
+from deeplimit.report.figures import eta_star_figure
+from deeplimit.report.html import Control, Section
 from deeplimit.report.sweeps import (
-    drift_controls,
-    drift_of,
-    drift_stats,
+    protocol_note,
     run_experiment,
     seeds_note,
     spec_settings,
     sweep_command,
     tier_cuts,
-    verdict_words,
+    transfer_words,
 )
 
 
@@ -38,39 +37,29 @@ def bigram_entropy(data: str) -> tuple[float, float]:
 
 
 def transformer_depth(ctx: Context) -> list[Section]:
+    from deeplimit.protocol import protocol
+    from deeplimit.transfer.verdicts import transformer_depth_verdict
+
     t0 = time.perf_counter()
     spec, status, an, figs, name = run_experiment(ctx, "transformer-depth")
-    d = {k[0]: drift_of(an, k) for k in an.verdicts()}
-    words = {k: v.get("verdict") for k, v in d.items()}
-    controls = drift_controls(d, {
-        "depth_mup": "α = ½ is brittle for transformers (TP6 §10.3): η* shifts or the loss degrades with depth",
-        "mup": "μP without depth scaling: η* shifts or the loss degrades with depth"})
     _, bigram = bigram_entropy(spec.fixed["data"])
     best = float(an.summary["best_loss"].min())
-    learned = best < bigram - 0.1
-    if not learned:
-        verdict = "inconclusive"
-        reason = (f"no power: the best loss of any rule at any depth ({best:.3f} nats/byte) is not clearly "
-                  f"below the corpus's bigram entropy ({bigram:.3f}), so the LR optima measure noise")
-    elif words.get("completep") == "transfers" and all(c.passed for c in controls):
-        verdict, reason = "holds", "CompleteP's drift interval lies within ±1 octave and the other rules shift"
-    elif words.get("completep") == "transfers":
-        verdict, reason = "partly", "CompleteP transfers, but another rule was not shown to shift"
-    elif words.get("completep") in ("shifts", "degrades"):
-        verdict, reason = "does not hold", "CompleteP's η* shifts or its loss degrades with depth"
-    else:
-        verdict, reason = "inconclusive", "CompleteP's drift interval straddles the ±1 octave tolerance"
+    v = transformer_depth_verdict(an.runs, protocol().claim("transformer-depth"), learned=best < bigram - 0.1)
     return [Section(
         title="CompleteP: LR transfer over depth for Pre-LN byte transformers",
         claim=("CompleteP (α = 1) gives depth-wise LR transfer for pre-LN transformers (CompleteP paper, GPT-2 "
                "style models up to 1.9B parameters); α = ½ is brittle there (TP6 §10.3); μP without depth "
                "scaling drifts."),
-        measured=("drift of log2 η* across depths: " + ", ".join(
-            f"{k} {v.get('drift', np.nan):+.2f} {v.get('drift_ci', '')}" for k, v in d.items())
-            + f"; best loss {best:.3f} nats/byte vs bigram entropy {bigram:.3f}." + verdict_words(an)),
-        verdict=verdict, reason=reason + "." + seeds_note(spec), controls=controls, figures=figs,
+        measured=(f"{status.done} runs ({status.diverged} diverged). Slope of log2 η* per doubling of depth "
+                  "(per-seed η*, mean and 95% t interval over seeds) and transfer regret: " + transfer_words(v.stats)
+                  + f" Best loss {best:.3f} nats/byte vs the corpus's bigram entropy {bigram:.3f}."),
+        verdict=v.verdict, reason=v.reason + "." + seeds_note(spec) + protocol_note(ctx, "transformer-depth", spec),
+        controls=[Control(c.name, c.expectation, c.measured, c.passed) for c in v.checks],
+        figures=[eta_star_figure(an.runs, "preset", "depth", v.stats,
+                                 ctx.out / "figures" / "transformer-depth" / "eta_star_vs_depth.png",
+                                 "per-seed η* (dots) and their mean vs depth")]
+                + [f for f in figs if "optimum_vs_size" not in f.name],
         scale_gap=(f"CompleteP: GPT-2-style models, width ≥ 256, depths to 128+, billions of tokens. Here: "
                    f"width 64 byte-level LM on {spec.fixed['data']}, {tier_cuts('transformer-depth', ctx.tier)}"),
-        settings=spec_settings(spec), stats={**drift_stats(an), "best_loss": best, "bigram_entropy": bigram},
-        tables=[("η* per depth", an.summary), ("drift", an.drift)],
+        settings=spec_settings(spec), stats={**v.stats, "best_loss": best, "bigram_entropy": bigram},
         command=sweep_command(ctx, "transformer-depth", name), wall_s=time.perf_counter() - t0)]
