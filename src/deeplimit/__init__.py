@@ -12,8 +12,8 @@ does not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
 
 from deeplimit.errors import DeeplimitError, DeeplimitWarning
 
@@ -30,22 +30,27 @@ _LAZY = {
     "get_rule": "deeplimit.scaling", "load_checkpoint": "deeplimit.scaling", "make_optimizer": "deeplimit.scaling",
     "make_plan": "deeplimit.scaling", "parametrize": "deeplimit.scaling", "rule_names": "deeplimit.scaling",
     "save_checkpoint": "deeplimit.scaling", "set_base_lr": "deeplimit.scaling",
+    "TrainConfig": "deeplimit.train",
 }
 
-_SUBMODULES = {"nn", "scaling", "data", "diagnostics", "sde", "train", "sweep", "report", "io", "secrets"}
+# ``train`` stays a module (``dl.train.train(cfg)``): importing it binds the name on this package anyway, so a
+# function of the same name here would be shadowed by the module after the first import
+_SUBMODULES = {"nn", "scaling", "data", "diagnostics", "sde", "sweep", "train", "transfer", "report", "io",
+               "secrets", "protocol"}
 
 __all__ = ["DeeplimitError", "DeeplimitWarning", "__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later look-ups skip this function
         return value
     if name in _SUBMODULES:  # ``dl.nn.…`` works without an explicit ``import deeplimit.nn``
-        return importlib.import_module(f"deeplimit.{name}")
+        return _importlib.import_module(f"deeplimit.{name}")
     raise AttributeError(f"module 'deeplimit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    """The public API only: the names in ``__all__`` and the subpackages (no helpers of this module)."""
+    return sorted(set(__all__) | _SUBMODULES)
