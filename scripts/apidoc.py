@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.scaling.hf", "deeplimit.nn", "deeplimit.sde",
-           "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coord_check", "deeplimit.data",
+           "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coordinates", "deeplimit.data",
            "deeplimit.train", "deeplimit.studies", "deeplimit.sweep", "deeplimit.transfer",
            "deeplimit.transfer.optimizers", "deeplimit.transfer.sweeps", "deeplimit.io",
            "deeplimit.secrets", "deeplimit.report.reproduce", "deeplimit.report.context", "deeplimit.report.html",

@@ -137,7 +137,7 @@ def test_coord_check_never_replaces_zero_by_a_default(extra, match, capsys, tmp_
 
 
 def test_coord_check_api_refuses_a_zero_batch():
-    from deeplimit.diagnostics.coord_check import coord_check
+    from deeplimit.diagnostics.coordinates import coord_check
 
     x, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
     for bad in (0, -1):
@@ -259,7 +259,7 @@ def _table(slopes: dict[str, float], axis="width", sizes=(32, 64, 128)):
     ({"input": 0.0, "block_first": -0.1, "block_last": -0.3, "logits": -0.2}, "shrinks", -0.3),
 ], ids=["flat", "grows (SP +0.99)", "shrinks (muP Llama -0.30)"])
 def test_verdict_says_flat_grows_or_shrinks_with_the_slope(slopes, verdict, slope):
-    from deeplimit.diagnostics.coord_check import coord_verdict
+    from deeplimit.diagnostics.coordinates import coord_verdict
 
     v = coord_verdict(_table(slopes), "width")
     assert v.verdict == verdict and v.slope == pytest.approx(slope, abs=1e-9)
@@ -298,7 +298,7 @@ class TokenNet(nn.Module):
 
 
 def test_token_models_get_text_and_mismatched_data_is_named():
-    from deeplimit.diagnostics.coord_check import data_for
+    from deeplimit.diagnostics.coordinates import data_for
 
     x, y, source = data_for(TokenNet(8, 1), None, n=4, seq_len=6)
     assert source == "shakespeare" and x.dtype == torch.long and x.shape == (4, 6) and int(x.max()) < 50

@@ -12,7 +12,7 @@ import torch
 import deeplimit as dl
 from deeplimit.data import load_fashion_mnist
 from deeplimit.diagnostics import coord_check, log2_slopes
-from deeplimit.diagnostics.coord_check import coord_verdict
+from deeplimit.diagnostics.coordinates import coord_verdict
 
 
 @pytest.fixture(scope="module")

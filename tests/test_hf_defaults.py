@@ -118,7 +118,7 @@ def test_base_model_of_plain_torch_models_reads_the_width_off_the_shapes():
 def test_gemma_sqrt_width_embedding_normalizer_is_part_of_the_structure_and_mup_divides_it_out():
     """Gemma multiplies its embedding output by sqrt(hidden_size) in its own forward: under μP the input
     multiplier carries m_N^{-1/2}, so the input coordinate stays flat over width (it grew +0.49 per doubling)."""
-    from deeplimit.diagnostics.coord_check import coord_data, run_coord_check
+    from deeplimit.diagnostics.coordinates import coord_data, run_coord_check
 
     assert hf.structure_of(hf.build("gemma", 64, 1)).input_scales == {"model.embed_tokens": 0.5}
     assert hf.structure_of(hf.build("llama", 64, 1)).input_scales == {}

@@ -20,7 +20,7 @@ from torch import nn
 import deeplimit as dl
 from deeplimit.data import load_fashion_mnist
 from deeplimit.diagnostics import coord_check, log2_slopes
-from deeplimit.diagnostics.coord_check import plot_coord_check
+from deeplimit.diagnostics.coordinates import plot_coord_check
 from deeplimit.nn.registry import build_model
 
 # Base LR per optimizer (Muon: the AdamW LR; its matrices get muon_lr_ratio = 8 times it, docs/optimizers.md).

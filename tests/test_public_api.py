@@ -19,3 +19,17 @@ def test_subpackages_resolve_like_sweep() -> None:
         assert isinstance(getattr(dl, name), types.ModuleType), name
     assert dl.TrainConfig is dl.train.TrainConfig
     assert callable(dl.train.train)
+
+
+def test_no_module_is_shadowed_by_a_function() -> None:
+    """``import deeplimit.x.y as m`` must give the module: a function ``y`` exported by ``deeplimit.x`` would
+    shadow it (the coordinate-check module was ``diagnostics.coord_check`` beside the function of that name)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(dl.__path__, "deeplimit."):
+        if info.name.startswith("deeplimit.cli"):
+            continue  # the CLI's modules are named after its commands, not exported
+        parent, _, leaf = info.name.rpartition(".")
+        value = getattr(importlib.import_module(parent), leaf, None)
+        assert value is None or isinstance(value, types.ModuleType), f"{info.name} is shadowed by {value!r}"

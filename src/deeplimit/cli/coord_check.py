@@ -23,7 +23,7 @@ from deeplimit.cli.common import (
     model_factory,
     rule_kwargs,
 )
-from deeplimit.diagnostics.coord_check import FLAT, call_factory, coord_data, data_for, direction, run_coord_check
+from deeplimit.diagnostics.coordinates import FLAT, call_factory, coord_data, data_for, direction, run_coord_check
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_fits
 from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig

@@ -16,7 +16,7 @@ from deeplimit.cli.common import (
     model_factory,
     rule_kwargs,
 )
-from deeplimit.diagnostics.coord_check import call_factory
+from deeplimit.diagnostics.coordinates import call_factory
 from deeplimit.nn.registry import MODELS, build_model
 from deeplimit.scaling.plan import make_plan
 from deeplimit.scaling.rules import OPTIMIZERS

@@ -38,7 +38,7 @@ from deeplimit.sde.equivalence import (
 )
 from deeplimit.sde.evidence import compare_stopping_maps, convergence_study, unshaped_control
 from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
-from deeplimit.sde.predict import Prediction, predict
+from deeplimit.sde.prediction import Prediction, predict
 from deeplimit.sde.samplers import NetworkSamples, sample_network
 from deeplimit.sde.scenarios import SCENARIOS, Preset, equicorrelated, get_preset, run_comparison, stopping_map
 from deeplimit.sde.solver import Solution, nearest_psd, solve

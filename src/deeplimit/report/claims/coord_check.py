@@ -23,7 +23,7 @@ BLOCK_SLOPE = {"depth_mup": -1.0, "blocks_only": -0.5, "sp": 0.0}
 
 def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
     """Depth coordinate check of one rule on Fashion-MNIST (library calls; summary cached with its settings)."""
-    from deeplimit.diagnostics.coord_check import coord_check, coord_verdict, log2_slopes, plot_coord_check
+    from deeplimit.diagnostics.coordinates import coord_check, coord_verdict, log2_slopes, plot_coord_check
     from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
     from deeplimit.train import cached_image_data
 

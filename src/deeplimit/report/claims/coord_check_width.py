@@ -19,7 +19,7 @@ RULES = ("mup", "sp")
 def _per_seed_slopes(ctx: Context, rule: str, t: dict, out: Path) -> dict:
     """Per-seed log2 slope per doubling of width of each site's RMS change from init (library calls; the summary
     is cached with its settings, code and data)."""
-    from deeplimit.diagnostics.coord_check import coord_check, log2_slopes, plot_coord_check
+    from deeplimit.diagnostics.coordinates import coord_check, log2_slopes, plot_coord_check
     from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
     from deeplimit.train import cached_image_data
 
