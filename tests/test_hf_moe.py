@@ -75,6 +75,20 @@ def test_experts_get_per_expert_fans_and_routers_a_fixed_output_width(family):
     assert plan.depth == 2
 
 
+def test_roles_agree_with_multipliers_measured_from_a_base_width_model():
+    # mup's method (per-tensor shape ratios against an actual base-width model) gives the same plan
+    model, base = _build("mixtral", 64, 2), _build("mixtral", 16, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        measured = dl.make_plan(model, "depth_mup", base=base, base_depth=1)
+        from_roles = dl.make_plan(model, "depth_mup", base_width=16, base_depth=1)
+    for name, pp in from_roles.params.items():
+        other = measured[name]
+        assert (other.role, other.fan_in_mult, other.fan_out_mult) == (pp.role, pp.fan_in_mult, pp.fan_out_mult)
+        assert other.init_std == pytest.approx(pp.init_std) and other.lr_scale == pytest.approx(pp.lr_scale)
+    assert measured.multipliers == from_roles.multipliers
+
+
 def test_the_router_hook_scales_only_the_router_input():
     model = _build("mixtral", 32, 1)
     plan = dl.parametrize(model, "mup", base_width=16, base_depth=1)
