@@ -25,12 +25,13 @@ from deeplimit.io import atomic_write_json, read_json
 from deeplimit.nn.layers import STATE_KEY, carry_multipliers
 from deeplimit.scaling import present, table
 from deeplimit.scaling.checks import check_number
-from deeplimit.scaling.classify import AttentionSite, Layout, ParamSite, classify, declared_attr, suggest_roles
+from deeplimit.scaling.classify import AttentionSite, Layout, classify, declared_attr, suggest_roles
 from deeplimit.scaling.groups import param_groups
 from deeplimit.scaling.hparams import HParams, hparams_with
 from deeplimit.scaling.names import canonical_name, modules_by_name
 from deeplimit.scaling.rules import OPTIMIZERS, Rule, get_rule
-from deeplimit.scaling.shapes import base_shapes, role_width_mults
+from deeplimit.scaling.shapes import base_shapes, role_width_mults, width_from_base
+from deeplimit.scaling.sigmas import SIGMA_OF, Sigmas, model_stds, resolve_init
 from deeplimit.scaling.structure import get_structure
 
 PLAN_VERSION = 1
@@ -480,7 +481,7 @@ def make_plan(
             "describe the model with dl.declare_structure(model, dl.Structure(blocks=..., branches=..., inputs=..., "
             "readouts=...)), use deeplimit.nn.Input/Readout/Residual, or pass base=<base-width model>")
     if infer_width:
-        width, base_width = _width_from_base(layout, width, base_width)
+        width, base_width = width_from_base(layout.params, width, base_width)
     if depth is None:
         depth = len(layout.blocks) or 1
     if base_depth is None:
@@ -495,9 +496,9 @@ def make_plan(
 
     if sigma_from not in ("model", "hparams"):
         raise DeeplimitError(f"sigma_from must be 'model' or 'hparams', got {sigma_from!r}")
-    given = set(_SIGMA_OF.values()) if hparams is not None else set(hp_overrides) & set(_SIGMA_OF.values())
-    read_own = sigma_from == "model" and given != set(_SIGMA_OF.values())
-    own = _model_stds(model, base_width, base_depth) if read_own else {}
+    given = set(SIGMA_OF.values()) if hparams is not None else set(hp_overrides) & set(SIGMA_OF.values())
+    read_own = sigma_from == "model" and given != set(SIGMA_OF.values())
+    own = model_stds(model, base_width, base_depth) if read_own else {}
     m_N = float(width) / float(base_width)
     if shapes is None:
         for site in layout.params:
@@ -505,77 +506,20 @@ def make_plan(
     block_depth = max(layout.blocks.values(), default=1)
     notes += _rule_warnings(model, rule, block_depth, bool(layout.blocks), layout.family)
     plan = _resolve(rule, optimizer, float(width), float(base_width), depth, base_depth, hp, layout, block_depth,
-                    notes, _Sigmas(own, given))
+                    notes, Sigmas(own, given))
     for n in notes:
         warn(n, stacklevel=2)
     return plan
 
 
-def _width_from_base(layout: Layout, width: float, base_width: float) -> tuple[float, float]:
-    """(n, n₀) of a model and its ``base=`` twin that declare no width: the dimension that differs most often
-    between them (hidden fan-ins, input fan-outs), e.g. (256, 64) for mup-style models of width 256 and base 64.
-    Unchanged if no tensor differs (m_N = 1)."""
-    seen: dict[tuple[int, float], int] = {}
-    for s in layout.params:
-        for size, mult in ((s.fan_in, s.fan_in_mult), (s.fan_out, s.fan_out_mult)):
-            if mult != 1.0 and s.role in ("hidden", "input", "readout"):
-                seen[(size, mult)] = seen.get((size, mult), 0) + 1
-    if not seen:
-        return width, base_width
-    # most frequent (size, multiplier); among ties the smallest size (the width, not a 4x MLP dimension)
-    size, mult = min(seen, key=lambda k: (-seen[k], k[0]))
-    return float(size), float(size) / mult
-
-
-# the HParams σ that sets each kind of normal-initialised tensor (table.init_std)
-_SIGMA_OF = {"embedding": "sigma_emb", "input": "sigma_in", "hidden": "sigma_hidden", "readout": "sigma_out",
-             "router": "sigma_hidden"}
-
-
-@dataclass(frozen=True)
-class _Sigmas:
-    """Base-shape stds read off the model (name → (std, source)) and the σ names the user gave explicitly."""
-
-    own: dict[str, tuple[float, str]]
-    given: set[str]
-
-
-def _model_stds(model: nn.Module, base_width: float, base_depth: int) -> dict[str, tuple[float, str]]:
-    from deeplimit.scaling import hf
-
-    if not hf.is_hf_model(model):
-        return {}
-    from deeplimit.scaling.hf_init import model_init_stds
-
-    return model_init_stds(model, base_width, base_depth)
-
-
-def _init(rule: Rule, hp: HParams, s: ParamSite, sigmas: _Sigmas) -> tuple[float, str]:
-    """(init std, its source) of one tensor: the model's own base-shape std carried by the rule's width law
-    (:func:`table.init_width_factor`) unless its σ was given, else the table's σ formula."""
-    if s.init != "normal":
-        return 0.0, ""
-    sigma = _SIGMA_OF.get("embedding" if s.kind == "embedding" else s.role)
-    if sigma is None:  # a role with no σ of its own
-        return table.init_std(rule, hp, s.role, s.kind, s.fan_in, s.fan_in_mult) * s.init_mult, ""
-    if s.role == "readout" and hp.readout_zero_init:
-        return 0.0, "readout_zero_init"
-    own = next((sigmas.own[n] for n in (s.name, *s.aliases) if n in sigmas.own), None)
-    if own is not None and sigma not in sigmas.given:
-        return own[0] * table.init_width_factor(rule, s.role, s.kind, s.fan_in_mult) * s.init_mult, own[1]
-    how = "given" if sigma in sigmas.given else "default"
-    return (table.init_std(rule, hp, s.role, s.kind, s.fan_in, s.fan_in_mult) * s.init_mult,
-            f"{sigma}={getattr(hp, sigma):g} ({how})")
-
-
 def _resolve(rule: Rule, optimizer: str, width: float, base_width: float, depth: int, base_depth: int,
-             hp: HParams, layout: Layout, block_depth: int, notes: list[str], sigmas: _Sigmas) -> Plan:
+             hp: HParams, layout: Layout, block_depth: int, notes: list[str], sigmas: Sigmas) -> Plan:
     """Evaluate the implementation table (depth-mup spec §4) for every tensor and every multiplier site."""
     m_N, m_L = width / base_width, depth / base_depth
     params: dict[str, ParamPlan] = {}
     for s in layout.params:
         fi, fo = s.fan_in_mult, s.fan_out_mult
-        std, source = _init(rule, hp, s, sigmas)
+        std, source = resolve_init(rule, hp, s, sigmas)
         lr, eps, wd = _factors(rule, hp, optimizer, s.role, s.in_block, fi, fo, m_L, m_N, s.fan_in, s.fan_out,
                                s.shape)
         params[s.name] = ParamPlan(s.name, s.role, s.in_block, s.shape, s.fan_in, s.fan_out, fi, fo, s.init, std,

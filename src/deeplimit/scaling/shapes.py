@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -97,3 +98,20 @@ def base_width_mults(name: str, p: torch.Tensor, layout: str, shapes: dict[str, 
 def role_from_mults(fi: float, fo: float) -> str | None:
     """Role from which dims differ from the base (mup's infinite dims): both → hidden, out → input, in → readout."""
     return {(True, True): "hidden", (False, True): "input", (True, False): "readout"}.get((fi != 1.0, fo != 1.0))
+
+
+def width_from_base(sites: Iterable, width: float, base_width: float) -> tuple[float, float]:
+    """(n, n₀) of a model and its ``base=`` twin that declare no width, from the classified tensors ``sites``
+    (``role``, ``fan_in``/``fan_out`` and their multipliers): the dimension that differs most often
+    between them (hidden fan-ins, input fan-outs), e.g. (256, 64) for mup-style models of width 256 and base 64.
+    Unchanged if no tensor differs (m_N = 1)."""
+    seen: dict[tuple[int, float], int] = {}
+    for s in sites:
+        for size, mult in ((s.fan_in, s.fan_in_mult), (s.fan_out, s.fan_out_mult)):
+            if mult != 1.0 and s.role in ("hidden", "input", "readout"):
+                seen[(size, mult)] = seen.get((size, mult), 0) + 1
+    if not seen:
+        return width, base_width
+    # most frequent (size, multiplier); among ties the smallest size (the width, not a 4x MLP dimension)
+    size, mult = min(seen, key=lambda k: (-seen[k], k[0]))
+    return float(size), float(size) / mult
