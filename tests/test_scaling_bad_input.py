@@ -185,3 +185,29 @@ def test_declare_experts_refuses_an_unknown_layout():
 
     with pytest.raises(dl.DeeplimitError, match=r"experts layout 'E,in,out' is unknown; use 'out_in' .* or 'in_out'"):
         declare_experts(torch.nn.Module(), "E,in,out")
+
+
+def test_a_weight_shared_by_residual_blocks_is_named_with_its_fix() -> None:
+    """One nn.Linear reused by every block has no single depth factor: a one-line error naming it and the fix,
+    not the plan's later "does not match the model" (issue 22 item 9)."""
+    import torch.nn as nn
+
+    import deeplimit as dl
+
+    class Shared(nn.Module):
+        width = 16
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, lin, self.out = dl.Input(8, 16), nn.Linear(16, 16), dl.Readout(16, 2)
+            self.blocks = nn.ModuleList(dl.Residual(nn.Sequential(lin, nn.ReLU()), block_depth=1) for _ in range(3))
+
+        def forward(self, x):
+            x = self.inp(x)
+            for b in self.blocks:
+                x = b(x)
+            return self.out(x)
+
+    with pytest.raises(dl.DeeplimitError, match=r"shared by 3 residual blocks.*own module") as err:
+        dl.parametrize(Shared(), "depth_mup", base_width=16, base_depth=1)
+    assert "does not match" not in str(err.value)

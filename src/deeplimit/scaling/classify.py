@@ -140,6 +140,39 @@ def _under(name: str, prefixes: Collection[str]) -> bool:
     return False
 
 
+def _block_of(name: str, blocks: Mapping[str, int]) -> str | None:
+    """The residual block module ``name`` lies in (walking up its dotted ancestors), or None."""
+    while name:
+        if name in blocks:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _refuse_shared_across_blocks(model: nn.Module, blocks: Mapping[str, int]) -> None:
+    """One tensor used by several residual blocks (a shared ``nn.Linear``) gets one init, LR and depth factor,
+    while the rule gives each block's branch its own: say so before a plan is built (otherwise the plan's own
+    consistency check later reads it as "the plan does not match the model", which contradicts itself). A shared
+    module is listed once by ``named_modules()``, so every path to it is walked here."""
+    if len(blocks) < 2:
+        return
+    owners: dict[int, dict[str, str]] = {}  # tensor → block → one name of the tensor there
+    for mname, module in model.named_modules(remove_duplicate=False):
+        block = _block_of(mname, blocks)
+        if block is None:
+            continue
+        for pname, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), {}).setdefault(block, join(mname, pname))
+    for by_block in owners.values():
+        if len(by_block) > 1:
+            names, where = list(by_block.values()), sorted(by_block)
+            raise DeeplimitError(
+                f"{names[0]} is one tensor shared by {len(where)} residual blocks ({', '.join(where[:4])}"
+                f"{', …' if len(where) > 4 else ''}; also named {', '.join(names[1:4])}); a depth rule scales each "
+                "block's branch on its own, so a shared weight has no single depth factor. Give every block its "
+                "own module (build a new nn.Linear per block, e.g. copy.deepcopy)")
+
+
 def _blocks(modules: dict[str, nn.Module], structure: Structure | None) -> dict[str, int]:
     own = {n: int(m.dl_block_depth) for n, m in modules.items() if getattr(m, "dl_block_depth", None) is not None}
     declared = dict(structure.blocks) if structure is not None else {}
@@ -282,6 +315,7 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
     doubtful.update(_family_biases(occurrences, doubtful, ctx, modules))
     if doubtful:
         raise special.refuse(doubtful)
+    _refuse_shared_across_blocks(model, blocks)
 
     sites: list[ParamSite] = []
     unresolved: list[str] = []
