@@ -124,7 +124,7 @@ def write_record(name: str, record: dict, out_dir: Path | None = None) -> Path:
     out_dir = RESULTS if out_dir is None else Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "commit": commit(),
-              "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "method": METHOD, "environment": environment(), **record}
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")
