@@ -98,11 +98,13 @@ def rounds_summary(times: Mapping[str, dict]) -> dict[str, dict]:
 
 
 def commit() -> str:
-    """The checked-out commit (short hash), with ``+dirty`` when tracked files differ from it."""
+    """The checked-out commit (short hash), with ``+dirty`` when tracked code under src/ or benchmarks/ differs."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+        # the records themselves do not make the code dirty (a run of several benchmarks writes them one by one)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks",
+                                ":(exclude)benchmarks/results"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
