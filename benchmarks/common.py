@@ -98,11 +98,13 @@ def rounds_summary(times: Mapping[str, dict]) -> dict[str, dict]:
 
 
 def commit() -> str:
-    """The checked-out commit (short hash), with ``+dirty`` when tracked files differ from it."""
+    """The checked-out commit (short hash), with ``+dirty`` when tracked code under src/ or benchmarks/ differs."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+        # the records themselves do not make the code dirty (a run of several benchmarks writes them one by one)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks",
+                                ":(exclude)benchmarks/results"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -124,7 +126,7 @@ def write_record(name: str, record: dict, out_dir: Path | None = None) -> Path:
     out_dir = RESULTS if out_dir is None else Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "commit": commit(),
-              "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "method": METHOD, "environment": environment(), **record}
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")

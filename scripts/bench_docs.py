@@ -192,7 +192,9 @@ def hf(record: dict) -> str:
     return "\n\n".join([
         _table(["configuration (ms per step, thread CPU time)", "parametrized", "plain", "hooks only",
                 "parametrized / plain", "hooks only / plain"], rows),
-        f"One hook call (forward multiply and its backward node): {sm['hook_cost_us_per_call']:g} µs. Goal "
+        f"One hook call (forward multiply and its backward node): {sm['hook_cost_us_per_call']:g} µs"
+        + (" (negative: the hooked step ran faster than plain, i.e. the cost is below this run's noise)"
+           if sm["hook_cost_us_per_call"] < 0 else "") + ". Goal "
         f"{sm['goal']}: **{'met' if sm['goal_met'] else 'not met'}**.", provenance("hf", record)])
 
 

@@ -52,15 +52,44 @@ def muon_feature_change(fan_out, fan_in, factor, lr=1e-2, batch=32, seed=0):
         return ((x @ w.T).square().mean().sqrt() / (lr * x.square().mean().sqrt())).item()
 
 
+class _OneMatrix(torch.nn.Module):
+    """A single hidden matrix of shape (fan_out, fan_in), for the plan to assign its Muon LR."""
+
+    def __init__(self, fan_out, fan_in, width):
+        super().__init__()
+        self.width = width
+        self.w = torch.nn.Linear(fan_in, fan_out, bias=False, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.w(x)
+
+
+def plan_feature_change(fan_out, fan_in, width, lr=1e-2, batch=32, seed=0):
+    """RMS(ΔW x)/(η·RMS(x)) after one step of the optimizer ``dl.make_optimizer`` builds for a hidden matrix under
+    μP with Muon (base width 64): the LR is the plan's, not one written in the test."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, fan_in, generator=g, dtype=torch.float64)
+    delta = torch.randn(batch, fan_out, generator=g, dtype=torch.float64)
+    model = _OneMatrix(fan_out, fan_in, width)
+    plan = dl.parametrize(model, "mup", base_width=64, optimizer="muon", roles={"w.weight": "hidden"})
+    opt = dl.make_optimizer(model, plan, lr)
+    with torch.no_grad():
+        model.w.weight.zero_()
+    (delta * model(x)).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        return (model(x).square().mean().sqrt() / (lr * x.square().mean().sqrt())).item()
+
+
 def spectral_table():
-    """{family: {factor name: ([values per width], log2 slope)}} for the spectral and torch factors."""
+    """{family: {name: ([values per width], log2 slope)}}: "spectral" is the plan's own optimizer
+    (``dl.make_optimizer``), "torch" the alternative the decision rejected (torch's √max(1, A/B) alone)."""
     out = {}
     for fam, shape in FAMILIES.items():
-        row = {}
-        for name, factor in (("spectral", lambda fo, fi: math.sqrt(fo / fi)),
-                             ("torch", lambda fo, fi: table.muon_torch_factor((fo, fi)))):
-            vals = [muon_feature_change(*shape(n), factor(*shape(n))) for n in WIDTHS]
-            row[name] = (vals, _slope(WIDTHS, vals))
+        vals = [plan_feature_change(*shape(n), n) for n in WIDTHS]
+        row = {"spectral": (vals, _slope(WIDTHS, vals))}
+        vals = [muon_feature_change(*shape(n), table.muon_torch_factor(shape(n))) for n in WIDTHS]
+        row["torch"] = (vals, _slope(WIDTHS, vals))
         out[fam] = row
     return out
 

@@ -18,6 +18,27 @@ from deeplimit.transfer import transfer_results as results_frame
 FAST = {"heartbeat_interval": 1, "threads": None, "handle_signals": False}
 
 
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """Every matplotlib figure saved during the test, captured before the plotting code closes it (a spy on
+    matplotlib's ``Figure.savefig``; the figure is still written to its file)."""
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        figures.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return figures
+
+
+def _panels(fig) -> list:
+    """The figure's axes that hold data (a suptitle or colour bar adds none)."""
+    return [ax for ax in fig.axes if ax.get_lines() or ax.collections]
+
+
 def _run(tmp_path: Path, name: str, spec) -> pd.DataFrame:
     sweep = create_sweep(name, spec, run_dir=tmp_path / name)
     report = run_worker(sweep.storage, name, run_dir=str(tmp_path / name), **FAST)
@@ -92,10 +113,19 @@ def test_expected_verdicts_cover_every_experiment():
     assert not math.isnan(O.MUON_LR_RATIO)
 
 
-def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, tmp_path):
+def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, tmp_path, saved_figures):
     results = O.analyses(smoke_tables, n_boot=20)
     path = O.plot_transfer(results, str(tmp_path / "t.png"), title="smoke")
-    assert Path(path).stat().st_size > 10_000
+    assert Path(path).stat().st_size > 0 and len(saved_figures) == 1
+    expected = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
+    panels = _panels(saved_figures[0])
+    assert len(panels) == len(expected) >= 3, [ax.get_title() for ax in panels]
+    for ax, (name, preset) in zip(panels, expected, strict=True):
+        assert ax.get_title().startswith(f"{name} / {preset}\n"), ax.get_title()
+        an = results[name]
+        sizes = an.curves[an.curves["preset"] == preset][an.size].nunique()
+        curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]  # the stars are single points
+        assert len(curves) == sizes >= 2, (name, preset, len(curves), sizes)
 
 
 def _decay_curves(shift_per_doubling: float, axis: str, noise: float = 0.003) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -153,7 +183,7 @@ def test_the_hidden_weight_decay_smoke_sweep_freezes_input_and_readout_and_holds
     assert O.weight_decay_hidden_width("standard", "timescale").axes["wd_timescale_fraction"][0] == 2.0**-4
 
 
-def test_the_section_decides_the_hidden_weight_decay_rows_by_their_threshold(tmp_path):
+def test_the_section_decides_the_hidden_weight_decay_rows_by_their_threshold(tmp_path, saved_figures):
     moving, ref = _decay_curves(1.0, "weight_decay")
     still, _ = _decay_curves(0.0, "wd_timescale_fraction")
     constant = pd.concat([moving, ref], ignore_index=True)
@@ -164,6 +194,11 @@ def test_the_section_decides_the_hidden_weight_decay_rows_by_their_threshold(tmp
     assert by.loc["weight_decay_hidden_timescale", "verdict"] == "transfers"
     assert section["agrees"].tolist() == [True, True] and O.section_verdict(section) == "holds"
     path = O.plot_decay_thresholds(tables, O.thresholds(tables), str(tmp_path / "wd.png"))
-    assert Path(path).stat().st_size > 10_000
+    assert Path(path).stat().st_size > 0 and len(saved_figures) == 1
+    panels = _panels(saved_figures[0])
+    assert len(panels) == len(tables), [ax.get_title() for ax in panels]
+    for ax, name in zip(panels, tables, strict=True):  # one curve per width beside the δ line and the stars
+        curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+        assert len(curves) == tables[name]["width"].nunique() == 4, (name, len(curves))
     with pytest.raises(DeeplimitError, match="no-decay reference"):
         O.thresholds({"weight_decay_hidden_timescale": still})

@@ -11,6 +11,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -40,8 +41,9 @@ FRAMES: dict[str, pd.DataFrame] = {}  # tag → coord-check table of the full-si
 
 
 def slopes(make, x, y, optimizer, rule, *, axis, widths, depths, base_width, base_depth, steps=3, seeds=(0,),
-           loss_fn=F.cross_entropy, tag=None):
-    """log2 slopes of the change from init at the last step, per site (and the table, written if OUT is set)."""
+           loss_fn=F.cross_entropy, tag=None, with_frame=False):
+    """log2 slopes of the change from init at the last step, per site (and the table, written if OUT is set);
+    with ``with_frame`` also the coord-check table, for :func:`overflowed`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rule warnings (alpha=1 on a resnet, …) are expected here
         df = coord_check(make, rule, x, y, widths=widths, depths=depths, base_width=base_width,
@@ -54,7 +56,8 @@ def slopes(make, x, y, optimizer, rule, *, axis, widths, depths, base_width, bas
         df.assign(optimizer=optimizer).to_csv(out / f"{tag}.csv", index=False)
         plot_coord_check(df, axis, str(out / f"{tag}.png"), stats=("delta_rms",))
         FRAMES[tag] = df
-    return s[s["step"] == steps].set_index("site")["slope"]
+    last = s[s["step"] == steps].set_index("site")["slope"]
+    return (last, df) if with_frame else last
 
 
 def mlp(w, d):
@@ -75,9 +78,28 @@ def test_width_coord_check_is_flat_under_mup_and_grows_under_sp(fmnist, optimize
         assert sp["logits"] > 0.4, sp
 
 
-def grows(s):
-    """Growing with depth: slope > 0.8, or no slope at all because the large depths overflowed (SP, TP6 Fig. 20)."""
-    return s.isna() | (s > 0.8)
+def overflowed(df, axis, step=3, stat="delta_rms"):
+    """Per site: the largest size's change went non-finite while the smallest size's stayed finite."""
+    change = df[df["step"] == step].groupby(["site", axis])[stat].mean().unstack(axis)
+    return ~np.isfinite(change[change.columns.max()]) & np.isfinite(change[change.columns.min()])
+
+
+def grows(s, over):
+    """Growing with depth: slope > 0.8, or no slope because the large depths overflowed (SP, TP6 Fig. 20) — a NaN
+    slope for any other reason (no change from init, a single size) is not growth."""
+    return (s > 0.8) | (s.isna() & over.reindex(s.index, fill_value=False))
+
+
+def test_a_nan_slope_grows_only_when_the_large_depths_overflowed():
+    """No change from init also gives a NaN slope (log of 0): that is not growth; an overflow at depth is."""
+    def frame(deep):
+        return pd.DataFrame({"site": ["logits"] * 2, "depth": [8, 32], "step": [3, 3], "delta_rms": [0.5, deep]})
+    nan = pd.Series({"logits": float("nan")})
+    assert grows(nan, overflowed(frame(float("inf")), "depth")).all()
+    assert not grows(nan, overflowed(frame(0.0), "depth")).any()
+    assert not grows(nan, overflowed(frame(float("nan")).assign(delta_rms=float("nan")), "depth")).any()
+    assert grows(pd.Series({"logits": 1.0}), overflowed(frame(2.0), "depth")).all()
+    assert not grows(pd.Series({"logits": 0.5}), overflowed(frame(0.7), "depth")).any()
 
 
 # ---- depth (width 64 = base width) ------------------------------------------------------------------------------
@@ -90,8 +112,8 @@ def test_depth_coord_check_is_flat_under_depth_mup_and_completep_and_grows_under
     cp = slopes(mlp, x, y, optimizer, "completep", **kw)
     # α = 1: the stream's change converges to flat from below, slowly at small L (depth-mup spec §8.2), never grows
     assert cp[["block_last", "logits"]].max() < 0.3 and cp[["block_last", "logits"]].min() > -0.9, cp
-    sp = slopes(mlp, x, y, optimizer, "sp", **kw)
-    assert grows(sp[["block_last", "logits"]]).all(), sp
+    sp, frame = slopes(mlp, x, y, optimizer, "sp", with_frame=True, **kw)
+    assert grows(sp[["block_last", "logits"]], overflowed(frame, "depth")).all(), sp
 
 
 # ---- the byte transformer over depth ---------------------------------------------------------------------------
@@ -180,9 +202,12 @@ def test_full_size_coord_checks(fmnist, optimizer):
         s = slopes(mlp, x, y, optimizer, rule, axis="width", widths=[64, 128, 256, 512, 1024], depths=[2],
                    base_width=64, base_depth=2, seeds=(0, 1), tag=f"coord_width_{optimizer}_{rule}")
         rows.append({"optimizer": optimizer, "rule": rule, "axis": "width 64-1024", **s.round(3).to_dict()})
+    over = {}
     for rule in RULES:
-        s = slopes(mlp, x, y, optimizer, rule, axis="depth", widths=[64], depths=[4, 8, 16, 32, 64], base_width=64,
-                   base_depth=4, seeds=(0, 1), tag=f"coord_depth_{optimizer}_{rule}")
+        s, frame = slopes(mlp, x, y, optimizer, rule, axis="depth", widths=[64], depths=[4, 8, 16, 32, 64],
+                          base_width=64, base_depth=4, seeds=(0, 1), tag=f"coord_depth_{optimizer}_{rule}",
+                          with_frame=True)
+        over[rule] = overflowed(frame, "depth")
         rows.append({"optimizer": optimizer, "rule": rule, "axis": "depth 4-64", **s.round(3).to_dict()})
     table = pd.DataFrame(rows)
     if OUT:
@@ -201,7 +226,7 @@ def test_full_size_coord_checks(fmnist, optimizer):
     else:
         assert width.loc["sp", "logits"] > 0.4, table
     assert abs(depth.loc["depth_mup", "block_last"]) < 0.3, table
-    assert grows(depth.loc[["sp"], "block_last"]).all(), table
+    assert grows(depth.loc[["sp"], "block_last"].set_axis(["block_last"]), over["sp"]).all(), table
 
 
 @pytest.mark.slow

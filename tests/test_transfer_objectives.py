@@ -47,9 +47,18 @@ def test_experiment_overrides_replace_axes_and_settings() -> None:
 @pytest.mark.parametrize("name", ["depth-transfer", "width-transfer", "activation", "block-depth",
                                   "transformer-depth", "shaped-vs-preln"])
 def test_every_experiment_grid_validates(name: str) -> None:
+    from deeplimit.train import config_from_point
+
     spec = build_grid(name, tier="smoke")
-    for point in spec.points():
-        train_objective.validate(spec.full_point(point))
+    points = [spec.full_point(p) for p in spec.points()]
+    assert len(points) == len(spec) > 0
+    for point in points:
+        train_objective.validate(point)  # raises DeeplimitError on a point the trainer cannot run
+        cfg = config_from_point(point)  # and the trainer reads the point's own sizes and LR
+        assert (cfg.width, cfg.depth) == (point["width"], point["depth"])
+        assert cfg.lr == pytest.approx(2.0 ** point["log2_lr"])
+    with pytest.raises(DeeplimitError, match="depth must be"):  # the validator is live on this grid's points
+        train_objective.validate({**points[0], "depth": 0})
 
 
 @pytest.mark.parametrize("change, fragment", [
