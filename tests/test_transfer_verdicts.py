@@ -164,3 +164,11 @@ def test_block_depth_verdict(k2_slope, expected) -> None:
     v = block_depth_verdict(pd.concat([k1, k2]), claim)
     assert v.verdict == expected, v.reason
     assert v.checks[0].passed  # block depth 1 transfers
+
+
+def test_a_reconfirmed_claim_has_its_own_unseen_confirmation_seeds() -> None:
+    from deeplimit.protocol import seed_values
+
+    own = seed_values(5, "confirmation", "coord-check-width")
+    shared = seed_values(5, "confirmation", "depth-transfer")
+    assert not set(own) & set(shared) and not set(own) & set(seed_values(5, "pilot"))

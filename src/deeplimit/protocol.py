@@ -70,6 +70,11 @@ def _check(data: dict[str, Any]) -> None:
     if set(pilot) & set(confirmation):
         raise DeeplimitError(f"protocol.toml: pilot and confirmation seeds overlap in "
                              f"{sorted(set(pilot) & set(confirmation))}; a seed that tuned settings never decides")
+    for name, claim in data.get("claims", {}).items():
+        own = set(claim.get("confirmation_seeds", ()))
+        if own & set(pilot):
+            raise DeeplimitError(f"protocol.toml: claims.{name}.confirmation_seeds overlap the pilot seeds in "
+                                 f"{sorted(own & set(pilot))}")
     for tier, names in data.get("tiers", {}).items():
         unknown = sorted(set(names) - set(data.get("claims", {})))
         if unknown:
@@ -93,11 +98,15 @@ def protocol() -> Protocol:
                     tiers={k: list(v) for k, v in data.get("tiers", {}).items()})
 
 
-def seed_values(n: int, seed_set: str = "confirmation") -> list[int]:
-    """The first ``n`` seeds of ``seed_set`` ("confirmation" decides verdicts; "pilot" tunes settings)."""
+def seed_values(n: int, seed_set: str = "confirmation", claim: str | None = None) -> list[int]:
+    """The first ``n`` seeds of ``seed_set`` ("confirmation" decides verdicts; "pilot" tunes settings).
+
+    A claim re-confirmed after a protocol change names its own unseen confirmation seeds
+    (``claims.<name>.confirmation_seeds``): the seeds that showed the old verdict never decide the new one."""
     if seed_set not in SEED_SETS:
         raise DeeplimitError(f"unknown seed set {seed_set!r}; choose one of {', '.join(SEED_SETS)}")
-    values = protocol().seeds[seed_set]
+    own = protocol().claims.get(claim or "", {}).get("confirmation_seeds") if seed_set == "confirmation" else None
+    values = [int(v) for v in own] if own else protocol().seeds[seed_set]
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
         raise DeeplimitError(f"{n!r} seeds asked for; give a whole number from 1 to 10000")
     # past the listed seeds the set continues one by one (pilot 5, 6, …; confirmation 1005, 1006, …): the two
