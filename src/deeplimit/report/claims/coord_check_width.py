@@ -78,7 +78,8 @@ def coord_check_width(ctx: Context) -> list[Section]:
                "logits' change grows with width (TP5 Fig. 5; microsoft/mup's coord_check)."),
         measured=(f"log2 slope per doubling of width of the RMS change from init after {t['steps']} Adam steps at lr "
                   f"{float(t['lr']):g}, widths {list(t['sizes'])}, depth {t['depth']}, all layers trained, readout "
-                  f"zero-initialised, seeds {seed_values(int(t['seeds']), ctx.seed_set, 'coord-check-width')} (mean and 95% t interval): "
+                  f"zero-initialised, seeds {seed_values(int(t['seeds']), ctx.seed_set, 'coord-check-width')} "
+                  "(mean and 95% t interval): "
                   f"μP {mup}. Flat means the interval lies within ±{claim['margin_slope']} per doubling."),
         verdict=verdict, reason=reason,
         controls=[Control(c.name, c.expectation, c.measured, c.passed) for c in v.checks],
