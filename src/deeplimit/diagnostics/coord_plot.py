@@ -55,12 +55,14 @@ def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stats: Sequence[str
                 ax.set_ylabel({"rms": "RMS of activation", "delta_rms": "RMS change from init",
                                "l1": "mean |activation|"}.get(stat, stat))
             ax.grid(alpha=0.3, which="both")
-    handles, labels = [], []
+    # every site drawn in any panel: the first panel can lack one (a zero-initialised readout's logits are 0 at
+    # t = 0 and not drawn on a log scale), and its legend would then leave that site's colour unnamed
+    by_label: dict[str, object] = {}
     for ax in axes.flat:
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            break
-    fig.legend(handles, labels, loc="lower center", ncol=len(sites), frameon=False)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(lab, h)
+    labels = [s for s in sites if s in by_label]
+    fig.legend([by_label[s] for s in labels], labels, loc="lower center", ncol=len(sites), frameon=False)
     fig.suptitle(f"coordinate check over {axis} (mean ± s.e. over seeds; flat = transfers)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     fig.savefig(path, dpi=110)
