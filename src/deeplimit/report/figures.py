@@ -110,3 +110,17 @@ def eta_star_figure(runs: pd.DataFrame, group: str, size: str, stats: dict, path
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def transfer_figures(ctx, an, experiment: str, size: str, stats: dict, figs: list[Path], best: bool = True
+                     ) -> list[Path]:
+    """A transfer claim's figures: per-seed η* against size with each rule's slope (what the verdict reads), the
+    best loss per seed against size, then the sweep's loss-vs-LR panels (its old optimum-vs-size panel is left out:
+    it drew another estimator's η*)."""
+    folder = ctx.out / "figures" / experiment
+    out = [eta_star_figure(an.runs, "preset", size, stats, folder / f"eta_star_vs_{size}.png",
+                           f"per-seed η* (dots) and their mean vs {size}")]
+    if best:
+        out.append(best_loss_figure([an], folder / f"best_loss_vs_{size}.png",
+                                    f"best loss per seed (dots) vs {size}, per rule"))
+    return out + [f for f in figs if "optimum_vs_size" not in f.name]

@@ -78,6 +78,13 @@ class Control:
         return {"name": self.name, "expectation": self.expectation, "measured": self.measured,
                 "passed": self.passed}
 
+    @classmethod
+    def from_check(cls, check) -> Control:
+        """The report's row of a :class:`deeplimit.transfer.verdicts.Check`; a calibration (a relabelling of the
+        claim's own runs) says so in its name, since it shows the estimator's power and is never evidence."""
+        suffix = "" if getattr(check, "evidence", True) else " — calibration, not evidence"
+        return cls(check.name + suffix, check.expectation, check.measured, check.passed)
+
 
 def _alt(path: Path) -> str:
     return f"figure: {Path(path).stem.replace('_', ' ').replace('-', ' ')} ({Path(path).parent.name})"

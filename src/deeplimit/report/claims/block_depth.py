@@ -35,7 +35,7 @@ def block_depth(ctx: Context) -> list[Section]:
                                                            if k.startswith("block_depth_")})
                   + f" Paired per-seed |slope₂| − |slope₁| = {diff}."),
         verdict=v.verdict, reason=v.reason + "." + seeds_note(spec) + protocol_note(ctx, "block-depth", spec),
-        controls=[Control(c.name, c.expectation, c.measured, c.passed) for c in v.checks], figures=figs,
+        controls=[Control.from_check(c) for c in v.checks], figures=figs,
         scale_gap=(f"TP6: CIFAR-10, width 256, L up to 2^10. Here: Fashion-MNIST, "
                    f"{tier_cuts('block-depth', ctx.tier)}"),
         settings=spec_settings(spec), stats=v.stats,

@@ -82,7 +82,7 @@ def coord_check_width(ctx: Context) -> list[Section]:
                   "(mean and 95% t interval): "
                   f"μP {mup}. Flat means the interval lies within ±{claim['margin_slope']} per doubling."),
         verdict=verdict, reason=reason,
-        controls=[Control(c.name, c.expectation, c.measured, c.passed) for c in v.checks],
+        controls=[Control.from_check(c) for c in v.checks],
         scale_gap=(f"TP5: transformers and MLPs to width 8192. Here: MLP-ResNet on Fashion-MNIST, widths "
                    f"{list(t['sizes'])}."),
         settings=t, stats=v.stats,

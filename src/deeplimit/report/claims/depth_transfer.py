@@ -6,7 +6,7 @@ import time
 
 from deeplimit.protocol import protocol
 from deeplimit.report.context import Context
-from deeplimit.report.figures import best_loss_figure, eta_star_figure
+from deeplimit.report.figures import transfer_figures
 from deeplimit.report.html import Control, Section
 from deeplimit.report.sweeps import (
     protocol_note,
@@ -39,14 +39,8 @@ def depth_transfer(ctx: Context) -> list[Section]:
                "branch multiplier 1/L — does not transfer: its optimal LR grows with depth (Fig. 11); SP shifts "
                "and degrades (Fig. 10 bottom)."),
         measured=measured, verdict=v.verdict, reason=v.reason + protocol_note(ctx, "depth-transfer", spec),
-        controls=[Control(c.name + ("" if c.evidence else " — calibration, not evidence"), c.expectation,
-                          c.measured, c.passed) for c in v.checks],
-        figures=[eta_star_figure(an.runs, "preset", "depth", v.stats,
-                                 ctx.out / "figures" / "depth-transfer" / "eta_star_vs_depth.png",
-                                 "per-seed η* (dots) and their mean vs depth"),
-                 best_loss_figure([an], ctx.out / "figures" / "depth-transfer" / "best_loss_vs_depth.png",
-                                  "best loss per seed (dots) vs depth, per rule")]
-                + [f for f in figs if "optimum_vs_size" not in f.name],
+        controls=[Control.from_check(c) for c in v.checks],
+        figures=transfer_figures(ctx, an, "depth-transfer", "depth", v.stats, figs),
         scale_gap=(f"TP6: width 256, depths up to 2^10, ≈ 39k steps (50 epochs) on CIFAR-10 with 1000-step loss "
                    f"windows. Here: Fashion-MNIST, {tier_cuts('depth-transfer', ctx.tier)}"),
         settings=spec_settings(spec), stats=v.stats,

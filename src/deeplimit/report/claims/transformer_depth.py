@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from deeplimit.report.context import Context
-from deeplimit.report.figures import eta_star_figure
+from deeplimit.report.figures import transfer_figures
 from deeplimit.report.html import Control, Section
 from deeplimit.report.sweeps import (
     protocol_note,
@@ -54,11 +54,8 @@ def transformer_depth(ctx: Context) -> list[Section]:
                   "(per-seed η*, mean and 95% t interval over seeds) and transfer regret: " + transfer_words(v.stats)
                   + f" Best loss {best:.3f} nats/byte vs the corpus's bigram entropy {bigram:.3f}."),
         verdict=v.verdict, reason=v.reason + "." + seeds_note(spec) + protocol_note(ctx, "transformer-depth", spec),
-        controls=[Control(c.name, c.expectation, c.measured, c.passed) for c in v.checks],
-        figures=[eta_star_figure(an.runs, "preset", "depth", v.stats,
-                                 ctx.out / "figures" / "transformer-depth" / "eta_star_vs_depth.png",
-                                 "per-seed η* (dots) and their mean vs depth")]
-                + [f for f in figs if "optimum_vs_size" not in f.name],
+        controls=[Control.from_check(c) for c in v.checks],
+        figures=transfer_figures(ctx, an, "transformer-depth", "depth", v.stats, figs, best=False),
         scale_gap=(f"CompleteP: GPT-2-style models, width ≥ 256, depths to 128+, billions of tokens. Here: "
                    f"width 64 byte-level LM on {spec.fixed['data']}, {tier_cuts('transformer-depth', ctx.tier)}"),
         settings=spec_settings(spec), stats={**v.stats, "best_loss": best, "bigram_entropy": bigram},

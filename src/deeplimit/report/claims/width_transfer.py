@@ -6,7 +6,7 @@ import time
 
 from deeplimit.protocol import protocol
 from deeplimit.report.context import Context
-from deeplimit.report.figures import best_loss_figure, eta_star_figure
+from deeplimit.report.figures import transfer_figures
 from deeplimit.report.html import Control, Section
 from deeplimit.report.sweeps import (
     protocol_note,
@@ -37,13 +37,8 @@ def width_transfer(ctx: Context) -> list[Section]:
                   "quadratic over 5 grid points; mean and 95% t interval over seeds) and transfer regret: "
                   + transfer_words(v.stats)),
         verdict=v.verdict, reason=v.reason + protocol_note(ctx, "width-transfer", spec),
-        controls=[Control(c.name, c.expectation, c.measured, c.passed) for c in v.checks],
-        figures=[eta_star_figure(an.runs, "preset", "width", v.stats,
-                                 ctx.out / "figures" / "width-transfer" / "eta_star_vs_width.png",
-                                 "per-seed η* (dots) and their mean vs width"),
-                 best_loss_figure([an], ctx.out / "figures" / "width-transfer" / "best_loss_vs_width.png",
-                                  "best loss per seed (dots) vs width, per rule")]
-                + [f for f in figs if "optimum_vs_size" not in f.name],
+        controls=[Control.from_check(c) for c in v.checks],
+        figures=transfer_figures(ctx, an, "width-transfer", "width", v.stats, figs),
         scale_gap=(f"TP5: widths up to 8192, full training runs. Here: Fashion-MNIST MLP-ResNet, "
                    f"{tier_cuts('width-transfer', ctx.tier)}"),
         settings=spec_settings(spec), stats=v.stats,
