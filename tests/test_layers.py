@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "deeplimit"
 
 LAYERS = {
-    "errors": 0, "io": 0, "secrets": 0,
+    "errors": 0, "io": 0, "secrets": 0, "protocol": 0,
     "nn": 1,
     "scaling": 2,
     "data": 3, "diagnostics": 3, "sde": 3,
