@@ -145,10 +145,10 @@ def test_coord_check_with_its_data_gone_recomputes_and_fails_instead_of_reusing_
     capsys.readouterr()
     monkeypatch.setenv("DEEPLIMIT_FASHION_MNIST_DIR", str(tmp_path / "gone"))
     from deeplimit.data import images
-    from deeplimit.train import cached_image_data
+    from deeplimit.train import _cached_image_data
 
-    cached_image_data.cache_clear()  # as a new process would start: nothing loaded yet
-    images._read_idx.cache_clear()
+    _cached_image_data.cache_clear()  # as a new process would start: nothing loaded yet
+    images._read_idx_cached.cache_clear()
     assert main(argv) == 1
     assert "1 section(s) failed: coord-check" in capsys.readouterr().err
     html = (tmp_path / "out" / "smoke" / "report.html").read_text()
@@ -267,12 +267,16 @@ def test_the_measured_number_scan_sees_what_it_is_for(tmp_path):
 
 def test_not_run_texts_state_the_scale_and_the_tier_that_runs_them():
     from deeplimit.report.reproduce import NOT_AT_TIER, not_run_text
-    from deeplimit.transfer.experiments import experiment
+    from deeplimit.transfer.experiments import EXPERIMENTS, experiment
 
     for key, tiers in NOT_AT_TIER.items():
         for tier, runner in tiers.items():
             text = not_run_text(key, tier)
-            assert f"it runs at --{runner}" in text and re.search(r"\d+ runs of \d+(–\d+)? steps", text), text
+            assert f"it runs at --{runner}" in text, text
+            if key in EXPERIMENTS or key == "muon-transfer":  # a sweep: its cost in runs × steps
+                assert re.search(r"\d+ runs of \d+(–\d+)? steps", text), text
+            else:  # a study: the settings it runs with there
+                assert "with {" in text, text
     standard = experiment("block-depth", "standard")
     assert f"{len(standard)} runs of {standard.fixed['steps']} steps" in not_run_text("block-depth", "quick")
 
@@ -280,7 +284,7 @@ def test_not_run_texts_state_the_scale_and_the_tier_that_runs_them():
 def test_a_no_power_tier_shows_not_run_without_running_anything(tmp_path):
     from deeplimit.report.reproduce import reproduce
 
-    rep = reproduce(tmp_path, tier="quick", workers=1, only=["block-depth", "width-transfer"])
+    rep = reproduce(tmp_path, tier="quick", workers=1, only=["block-depth", "activation"])
     assert [s.verdict for s in rep.sections] == ["not run at this tier"] * 2 and rep.failed == []
     assert not (tmp_path / "quick" / "sweeps").exists()  # no sweep was created
 
