@@ -548,6 +548,8 @@ _CHECKPOINT_FIELDS = {
     "model": dict, "optimizer": {"state": dict, "param_groups": list},
     "extra": {"step": int, "wall_s": (int, float), "losses": torch.Tensor, "rows": JSON_TEXT, "result": str},
 }
+# Muon's CombinedOptimizer saves one state per part ({"parts": {name: state}}): the same check, per part
+_COMBINED_OPTIMIZER_FIELDS = {"parts": dict}
 
 
 def _load(path: Path, cfg: TrainConfig, fingerprint: str) -> dict:
@@ -562,7 +564,13 @@ def _load(path: Path, cfg: TrainConfig, fingerprint: str) -> dict:
         saved = json.loads(extra["config"]) if extra.get("config") else {}
         raise DeeplimitError(f"{path.parent} holds a checkpoint of a different run ({_config_diff(saved, cfg)}); "
                              "start over with --fresh (fresh=True) to discard it, or use another run folder")
-    check_fields(blob, _CHECKPOINT_FIELDS, path, "checkpoint")
+    combined = isinstance(blob.get("optimizer"), dict) and "parts" in blob["optimizer"]
+    check_fields(blob, {**_CHECKPOINT_FIELDS, "optimizer": _COMBINED_OPTIMIZER_FIELDS} if combined
+                 else _CHECKPOINT_FIELDS, path, "checkpoint")
+    if combined:
+        for name, part in blob["optimizer"]["parts"].items():
+            check_fields({"optimizer": part}, {"optimizer": _CHECKPOINT_FIELDS["optimizer"]}, path,
+                         f"checkpoint (optimizer part {name!r} of)")
     return blob
 
 
