@@ -320,3 +320,15 @@ def test_a_sweep_is_keyed_on_its_datas_content(tmp_path):
     assert sweep_name(ctx, "depth-transfer", spec) == before  # same data, same code: the cache is reused
     np.savez(data, x=np.zeros((4, 3), np.float32), y=np.array([1, 0, 1, 0]))
     assert sweep_name(ctx, "depth-transfer", spec) != before
+
+
+def test_the_header_names_the_protocol_and_its_seed_set():
+    """A reader of report.html sees which frozen protocol decided it and whether the seeds were the deciding
+    ones: a pilot run's header says it is exploratory."""
+    from deeplimit.protocol import protocol
+    from deeplimit.report.html import _provenance_rows
+
+    prot = protocol().to_dict()
+    rows = dict(_provenance_rows({"git": {}, "protocol": prot, "seed_set": "confirmation"}))
+    assert rows["protocol"].startswith(f"{prot['version']} ") and prot["sha256"][:16] in rows["protocol"]
+    assert "exploratory" in dict(_provenance_rows({"git": {}, "protocol": prot, "seed_set": "pilot"}))["protocol"]

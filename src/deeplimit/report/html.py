@@ -220,7 +220,11 @@ def _provenance_rows(prov: dict) -> list[tuple[str, str]]:
             ("machine", f"{mach.get('cpu')}, {mach.get('cores')} cores, {mach.get('torch_threads')} torch "
                         f"thread(s) per process"),
             ("tier", f"{prov.get('tier', '')}; wall time {prov.get('wall_s', 0):.0f} s"),
-            ("code fingerprints", ", ".join(f"{k} {v}" for k, v in prov.get("code", {}).items()))]
+            ("code fingerprints", ", ".join(f"{k} {v}" for k, v in prov.get("code", {}).items()))] + (
+        [("protocol", f"{prot.get('version')} (deeplimit/protocol.toml, SHA-256 {str(prot.get('sha256'))[:16]}…); "
+                      f"{prov.get('seed_set', 'confirmation')} seeds"
+                      + ("" if prov.get("seed_set", "confirmation") == "confirmation" else ": exploratory"))]
+        if (prot := prov.get("protocol")) else [])
 
 
 def render(sections: list[Section], title: str, intro: str, path: Path, provenance: dict | None = None) -> Path:
