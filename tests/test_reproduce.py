@@ -51,9 +51,10 @@ def test_rerun_resumes_from_the_cache(report):
 
 
 def test_a_crashed_section_is_failed_in_red_the_others_complete_and_the_exit_is_non_zero(tmp_path, capsys):
-    """A real section given an impossible setting (zero sample paths) crashes; the run goes on."""
+    """A real section given an impossible setting crashes; the run goes on. (A count out of range, such as zero
+    paths, is refused before anything runs: the setting here is one only the section itself can judge.)"""
     rc = main(["reproduce", "--smoke", "-q", "--out", str(tmp_path), "--only", "sde", "stopping", "rank-collapse",
-               "--set", "stopping.paths=0"])
+               "--set", "stopping.source=nope"])
     captured = capsys.readouterr()
     assert rc == 1
     assert "1 section(s) failed: stopping" in captured.err
@@ -61,7 +62,7 @@ def test_a_crashed_section_is_failed_in_red_the_others_complete_and_the_exit_is_
     verdicts = dict(re.findall(r'<h2 id="s\d+">(.*?) <span class="verdict" style="[^"]*">(.*?)</span>', html))
     assert verdicts["stopping"] == "failed"
     assert 'background:#a40e26">failed' in html  # red, not the grey of "inconclusive"
-    assert "paths must be a positive integer, got 0" in html
+    assert "unknown source &#39;nope&#39;" in html or "unknown source 'nope'" in html
     others = {k: v for k, v in verdicts.items() if k != "stopping"}
     assert len(others) == 4 and all(v in ("holds", "partly", "does not hold", "inconclusive") for v in others.values())
     import json
