@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
 
 from deeplimit.io import atomic_save, ensure_dir
 from deeplimit.report.context import Context
-from deeplimit.report.html import Control
 
 
 def sweep_name(ctx: Context, experiment: str, spec) -> str:
@@ -110,13 +108,6 @@ def sweep_command(ctx: Context, experiment: str, name: str) -> str:
             f"deeplimit sweep analyze {common} --group {group} --size {size}")
 
 
-def drift_of(analysis, key) -> dict:
-    d = analysis.drift
-    cols = analysis.group
-    row = d[np.logical_and.reduce([d[c].astype(str) == str(v) for c, v in zip(cols, key)])]
-    return row.iloc[0].to_dict() if len(row) else {}
-
-
 def best_at(analysis, key, size) -> float:
     s = analysis.summary
     row = s[np.logical_and.reduce([s[c].astype(str) == str(v) for c, v in zip(analysis.group, key)])
@@ -132,7 +123,6 @@ def seed_best(analysis, key, size) -> pd.Series:
     return sub.groupby("seed")["value"].min().sort_index()
 
 
-
 def paired_best(analysis, key_a, key_b, size, margin: float = 0.0):
     from deeplimit.transfer.analysis import paired_difference
 
@@ -141,33 +131,10 @@ def paired_best(analysis, key_a, key_b, size, margin: float = 0.0):
     return paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), margin)
 
 
-def verdict_words(analysis) -> Markup:
-    """Each group's verdict on its own line (markup from this literal only; the keys and verdicts are escaped)."""
-    return Markup(" ").join(Markup("<br>• <b>{}</b>: {}").format(", ".join(map(str, k)), v)
-                            for k, v in analysis.verdicts().items())
-
-
-def drift_stats(analysis) -> dict:
-    cols = [*analysis.group, "drift", "drift_ci_low", "drift_ci_high", "n_seed_drifts", "verdict"]
-    return {"drift": analysis.drift[[c for c in cols if c in analysis.drift]].to_dict(orient="records")}
-
-
 def seeds_note(spec) -> str:
     n = len(spec.axes["seed"])
     return "" if n >= 3 else (f" With {n} seed(s) at this tier no drift or difference has an interval, so nothing "
                               "is conclusive here (run the quick tier for ≥ 3 seeds).")
-
-
-def drift_controls(drifts: dict[str, dict], expect: dict[str, str]) -> list[Control]:
-    """One control per rule that must *not* transfer over depth: passed when its drift verdict is "shifts" or
-    "degrades", failed when it "transfers", undecided (None) when its interval straddles the band."""
-    controls = []
-    for preset, expectation in expect.items():
-        d = drifts.get(preset, {})
-        verdict = d.get("verdict", "inconclusive")
-        passed = None if verdict == "inconclusive" else verdict in ("shifts", "degrades")
-        controls.append(Control(f"{preset} over depth", expectation, d.get("verdict_text", "not run"), passed))
-    return controls
 
 
 def transfer_words(stats: dict) -> str:
