@@ -242,6 +242,16 @@ def equivalence_test(network: Any, sde: Any, *, margin: float, level: float = 0.
                        cols)
 
 
+def _check_power_args(power: float, columns: int, sde_ratio: float) -> None:
+    """The arguments :func:`paths_for_equivalence` and :func:`paths_for_difference` share."""
+    if not (isinstance(power, (int, float)) and 0 < power < 1):
+        raise DeeplimitError(f"power must lie in (0, 1), e.g. 0.8, got {power!r}")
+    if not (isinstance(columns, int) and columns >= 1):
+        raise DeeplimitError(f"columns must be a positive integer (entries tested together), got {columns!r}")
+    if not (isinstance(sde_ratio, (int, float)) and sde_ratio > 0):
+        raise DeeplimitError(f"sde_ratio must be positive (SDE paths per network path), got {sde_ratio!r}")
+
+
 def paths_for_equivalence(margin: float, *, level: float = 0.95, expected: float = 0.0, power: float = 0.8,
                           columns: int = 1, sde_ratio: float = 1.0) -> int:
     """Network paths (and ``sde_ratio`` × as many SDE paths) at which the KS equivalence test concludes
@@ -260,12 +270,7 @@ def paths_for_equivalence(margin: float, *, level: float = 0.95, expected: float
     if not (isinstance(expected, (int, float)) and 0 <= expected < margin):
         raise DeeplimitError(f"expected = {expected!r}: the true distance must lie in [0, margin = {margin}) for "
                              "'agrees' to be reachable; widen the margin")
-    if not (isinstance(power, (int, float)) and 0 < power < 1):
-        raise DeeplimitError(f"power must lie in (0, 1), e.g. 0.8, got {power!r}")
-    if not (isinstance(columns, int) and columns >= 1):
-        raise DeeplimitError(f"columns must be a positive integer (entries tested together), got {columns!r}")
-    if not (isinstance(sde_ratio, (int, float)) and sde_ratio > 0):
-        raise DeeplimitError(f"sde_ratio must be positive (SDE paths per network path), got {sde_ratio!r}")
+    _check_power_args(power, columns, sde_ratio)
     c_alpha = math.sqrt(math.log(columns / alpha) / 2)
     k_p = float(stats.kstwobign.ppf(1 - (1 - power) / columns))
     root = (k_p + c_alpha) * math.sqrt(1 + 1 / sde_ratio) / (margin - expected)
@@ -288,12 +293,7 @@ def paths_for_difference(margin: float, expected: float, *, level: float = 0.95,
     if not (isinstance(expected, (int, float)) and margin < expected <= 1):
         raise DeeplimitError(f"expected = {expected!r}: the true distance must lie in (margin = {margin}, 1] for "
                              "'differs' to be reachable; lower the margin")
-    if not (isinstance(power, (int, float)) and 0 < power < 1):
-        raise DeeplimitError(f"power must lie in (0, 1), e.g. 0.8, got {power!r}")
-    if not (isinstance(columns, int) and columns >= 1):
-        raise DeeplimitError(f"columns must be a positive integer (entries tested together), got {columns!r}")
-    if not (isinstance(sde_ratio, (int, float)) and sde_ratio > 0):
-        raise DeeplimitError(f"sde_ratio must be positive (SDE paths per network path), got {sde_ratio!r}")
+    _check_power_args(power, columns, sde_ratio)
     c = math.sqrt(math.log(4 * columns / alpha) / 2) * (1 + 1 / math.sqrt(sde_ratio))
     z = 0.5 * float(stats.norm.ppf(power)) * math.sqrt(1 + 1 / sde_ratio)
     return math.ceil(((c + z) / (expected - margin)) ** 2)
