@@ -18,15 +18,14 @@ from deeplimit.report.sweeps import (
 
 
 def activation(ctx: Context) -> list[Section]:
+    from deeplimit.transfer.verdict_rules import activation_verdict
+
     t0 = time.perf_counter()
     spec, status, an, figs, name = run_experiment(ctx, "activation")
     depths = sorted(an.summary["depth"].unique())
     diffs = {int(L): paired_best(an, ("abs",), ("relu",), L) for L in depths}
-    deepest = diffs[int(depths[-1])]
-    verdict = {"a < b": "holds", "a > b": "does not hold"}.get(deepest.verdict, "inconclusive")
-    reason = (f"the 95% interval of |x| − ReLU (best loss, paired by seed) at {depths[-1]} blocks is "
-              + ("below 0" if verdict == "holds" else "above 0" if verdict == "does not hold" else
-                 "not clear of 0" if deepest.n >= 2 else "missing (one seed)") + "." + seeds_note(spec))
+    v = activation_verdict(diffs)
+    verdict, reason = v.verdict, v.reason + seeds_note(spec)
     return [Section(
         title="|x| beats ReLU under Depth-μP (TP6 Fig. 3)",
         claim=("|x| maximises feature diversity among positively homogeneous φ and gives lower training loss "

@@ -22,6 +22,7 @@ def sde_convergence(ctx: Context) -> list[Section]:
     the smoke tier); "does not hold" otherwise."""
     from deeplimit.sde.evidence import convergence_study, convergence_verdicts, unshaped_convergence_control
     from deeplimit.sde.plots import plot_ks_vs_n
+    from deeplimit.transfer.verdict_rules import sde_convergence_verdict
 
     t = ctx.settings("sde-convergence")
     out = ensure_dir(ctx.out / "sde" / "convergence", "output folder")
@@ -46,13 +47,12 @@ def sde_convergence(ctx: Context) -> list[Section]:
     slopes = slopes.merge(verdicts, on=["gamma", "quantity"])
     counts = verdicts["verdict"].value_counts().to_dict()
     exploded = int(table["sde_exploded"].max() + table["network_exploded"].sum())
-    conv = counts.get("converges", 0)
     ctrl = pd.DataFrame(summary["control"]).sort_values("n")
-    c_first, c_last = ctrl.iloc[0], ctrl.iloc[-1]
-    ctrl_ok = bool(c_last["ks"] > c_first["ks"] and c_last["ks"] > 2 * c_last["ks_crit"])
-    ok = counts.get("does not converge", 0) == 0 and conv >= len(verdicts) / 2 and exploded == 0 and ctrl_ok
-    # Nothing contradicts convergence, but too few pairs show the fall (paths too few to resolve it): no power.
-    no_power = not ok and counts.get("does not converge", 0) == 0 and exploded == 0 and ctrl_ok
+    c_last = ctrl.iloc[-1]
+    # "inconclusive" when nothing contradicts convergence but too few pairs show the fall (no power)
+    cv = sde_convergence_verdict(counts, exploded=exploded, control_ks=ctrl["ks"].tolist(),
+                                 control_crit=float(c_last["ks_crit"]))
+    ctrl_ok = cv.checks[0].passed
     first, last = table[table["n"] == min(t["ns"])], table[table["n"] == max(t["ns"])]
     measured = (f"{len(verdicts)} (γ, entry) pairs: " + "; ".join(f"{k}: {v}" for k, v in counts.items())
                 + f". Median KS over γ and entries: {first['ks'].median():.3f} at n = {min(t['ns'])} "
@@ -69,10 +69,7 @@ def sde_convergence(ctx: Context) -> list[Section]:
         claim=("The shaped ResNet's covariance converges to the SDE of Thm. 3.2 as n, d → ∞ with d/n fixed (Noci "
                "et al. 2023, Thm. 3.2; Fig. 3 shows agreement at one width). Tested over widths: KS of every "
                "covariance entry (ρ¹², V¹², V¹¹, V²²) for every γ of Fig. 3."),
-        measured=measured, verdict="holds" if ok else "inconclusive" if no_power else "does not hold",
-        reason=(f"of {len(verdicts)} (γ, entry) pairs " + "; ".join(f"{k}: {v}" for k, v in counts.items()) + "; "
-                f"{exploded} exploded paths; the unshaped control {'rises' if ctrl_ok else 'does not rise'} above "
-                "twice its critical value"),
+        measured=measured, verdict=cv.verdict, reason=cv.reason,
         figures=[out / "ks_vs_n.png"],
         tables=[("slope of log KS on log n per γ and entry, 95% bootstrap interval, verdict", slopes),
                 ("KS per width", table), ("control: unshaped network vs the shaped SDE, γ = 0.5, per width", ctrl)],

@@ -10,12 +10,13 @@ import numpy as np
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_write_json, ensure_dir
-from deeplimit.protocol import seed_values
+from deeplimit.protocol import protocol, seed_values
 from deeplimit.report.context import Context, cached
 from deeplimit.report.figures import replacing
 from deeplimit.report.html import Control, Section
 
-FLAT = 0.25  # |log2 slope| per doubling of depth below which a coordinate counts as flat
+# |log2 slope| per doubling of depth below which a coordinate counts as flat: the protocol's pre-registered margin
+FLAT = float(protocol().claim("coord-check")["margin_slope"])
 COORD_SITES = ("block_last", "logits")  # input and readout are frozen: the stream's and logits' change decide
 # one block's own change per doubling of depth (x¹'s change from init): −(α + the LR exponent) with Adam
 BLOCK_SLOPE = {"depth_mup": -1.0, "blocks_only": -0.5, "sp": 0.0}
@@ -26,6 +27,7 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
     from deeplimit.diagnostics.coordinates import coord_check, coord_verdict, log2_slopes, plot_coord_check
     from deeplimit.nn.mlp_resnet import MLPResNet, MLPResNetConfig
     from deeplimit.train import cached_image_data
+    from deeplimit.transfer.verdict_rules import seed_consensus
 
     seeds = seed_values(int(t["seeds"]), ctx.seed_set)
     settings = {"rule": rule, **t, "sites": list(COORD_SITES), "seed_values": seeds}
@@ -49,7 +51,7 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
         with replacing(out / "coord_check.png") as tmp:  # drawn by the diagnostics module under a unique name
             plot_coord_check(df, "depth", str(tmp))
         seed_verdicts = [v.verdict for v in per_seed]
-        verdict = (whole.verdict if all(v == whole.verdict for v in seed_verdicts) else "inconclusive")
+        verdict = seed_consensus(whole.verdict, seed_verdicts)
         summary = {"settings": settings,
                    "log2_slope_of_change_per_site": {k: (None if not np.isfinite(v) else round(float(v), 3))
                                                      for k, v in last.items()},
@@ -64,6 +66,8 @@ def _coord_check_rule(ctx: Context, rule: str, t: dict, out: Path) -> dict:
 
 
 def coord_check_depth(ctx: Context) -> list[Section]:
+    from deeplimit.transfer.verdict_rules import coord_depth_verdict
+
     t0 = time.perf_counter()
     t = ctx.settings("coord-check")
     out = ctx.out / "coord-check"
@@ -78,22 +82,11 @@ def coord_check_depth(ctx: Context) -> list[Section]:
         v = res[r]["log2_slope_of_change_per_site"].get("block_first")
         return "n/a" if v is None else f"{v:+.2f} (theory {BLOCK_SLOPE[r]:+.1f})"
 
-    controls = [Control(f"{r} over depth", "the change of the stream/logits grows with depth: 'grows' in every seed",
-                        f"{fmt(r)} → {res[r]['verdict']} (per-seed max |slope| {res[r]['per_seed_max_abs_slope']})",
-                        None if res[r]["verdict"] == "inconclusive" else res[r]["verdict"] == "grows")
-                for r in ("blocks_only", "sp")]
-    dm = res["depth_mup"]["verdict"]
-    if dm == "flat" and all(c.passed for c in controls):
-        verdict, reason = "holds", "Depth-μP flat in every seed while (½, 0) and SP are not flat in every seed"
-    elif dm in ("grows", "shrinks"):
-        verdict, reason = "does not hold", "Depth-μP's change from init is not flat in depth"
-    elif dm == "flat":
-        verdict, reason = "partly", ("Depth-μP is flat, but a control was not shown to fail, so the check's power "
-                                     "is not shown")
-    else:
-        verdict, reason = "inconclusive", "the seeds disagree on whether Depth-μP is flat"
-    if t["seeds"] < 3:
-        verdict, reason = "inconclusive", f"{t['seeds']} seed(s) at this tier: not conclusive (quick runs 3)"
+    v = coord_depth_verdict({r: res[r]["verdict"] for r in rules}, int(t["seeds"]), protocol().claim("coord-check"))
+    # the report's rows show each control's slopes beside its word
+    controls = [Control(c.name, c.expectation, f"{fmt(r)} → {res[r]['verdict']} (per-seed max |slope| "
+                        f"{res[r]['per_seed_max_abs_slope']})", c.passed) for r, c in zip(rules[1:], v.checks)]
+    verdict, reason = v.verdict, v.reason
     return [Section(
         title="Depth coordinate check that sees the LR exponent (CompleteP Fig. 7 / nanoGPT-mup style)",
         claim=("Under Depth-μP the residual stream and logits change by O(1) after training, flat in depth; "

@@ -41,6 +41,7 @@ def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
 def feature_diversity(ctx: Context) -> list[Section]:
     from deeplimit.studies import feature_diversity_settings, feature_diversity_study
     from deeplimit.transfer.analysis import paired_difference
+    from deeplimit.transfer.verdict_rules import feature_diversity_verdict
 
     t0 = time.perf_counter()
     t = ctx.settings("feature-diversity")
@@ -80,22 +81,8 @@ def feature_diversity(ctx: Context) -> list[Section]:
     gap_trend = paired_difference(gap(depths[-1]).to_numpy(), gap(depths[0]).to_numpy())
     deep = gaps[depths[-1]]
     mean = trained.groupby(["rule", "depth"])["kappa"].mean()
-    if deep.n < 2:
-        verdict, reason = "inconclusive", "one seed: no interval (the smoke tier); quick runs 3 seeds"
-    elif deep.verdict == "a > b" and gap_trend.verdict == "a > b" and ode_trend.verdict == "a < b":
-        verdict, reason = "holds", (f"κ(Depth-μP) − κ(ODE) > 0 at {depths[-1]} blocks, the gap grows from "
-                                    f"{depths[0]} to {depths[-1]} blocks and ODE's own κ falls (all three 95% "
-                                    "intervals clear of 0)")
-    elif deep.verdict == "a > b":
-        # the paper's claim is ODE's κ falling with depth: a gap alone could come from Depth-μP rising
-        missing = [w for w, ok in (("the gap growing with depth", gap_trend.verdict == "a > b"),
-                                   ("ODE's own κ falling with depth", ode_trend.verdict == "a < b")) if not ok]
-        verdict, reason = "partly", ("Depth-μP keeps more diversity than ODE, but not shown: " + " and ".join(missing)
-                                     + " (the claim is a trend in depth)")
-    elif deep.verdict == "a < b":
-        verdict, reason = "does not hold", "ODE keeps more diversity than Depth-μP at the deepest depth"
-    else:
-        verdict, reason = "inconclusive", "the interval of κ(Depth-μP) − κ(ODE) contains 0"
+    v = feature_diversity_verdict(deep, gap_trend, ode_trend, shallowest=depths[0], deepest=depths[-1])
+    verdict, reason = v.verdict, v.reason
     ode_deep = float(mean.get(("ode", depths[-1]), np.nan))
     # "lower than Depth-μP's" only where the paired interval says so
     lower = "lower than Depth-μP's (the interval above), " if deep.verdict == "a > b" else ""

@@ -21,6 +21,8 @@ def rank_collapse(ctx: Context) -> list[Section]:
     log λ² without the identity and of log(λ² + 4γ²) without the centring; "partly" when only the first two
     hold; "does not hold" otherwise. The paper's ρ → 1 for the no-identity variants is *not* tested (it does
     not reproduce, see the section's claim)."""
+    from deeplimit.transfer.verdict_rules import rank_collapse_verdict
+
     t = ctx.settings("rank-collapse")
     out = ctx.out / "sde" / "ablations"
     t0 = time.perf_counter()
@@ -30,14 +32,10 @@ def rank_collapse(ctx: Context) -> list[Section]:
     at = table[table["layer"] == ell].set_index("variant")["mean_abs_rho"]
     last = table[table["layer"] == table["layer"].max()].set_index("variant")["mean_abs_rho"]
     slopes, theory = summary["log_median_V12_slope_layers_10_30"], summary["theory_slopes"]
-    softmax_collapses = at.get("softmax", np.nan) >= 0.99
-    shaped_bounded = at.get("shaped", np.nan) <= 0.5
     no_id = slopes.get("center-wide", slopes.get("center", np.nan))
     no_ctr = slopes.get("identity-wide", slopes.get("identity", np.nan))
-    rate_ok = (abs(no_id - theory["no identity"]) <= 0.05 * abs(theory["no identity"])
-               and abs(no_ctr - theory["no centring"]) <= 0.05 * abs(theory["no centring"]))
-    verdict = "holds" if softmax_collapses and shaped_bounded and rate_ok else (
-        "partly" if softmax_collapses and shaped_bounded else "does not hold")
+    v = rank_collapse_verdict(softmax_rho=float(at.get("softmax", np.nan)), shaped_rho=float(at.get("shaped", np.nan)),
+                              no_identity_slope=no_id, no_centring_slope=no_ctr, theory=theory, layer=ell)
     preset = summary["preset"]
     dmax = int(table["layer"].max())
     noid = {v: float(last[v]) for v in ("center", "center-wide") if v in last.index}
@@ -67,18 +65,12 @@ def rank_collapse(ctx: Context) -> list[Section]:
                "invariant under X → λX, so it stays at ρ0 while the whole covariance decays like λ^{2ℓ} (spec §6, "
                "exact float64 simulation). The run tests the decay rate of V for that ablation, the growth rate "
                "(λ²+4γ²)^ℓ without the centring, and where the correlation without the identity ends."),
-        measured=measured, verdict=verdict, figures=[out / "ablations.png", out / "ablations_cov.png"],
-        reason=(f"softmax {'collapses' if softmax_collapses else 'does not collapse'} (mean |ρ| ≥ 0.99 at layer "
-                f"{ell}), shaped {'stays' if shaped_bounded else 'does not stay'} ≤ 0.5, ablation rates "
-                f"{'within' if rate_ok else 'not within'} 5% of theory"),
+        measured=measured, verdict=v.verdict, figures=[out / "ablations.png", out / "ablations_cov.png"],
+        reason=v.reason,
         tables=[("mean |ρ| and covariance per layer and variant", table)],
         command=f"deeplimit sde --scenario ablations {flags(t)}", wall_s=time.perf_counter() - t0,
         scale_gap=(f"Here n = {preset['n']}, d = {preset['d']}, m = {preset['m']}, γ = {preset['gamma']:.3g}, "
                    f"{preset['paths']} paths, one seed; the paper: n = 300, d = 150, γ = 1/√2, ρ0 = 0.2, 2^13 "
                    "samples, m not stated."),
-        controls=[Control(
-            name="standard softmax attention (no shaping)",
-            expectation=f"mean |ρ| ≥ 0.99 by layer {ell}: rank collapse, the failure shaping exists to prevent",
-            measured=f"mean |ρ| = {at.get('softmax', float('nan')):.4f} at layer {ell}",
-            passed=bool(softmax_collapses))],
+        controls=[Control.from_check(c) for c in v.checks],
         settings={**t, "preset": preset})]

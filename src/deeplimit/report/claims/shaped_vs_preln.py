@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from deeplimit.protocol import protocol
 from deeplimit.report.claims.transformer_depth import bigram_entropy
 from deeplimit.report.context import Context
 from deeplimit.report.figures import best_loss_figure
@@ -21,58 +22,42 @@ from deeplimit.report.sweeps import (
     tier_cuts,
 )
 
-SHAPED_MARGIN = 0.05  # nats/byte: "comparable" means shaped − Pre-LN within ±0.05 (about 2% of the loss)
-
 
 def shaped_vs_preln(ctx: Context) -> list[Section]:
+    from deeplimit.transfer.analysis import paired_difference
+    from deeplimit.transfer.verdict_rules import no_ln_control, shaped_vs_preln_verdict
+
     t0 = time.perf_counter()
+    claim = protocol().claim("shaped-vs-preln")
+    margin = float(claim["margin"])  # nats/byte: "comparable" means shaped − Pre-LN within ±margin
     spec, status, an, figs, name = run_experiment(ctx, "shaped-vs-preln")
     cspec, _, can, cfigs, cname = run_experiment(ctx, "no-ln-control")
     depth = max(an.summary["depth"])
-    diff = paired_best(an, ("shaped-transformer",), ("transformer",), depth, SHAPED_MARGIN)
+    diff = paired_best(an, ("shaped-transformer",), ("transformer",), depth, margin)
     unigram, bigram = bigram_entropy(spec.fixed["data"])
     shaped, pre = best_at(an, ("shaped-transformer",), depth), best_at(an, ("transformer",), depth)
     # the control: no-LN softmax transformer vs Pre-LN, paired by seed
-    from deeplimit.transfer.analysis import paired_difference
-
     a, b = seed_best(can, ("transformer",), depth), seed_best(an, ("transformer",), depth)
     seeds = sorted(set(a.index) & set(b.index))
     ctrl = paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
     noln = best_at(can, ("transformer",), depth)
-    ctrl_ok = None if ctrl.n < 2 else (ctrl.lo > SHAPED_MARGIN)
     ctrl_text = f"best loss {noln:.3f} nats/byte; no-LN − Pre-LN = {ctrl.text('nats/byte')}"
     a_seeds, b_seeds = a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float)
-    if seeds and not np.isfinite(a_seeds).any() and np.isfinite(b_seeds).all():
-        # diverging at every LR is failing to train outright; an ∞ loss has no interval but needs none
-        ctrl_ok = True
+    # diverging at every LR is failing to train outright; an ∞ loss has no interval but needs none
+    diverged = bool(seeds and not np.isfinite(a_seeds).any() and np.isfinite(b_seeds).all())
+    if diverged:
         ctrl_text = (f"diverged at every LR of the grid in all {len(seeds)} seeds, where Pre-LN trained in all "
                      f"(best {pre:.3f} nats/byte)")
-    control = Control(f"softmax transformer without LayerNorm, {depth} layers",
-                      f"trains clearly worse than Pre-LN: whole interval of (no-LN − Pre-LN) above +{SHAPED_MARGIN}",
-                      ctrl_text, ctrl_ok)
-    trained = shaped < bigram
+    check = no_ln_control(ctrl, claim, name=f"softmax transformer without LayerNorm, {depth} layers",
+                          measured=ctrl_text, diverged_everywhere=diverged)
+    control = Control.from_check(check)
     edge = [m for m in ("shaped-transformer", "transformer") if bool(
         an.summary[(an.summary["model"] == m) & (an.summary["depth"] == depth)]["censored"].any())]
     edge_note = (f" The LR optimum of {', '.join(edge)} sits on the grid's edge: these are the best losses on this "
                  "grid, not at the true optimum." if edge else "")
-    if diff.n < 2:
-        verdict, reason = "inconclusive", "one seed: no interval for shaped − Pre-LN"
-    elif not trained:
-        verdict, reason = "inconclusive", (f"the shaped model's best loss {shaped:.3f} is not below the bigram "
-                                           f"entropy {bigram:.3f}: too little training to compare")
-    elif diff.hi <= SHAPED_MARGIN and ctrl_ok:
-        verdict, reason = "holds", (f"the whole interval of shaped − Pre-LN lies below +{SHAPED_MARGIN} nats/byte "
-                                    "(comparable or better) and the no-LN control trains clearly worse")
-    elif diff.hi <= SHAPED_MARGIN:
-        verdict, reason = "partly", ("shaped is comparable or better, but the no-LN control did not train "
-                                     "clearly worse, so the bar is not shown to be informative")
-    elif diff.lo > SHAPED_MARGIN:
-        verdict, reason = "does not hold", (f"shaped is worse than Pre-LN by more than {SHAPED_MARGIN} nats/byte "
-                                            f"(whole interval) at {depth} layers after {spec.fixed['steps']} steps; "
-                                            "the paper compares after 100K steps, so this is a statement about "
-                                            "early training at this scale")
-    else:
-        verdict, reason = "inconclusive", f"the interval of shaped − Pre-LN straddles ±{SHAPED_MARGIN}"
+    v = shaped_vs_preln_verdict(diff, check, claim, shaped_best=shaped, bigram=bigram, depth=depth,
+                                steps=spec.fixed["steps"])
+    verdict, reason = v.verdict, v.reason
     return [Section(
         title="A Shaped Transformer without LayerNorm trains like Pre-LN",
         claim=("Shaped attention + shaped ReLU with λ/γ residuals and no LayerNorm reach losses comparable to "
@@ -89,7 +74,7 @@ def shaped_vs_preln(ctx: Context) -> list[Section]:
         + figs + cfigs,
         scale_gap=(f"Noci et al.: BERT MLM on Wikipedia+BookCorpus, width 768, 18–24 blocks, 100K steps, 4 seeds. "
                    f"Here: byte LM on {spec.fixed['data']}, width 64, {tier_cuts('shaped-vs-preln', ctx.tier)}"),
-        settings={**spec_settings(spec), "control": spec_settings(cspec), "margin": SHAPED_MARGIN},
+        settings={**spec_settings(spec), "control": spec_settings(cspec), "margin": margin},
         stats={"shaped_minus_preln": diff.to_dict(), "noln_minus_preln": ctrl.to_dict(), "unigram": unigram,
                "bigram": bigram},
         tables=[("best loss per model", an.summary), ("no-LN control", can.summary)],

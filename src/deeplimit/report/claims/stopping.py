@@ -32,20 +32,17 @@ def _stopping_width(ctx: Context, t: dict, out: Path) -> pd.DataFrame:
 
 
 def _monotone_share(g: pd.DataFrame, T: float, tol: float = 0.05) -> float:
-    """Share of adjacent grid pairs ordered as the paper says: median t* non-increasing in γ (at fixed τ0) and
-    non-decreasing in τ0 (at fixed γ), up to ``tol·T``."""
-    M = g.pivot(index="gamma", columns="tau0", values="median_t").sort_index().sort_index(axis=1).to_numpy()
-    pairs = [M[1:, :] - M[:-1, :] <= tol * T, M[:, 1:] - M[:, :-1] >= -tol * T]
-    total = sum(p.size for p in pairs)
-    return float(sum(p.sum() for p in pairs) / total) if total else float("nan")
+    """:func:`deeplimit.transfer.verdict_rules.monotone_share` (imported on use: the rules module loads scipy)."""
+    from deeplimit.transfer.verdict_rules import monotone_share
+
+    return monotone_share(g, T, tol)
 
 
 def _shuffled_shares(g: pd.DataFrame, T: float, n: int = 1000, seed: int = 0) -> np.ndarray:
-    """:func:`_monotone_share` of ``n`` copies of the map with its median t* shuffled over the cells: what the
-    trend rule gives a map with the same values and no trend (its ties and plateaus included)."""
-    rng = np.random.default_rng(seed)
-    values = g["median_t"].to_numpy()
-    return np.array([_monotone_share(g.assign(median_t=rng.permutation(values)), T) for _ in range(n)])
+    """:func:`deeplimit.transfer.verdict_rules.shuffled_shares` (imported on use)."""
+    from deeplimit.transfer.verdict_rules import shuffled_shares
+
+    return shuffled_shares(g, T, n, seed)
 
 
 def stopping(ctx: Context) -> list[Section]:
@@ -56,6 +53,8 @@ def stopping(ctx: Context) -> list[Section]:
     with γ, rises with τ0, within 0.05·T); "does not hold" otherwise. Agreement rule: "holds" when ≥ 80% of the
     cells agree (the 95% bootstrap interval of the difference of median t* meets ±0.05·T); else "does not
     hold", with the width check (the gap at growing n) giving the reason."""
+    from deeplimit.transfer.verdict_rules import stopping_agreement_verdict, stopping_trend_verdict
+
     t = ctx.settings("stopping")
     out = ctx.out / "sde" / "stopping-map"
     t0 = time.perf_counter()
@@ -71,18 +70,11 @@ def stopping(ctx: Context) -> list[Section]:
         rho_t = g[["tau0", "median_t"]].corr(method="spearman").iloc[0, 1] if g["median_t"].nunique() > 1 else np.nan
         parts.append(f"{src}: {shares[src]:.0%} of adjacent cell pairs ordered as claimed; Spearman correlation "
                      f"of median t* with γ {rho_g:+.2f}, with τ0 {rho_t:+.2f}")
-    trend_ok = bool(shares) and all(np.isfinite(v) and v >= 0.9 for v in shares.values())
     # Negative control: the same values shuffled over the cells. If shuffled maps also clear 90%, the rule has no
     # power on this map (plateaus of t* = T or of immediate exits make most pairs "ordered" by ties).
     null = {src: _shuffled_shares(g, T) for src, g in table.groupby("source")}
-    null_q95 = {src: float(np.quantile(v, 0.95)) for src, v in null.items()}
-    control_ok = bool(null_q95) and all(q < 0.9 for q in null_q95.values())
-    control = Control(
-        "each map with its median t* shuffled over the cells (1000 permutations)",
-        "no trend: the shuffled maps stay below the 90% rule",
-        "; ".join(f"{src}: 95% of shuffles order ≤ {null_q95[src]:.0%} of pairs (observed {shares[src]:.0%}, "
-                  f"share of shuffles reaching it {np.mean(null[src] >= shares[src]):.3f})" for src in null),
-        control_ok)
+    tv = stopping_trend_verdict(shares, null)
+    control = Control.from_check(tv.checks[0])
     grid = ""
     if t["gammas"]:
         grid = " --gammas " + " ".join(f"{g:g}" for g in t["gammas"]) + " --tau0s " + " ".join(
@@ -100,12 +92,7 @@ def stopping(ctx: Context) -> list[Section]:
                "large-τ0 region, worst at γ = 1 with small τ0 (Noci et al. 2023, Figs. 5 right, 8, computed on "
                "networks with n = d = 200)."),
         measured=("; ".join(parts) + f" (start X₀ iid N(0, {preset['init_std']:g}²))."),
-        verdict=("holds" if trend_ok and control_ok else "inconclusive" if trend_ok else "does not hold"),
-        reason=("≥ 90% of adjacent cell pairs ordered as claimed in "
-                + ("every map" if trend_ok else "not every map") + ": "
-                + ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
-                + ("" if control_ok or not trend_ok else
-                   "; but shuffled maps reach the rule too, so it cannot tell a trend from ties here")),
+        verdict=tv.verdict, reason=tv.reason,
         controls=[control],
         figures=maps, tables=[("median and 10% stopping times", table)],
         command=command, wall_s=time.perf_counter() - t0, scale_gap=scale_gap, settings=t)
@@ -120,7 +107,7 @@ def stopping(ctx: Context) -> list[Section]:
     shrinks = bool((gap_last.to_numpy() <= gap_first.to_numpy() + 0.05 * T).all()
                    and gap_last.mean() < gap_first.mean())
     bad = cells[~cells["agree"]]
-    ok = agr["agree_share"] >= 0.8
+    av = stopping_agreement_verdict(agr["agree_share"])
     step_shift = float((width["median_sde_fine"] - width["median_sde"]).abs().max())
     step_ok = step_shift < 0.5 * float(gap_first.mean())
     sat = (bad["logit_scale"] > 0.25).mean() if len(bad) else float("nan")
@@ -154,8 +141,7 @@ def stopping(ctx: Context) -> list[Section]:
                "this extra check asks whether at the paper's n = d = 200 the two maps also agree cell by cell; its "
                "verdict is shown but not counted among the papers' results."),
         counted=False,
-        measured=measured, verdict="holds" if ok else "does not hold",
-        reason=f"{agr['agree_share']:.0%} of the cells agree within their intervals (rule: ≥ 80%)",
+        measured=measured, verdict=av.verdict, reason=av.reason,
         figures=[out / "stopping-map_diff.png"],
         tables=[("per cell: median t* of each source, difference and its 95% bootstrap interval", cells),
                 ("width check: network median t* at growing n (d = n) vs the SDE", width)],
