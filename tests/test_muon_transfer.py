@@ -12,6 +12,7 @@ import pytest
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep import create_sweep, run_worker
+from deeplimit.transfer import optimizer_verdicts as V
 from deeplimit.transfer import optimizers as O
 from deeplimit.transfer import transfer_results as results_frame
 
@@ -67,22 +68,67 @@ def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_t
     assert {(r.experiment, r.preset) for r in section.itertuples()} == {
         ("muon_width_transfer", "mup"), ("muon_width_transfer", "sp"), ("weight_decay_width_constant", "mup")}
     for r in section.itertuples():
-        assert r.verdict in ("transfers", "shifts", "inconclusive", "degrades")
+        assert r.verdict in ("transfers", "shifts", "inconclusive", "degrades") and r.role == "evidence"
         if r.verdict in ("inconclusive", "degrades"):
             assert r.agrees is None  # an undecided run is never counted as agreement
-        else:
+        elif r.agrees is not None:  # a "shifts" inside the margin refutes no "transfers": left undecided
             assert r.agrees == (r.verdict == r.expected)
     wd = section[section["experiment"] == "weight_decay_width_constant"].iloc[0]
     assert wd["axis"] == "weight_decay" and wd["size"] == "width"
-    lines = O.section_lines(section)
-    assert len(lines) == len(section) and all("expected " in line for line in lines)
-    assert O.section_verdict(section) in ("holds", "partly", "does not hold", "inconclusive")
+    lines = V.section_lines(section)
+    assert len(lines) == len(section) and all("expected " in line and "per doubling" in line for line in lines)
+    assert V.section_verdict(section) in ("holds", "partly", "does not hold", "inconclusive")
 
 
 @pytest.mark.parametrize("agrees,word", [([True, True], "holds"), ([True, None], "partly"),
                                          ([None, None], "inconclusive"), ([True, False], "does not hold")])
 def test_section_verdict_words(agrees, word):
-    assert O.section_verdict(pd.DataFrame({"agrees": agrees})) == word
+    assert V.section_verdict(pd.DataFrame({"agrees": agrees})) == word
+
+
+def _muon_depth(blocks_only_shift: float, *, relabel: bool) -> pd.DataFrame:
+    """Muon depth-transfer runs: Depth-μP's optimum stays put; ``blocks_only`` either IS Depth-μP's runs with the LR
+    relabelled by ``blocks_only_shift`` per doubling (U, V frozen: the m_L^−½ factor) or has its own losses."""
+    rows = []
+    offsets = (-0.04, -0.02, 0.0, 0.02, 0.04)
+    grid = np.arange(-14.0, -1.99, 0.5)
+    for seed, d in enumerate(offsets):
+        for L in (4, 16, 64):
+            k = math.log2(L / 4)
+            for x in grid:
+                rows.append({"preset": "depth_mup", "depth": L, "seed": seed, "log2_lr": float(x),
+                             "value": 0.5 + 0.01 * (x - (-8.0 + d * k)) ** 2})
+                shifted = x - blocks_only_shift * k  # blocks_only at η is Depth-μP at η·(L/L₀)^+½
+                own = 0.0 if relabel else 0.001 * (1 + seed) * k  # a different run: its losses differ
+                rows.append({"preset": "blocks_only", "depth": L, "seed": seed, "log2_lr": float(x),
+                             "value": 0.5 + own + 0.01 * (shifted - (-8.0 + d * k)) ** 2})
+    return pd.DataFrame(rows)
+
+
+def test_a_relabelled_muon_control_is_a_calibration_never_evidence():
+    results = {"muon_depth_transfer": O.analyze_axis(_muon_depth(-0.5, relabel=True), size="depth", n_boot=20)}
+    rows = V.section_rows(results).set_index("preset")
+    bo = rows.loc["blocks_only"]
+    assert bo["role"] == "calibration" and bo["agrees"] is None and "relabelling of muon_depth_transfer" in bo["why"]
+    assert bo["verdict"] == "shifts" and V.agreement(bo["calibration_passed"]) is True
+    assert bo["slope"] == pytest.approx(-0.5, abs=1e-6)
+    assert rows.loc["depth_mup", "role"] == "evidence" and V.agreement(rows.loc["depth_mup", "agrees"]) is True
+    # one evidence row, decided as predicted, and a calibration with power: holds — the relabelling adds no vote
+    assert V.section_verdict(rows.reset_index()) == "holds"
+    assert any("calibration, not evidence" in line for line in V.section_lines(rows.reset_index()))
+    # the same shift in runs of its own is evidence
+    own = V.section_rows({"muon_depth_transfer": O.analyze_axis(_muon_depth(-0.5, relabel=False), size="depth",
+                                                                 n_boot=20)}).set_index("preset")
+    assert own.loc["blocks_only", "role"] == "evidence" and V.agreement(own.loc["blocks_only", "agrees"]) is True
+
+
+def test_a_calibration_without_power_keeps_the_section_from_holding():
+    # a relabelling by 0 per doubling (the same runs twice): the calibration cannot reject transfer
+    results = {"muon_depth_transfer": O.analyze_axis(_muon_depth(0.0, relabel=True), size="depth", n_boot=20)}
+    rows = V.section_rows(results)
+    bo = rows.set_index("preset").loc["blocks_only"]
+    assert bo["role"] == "calibration" and V.agreement(bo["calibration_passed"]) is False
+    assert V.section_verdict(rows) == "partly"
 
 
 def test_analyze_axis_takes_the_optimum_over_the_weight_decay(smoke_tables):
@@ -192,7 +238,13 @@ def test_the_section_decides_the_hidden_weight_decay_rows_by_their_threshold(tmp
     by = section.set_index("experiment")
     assert by.loc["weight_decay_hidden_constant", "verdict"] == "shifts"
     assert by.loc["weight_decay_hidden_timescale", "verdict"] == "transfers"
-    assert section["agrees"].tolist() == [True, True] and O.section_verdict(section) == "holds"
+    # the constant-λ row is the τ row relabelled (λ = 1/(η_g·τ·T), one η_g ∝ 1/n): a calibration, never a vote
+    const = by.loc["weight_decay_hidden_constant"]
+    assert const["role"] == "calibration" and const["agrees"] is None
+    assert V.agreement(const["calibration_passed"]) is True
+    assert const["slope"] == pytest.approx(1.0, abs=0.1) and const["predicted_slope"] == 1.0
+    assert V.agreement(by.loc["weight_decay_hidden_timescale", "agrees"]) is True
+    assert V.section_verdict(section) == "holds"
     path = O.plot_decay_thresholds(tables, O.thresholds(tables), str(tmp_path / "wd.png"))
     assert Path(path).stat().st_size > 0 and len(saved_figures) == 1
     panels = _panels(saved_figures[0])

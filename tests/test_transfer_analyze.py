@@ -15,8 +15,8 @@ from deeplimit.transfer.analysis import (
     final_values,
     fit_trend,
     paired_difference,
+    slope_table,
     summarize,
-    verdict,
 )
 
 GRID = np.arange(-12.0, -3.5, 1.0)
@@ -78,8 +78,12 @@ def test_verdict_flips_between_transfers_and_shifts() -> None:
     assert drift.loc["drifting", "verdict"] == "shifts"
     assert drift.loc["drifting", "drift"] == pytest.approx(-2.5, abs=0.3)  # −0.5 × log2(128/4)
     assert drift.loc["drifting", "drift_ci_high"] < 0
-    assert "transfers: η* drifts" in drift.loc["flat", "verdict_text"]
+    # the verdict is the slope statistic's: per-seed slopes of η̂* per doubling, their t interval, the regret
+    assert drift.loc["flat", "verdict_text"].startswith("transfers: the 95% slope interval")
     assert "4→128 blocks" in drift.loc["flat", "verdict_text"]
+    assert drift.loc["drifting", "seed_slope"] == pytest.approx(-0.5, abs=0.05)
+    assert drift.loc["drifting", "seed_slope_ci_high"] < -drift.loc["drifting", "margin"]
+    assert drift.loc["flat", "regret_ci_high"] < drift.loc["flat", "regret_margin"] == 0.02
     # A shifting rule still predicts the LR at the target size from its fitted power law.
     assert math.log2(result.predict_lr("drifting", 256)) == pytest.approx(-8 - 0.5 * 6, abs=0.35)
     assert result.trends[("drifting",)].exponent == pytest.approx(-0.5, abs=0.1)
@@ -126,14 +130,52 @@ def test_fit_trend_and_verdict_rules() -> None:
     assert lo < -11 < hi
     with pytest.raises(DeeplimitError):
         fit_trend([4], [-8.0], [0.1])
-    # the whole interval decides, never the point estimate alone (tolerance: one octave)
-    assert verdict(0.4, (-0.3, 0.9)) == "transfers"
-    assert verdict(0.4, (-2.0, 2.0)) == "inconclusive"  # a near-zero drift with a wide interval proves nothing
-    assert verdict(-2.5, (-3.5, -1.5)) == "shifts"
-    assert verdict(-1.5, (-2.5, -0.5)) == "inconclusive"  # beyond the tolerance, but not its whole interval
-    assert verdict(-1.5, (-3.0, 0.2)) == "inconclusive"
-    assert verdict(0.2, (float("nan"), float("nan"))) == "inconclusive"
-    assert verdict(0.4, (-0.2, 0.6), tol=0.5) == "inconclusive"
+
+
+def _exact(slopes: dict[str, float], offsets=(-0.04, -0.02, 0.0, 0.02, 0.04), depths=(4, 16, 64),
+           curvature: float = 0.01) -> pd.DataFrame:
+    """Noise-free parabolas on a half-octave grid; seed s's optimum moves by slope + offsets[s] per doubling
+    (so the 95% t half-width of the mean slope is 2.776·0.0316/√5 = 0.039)."""
+    rows = []
+    for preset, k in slopes.items():
+        for s, d in enumerate(offsets):
+            for L in depths:
+                opt = -8.0 + (k + d) * math.log2(L / depths[0])
+                for x in np.arange(-14.0, -1.99, 0.5):
+                    rows.append({"preset": preset, "depth": L, "seed": s, "log2_lr": x,
+                                 "value": 0.5 + curvature * (x - opt) ** 2})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("slope", "spread", "word"), [
+    (0.2, 1, "transfers"),      # 0.2 ± 0.039 inside ±0.25
+    (-0.2, 1, "transfers"),
+    (0.23, 1, "shifts"),        # [0.19, 0.27]: not inside the margin, and it excludes 0
+    (0.1, 5, "inconclusive"),   # [−0.10, +0.30]: neither inside ±0.25 nor clear of 0
+    (-0.5, 1, "shifts"),
+])
+def test_slope_table_decides_by_the_slope_interval_against_the_margin(slope, spread, word) -> None:
+    # the per-seed interval decides, never the drift of the seed-mean optima over the range (the old ±1-octave
+    # band over 16× depth called anything within ±0.5 per doubling "transfers")
+    offsets = tuple(spread * d for d in (-0.04, -0.02, 0.0, 0.02, 0.04))
+    row = slope_table(_exact({"r": slope}, offsets), margin=0.25, regret_margin=0.02).iloc[0]
+    assert row["verdict"] == word, row["verdict_text"]
+    assert row["seed_slope"] == pytest.approx(slope, abs=1e-6)
+
+
+def test_slope_table_regret_decides_too() -> None:
+    # a flat mean slope whose seeds scatter so much that the base η* costs > 2% at the largest size
+    runs = _exact({"r": 0.0}, offsets=(-0.2, -0.1, 0.0, 0.1, 0.2), curvature=0.03)
+    row = slope_table(runs, margin=0.25, regret_margin=0.02).iloc[0]
+    assert row["seed_slope_ci_high"] < 0.25 and row["regret_ci_high"] >= 0.02
+    assert row["verdict"] == "inconclusive" and "regret" in row["verdict_text"]
+
+
+def test_slope_table_needs_two_sizes_and_refuses_bad_margins() -> None:
+    row = slope_table(_exact({"r": 0.0}, depths=(8,))).iloc[0]
+    assert row["verdict"] == "inconclusive" and "one blocks size" in row["verdict_text"]
+    with pytest.raises(DeeplimitError, match="margin"):
+        analyze(_exact({"r": 0.0}), margin=0.0)
 
 
 def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
@@ -151,13 +193,14 @@ def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
     an = full_analysis(pd.DataFrame(rows), group="preset", size="depth")
     row = an.drift.iloc[0]
     assert row["verdict"] == "degrades"
-    assert "best loss goes from 0.5 at 4 to 100 at 64 blocks" in row["verdict_text"]
+    assert row["verdict_text"].startswith("degrades: at depth 64 the best loss rises from 0.5 to 100")
+    assert row["degrade_text"] == "the best loss goes from 0.5 at 4 to 100 at 64 blocks"  # the descriptive flag
 
 
 def test_one_seed_is_inconclusive_never_a_zero_width_interval() -> None:
     result = analyze(_table({"flat": 0.0}, seeds=1), n_boot=100)
     row = result.drift.iloc[0]
-    assert row["verdict"] == "inconclusive" and row["verdict_text"].startswith("inconclusive (1 seed)")
+    assert row["verdict"] == "inconclusive" and row["verdict_text"].startswith("inconclusive (too few seeds)")
     assert math.isnan(row["drift_ci_low"]) and row["n_seed_drifts"] == 1
 
 

@@ -8,8 +8,8 @@ trains one grid point, the long results table, the η̂*/drift analysis and its 
     objectives.py    train_objective (with validate); configs come from deeplimit.train.config_from_point
     demo.py          quadratic: a cheap real LR-transfer problem for demos and tests
     table.py         LONG_COLUMNS, long_table, transfer_results
-    analysis.py      analyze, summarize, drift_table, estimate_optimum, fit_trend, verdict,
-                     paired_difference (95% intervals over seeds decide every verdict)
+    analysis.py      analyze, summarize, drift_table, slope_table (the verdict: the slope statistic of
+                     statistics.transfer_test), estimate_optimum, fit_trend, paired_difference
     plots.py         plot_loss_vs_lr, plot_optimum_vs_size, plot_analysis
     sweeps.py        create_transfer_sweep, write_transfer_results, analyze_sweep (one call per CLI step)
     optimizers.py    Muon and weight-decay grids (GRIDS), analyze_axis, decay_threshold, muon_transfer_section
@@ -29,9 +29,10 @@ _EXPORTS = {
     "train_objective": "objectives",
     "LONG_COLUMNS": "table", "long_table": "table", "transfer_results": "table",
     "analyze": "analysis", "summarize": "analysis", "drift_table": "analysis", "final_values": "analysis",
-    "estimate_optimum": "analysis", "fit_trend": "analysis", "verdict": "analysis", "TransferAnalysis": "analysis",
+    "estimate_optimum": "analysis", "fit_trend": "analysis", "slope_table": "analysis", "TransferAnalysis": "analysis",
     "Trend": "analysis", "paired_difference": "analysis", "PairedDifference": "analysis",
-    "drift_interval": "analysis", "per_seed_drifts": "analysis", "TRANSFER_TOL": "analysis",
+    "drift_interval": "analysis", "per_seed_drifts": "analysis", "SLOPE_MARGIN": "analysis",
+    "REGRET_MARGIN": "analysis",
     "plot_loss_vs_lr": "plots", "plot_optimum_vs_size": "plots", "plot_analysis": "plots",
     "create_transfer_sweep": "sweeps", "write_transfer_results": "sweeps", "analyze_sweep": "sweeps",
     "spec_from": "sweeps",

@@ -22,11 +22,14 @@ adds in quadrature
 * the grid resolution: a size whose optimum could not be refined by the parabola is uncertain by a uniform
   error of one grid step (SD Δ/√12), propagated through the slope.
 
-Verdict (an equivalence test and a minimum-effect test on the interval, tolerance ``tol`` = 1 octave over
-the whole range): "transfers" if the whole interval lies within [−tol, tol]; "shifts" if it lies wholly
-outside it (D and every value in its interval beyond the tolerance, on one side); otherwise
-"inconclusive" — including "inconclusive (1 seed)" when fewer than two seeds give a drift. The fitted trend
-η*(size) ∝ size^b (:class:`Trend`) predicts the LR at a target size even when the rule does not transfer.
+The drift and its interval describe the trend (the plots draw it; :class:`Trend` predicts the LR at a target
+size even when the rule does not transfer); they decide nothing. The verdict of each group is the slope statistic of
+:func:`deeplimit.transfer.statistics.transfer_test` (:func:`slope_table`): η̂* per (size, seed) by a weighted
+quadratic, the mean of the per-seed slopes of log2 η̂* per doubling of the size with its Student-t 95 % interval,
+and the transfer regret. "transfers" = the slope interval inside ±``margin`` per doubling (a TOST) and the regret's
+upper end below ``regret_margin``; "shifts" = the slope interval excludes 0; "degrades" = the best loss breaks at
+the largest size; else "inconclusive". The margins default to the frozen protocol's (depth-transfer: ±0.25 per
+doubling, 2 %), never tuned on the data they decide.
 
 :func:`paired_difference` is the matching rule for comparisons (|x| vs ReLU, shaped vs Pre-LN, …): a
 Student-t interval over paired per-seed differences.
@@ -44,6 +47,7 @@ import pandas as pd
 from scipy import stats
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.protocol import protocol
 
 __all__ = [
     "Optimum",
@@ -55,20 +59,20 @@ __all__ = [
     "summarize",
     "drift_table",
     "fit_trend",
-    "verdict",
+    "slope_table",
     "analyze",
     "drift_interval",
     "per_seed_drifts",
-    "TRANSFER_TOL",
+    "SLOPE_MARGIN",
+    "REGRET_MARGIN",
     "PairedDifference",
     "paired_difference",
 ]
 
-# Tolerance on the drift of log2 η* over the whole size range. One octave, not the spec's proposed half
-# octave: with a 1-octave LR grid over three sizes the grid resolution alone gives a 95 % half-width of
-# ≈ 0.8 octave for an unrefined optimum, so a half-octave tolerance could never be met (decision in
-# docs/reproduce.md). (½, 0)'s expected drift over 2→32 blocks is −2 octaves, twice the tolerance.
-TRANSFER_TOL = 1.0
+# The pre-registered margins of the slope statistic (protocol.toml, depth-transfer; width-transfer uses the same):
+# ±0.25 octave per doubling for the slope, 2 % of the best loss for the transfer regret.
+SLOPE_MARGIN = float(protocol().claim("depth-transfer")["margin_slope"])
+REGRET_MARGIN = float(protocol().claim("depth-transfer")["margin_regret"])
 SIZE_UNITS = {"depth": "blocks", "width": "width", "n_layers": "layers"}
 
 
@@ -341,20 +345,6 @@ def fit_trend(sizes: Sequence[float], log2_eta: Sequence[float], se: Sequence[fl
 DEGRADE_RATIO = 1.5  # best loss at the largest size above 1.5x the smallest size's: the rule breaks there
 
 
-def verdict(drift: float, ci: tuple[float, float], tol: float = TRANSFER_TOL) -> str:
-    """``"transfers"`` if the whole 95 % interval ``ci`` of the drift lies within [−tol, tol]; ``"shifts"`` if
-    it lies wholly outside that band (beyond +tol or below −tol); otherwise ``"inconclusive"``. A missing or
-    non-finite interval is ``"inconclusive"``: a point estimate alone decides nothing."""
-    lo, hi = ci
-    if not (math.isfinite(drift) and math.isfinite(lo) and math.isfinite(hi)):
-        return "inconclusive"
-    if -tol <= lo and hi <= tol:
-        return "transfers"
-    if lo > tol or hi < -tol:
-        return "shifts"
-    return "inconclusive"
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """Mean of paired differences ``a − b`` (one per seed) with its 95 % Student-t interval."""
@@ -466,10 +456,11 @@ def _fmt_size(v: float) -> str:
     return f"{v:g}"
 
 
-def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth",
-                tol: float = TRANSFER_TOL) -> tuple[pd.DataFrame, dict[tuple, Trend]]:
-    """Drift table per group (``slope, drift, drift_ci, range, verdict`` …) and the fitted trends; the
-    verdict uses the 95 % interval of :func:`drift_interval` and the tolerance ``tol`` (:func:`verdict`)."""
+def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth"
+                ) -> tuple[pd.DataFrame, dict[tuple, Trend]]:
+    """Descriptive drift table per group (``slope, drift, drift_ci, range`` …, and ``degrades`` when the best
+    loss breaks at the largest size) and the fitted trends. It decides nothing: the verdict columns come from
+    :func:`slope_table` (:func:`analyze` joins the two)."""
     g = _cols(group)
     _require(summary, [*g, size, "log2_eta_star", "se", "censored"], "the summary table")
     unit = SIZE_UNITS.get(size, size)
@@ -484,7 +475,7 @@ def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset", si
                      "slope": math.nan, "slope_ci_low": math.nan, "slope_ci_high": math.nan,
                      "intercept": math.nan, "drift": math.nan, "drift_ci_low": math.nan,
                      "drift_ci_high": math.nan, "n_seed_drifts": 0, "ci_seed_half": math.nan,
-                     "ci_grid_half": math.nan, "tol": tol, "range": math.nan,
+                     "ci_grid_half": math.nan, "range": math.nan, "degrades": False, "degrade_text": "",
                      "best_loss_min": float(sub["best_loss"].min()) if "best_loss" in sub else math.nan}
         notes = []
         if n_cen:
@@ -499,24 +490,11 @@ def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset", si
             span = math.log2(smax / smin)
             d = trend.slope * span
             dlo, dhi, n_seed, h_seed, h_grid = drift_interval(usable, size, d)
-            v = verdict(d, (dlo, dhi), tol)
             row.update(size_min=smin, size_max=smax, slope=trend.slope, slope_ci_low=dlo / span,
                        slope_ci_high=dhi / span, intercept=trend.intercept, drift=d,
                        drift_ci_low=dlo, drift_ci_high=dhi, n_seed_drifts=n_seed, ci_seed_half=h_seed,
-                       ci_grid_half=h_grid, tol=tol,
+                       ci_grid_half=h_grid,
                        range=float(usable["log2_eta_star"].max() - usable["log2_eta_star"].min()))
-            if n_seed < 2:
-                v = "inconclusive"
-                text = (f"inconclusive (1 seed): η* drifts {d:+.2f} log2 units over {_fmt_size(smin)}→"
-                        f"{_fmt_size(smax)} {unit}, but fewer than two seeds give a drift, so there is no "
-                        "interval; run ≥ 3 seeds")
-            else:
-                text = (f"{v}: η* drifts {d:+.2f} log2 units (95% CI {dlo:+.2f} to {dhi:+.2f}, {n_seed} seeds; "
-                        f"tolerance ±{tol:g}) over {_fmt_size(smin)}→{_fmt_size(smax)} {unit}; "
-                        f"η* ∝ {size}^{trend.slope:+.2f}")
-        else:
-            v = "inconclusive"
-            text = f"inconclusive: fewer than two {unit} sizes with an uncensored optimum"
         # An η* that barely moves means nothing if the model itself breaks at size: SP at depth diverges
         # (TP6 Fig. 20) while its surviving LRs still put the argmin near the same place. Flag it.
         if "best_loss" in sub and len(sub) >= 2:
@@ -524,17 +502,65 @@ def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset", si
             first, last = float(ordered["best_loss"].iloc[0]), float(ordered["best_loss"].iloc[-1])
             row.update(best_loss_first=first, best_loss_last=last)
             if not math.isfinite(last) or (math.isfinite(first) and last > DEGRADE_RATIO * first) or n_none:
-                v = "degrades"
-                text = (f"degrades: the best loss goes from {first:.3g} at {_fmt_size(ordered[size].iloc[0])} to "
-                        f"{last:.3g} at {_fmt_size(ordered[size].iloc[-1])} {unit}; " + text.split(": ", 1)[-1])
-        if notes:
-            text += " (" + "; ".join(notes) + ")"
-        row["verdict"] = v
-        row["verdict_text"] = text
+                row.update(degrades=True, degrade_text=(
+                    f"the best loss goes from {first:.3g} at {_fmt_size(ordered[size].iloc[0])} to {last:.3g} at "
+                    f"{_fmt_size(ordered[size].iloc[-1])} {unit}"))
+        row["notes"] = "; ".join(notes)
         row["drift_ci"] = (f"[{row['drift_ci_low']:+.2f}, {row['drift_ci_high']:+.2f}]"
                            if math.isfinite(row["drift_ci_low"]) else "")
         rows.append(row)
     return pd.DataFrame.from_records(rows), trends
+
+
+def _one_run_per_point(sub: pd.DataFrame, size: str, seed: str) -> pd.DataFrame:
+    """One row per (size, seed, log2_lr): runs that differ in a column outside the group are averaged, as the
+    seed-mean curves are (a diverged run makes the point +∞)."""
+    v = sub["value"].astype(float)
+    if "status" in sub.columns:
+        v = v.where(~sub["status"].astype(str).eq("diverged"), math.inf)
+    sub = sub.assign(value=v.where(np.isfinite(v), math.inf))
+    if seed not in sub.columns:
+        sub = sub.assign(**{seed: 0})
+    return sub.groupby([size, seed, "log2_lr"], as_index=False)["value"].mean()
+
+
+def slope_table(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth", *,
+                margin: float = SLOPE_MARGIN, regret_margin: float = REGRET_MARGIN, seed: str = "seed",
+                predicted: dict[tuple, float] | None = None) -> pd.DataFrame:
+    """The verdict of each group by the slope statistic (:func:`deeplimit.transfer.statistics.transfer_test`):
+    one row per group with ``verdict``, ``verdict_text``, the mean per-seed slope of log2 η̂* per doubling of
+    ``size`` with its 95 % interval (``seed_slope``, ``seed_slope_ci_low``, ``seed_slope_ci_high``), the
+    transfer regret (``regret``, ``regret_ci_low``, ``regret_ci_high``), both margins and ``n_seeds_slope``.
+
+    ``runs``: one row per run (:func:`final_values`). ``predicted``: group key → the slope per doubling a shift
+    must be consistent with (optional). A group with fewer than two sizes is "inconclusive"."""
+    # statistics imports this module (DEGRADE_RATIO), so it is imported on use
+    from deeplimit.transfer.statistics import transfer_test
+
+    g = _cols(group)
+    runs = _with_log2_lr(runs)
+    _require(runs, [*g, size, "value"], "the runs table")
+    unit = SIZE_UNITS.get(size, size)
+    rows = []
+    for keys, sub in runs.groupby(g, sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        row: dict = {**dict(zip(g, keys)), "margin": float(margin), "regret_margin": float(regret_margin),
+                     "seed_slope": math.nan, "seed_slope_ci_low": math.nan, "seed_slope_ci_high": math.nan,
+                     "regret": math.nan, "regret_ci_low": math.nan, "regret_ci_high": math.nan,
+                     "n_seeds_slope": 0}
+        sizes = sorted(sub[size].astype(float).unique())
+        if len(sizes) < 2:
+            row.update(verdict="inconclusive", verdict_text=f"inconclusive: one {unit} size, no slope to measure")
+            rows.append(row)
+            continue
+        test = transfer_test(_one_run_per_point(sub, size, seed), size=size, margin=margin,
+                             regret_margin=regret_margin, predicted=(predicted or {}).get(keys))
+        row.update(verdict=test.verdict, seed_slope=test.slope, seed_slope_ci_low=test.slope_ci[0],
+                   seed_slope_ci_high=test.slope_ci[1], regret=test.regret, regret_ci_low=test.regret_ci[0],
+                   regret_ci_high=test.regret_ci[1], n_seeds_slope=test.n_seeds,
+                   verdict_text=f"{test.reason}; {test.text()}; {_fmt_size(sizes[0])}→{_fmt_size(sizes[-1])} {unit}")
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -565,14 +591,24 @@ class TransferAnalysis:
 
 
 def analyze(table: pd.DataFrame, metric: str = "objective", group: str | Sequence[str] = "preset",
-            size: str = "depth", *, n_boot: int = 1000, rng: int = 0, tol: float = TRANSFER_TOL) -> TransferAnalysis:
-    """Full §11.4 analysis of a long table (or of a one-row-per-run table without a ``metric`` column)."""
+            size: str = "depth", *, n_boot: int = 1000, rng: int = 0, margin: float = SLOPE_MARGIN,
+            regret_margin: float = REGRET_MARGIN) -> TransferAnalysis:
+    """Full §11.4 analysis of a long table (or of a one-row-per-run table without a ``metric`` column): curves,
+    the η̂* summary, the descriptive drift (:func:`drift_table`) joined with the verdict of the slope statistic
+    (:func:`slope_table`, margins from the protocol unless given)."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise DeeplimitError(f"n_boot must be a whole number ≥ 1 (bootstrap resamples), got {n_boot!r}; e.g. 1000")
+    if not (margin > 0 and regret_margin > 0):
+        raise DeeplimitError(f"margin and regret_margin must be positive, got {margin!r} and {regret_margin!r}; "
+                             "e.g. margin=0.25 octave per doubling, regret_margin=0.02")
     runs = final_values(table, metric)
     g = _cols(group)
     curves = seed_mean_curves(runs, g, size)
     summary = summarize(runs, g, size, n_boot=n_boot, rng=rng)
-    drift, trends = drift_table(summary, g, size, tol)
+    drift, trends = drift_table(summary, g, size)
+    slopes = slope_table(runs, g, size, margin=margin, regret_margin=regret_margin)
+    drift = drift.merge(slopes, on=g, how="left")
+    notes = drift["notes"].fillna("")
+    drift["verdict_text"] = [t + (f" ({n})" if n else "") for t, n in zip(drift["verdict_text"], notes)]
     return TransferAnalysis(group=g, size=size, runs=runs, curves=curves, summary=summary, drift=drift,
                             trends=trends)

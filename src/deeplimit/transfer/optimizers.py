@@ -3,7 +3,8 @@
 Spec builders return :class:`~deeplimit.sweep.grid.SweepSpec` grids over the real trainer (tiers ``smoke`` for
 CI, ``quick``, ``standard`` — the runs recorded in docs/optimizers.md); :func:`analyze_axis` runs the transfer
 analysis of depth-mup spec §11.4 on any log2 axis (the weight decay, not only the LR); and
-:func:`muon_transfer_section` turns the sweeps into the verdict rows of the "Muon transfer" report section.
+:func:`muon_transfer_section` turns the sweeps into the verdict rows of the "Muon transfer" report section
+(:mod:`deeplimit.transfer.optimizer_verdicts`: the slope statistic, relabelled rows as calibrations).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.transfer.analysis import TransferAnalysis, analyze, drift_interval, final_values, verdict
+from deeplimit.transfer.analysis import SLOPE_MARGIN, TransferAnalysis, analyze, drift_interval, final_values
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # "full" is "standard" here: the runs
 from deeplimit.transfer.experiments import OBJECTIVE, log2_grid  # recorded in docs/optimizers.md
 
@@ -154,8 +156,10 @@ class DecayThreshold:
 
     ``per_size``: one row per size — ``log2_threshold`` (seed-mean curve), ``seed_thresholds`` (one per seed),
     ``reference_loss`` (no-decay loss, seed mean); a threshold outside the grid is NaN and the size is censored.
-    ``drift``: the threshold's change over the size range with its 95 % interval (per-seed slopes, Student t) and
-    the verdict of :func:`deeplimit.transfer.analysis.verdict` (±1 octave).
+    ``drift``: the threshold's change over the size range with its 95 % interval (descriptive). ``slope``: the
+    mean of the per-seed slopes of the threshold per doubling of the size with its Student-t 95 % interval
+    (``slope_ci``, over ``n_slopes`` seeds) — the slope statistic that decides ``verdict``:
+    :func:`threshold_verdict` against ±``margin`` per doubling.
     """
 
     axis: str
@@ -166,6 +170,41 @@ class DecayThreshold:
     drift_ci: tuple[float, float]
     n_seeds: int
     verdict: str
+    slope: float = math.nan
+    slope_ci: tuple[float, float] = (math.nan, math.nan)
+    n_slopes: int = 0
+    margin: float = SLOPE_MARGIN
+
+
+def threshold_verdict(slope_ci: tuple[float, float], margin: float, n_slopes: int,
+                      predicted: float | None = None) -> str:
+    """The slope statistic's word for a decay threshold (no regret: the threshold is not an optimum):
+    "transfers" when the 95 % interval of the slope per doubling lies inside ±``margin`` (a TOST); "shifts" when
+    it excludes 0 and, with ``predicted``, comes within ``margin`` of it; else "inconclusive" (also with fewer
+    than two seeds with a slope)."""
+    lo, hi = slope_ci
+    if n_slopes < 2 or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    if -margin <= lo and hi <= margin:
+        return "transfers"
+    if (lo > 0 or hi < 0) and (predicted is None or lo - margin <= predicted <= hi + margin):
+        return "shifts"
+    return "inconclusive"
+
+
+def _seed_slopes(per_size: pd.DataFrame, size: str) -> dict[str, float]:
+    """seed → OLS slope of that seed's finite thresholds on log2 size (per doubling); seeds with < 2 sizes out."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for _, r in per_size.iterrows():
+        for sd, thr in zip(r["_seeds"], r["seed_thresholds"]):
+            if math.isfinite(thr):
+                points.setdefault(str(sd), []).append((math.log2(float(r[size])), float(thr)))
+    out = {}
+    for sd, pts in points.items():
+        x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+        if len(x) >= 2 and np.ptp(x) > 0:
+            out[sd] = float(np.polyfit(x, y, 1)[0])
+    return out
 
 
 def _crossing(x: np.ndarray, excess: np.ndarray, delta: float, decay_grows: bool) -> float:
@@ -185,7 +224,8 @@ def _crossing(x: np.ndarray, excess: np.ndarray, delta: float, decay_grows: bool
 
 
 def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, delta: float = 0.1,
-                    size: str = "width", metric: str = "window_loss", tol: float = 1.0) -> DecayThreshold:
+                    size: str = "width", metric: str = "window_loss", margin: float = SLOPE_MARGIN,
+                    predicted: float | None = None) -> DecayThreshold:
     """Where weight decay starts to cost: the log2 ``axis`` value at which the loss first exceeds the no-decay
     loss of the same (size, seed) by ``delta`` nats, per size, and its drift over the size range.
 
@@ -194,8 +234,9 @@ def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, 
     without decay (``weight_decay == 0``) at the same sizes and seeds. The threshold is read from the weak-decay
     end (large τ, small λ), interpolated linearly in log2. The drift is ``D = slope · log2(size range)`` of the
     seed-mean thresholds; its interval comes from the per-seed drifts (one threshold per seed and size) with a
-    Student-t quantile, as the LR analysis does (the interpolation adds no grid term). A decay that transfers
-    keeps D within ±``tol``; under a constant λ on μP hidden matrices the prediction is D ≈ +log2(range).
+    Student-t quantile (descriptive). The verdict is the slope statistic (:func:`threshold_verdict`): per seed,
+    the OLS slope of its thresholds on log2 size; their mean and t interval against ±``margin`` per doubling
+    (the protocol's). Under a constant λ on μP hidden matrices the prediction is +1 per doubling.
     """
     if axis not in ("weight_decay", "wd_timescale_fraction"):
         raise DeeplimitError(f"axis must be 'weight_decay' or 'wd_timescale_fraction', got {axis!r}")
@@ -239,9 +280,17 @@ def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, 
                            per_seed_argmins=[";".join(map(repr, v)) for v in ok["seed_thresholds"]], refined=True)
         lo, hi, n, _, _ = drift_interval(usable, size, drift)
         ci = (lo, hi)
+    slopes = list(_seed_slopes(per_size, size).values())
+    slope, slope_ci = math.nan, (math.nan, math.nan)
+    if slopes:
+        slope = float(np.mean(slopes))
+    if len(slopes) >= 2:
+        half = float(stats.t.ppf(0.975, len(slopes) - 1) * np.std(slopes, ddof=1) / math.sqrt(len(slopes)))
+        slope_ci = (slope - half, slope + half)
     per_size = per_size.drop(columns="_seeds")
     return DecayThreshold(axis=axis, size=size, delta=float(delta), per_size=per_size, drift=drift, drift_ci=ci,
-                          n_seeds=n, verdict=verdict(drift, ci, tol))
+                          n_seeds=n, verdict=threshold_verdict(slope_ci, margin, len(slopes), predicted),
+                          slope=slope, slope_ci=slope_ci, n_slopes=len(slopes), margin=float(margin))
 
 
 def analyze_axis(table: pd.DataFrame, axis: str = "log2_lr", *, metric: str = "window_loss",
@@ -294,6 +343,9 @@ AXES = {"weight_decay_width_timescale": "wd_timescale_fraction", "weight_decay_w
 THRESHOLD_EXPERIMENTS = ("weight_decay_hidden_timescale", "weight_decay_hidden_constant")
 THRESHOLD_REFERENCE = "weight_decay_hidden_constant"
 THRESHOLD_DELTA = 0.1
+# The threshold slope per width doubling a predicted shift must be consistent with: a constant λ on μP hidden
+# matrices lengthens their timescale ∝ n, so where decay starts to cost moves +1 octave per doubling.
+THRESHOLD_PREDICTED = {"weight_decay_hidden_constant": 1.0}
 
 
 def analyses(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> dict[str, TransferAnalysis]:
@@ -315,7 +367,7 @@ def thresholds(tables: Mapping[str, pd.DataFrame], *, delta: float = THRESHOLD_D
         raise DeeplimitError(f"{wanted} need the {THRESHOLD_REFERENCE!r} table: its λ = 0 runs are the no-decay "
                              "reference (run the weight-decay-hidden-constant grid too)")
     return {name: decay_threshold(tables[name], AXES[name], tables[THRESHOLD_REFERENCE], delta=delta,
-                                  size=SIZES[name]) for name in wanted}
+                                  size=SIZES[name], predicted=THRESHOLD_PREDICTED.get(name)) for name in wanted}
 
 
 def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> pd.DataFrame:
@@ -323,81 +375,12 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
 
     ``tables`` maps an experiment name (a key of :data:`SIZES`, e.g. ``"muon_width_transfer"``) to its long
     table (``deeplimit.transfer.table.transfer_results``). One row per (experiment, preset): see
-    :func:`section_rows`.
+    :func:`deeplimit.transfer.optimizer_verdicts.section_rows` (the slope statistic; relabelled rows are
+    calibrations, never evidence).
     """
+    from deeplimit.transfer.optimizer_verdicts import section_rows  # it reads this module's tables
+
     return section_rows(analyses(tables, n_boot=n_boot), thresholds(tables))
-
-
-def _agrees(verdict: str, expected: str | None) -> bool | None:
-    return None if verdict not in ("transfers", "shifts") or expected is None else verdict == expected
-
-
-def section_rows(results: Mapping[str, TransferAnalysis],
-                 decay_thresholds: Mapping[str, DecayThreshold] | None = None) -> pd.DataFrame:
-    """Verdict rows from the analyses of :func:`analyses` and :func:`thresholds` (for a caller that also plots
-    them). One row per (experiment, preset): the drift D of the optimum (of the decay threshold, for the
-    hidden-only weight-decay sweeps) over the size range with its 95 % interval, the verdict, what theory expects,
-    and ``agrees`` — True when the verdict is the expected one, False when it is the other one, None when the run
-    was inconclusive or degraded (never counted as agreement).
-    """
-    rows = []
-    for name, result in results.items():
-        for _, d in result.drift.iterrows():
-            preset = d["preset"]
-            expected = EXPECTED.get((name, preset))
-            verdict = d["verdict"]
-            agrees = _agrees(verdict, expected)
-            rows.append({"experiment": name, "preset": preset, "size": SIZES[name],
-                         "axis": AXES.get(name, "log2_lr"), "drift": d["drift"], "drift_ci_low": d["drift_ci_low"],
-                         "drift_ci_high": d["drift_ci_high"], "slope": d["slope"], "verdict": verdict,
-                         "expected": expected, "agrees": agrees, "n_sizes": int(d["n_sizes"]),
-                         "n_used": int(d["n_used"]), "text": d["verdict_text"]})
-    for name, th in (decay_thresholds or {}).items():
-        expected = EXPECTED.get((name, "mup"))
-        used = int((~th.per_size["censored"]).sum())
-        span = math.log2(th.per_size[th.size].max() / th.per_size[th.size].min()) if len(th.per_size) else 0.0
-        rows.append({"experiment": name, "preset": "mup", "size": th.size, "axis": th.axis, "drift": th.drift,
-                     "drift_ci_low": th.drift_ci[0], "drift_ci_high": th.drift_ci[1],
-                     "slope": th.drift / span if span > 0 else math.nan,
-                     "verdict": th.verdict, "expected": expected, "agrees": _agrees(th.verdict, expected),
-                     "n_sizes": len(th.per_size), "n_used": used,
-                     "text": f"{th.verdict}: the decay threshold (loss +{th.delta:g} nat over no decay) moves "
-                             f"{th.drift:+.2f} octave over the {th.size} range ({th.n_seeds} seeds)"})
-    return pd.DataFrame.from_records(rows)
-
-
-def agreement(value: object) -> bool | None:
-    """A row's ``agrees`` as read back from a table: True, False, or None (undecided; pandas may store NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return bool(value)
-
-
-def section_verdict(section: pd.DataFrame) -> str:
-    """The report's word for :func:`muon_transfer_section`: ``holds`` (every row as predicted), ``does not hold``
-    (a row decided against the prediction), ``partly`` (some rows as predicted, the rest undecided) or
-    ``inconclusive`` (nothing decided at this budget)."""
-    agrees = [a for a in map(agreement, section["agrees"]) if a is not None]
-    if not agrees:
-        return "inconclusive"
-    if not all(agrees):
-        return "does not hold"
-    return "holds" if len(agrees) == len(section) else "partly"
-
-
-def section_lines(section: pd.DataFrame) -> list[str]:
-    """One plain line per row of :func:`muon_transfer_section` (for a report or a terminal)."""
-    out = []
-    for _, r in section.iterrows():
-        ci = (f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]" if math.isfinite(r["drift_ci_low"])
-              else "no interval")
-        mark = {True: "as predicted", False: "AGAINST the prediction", None: "not decided at this budget"}
-        agrees = agreement(r["agrees"])
-        expected = r["expected"] if isinstance(r["expected"], str) else None
-        note = mark[agrees] if expected is not None else "no prediction to compare with"
-        out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} (drift {r['drift']:+.2f}, 95% CI {ci}; "
-                   f"expected {expected or 'nothing'}; {note})")
-    return out
 
 
 AXIS_LABELS = {"wd_timescale_fraction": "log2 τ / run length", "weight_decay": "log2 λ (same for every tensor)",
@@ -415,7 +398,7 @@ def _finish(fig, path: str, title: str) -> str:
 
 def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: str = "") -> str:
     """One panel per experiment: seed-mean loss vs its log2 axis, one curve per size, η̂* marked (hollow:
-    censored), the drift verdict in the panel title. For the weight-decay sweeps the axis is τ or λ."""
+    censored), the slope statistic's verdict in the panel title. For the weight-decay sweeps the axis is τ or λ."""
     from deeplimit.transfer.plots import plt  # pyplot on the headless Agg backend
 
     panels = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
@@ -435,9 +418,10 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
                 ax.plot(row["log2_eta_star"], row["loss_at_optimum"], marker="*", ms=13, mec="k",
                         mfc="none" if row["censored"] else c)
         drift = an.drift[an.drift["preset"] == preset].iloc[0]
-        ci = (f"[{drift['drift_ci_low']:+.2f}, {drift['drift_ci_high']:+.2f}]"
-              if math.isfinite(drift["drift_ci_low"]) else "n/a")
-        ax.set_title(f"{name} / {preset}\n{drift['verdict']}: D = {drift['drift']:+.2f}, 95% CI {ci}", fontsize=8)
+        lo, hi = drift["seed_slope_ci_low"], drift["seed_slope_ci_high"]
+        ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+        ax.set_title(f"{name} / {preset}\n{drift['verdict']}: slope {drift['seed_slope']:+.2f}/doubling, 95% CI {ci}",
+                     fontsize=8)
         ax.set_xlabel(AXIS_LABELS.get(AXES.get(name, "log2_lr"), "log2 value"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -448,7 +432,7 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
 def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: Mapping[str, DecayThreshold],
                           path: str, *, title: str = "") -> str:
     """One panel per hidden-only weight-decay experiment: seed-mean loss above the no-decay loss vs log2 λ or
-    log2 τ, one curve per width, the δ line and each width's threshold marked (its drift verdict in the title)."""
+    log2 τ, one curve per width, the δ line and each width's threshold marked (its slope verdict in the title)."""
     from deeplimit.transfer.plots import plt  # pyplot on the headless Agg backend
 
     names = list(decay_thresholds)
@@ -474,9 +458,9 @@ def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: 
         ax.set_yscale("symlog", linthresh=0.01)
         if ax.get_ylim()[0] < 0 <= min(min(line.get_ydata()) for line in ax.get_lines()[:-1]):
             ax.set_ylim(bottom=0)  # no negative excess to show: keep the panel for the curves
-        lo, hi = th.drift_ci
-        ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else "n/a"
-        ax.set_title(f"{name}\n{th.verdict}: threshold drift {th.drift:+.2f}, 95% CI {ci}", fontsize=8)
+        lo, hi = th.slope_ci
+        ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+        ax.set_title(f"{name}\n{th.verdict}: threshold slope {th.slope:+.2f}/doubling, 95% CI {ci}", fontsize=8)
         ax.set_xlabel({"weight_decay": "log2 λ (the hidden matrices'; input and readout frozen)",
                        "wd_timescale_fraction": "log2 τ / run length (hidden matrices)"}[th.axis])
         ax.grid(alpha=0.3)

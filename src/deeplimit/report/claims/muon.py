@@ -21,7 +21,8 @@ MUON_GRIDS = {"smoke": ("muon-depth-transfer",),
               "full": ("muon-depth-transfer", "muon-width-transfer", "muon-transformer-depth",
                            "weight-decay-timescale", "weight-decay-constant",
                            "weight-decay-hidden-timescale", "weight-decay-hidden-constant")}
-# Rows whose prediction is a shift (or a drift under a constant λ): they are the section's negative controls.
+# Rows whose prediction is a shift (or a drift under a constant λ): the section's negative controls, or — when
+# their runs are a relabelling of another row's — calibrations of the estimator, never evidence.
 MUON_CONTROLS = {("muon_depth_transfer", "blocks_only"): "Muon without the depth factor m_L^{α−1} (rule (½, 0))",
                  ("muon_width_transfer", "sp"): "SP with Muon over width",
                  ("weight_decay_width_constant", "mup"): "one constant λ for every tensor over width",
@@ -37,9 +38,12 @@ def muon_specs(tier: str) -> list:
 
 def muon_transfer(ctx: Context) -> list[Section]:
     """Muon LR transfer over depth and width and weight-decay transfer over width (issue 14), decided row by row
-    by :func:`deeplimit.transfer.optimizers.muon_transfer_section`: "holds" when every row with a prediction is
-    decided as predicted, "partly" when the decided rows agree and the rest are inconclusive, "does not hold"
-    when a decided row contradicts its prediction. Rows predicted to shift are shown as negative controls."""
+    on the slope statistic by :func:`deeplimit.transfer.optimizer_verdicts.section_rows`: "holds" when every
+    evidence row is decided as predicted and every calibration rejects transfer, "partly" when the decided rows
+    agree and the rest are undecided, "does not hold" when an evidence row contradicts its prediction. Rows
+    predicted to shift are shown as controls; a row that relabels another row's runs (Muon's ``blocks_only``
+    with U, V frozen; the hidden-only constant λ) is a calibration and never counted."""
+    from deeplimit.transfer import optimizer_verdicts as V
     from deeplimit.transfer import optimizers as O
 
     t0 = time.perf_counter()
@@ -52,8 +56,8 @@ def muon_transfer(ctx: Context) -> list[Section]:
         names.append((grid, name))
     analyses = O.analyses(tables)  # bootstrapped once: the rows and the figures both read it
     thresholds = O.thresholds(tables)
-    rows = O.section_rows(analyses, thresholds)
-    verdict = O.section_verdict(rows)
+    rows = V.section_rows(analyses, thresholds)
+    verdict = V.section_verdict(rows)
     figs_dir = ensure_dir(ctx.out / "figures" / "muon-transfer", "output folder")
     figures = [Path(O.plot_transfer({k: an}, str(figs_dir / f"{k}.png"), title=specs[k].description))
                for k, an in analyses.items()]
@@ -63,19 +67,23 @@ def muon_transfer(ctx: Context) -> list[Section]:
             title="hidden-only weight decay over width: where the decay starts to cost")))
     controls, decided = [], []
     for _, r in rows.iterrows():
-        agrees = O.agreement(r["agrees"])
-        what = (f"{r['verdict']}: drift {r['drift']:+.2f} octave over the {r['size']} range, 95% CI "
-                f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]")
-        if (r["experiment"], r["preset"]) in MUON_CONTROLS:
+        agrees = V.agreement(r["agrees"])
+        what = (f"{r['verdict']}: slope {r['slope']:+.2f} per doubling of {r['size']}, 95% CI "
+                f"[{r['slope_ci_low']:+.2f}, {r['slope_ci_high']:+.2f}] (margin ±{r['margin']:g})")
+        key = (r["experiment"], r["preset"])
+        if r["role"] == "calibration":
+            controls.append(Control(f"{MUON_CONTROLS.get(key, ' / '.join(key))} — calibration, not evidence",
+                                    f"{r['why']}; the estimator must reject transfer: 'shifts'", what,
+                                    V.agreement(r["calibration_passed"])))
+        elif key in MUON_CONTROLS:
             moves = "decay threshold" if r["experiment"] in O.THRESHOLD_EXPERIMENTS else "optimum"
-            controls.append(Control(MUON_CONTROLS[(r["experiment"], r["preset"])],
-                                    f"its {moves} moves: '{r['expected']}'", what, agrees))
+            controls.append(Control(MUON_CONTROLS[key], f"its {moves} moves: '{r['expected']}'", what, agrees))
         elif agrees is not None:
             decided.append(f"{r['experiment']} / {r['preset']}")
     seeds = sorted({len(s.axes["seed"]) for s in specs.values()})
-    reason = {"holds": "every row with a prediction was decided as predicted",
-              "partly": "the decided rows agree with the predictions; the others' intervals reach into the "
-                        "±1-octave band",
+    reason = {"holds": "every evidence row was decided as predicted and every calibration rejected transfer",
+              "partly": "the decided evidence rows agree with the predictions; the others' slope intervals are "
+                        "not decided at this budget, or a calibration did not reject transfer",
               "does not hold": "a decided row contradicts its prediction",
               "inconclusive": "no row could be decided at this budget"}[verdict]
     if seeds == [1]:
@@ -89,7 +97,7 @@ def muon_transfer(ctx: Context) -> list[Section]:
                "2024); with decay on the hidden matrices alone, where decay starts to cost stays put in τ and "
                "moves +1 octave per width doubling in λ. "
                "These are deeplimit's predictions from the optimizers spec, not results of the two papers."),
-        measured=Markup("<br>").join(O.section_lines(rows)),
+        measured=Markup("<br>").join(V.section_lines(rows)),
         verdict=verdict, reason=reason, controls=controls, figures=figures,
         scale_gap=("Fashion-MNIST MLP-ResNets at width 64 (depth 4→64) and 64→512 (width), a byte transformer at "
                    "width 64 (depth 1→8), 300–400 steps, 3 seeds at the full tier; no published Muon "
