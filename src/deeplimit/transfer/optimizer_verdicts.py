@@ -27,7 +27,7 @@ from deeplimit.transfer.optimizers import AXES, EXPECTED, SIZES, DecayThreshold
 from deeplimit.transfer.statistics import relabelling
 
 __all__ = ["PREDICTED_SLOPE", "RELABELLING_CANDIDATES", "STRUCTURAL_RELABELLINGS", "section_rows", "agreement",
-           "section_verdict", "section_lines"]
+           "section_verdict", "section_lines", "slope_words"]
 
 # The slope per doubling a predicted shift must be consistent with (optimizers spec §3-§4), where theory gives one.
 PREDICTED_SLOPE = {("muon_depth_transfer", "blocks_only"): -0.5,
@@ -165,6 +165,14 @@ def _ci(lo: float, hi: float) -> str:
     return f"[{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) and np.isfinite(hi) else "no interval"
 
 
+def slope_words(row: Mapping) -> str:
+    """``slope +0.04 per doubling of depth, 95% CI [−0.02, +0.10] (margin ±0.25)`` of one row; "n/a" where no
+    seed gave a slope."""
+    slope = f"{row['slope']:+.2f}" if np.isfinite(row["slope"]) else "n/a"
+    return (f"slope {slope} per doubling of {row['size']}, 95% CI {_ci(row['slope_ci_low'], row['slope_ci_high'])} "
+            f"(margin ±{row['margin']:g})")
+
+
 def section_lines(section: pd.DataFrame) -> list[str]:
     """One plain line per row of :func:`section_rows` (for a report or a terminal)."""
     out = []
@@ -178,7 +186,6 @@ def section_lines(section: pd.DataFrame) -> list[str]:
                        "did not reject transfer: the estimator's power is not shown"))
         else:
             note = mark[agreement(r["agrees"])] if expected is not None else "no prediction to compare with"
-        out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} (slope {r['slope']:+.2f} per doubling, 95% CI "
-                   f"{_ci(r['slope_ci_low'], r['slope_ci_high'])}, margin ±{r['margin']:g}; expected "
+        out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} ({slope_words(r)}; expected "
                    f"{expected or 'nothing'}; {note})")
     return out

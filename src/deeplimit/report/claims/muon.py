@@ -68,8 +68,7 @@ def muon_transfer(ctx: Context) -> list[Section]:
     controls, decided = [], []
     for _, r in rows.iterrows():
         agrees = V.agreement(r["agrees"])
-        what = (f"{r['verdict']}: slope {r['slope']:+.2f} per doubling of {r['size']}, 95% CI "
-                f"[{r['slope_ci_low']:+.2f}, {r['slope_ci_high']:+.2f}] (margin ±{r['margin']:g})")
+        what = f"{r['verdict']}: {V.slope_words(r)}"
         key = (r["experiment"], r["preset"])
         if r["role"] == "calibration":
             controls.append(Control(f"{MUON_CONTROLS.get(key, ' / '.join(key))} — calibration, not evidence",
