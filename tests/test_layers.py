@@ -161,3 +161,25 @@ def test_single_torch_load() -> None:
     probe = ast.parse("import torch as t\nfrom torch import load as ld\nt.load(p)\nld(p)\n"
                       "t.load(p, weights_only=True)\nt.load(p, weights_only=False)\n")
     assert _unsafe_torch_loads(probe) == [3, 4, 6]  # the scanner itself sees aliases and a False flag
+
+
+def _diagram() -> list[list[str]]:
+    """The layers drawn in docs/architecture.md, top to bottom: the names left of each line's description."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text()
+    block = text.split("```", 2)[1]
+    rows = []
+    for line in block.splitlines():
+        names = re.split(r"\s{3,}", line.strip(), maxsplit=1)[0]
+        if names and names != "|":
+            rows.append(re.findall(r"[a-z_]+", names))
+    return rows
+
+
+def test_the_documented_layers_are_the_checked_ones() -> None:
+    rows = _diagram()
+    drawn = [n for row in rows for n in row]
+    assert sorted(drawn) == sorted(LAYERS), f"docs/architecture.md draws {sorted(drawn)}, LAYERS has {sorted(LAYERS)}"
+    levels = [{LAYERS[n] for n in row} for row in rows]
+    assert all(len(level) == 1 for level in levels), f"one line of the diagram mixes layers: {rows}"
+    order = [level.pop() for level in levels]
+    assert order == sorted(order, reverse=True) and len(set(order)) == len(order), f"diagram order {rows}"
