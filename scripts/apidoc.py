@@ -7,12 +7,11 @@ import inspect
 import sys
 from pathlib import Path
 
-MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.scaling.hf", "deeplimit.nn", "deeplimit.sde",
-           "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coordinates", "deeplimit.data",
-           "deeplimit.train", "deeplimit.studies", "deeplimit.sweep", "deeplimit.transfer",
-           "deeplimit.transfer.optimizers", "deeplimit.transfer.sweeps", "deeplimit.io",
-           "deeplimit.secrets", "deeplimit.report.reproduce", "deeplimit.report.context", "deeplimit.report.html",
-           "deeplimit.report.lock"]
+MODULES = ["deeplimit", "deeplimit.scaling", "deeplimit.scaling.hf", "deeplimit.nn", "deeplimit.nn.hf_models",
+           "deeplimit.sde", "deeplimit.sde.studies", "deeplimit.diagnostics", "deeplimit.diagnostics.coordinates",
+           "deeplimit.data", "deeplimit.train", "deeplimit.training_studies", "deeplimit.sweep", "deeplimit.transfer",
+           "deeplimit.transfer.optimizers", "deeplimit.transfer.sweeps", "deeplimit.io", "deeplimit.secrets",
+           "deeplimit.report.reproduce", "deeplimit.report.context", "deeplimit.report.html", "deeplimit.report.lock"]
 
 
 def _public(mod) -> list[str]:

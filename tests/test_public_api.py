@@ -33,3 +33,15 @@ def test_no_module_is_shadowed_by_a_function() -> None:
         parent, _, leaf = info.name.rpartition(".")
         value = getattr(importlib.import_module(parent), leaf, None)
         assert value is None or isinstance(value, types.ModuleType), f"{info.name} is shadowed by {value!r}"
+
+
+def test_no_top_level_module_shares_its_name_with_a_module_of_a_subpackage() -> None:
+    """``deeplimit.studies`` beside ``deeplimit.sde.studies`` read as one thing; a top-level module's name says what
+    it holds only if no subpackage module has it too (the CLI's modules are named after its commands: exempt)."""
+    from pathlib import Path
+
+    root = Path(dl.__file__).parent
+    top = {p.stem for p in root.glob("*.py")} - {"__init__", "__main__"}
+    nested = {p.stem: p.relative_to(root) for p in root.glob("*/**/*.py") if p.parts[len(root.parts)] != "cli"}
+    clashes = sorted(f"deeplimit.{n} vs {nested[n]}" for n in top & set(nested))
+    assert not clashes, clashes

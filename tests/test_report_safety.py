@@ -160,7 +160,7 @@ def test_the_code_fingerprint_covers_the_claim_modules_and_everything_they_impor
 
     diag, sde = code_files(CODE_ENTRIES["diagnostics"]), code_files(CODE_ENTRIES["sde"])
     for f in ("report/claims/coord_check.py", "report/claims/feature_diversity.py", "report/context.py",
-              "diagnostics/coordinates.py", "studies.py", "train.py", "data/images.py", "nn/mlp_resnet.py"):
+              "diagnostics/coordinates.py", "training_studies.py", "train.py", "data/images.py", "nn/mlp_resnet.py"):
         assert f in diag, f
     for f in ("report/claims/sde.py", "report/claims/stopping.py", "report/claims/convergence.py",
               "report/claims/rank_collapse.py", "report/context.py", "sde/studies.py", "sde/evidence.py"):

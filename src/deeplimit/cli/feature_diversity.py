@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deeplimit.cli._args import check_seeds, set_threads
-    from deeplimit.studies import feature_diversity_study
+    from deeplimit.training_studies import feature_diversity_study
 
     check_seeds("seed", args.seed)
     set_threads(args.threads)

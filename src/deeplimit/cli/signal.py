@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from deeplimit.cli._args import check_seeds, set_threads
-    from deeplimit.studies import signal_study
+    from deeplimit.training_studies import signal_study
 
     check_seeds("seeds", *args.seeds)
     set_threads(args.threads)

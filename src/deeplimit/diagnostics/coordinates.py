@@ -45,8 +45,8 @@ from deeplimit.io import atomic_write_json, atomic_write_text, ensure_dir
 from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_size
 from deeplimit.scaling import hf
 from deeplimit.scaling.apply import parametrize
+from deeplimit.scaling.declared import get_structure
 from deeplimit.scaling.optim import make_optimizer
-from deeplimit.scaling.structure import get_structure
 
 __all__ = ["FLAT", "SITES", "VERDICT_SITES_DEPTH", "CoordCheck", "CoordVerdict", "Verdict", "call_factory",
            "coord_check", "coord_check_verdict", "coord_data", "coord_verdict", "data_for", "default_loss",

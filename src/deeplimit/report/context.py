@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,16 +142,17 @@ def _check_type(section: str, key: str, value: Any, default: Any, example: Any) 
     return value
 
 
-def check_overrides(overrides: dict[str, dict[str, Any]] | None, tier: str = "smoke") -> dict[str, dict[str, Any]]:
+def check_settings(overrides: dict[str, dict[str, Any]] | None, tier: str = "smoke",
+                   sweep_sections: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """Refuse overrides of unknown sections or keys, and values of the wrong kind (a word where a number is
-    expected); the ranges are checked by the section when it runs."""
-    from deeplimit.report.reproduce import SECTIONS  # the registry imports this module: read it when called
-
+    expected); the ranges are checked by the section when it runs. ``sweep_sections``: the registry's sections
+    that take their settings from the protocol's grid instead (named in the hint; the registry sits above the
+    claim modules, which import this one, so it is passed in rather than imported)."""
     overrides = overrides or {}
     for section, values in overrides.items():
         if section not in SECTION_SETTINGS:
             hint = (" (sweep sections take their settings from the protocol's grid: deeplimit sweep create "
-                    f"--grid {section} --set …)" if section in SECTIONS else "")
+                    f"--grid {section} --set …)" if section in sweep_sections else "")
             raise DeeplimitError(f"no settings to override in section {section!r}{hint}; sections with "
                                  f"settings: {', '.join(SECTION_SETTINGS)}")
         known = SECTION_SETTINGS[section]("smoke")

@@ -50,7 +50,7 @@ from deeplimit.report.claims.stopping import _shuffled_shares as _shuffled_share
 from deeplimit.report.claims.stopping import stopping
 from deeplimit.report.claims.transformer_depth import transformer_depth
 from deeplimit.report.claims.width_transfer import width_transfer
-from deeplimit.report.context import SECTION_SETTINGS, Context, cached, check_overrides
+from deeplimit.report.context import SECTION_SETTINGS, Context, cached, check_settings
 from deeplimit.report.html import Section, render
 from deeplimit.report.lock import output_lock
 from deeplimit.report.sweeps import run_experiment, run_sweep, spec_words
@@ -139,6 +139,11 @@ class Report:
     path: Path
     sections: list[Section]
     failed: list[str]
+
+
+def check_overrides(overrides: dict[str, dict[str, Any]] | None, tier: str = "smoke") -> dict[str, dict[str, Any]]:
+    """Refuse ``--set`` overrides of unknown sections or keys and values of the wrong kind, before any work."""
+    return check_settings(overrides, tier, sweep_sections=SECTIONS)
 
 
 def rerun_command(key: str, tier: str, out: str | Path, workers: int) -> str:

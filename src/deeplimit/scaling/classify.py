@@ -33,11 +33,12 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.attention import MultiHeadAttention
-from deeplimit.scaling import moe, special
-from deeplimit.scaling.names import WRAPPER_PARTS, canonical_name, join, modules_by_name
+from deeplimit.scaling import hf, moe, special
+from deeplimit.scaling.declared import declared_attr, get_structure
+from deeplimit.scaling.names import canonical_name, join, modules_by_name
 from deeplimit.scaling.shapes import base_width_mults, fans, is_transposed, role_from_mults
 from deeplimit.scaling.special import PLAN_ROLES, is_depthwise
-from deeplimit.scaling.structure import Structure, get_structure
+from deeplimit.scaling.structure import Structure
 
 NORMS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                           getattr(nn, "RMSNorm", None)) if t is not None)
@@ -113,17 +114,6 @@ class Layout:
     family: str | None
     structure: Structure | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def declared_attr(model: nn.Module, attr: str) -> object:
-    """``model.attr``, looking through wrappers (DDP ``module``, compile ``_orig_mod``) when absent."""
-    if hasattr(model, attr):
-        return getattr(model, attr)
-    for part in WRAPPER_PARTS:
-        inner = getattr(model, part, None)
-        if isinstance(inner, nn.Module) and inner is not model:
-            return declared_attr(inner, attr)
-    return None
 
 
 def _under(name: str, prefixes: Collection[str]) -> bool:
@@ -362,9 +352,7 @@ def classify(model: nn.Module, overrides: Mapping[str, str] | None = None, base:
 def _family_init(model: nn.Module) -> bool:
     """True for a Hugging Face model: ``PreTrainedModel._init_weights`` documents that every parameter a module
     defines itself gets the family's own init (Mamba's ``A_log``), so none of them is classified by guess."""
-    from deeplimit.scaling import hf  # never imports transformers itself
-
-    return hf.is_hf_model(model)
+    return hf.is_hf_model(model)  # never imports transformers itself
 
 
 def _family_biases(occurrences: dict[int, list[_Occurrence]], doubtful: dict[str, str], ctx: _Context,

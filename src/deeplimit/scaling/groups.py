@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import nn
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.scaling import table
+from deeplimit.scaling import bind, table
 from deeplimit.scaling.checks import check_number
 from deeplimit.scaling.names import canonical_name
-
-if TYPE_CHECKING:
-    from deeplimit.scaling.plan import ParamPlan, Plan
+from deeplimit.scaling.record import ParamPlan, PlanRecord
 
 # Optimizers whose decay is decoupled (or plain SGD's p ← p(1 − ηλ)), so the weights are an EMA of the updates
 # with timescale 1/(ηλ). Adam's decay is an L2 term inside the adaptive step: no such timescale.
@@ -87,7 +84,7 @@ def resolve_decay(optimizer: str, weight_decay: float | None = None, *, wd_times
     return Decay(timescale=frac * total_steps)
 
 
-def tensor_weight_decay(plan: Plan, pp: ParamPlan, lr: float | None, decay: Decay) -> float:
+def tensor_weight_decay(plan: PlanRecord, pp: ParamPlan, lr: float | None, decay: Decay) -> float:
     """λ of one tensor: from the timescale (λ = 1/(η_g·τ)) or from the base λ and the rule's mode."""
     if decay.timescale is not None:
         if lr is None:
@@ -97,19 +94,19 @@ def tensor_weight_decay(plan: Plan, pp: ParamPlan, lr: float | None, decay: Deca
     return table.group_weight_decay(plan.rule, decay.weight_decay, pp.wd_scale, lr, pp.lr_scale)
 
 
-def tensor_optimizer(plan: Plan, pp: ParamPlan) -> str:
+def tensor_optimizer(plan: PlanRecord, pp: ParamPlan) -> str:
     """The torch optimizer that updates ``pp`` (``"muon"`` or ``"adamw"`` under a Muon plan)."""
     return table.param_optimizer(plan.optimizer, pp.role, len(pp.shape))
 
 
-def muon_fallbacks(plan: Plan) -> list[str]:
+def muon_fallbacks(plan: PlanRecord) -> list[str]:
     """Hidden tensors a Muon plan puts on AdamW because ``torch.optim.Muon`` takes 2-D only (e.g. convolutions)."""
     if plan.optimizer != "muon":
         return []
     return [n for n, pp in plan.params.items() if pp.role == "hidden" and tensor_optimizer(plan, pp) != "muon"]
 
 
-def param_groups(plan: Plan, model: nn.Module, lr: float, *, weight_decay: float | None = None, eps: float = 1e-8,
+def param_groups(plan: PlanRecord, model: nn.Module, lr: float, *, weight_decay: float | None = None, eps: float = 1e-8,
                  wd_timescale: float | None = None, wd_timescale_fraction: float | None = None,
                  total_steps: int | None = None) -> list[dict]:
     """Parameter groups for ``torch.optim`` (SGD/Adam/AdamW/Muon), one per distinct (optimizer, LR, ε, λ).
@@ -126,7 +123,7 @@ def param_groups(plan: Plan, model: nn.Module, lr: float, *, weight_decay: float
     decay = resolve_decay(plan.optimizer, weight_decay, wd_timescale=wd_timescale,
                           wd_timescale_fraction=wd_timescale_fraction, total_steps=total_steps)
     check_base_values(lr, eps, decay.weight_decay)
-    plan.check(model)
+    bind.check(plan, model)
     groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -20,14 +20,15 @@ Nothing here is a per-model table: one probe covers every family whose blocks ar
 outputs (mixture-of-experts layers included: their stacked experts and routers are read by
 :mod:`deeplimit.scaling.moe`). A family that is not (encoder-decoder, a residual add of a non-module tensor) gets
 a :class:`~deeplimit.errors.DeeplimitError` naming it and the ``declare_structure`` call that describes it by hand.
-``transformers`` is imported only when a model is inspected (``pip install deeplimit[hf]``).
+``transformers`` is imported only when a model is inspected (``pip install deeplimit[hf]``). Tiny models to try it
+on are built by :mod:`deeplimit.nn.hf_models` (``build``, ``factory``, ``tiny_config``, also importable from here).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,9 +39,15 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.nn.hf_models import HF_EXTRA, build, factory, tiny_config, transformers_module
+from deeplimit.scaling.names import canonical_name
 from deeplimit.scaling.structure import AttentionSpec, Structure
 
-HF_EXTRA = "pip install deeplimit[hf]"
+# The model builders moved to deeplimit.nn.hf_models (they construct models; nothing in them scales one); their
+# names stay importable from here for the tests, examples, benchmarks and the CLI's --hf that use this path.
+__all__ = ["HF_EXTRA", "SCALE_ATTRS", "build", "factory", "input_kind", "is_hf_model", "structure_of", "tiny_config",
+           "transformers_module", "unwrap", "width_of"]
+
 # Float attributes an HF attention module multiplies its logits q·k by (checked by the probe before use).
 SCALE_ATTRS = ("scaling", "inv_norm_factor", "softmax_scale", "scale")
 BLOCK_DEPTH = 2  # weight matrices in series in one transformer branch (W_V·W_O, W_in·W_out)
@@ -49,15 +56,6 @@ _ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
 _THROUGH = {"dropout", "contiguous", "clone", "to", "float", "type", "type_as", "reshape", "view", "flatten",
             "view_as", "reshape_as", "squeeze", "unsqueeze"}
 _SCALE_OPS = {"mul", "__mul__", "__rmul__", "div", "__truediv__", "true_divide"}
-
-
-def transformers_module() -> Any:
-    """Import ``transformers`` or say how to install it."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise DeeplimitError(f"Hugging Face support needs the transformers package: {HF_EXTRA}") from exc
-    return transformers
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -358,8 +356,6 @@ def structure_of(model: nn.Module, *, head_growth: Literal["head_dim", "heads"] 
     if not isinstance(model, tf.PreTrainedModel):
         raise DeeplimitError(f"structure_of needs a transformers PreTrainedModel, got {type(model).__name__}; "
                              "for other models declare the structure with deeplimit.scaling.declare_structure")
-    from deeplimit.scaling import canonical_name
-
     cfg = model.config
     if getattr(cfg, "is_encoder_decoder", False):
         raise _unsupported(model, "encoder-decoder models have two residual stacks")
@@ -456,8 +452,6 @@ def _roles(model: nn.Module, blocks: list[str], inputs: list[str], readouts: tup
     """Roles the scaling core cannot tell from types and the Structure: matrices outside the blocks that are not
     embedding tables, norms, or the parameters of an input/readout module itself. Under an input module (a ViT's
     patch projection) they are inputs; elsewhere (BERT's pooler and MLM transform) hidden matrices."""
-    from deeplimit.scaling import canonical_name
-
     roles: dict[str, str] = {}
     seen: set[int] = set()
     block_set, input_set = frozenset(blocks), frozenset(inputs)
@@ -481,94 +475,6 @@ def _roles(model: nn.Module, blocks: list[str], inputs: list[str], readouts: tup
                 continue
             roles[name] = "input" if under(mname, input_set) else "hidden"
     return roles
-
-
-# --------------------------------------------------------------------------------------------------------
-# Tiny models from a model type (CLI --hf, tests, examples): no downloads
-# --------------------------------------------------------------------------------------------------------
-_INTERMEDIATE = ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size")
-_TIED_DIMS = ("word_embed_proj_dim",)  # OPT projects embeddings unless this equals hidden_size
-
-
-def tiny_config(model_type: str, width: int, depth: int, *, heads: int = 4, head_dim: int | None = None,
-                kv_heads: int | None = None, vocab_size: int = 256, image_size: int = 28, patch_size: int = 7,
-                num_channels: int = 1, num_labels: int = 10, **overrides: Any) -> Any:
-    """A small ``transformers`` config of ``model_type`` with the given width (hidden size) and depth (layers).
-
-    Heads stay fixed at ``heads`` (head_dim = width / heads grows) unless ``head_dim`` is given (then heads =
-    width / head_dim grows). MLP width is 4×. Dropout is off (coordinate checks compare runs step by step).
-    ``overrides`` are set last (any config field).
-    """
-    tf = transformers_module()
-    if width <= 0 or depth <= 0:
-        raise DeeplimitError(f"width and depth must be positive, got {width} and {depth}")
-    try:
-        cfg = tf.AutoConfig.for_model(model_type)
-    except ValueError:
-        raise DeeplimitError(f"unknown Hugging Face model type {model_type!r}; use a transformers model_type such "
-                             "as llama, mistral, qwen3, gpt2, gpt_neox, opt, bert or vit") from None
-    if head_dim is not None:
-        if width % head_dim:
-            raise DeeplimitError(f"width {width} is not a multiple of head_dim {head_dim}")
-        heads = width // head_dim
-    if width % heads:
-        raise DeeplimitError(f"width {width} is not a multiple of {heads} heads; pick a width divisible by heads")
-    d_head = width // heads
-    values: dict[str, Any] = {"hidden_size": width, "num_hidden_layers": depth, "num_attention_heads": heads,
-                              "vocab_size": vocab_size}
-    for key in _INTERMEDIATE:
-        if key in cfg.to_dict() or hasattr(type(cfg), key):
-            values[key] = 4 * width
-    for key in _TIED_DIMS:
-        if hasattr(cfg, key):
-            values[key] = width
-    if "head_dim" in cfg.to_dict():
-        values["head_dim"] = d_head
-    if isinstance(getattr(cfg, "rotary_dim", None), int):  # GPT-J / CodeGen rotate the first rotary_dim dims
-        values["rotary_dim"] = d_head
-    if hasattr(cfg, "query_pre_attn_scalar"):
-        values["query_pre_attn_scalar"] = d_head  # Gemma-2/3: scale 1/sqrt(query_pre_attn_scalar)
-    if hasattr(cfg, "num_key_value_heads"):  # grouped-query attention where the family has it
-        values["num_key_value_heads"] = kv_heads or max(1, heads // 2)
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
-        if hasattr(cfg, key):
-            values[key] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[key]
-    for key, value in cfg.to_dict().items():
-        if isinstance(value, float) and (key.endswith("dropout") or key.endswith("pdrop")
-                                         or key.endswith("dropout_prob") or key == "layerdrop"):
-            values[key] = 0.0
-    if getattr(cfg, "image_size", None) is not None:
-        values.update(image_size=image_size, patch_size=patch_size, num_channels=num_channels)
-    values["num_labels"] = num_labels
-    values.update(overrides)
-    for key, value in values.items():
-        setattr(cfg, key, value)
-    return cfg
-
-
-def build(model_type: str, width: int, depth: int, **config_kwargs: Any) -> nn.Module:
-    """A freshly initialised model for :func:`tiny_config`: masked LM (encoders such as BERT), else causal LM,
-    else image classifier (ViT)."""
-    tf = transformers_module()
-    cfg = tiny_config(model_type, width, depth, **config_kwargs)
-    for auto in (tf.AutoModelForMaskedLM, tf.AutoModelForCausalLM, tf.AutoModelForImageClassification):
-        try:
-            return auto.from_config(cfg)
-        except ValueError:
-            continue
-    raise DeeplimitError(f"Hugging Face model type {model_type!r} has no causal-LM, masked-LM or image-classifier "
-                         "head; build the model yourself and pass a factory (--model pkg.module:factory)")
-
-
-def factory(model_type: str, **config_kwargs: Any) -> Callable[[int, int], nn.Module]:
-    """``(width, depth) -> model`` for :func:`build`: what coordinate checks and sweeps take."""
-    tiny_config(model_type, 64, 2, **config_kwargs)  # fail now, not inside the first run, on a bad type
-
-    def make(width: int, depth: int) -> nn.Module:
-        return build(model_type, width, depth, **config_kwargs)
-
-    make.__name__ = f"hf_{model_type}"
-    return make
 
 
 def input_kind(model: nn.Module) -> Literal["tokens", "images"]:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from deeplimit.errors import warn
+from deeplimit.scaling.hf import unwrap
 from deeplimit.scaling.names import canonical_name
 
 # transformers.initialization functions that draw from a zero-mean law of known std (recorded), and the others
@@ -171,8 +172,6 @@ def model_init_stds(model: nn.Module, base_width: float | None = None,
         base_width, base_depth: the base shape (n₀, L₀); ``None`` keeps the config's (base = target).
     """
     from transformers import PreTrainedModel
-
-    from deeplimit.scaling.hf import unwrap
 
     model = unwrap(model)
     params = {k: p for p in model.parameters() if (k := _key(p)) is not None}

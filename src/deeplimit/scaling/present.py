@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from deeplimit.nn.layers import FORWARD_ATTRS
 from deeplimit.scaling import table as formulas
@@ -15,12 +14,10 @@ from deeplimit.scaling.groups import (
     tensor_weight_decay,
 )
 from deeplimit.scaling.names import parent
-
-if TYPE_CHECKING:
-    from deeplimit.scaling.plan import Plan
+from deeplimit.scaling.record import PlanRecord
 
 
-def forward_mults(plan: Plan) -> dict[str, float]:
+def forward_mults(plan: PlanRecord) -> dict[str, float]:
     """Forward multiplier acting on each tensor's output: the product over the modules that contain it
     (branch, input or readout multiplier; logit scales are not forward multipliers)."""
     own: dict[str, float] = {}
@@ -41,7 +38,7 @@ def forward_mults(plan: Plan) -> dict[str, float]:
     return res
 
 
-def rows(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
+def rows(plan: PlanRecord, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
          **decay: float | None) -> list[dict]:
     """One dict per tensor with the resolved numbers (absolute when ``lr`` is given).
 
@@ -81,7 +78,7 @@ def _pattern(name: str) -> str:
     return re.sub(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)", "*", name)
 
 
-def attention_lines(plan: Plan) -> list[str]:
+def attention_lines(plan: PlanRecord) -> list[str]:
     """One line per distinct attention setting: heads, which dim grows with width, the logit scale law and value."""
     groups: dict[tuple, list[str]] = {}
     for module, a in plan.attention.items():
@@ -106,7 +103,7 @@ def attention_lines(plan: Plan) -> list[str]:
     return out
 
 
-def multiplier_lines(plan: Plan) -> list[str]:
+def multiplier_lines(plan: PlanRecord) -> list[str]:
     """Which modules carry which multiplier, and whether their forward or a deeplimit hook applies it."""
     kinds: dict[tuple[str, str], list[str]] = {}
     for module, attrs in plan.multipliers.items():
@@ -126,7 +123,7 @@ def multiplier_lines(plan: Plan) -> list[str]:
     return out
 
 
-def init_source_lines(plan: Plan) -> list[str]:
+def init_source_lines(plan: PlanRecord) -> list[str]:
     """Where each normal-initialised tensor's base-shape σ came from (the model's own init, a given σ, a default),
     one line per source with the tensors as patterns."""
     by_source: dict[str, list[str]] = {}
@@ -142,7 +139,7 @@ def init_source_lines(plan: Plan) -> list[str]:
     return out
 
 
-def summary(plan: Plan) -> str:
+def summary(plan: PlanRecord) -> str:
     """The rule, shapes and multipliers in a few lines (plus the attention scale when the model has attention)."""
     r = plan.rule
     head = (f"rule {r.name} (width {r.width}, alpha={r.alpha:g}, gamma={r.gamma:g}, eps scope {r.eps_scope}, "
@@ -155,7 +152,7 @@ def summary(plan: Plan) -> str:
     return "\n".join([head, *attention_lines(plan), *multiplier_lines(plan)])
 
 
-def table(plan: Plan, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
+def table(plan: PlanRecord, lr: float | None = None, eps: float = 1e-8, weight_decay: float | None = None,
           **decay: float | None) -> str:
     """Human-readable table: the answer to "which table does it use?".
 

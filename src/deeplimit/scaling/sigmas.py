@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from deeplimit.scaling import table
+from deeplimit.scaling import hf, table
 from deeplimit.scaling.classify import ParamSite
+from deeplimit.scaling.hf_init import model_init_stds
 from deeplimit.scaling.hparams import HParams
 from deeplimit.scaling.rules import Rule
 
@@ -32,12 +33,8 @@ class Sigmas:
 def model_stds(model: nn.Module, base_width: float, base_depth: int) -> dict[str, tuple[float, str]]:
     """Parameter name → (the model's own std at the base shape (n₀, L₀), its source); {} for models that are
     not Hugging Face models (they have no init of their own to read)."""
-    from deeplimit.scaling import hf
-
     if not hf.is_hf_model(model):
         return {}
-    from deeplimit.scaling.hf_init import model_init_stds
-
     return model_init_stds(model, base_width, base_depth)
 
 

@@ -7,7 +7,8 @@ the input embeddings and the readout (tied or not), and which modules compute at
 it into per-parameter roles and into forward multipliers applied with hooks, so no forward needs editing.
 
 A :class:`Structure` is stored on the model (``model.dl_structure``), a plain attribute that survives
-``deepcopy``. Module names are canonical (see :func:`deeplimit.scaling.names.canonical_name`).
+``deepcopy``. Module names are canonical (see :func:`deeplimit.scaling.names.canonical_name`). Reading it back
+(through wrappers, or found for a Hugging Face model) is :func:`deeplimit.scaling.declared.get_structure`.
 
 How the plan consumes it (docs/scaling.md, "Models you cannot edit"): ``blocks`` make every parameter below them
 in-block (hidden matrices, block vectors); ``branches``, ``inputs`` and ``readouts`` get forward hooks that
@@ -22,7 +23,7 @@ from typing import Literal
 from torch import nn
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.scaling.names import WRAPPER_PARTS, canonical_name
+from deeplimit.scaling.names import canonical_name
 
 
 @dataclass(frozen=True)
@@ -146,22 +147,3 @@ def declare_structure(model: nn.Module, structure: Structure) -> nn.Module:
     model.dl_structure = structure
     return model
 
-
-def get_structure(model: nn.Module) -> Structure | None:
-    """The :class:`Structure` declared on ``model`` or on the model it wraps (DDP, compile, FSDP1), if any.
-
-    A Hugging Face ``PreTrainedModel`` with none declared gets :func:`deeplimit.scaling.hf.structure_of`'s
-    (one probe forward), stored on it so later plans reuse it.
-    """
-    s = getattr(model, "dl_structure", None)
-    if s is not None:
-        return s
-    for attr in WRAPPER_PARTS:  # only through wrappers: a submodule's structure uses the submodule's names
-        inner = getattr(model, attr, None)
-        if isinstance(inner, nn.Module) and inner is not model:
-            return get_structure(inner)
-    from deeplimit.scaling import hf  # a Hugging Face model needs no declaration: found once, kept on the model
-
-    if hf.is_hf_model(model):
-        return declare_structure(model, hf.structure_of(model)).dl_structure
-    return None

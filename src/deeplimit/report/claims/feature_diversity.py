@@ -39,7 +39,7 @@ def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
 
 
 def feature_diversity(ctx: Context) -> list[Section]:
-    from deeplimit.studies import feature_diversity_settings, feature_diversity_study
+    from deeplimit.training_studies import feature_diversity_settings, feature_diversity_study
     from deeplimit.transfer.analysis import paired_difference
     from deeplimit.transfer.verdict_rules import feature_diversity_verdict
 
