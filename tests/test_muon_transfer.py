@@ -64,7 +64,7 @@ def test_the_smoke_sweeps_train_muon_and_adamw_runs(smoke_tables):
 
 
 def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_tables):
-    section = O.muon_transfer_section(smoke_tables, n_boot=50)
+    section = V.muon_transfer_section(smoke_tables, n_boot=50)
     assert {(r.experiment, r.preset) for r in section.itertuples()} == {
         ("muon_width_transfer", "mup"), ("muon_width_transfer", "sp"), ("weight_decay_width_constant", "mup")}
     for r in section.itertuples():
@@ -146,7 +146,7 @@ def test_bad_input_is_named():
     with pytest.raises(DeeplimitError, match="parametrization must be"):
         O.weight_decay_width("smoke", "lambda")
     with pytest.raises(DeeplimitError, match="unknown experiment"):
-        O.muon_transfer_section({"muon_everything": pd.DataFrame()})
+        V.muon_transfer_section({"muon_everything": pd.DataFrame()})
     with pytest.raises(DeeplimitError, match="no column 'weight_decay'"):
         O.analyze_axis(pd.DataFrame({"log2_lr": [0.0]}), "weight_decay")
     with pytest.raises(DeeplimitError, match="positive numbers"):
@@ -234,7 +234,7 @@ def test_the_section_decides_the_hidden_weight_decay_rows_by_their_threshold(tmp
     still, _ = _decay_curves(0.0, "wd_timescale_fraction")
     constant = pd.concat([moving, ref], ignore_index=True)
     tables = {"weight_decay_hidden_constant": constant, "weight_decay_hidden_timescale": still}
-    section = O.muon_transfer_section(tables)
+    section = V.muon_transfer_section(tables)
     by = section.set_index("experiment")
     assert by.loc["weight_decay_hidden_constant", "verdict"] == "shifts"
     assert by.loc["weight_decay_hidden_timescale", "verdict"] == "transfers"

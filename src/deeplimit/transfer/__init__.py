@@ -12,7 +12,8 @@ trains one grid point, the long results table, the η̂*/drift analysis and its 
                      statistics.transfer_test), estimate_optimum, fit_trend, paired_difference
     plots.py         plot_loss_vs_lr, plot_optimum_vs_size, plot_analysis
     sweeps.py        create_transfer_sweep, write_transfer_results, analyze_sweep (one call per CLI step)
-    optimizers.py    Muon and weight-decay grids (GRIDS), analyze_axis, decay_threshold, muon_transfer_section
+    optimizers.py    Muon and weight-decay grids (GRIDS), analyze_axis, decay_threshold
+    optimizer_verdicts.py  muon_transfer_section: the Muon section's rows on the slope statistic
 
 Names are imported lazily.
 """

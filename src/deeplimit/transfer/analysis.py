@@ -48,6 +48,7 @@ from scipy import stats
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.protocol import protocol
+from deeplimit.transfer.statistics import DEGRADE_RATIO, transfer_test
 
 __all__ = [
     "Optimum",
@@ -67,6 +68,7 @@ __all__ = [
     "REGRET_MARGIN",
     "PairedDifference",
     "paired_difference",
+    "DEGRADE_RATIO",
 ]
 
 # The pre-registered margins of the slope statistic (protocol.toml, depth-transfer; width-transfer uses the same):
@@ -342,7 +344,6 @@ def fit_trend(sizes: Sequence[float], log2_eta: Sequence[float], se: Sequence[fl
                  crit=crit, sizes=tuple(float(v) for v in np.asarray(sizes, dtype=float)))
 
 
-DEGRADE_RATIO = 1.5  # best loss at the largest size above 1.5x the smallest size's: the rule breaks there
 
 
 @dataclass(frozen=True)
@@ -534,9 +535,6 @@ def slope_table(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size:
 
     ``runs``: one row per run (:func:`final_values`). ``predicted``: group key → the slope per doubling a shift
     must be consistent with (optional). A group with fewer than two sizes is "inconclusive"."""
-    # statistics imports this module (DEGRADE_RATIO), so it is imported on use
-    from deeplimit.transfer.statistics import transfer_test
-
     g = _cols(group)
     runs = _with_log2_lr(runs)
     _require(runs, [*g, size, "value"], "the runs table")

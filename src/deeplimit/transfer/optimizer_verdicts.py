@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from deeplimit.transfer.analysis import SLOPE_MARGIN, TransferAnalysis, _one_run_per_point, slope_table
-from deeplimit.transfer.optimizers import AXES, EXPECTED, SIZES, DecayThreshold
+from deeplimit.transfer.optimizers import AXES, EXPECTED, SIZES, DecayThreshold, analyses, thresholds
 from deeplimit.transfer.statistics import relabelling
 
-__all__ = ["PREDICTED_SLOPE", "RELABELLING_CANDIDATES", "STRUCTURAL_RELABELLINGS", "section_rows", "agreement",
-           "section_verdict", "section_lines", "slope_words"]
+__all__ = ["muon_transfer_section", "PREDICTED_SLOPE", "RELABELLING_CANDIDATES", "STRUCTURAL_RELABELLINGS",
+           "section_rows", "agreement", "section_verdict", "section_lines", "slope_words"]
 
 # The slope per doubling a predicted shift must be consistent with (optimizers spec §3-§4), where theory gives one.
 PREDICTED_SLOPE = {("muon_depth_transfer", "blocks_only"): -0.5,
@@ -133,6 +133,14 @@ def section_rows(results: Mapping[str, TransferAnalysis],
                           f"{th.n_slopes} seeds)")}
         rows.append(_row(name, "mup", th.size, th.axis, stats, role, why))
     return pd.DataFrame.from_records(rows)
+
+
+def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> pd.DataFrame:
+    """Verdict rows of the "Muon transfer" section from the long tables of the sweeps of
+    :mod:`deeplimit.transfer.optimizers`: ``tables`` maps an experiment name (a key of ``optimizers.SIZES``, e.g.
+    ``"muon_width_transfer"``) to its long table (``deeplimit.transfer.table.transfer_results``). One row per
+    (experiment, preset): see :func:`section_rows`."""
+    return section_rows(analyses(tables, n_boot=n_boot), thresholds(tables))
 
 
 def agreement(value: object) -> bool | None:

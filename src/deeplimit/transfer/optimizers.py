@@ -3,8 +3,9 @@
 Spec builders return :class:`~deeplimit.sweep.grid.SweepSpec` grids over the real trainer (tiers ``smoke`` for
 CI, ``quick``, ``standard`` — the runs recorded in docs/optimizers.md); :func:`analyze_axis` runs the transfer
 analysis of depth-mup spec §11.4 on any log2 axis (the weight decay, not only the LR); and
-:func:`muon_transfer_section` turns the sweeps into the verdict rows of the "Muon transfer" report section
-(:mod:`deeplimit.transfer.optimizer_verdicts`: the slope statistic, relabelled rows as calibrations).
+:func:`analyses` and :func:`thresholds` feed the verdict rows of the "Muon transfer" report section
+(:func:`deeplimit.transfer.optimizer_verdicts.muon_transfer_section`: the slope statistic, relabelled rows as
+calibrations).
 """
 
 from __future__ import annotations
@@ -368,19 +369,6 @@ def thresholds(tables: Mapping[str, pd.DataFrame], *, delta: float = THRESHOLD_D
                              "reference (run the weight-decay-hidden-constant grid too)")
     return {name: decay_threshold(tables[name], AXES[name], tables[THRESHOLD_REFERENCE], delta=delta,
                                   size=SIZES[name], predicted=THRESHOLD_PREDICTED.get(name)) for name in wanted}
-
-
-def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1000) -> pd.DataFrame:
-    """Verdict rows of the "Muon transfer" section from the long tables of the sweeps above.
-
-    ``tables`` maps an experiment name (a key of :data:`SIZES`, e.g. ``"muon_width_transfer"``) to its long
-    table (``deeplimit.transfer.table.transfer_results``). One row per (experiment, preset): see
-    :func:`deeplimit.transfer.optimizer_verdicts.section_rows` (the slope statistic; relabelled rows are
-    calibrations, never evidence).
-    """
-    from deeplimit.transfer.optimizer_verdicts import section_rows  # it reads this module's tables
-
-    return section_rows(analyses(tables, n_boot=n_boot), thresholds(tables))
 
 
 AXIS_LABELS = {"wd_timescale_fraction": "log2 τ / run length", "weight_decay": "log2 λ (same for every tensor)",

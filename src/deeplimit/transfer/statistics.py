@@ -37,7 +37,6 @@ import pandas as pd
 from scipy import stats
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.transfer.analysis import DEGRADE_RATIO
 from deeplimit.transfer.optimum import SeedOptimum, fit_optimum, json_safe, refine_grid
 
 __all__ = [
@@ -54,6 +53,7 @@ __all__ = [
     "DEGRADE_RATIO",
 ]
 
+DEGRADE_RATIO = 1.5  # best loss at the largest size above 1.5x the smallest size's: the rule breaks there
 # More than this fraction of (seed, size) optima on a grid edge and the slope is not estimated: the
 # uncensored ones are a selected subset (the edge ones are the extreme η*), so their mean would be biased.
 CENSORED_FRACTION = 1.0 / 3.0
