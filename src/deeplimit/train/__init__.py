@@ -5,13 +5,15 @@ is a result (``status="diverged"``), never an exception. The package, by concern
 
     config.py       TrainConfig (checked on construction, the rule resolved once, the fingerprint),
                     config_from_point (a flat sweep point / CLI flags → config), family_defaults
+    models.py       where the model comes from: a built-in name, hf:TYPE (a Hugging Face causal LM from a
+                    small config) or pkg.module:factory / path/to/file.py:factory (load_factory)
     batches.py      datasets read once per process, the batch of step t as a pure function of (seed, t),
                     the memory guard (a model or batch too large is refused before allocation)
     checkpoint.py   the run folder: checkpoint save / load keyed by the fingerprint, the output tables
     loop.py         build (model + plan), train (the loop, warm-up through dl.scheduler, Ctrl-C as a clean
                     stop, resume), evaluate, train_and_save
 
-Data flows one way: config → batches (shapes) → build → optimizer → loop → checkpoint → TrainResult.
+Data flows one way: config → batches (shapes) → build (models) → optimizer → loop → checkpoint → TrainResult.
 """
 
 import deeplimit.train.batches as _batches

@@ -13,6 +13,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.nn._validate import available_memory, check_fits, size_words
 from deeplimit.nn.registry import model_config
 from deeplimit.train.config import TrainConfig
+from deeplimit.train.models import count_on_meta
 
 # Data: cached per process, so a sweep worker reads each dataset once.
 
@@ -117,14 +118,19 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def check_run_fits(cfg: TrainConfig, shapes: dict) -> None:
-    """Count parameters in closed form (nothing is built) and refuse a run whose weights, gradients and
-    optimizer state (≈ 4 copies for Adam, 3 for SGD) exceed the memory available now; for text also the
-    batch's logits (batch × seq_len × vocab, with their gradient and softmax)."""
-    c = model_config(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
+    """Count parameters (in closed form for the built-in models, on the meta device for others) and refuse a
+    run whose weights, gradients and optimizer state (≈ 4 copies for Adam, 3 for SGD) exceed the memory available
+    now; for text also the batch's logits (batch × seq_len × vocab, with their gradient and softmax)."""
     copies = 3 if cfg.optimizer.lower() == "sgd" else 4
     bytes_per = torch.finfo(getattr(torch, cfg.dtype)).bits // 8
-    check_fits(f"model {cfg.model} at width {cfg.width}, depth {cfg.depth}", c.n_params(), c.n_modules(),
-               copies=copies, bytes_per=bytes_per, fix="lower width or depth")
+    if cfg.is_builtin:
+        c = model_config(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
+        counts: tuple[int, int] | None = (c.n_params(), c.n_modules())
+    else:  # any other model is built on the meta device (no memory) and counted
+        counts = count_on_meta(cfg.model, cfg.width, cfg.depth, shapes, cfg.model_kwargs)
+    if counts is not None:
+        check_fits(f"model {cfg.model} at width {cfg.width}, depth {cfg.depth}", *counts, copies=copies,
+                   bytes_per=bytes_per, fix="lower width or depth")
     if cfg.is_text:
         need = 3 * cfg.batch_size * cfg.seq_len * shapes.get("vocab_size", 256) * bytes_per
         avail = available_memory()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -19,8 +20,10 @@ from deeplimit.nn.mlp_resnet import MLPResNetConfig
 from deeplimit.nn.registry import MODELS, model_config
 from deeplimit.nn.transformer import TransformerConfig
 from deeplimit.scaling.rules import OPTIMIZERS, Rule, get_rule
+from deeplimit.train.models import check_factory, check_hf, hf_type, is_factory, is_hf, source_digest
 
 TEXT_MODELS = ("transformer", "shaped-transformer")
+IMAGE_DATASETS = ("fashion-mnist", "fashion_mnist", "fmnist", "digits")  # the names the image loader resolves
 # Fields that change how often the run saves itself, never what it computes: left out of the fingerprint.
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "checkpoint_seconds")
 # Fields added later: left out of the fingerprint while unset, so older checkpoints still resume.
@@ -84,7 +87,17 @@ class TrainConfig:
 
     @property
     def is_text(self) -> bool:
+        """True for token models (built-in transformers, ``hf:`` causal LMs); a factory's data decides."""
+        if is_hf(self.model):
+            return True
+        if is_factory(self.model):
+            return not _is_image_data(self.data)
         return self.model.replace("_", "-") in TEXT_MODELS
+
+    @property
+    def is_builtin(self) -> bool:
+        """True for the built-in models (sized in closed form, options checked by their own config)."""
+        return not (is_hf(self.model) or is_factory(self.model))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +130,8 @@ class TrainConfig:
         d = {k: v for k, v in self.to_dict().items()
              if k not in _NOT_IN_FINGERPRINT and not (k in _NEW_IF_SET and v is None)}
         d["data_sha256"] = _data_digest(self)
+        if is_factory(self.model):  # an edited factory file builds another model
+            d["model_sha256"] = source_digest(self.model)
         blob = json.dumps(d, sort_keys=True, default=repr)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -199,8 +214,9 @@ def _validate(c: TrainConfig) -> None:
     _need(c.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'", c.dtype)
     _need(isinstance(c.optimizer, str) and c.optimizer.lower() in OPTIMIZERS, "optimizer",
           f"one of {', '.join(OPTIMIZERS)}", c.optimizer)
-    _need(isinstance(c.model, str) and c.model.lower().replace("_", "-") in MODELS, "model",
-          f"one of {', '.join(sorted(MODELS))}", c.model)
+    _need(isinstance(c.model, str) and (c.model.lower().replace("_", "-") in MODELS or is_hf(c.model)
+                                         or is_factory(c.model)), "model",
+          f"one of {', '.join(sorted(MODELS))}, hf:TYPE (a Hugging Face model type) or pkg.module:factory", c.model)
     _need(isinstance(c.data, str) and c.data.strip() != "", "data", "a dataset name or a file path", c.data)
     _need(c.data_dir is None or isinstance(c.data_dir, str), "data_dir", "a folder path (or unset)", c.data_dir)
     for name in ("model_kwargs", "plan_kwargs"):
@@ -216,7 +232,15 @@ def _validate(c: TrainConfig) -> None:
     c.__dict__["_resolved_rule"] = (_rule_key(c), _resolve_rule(c))
     # The model's own options (real bools, finite numbers, bounded sizes) are checked by its config, now, so a
     # bad one fails before any data is read; the input/output sizes come from the data later.
-    model_config(c.model, width=c.width, depth=c.depth, **_shape_stub(c), **c.model_kwargs)
+    if is_hf(c.model):
+        check_hf(hf_type(c.model), c.width, c.depth, c.model_kwargs)
+    elif is_factory(c.model):
+        check_factory(c.model, c.model_kwargs)
+    else:
+        model_config(c.model, width=c.width, depth=c.depth, **_shape_stub(c), **c.model_kwargs)
+    if c.entropy_every and not (c.is_builtin and c.is_text):
+        raise DeeplimitError("entropy_every records the attention entropy of the built-in transformers only; "
+                             f"set it to 0 for model {c.model!r}")
     if c.is_text:
         tokens = c.eval_batches * c.batch_size * c.seq_len
         _need(tokens <= MAX_EVAL_TOKENS, "eval_batches",
@@ -225,6 +249,10 @@ def _validate(c: TrainConfig) -> None:
     if c.is_text and (c.data.lower().endswith((".npz", ".npy", ".gz", ".zip", ".pt"))):
         raise DeeplimitError(f"model {c.model!r} trains on text, but data={c.data!r} is an array/archive file; "
                              "pass a text file or a corpus name (shakespeare, stdlib)")
+
+
+def _is_image_data(data: str) -> bool:
+    return data in IMAGE_DATASETS or data.lower().endswith(".npz")
 
 
 def _shape_stub(c: TrainConfig) -> dict:
@@ -239,7 +267,7 @@ def _data_digest(c: TrainConfig) -> str:
     on this never returns a stale result for other data under the same name (hashed once per process)."""
     from deeplimit.data import CORPORA, content_digest, file_digest
 
-    named = c.data in CORPORA if c.is_text else c.data in ("fashion-mnist", "fashion_mnist", "fmnist", "digits")
+    named = c.data in CORPORA if c.is_text else c.data in IMAGE_DATASETS
     # a name the loader resolves itself is hashed by what it reads, even if a file of that name sits here
     return (None if named else file_digest(c.data)) or content_digest(c.data, c.data_dir, text=c.is_text)
 
@@ -276,21 +304,48 @@ BOOL_KEYS = frozenset(_bool_fields(TrainConfig) | PLAN_BOOL_KEYS
                       | ((_bool_fields(MLPResNetConfig) | _bool_fields(TransformerConfig)) & MODEL_KEYS))
 
 
+# Old spellings of a flat key → (the one spelling, how the value maps); each use warns once per call.
+DEPRECATED_KEYS: dict[str, tuple[str, Any]] = {
+    "heads": ("n_heads", lambda v: v),
+    "freeze_io": ("train_io", lambda v: (not v) if isinstance(v, bool) else v),
+}
+# A Hugging Face config's names of width and depth: for hf: models they set width and depth.
+HF_SIZE_KEYS = {"hidden_size": "width", "num_hidden_layers": "depth"}
+
+
 def config_from_point(point: dict[str, Any]) -> TrainConfig:
     """Map a flat dict to a :class:`TrainConfig`.
 
     Keys: ``TrainConfig`` fields (``width``, ``depth``, ``steps``, ``seed``, ``data``, …) plus ``preset``
     (alias of ``rule``), ``log2_lr`` (``lr = 2**log2_lr``), model options (:data:`MODEL_KEYS`, go to
     ``model_kwargs``), plan options (:data:`PLAN_KEYS`, go to ``plan_kwargs``) and labels ignored by training
-    (``experiment``, ``variant``). Unknown keys are errors listing the accepted names, so a typo never silently
-    trains the default.
+    (``experiment``, ``variant``). For an ``hf:`` or factory model every other key is a model option (a config
+    field, a factory keyword), and ``hidden_size`` / ``num_hidden_layers`` of an ``hf:`` model are its width and
+    depth. Unknown keys are errors listing the accepted names, so a typo never silently trains the default.
+    Old spellings (:data:`DEPRECATED_KEYS`: ``heads``, ``freeze_io``) still work and warn (``FutureWarning``).
     """
     if "lr" in point and "log2_lr" in point:
         raise DeeplimitError("give either lr or log2_lr, not both")
+    model = point.get("model", TrainConfig.model)
+    custom = is_hf(model) or is_factory(model)
     train_kw: dict[str, Any] = {}
     model_kw: dict[str, Any] = {}
     plan_kw: dict[str, Any] = {}
     for key, value in point.items():
+        if key in DEPRECATED_KEYS:
+            new, convert = DEPRECATED_KEYS[key]
+            if new in point:
+                raise DeeplimitError(f"give {new} only ({key} is its old spelling), not both")
+            hint = f"{new}={convert(value)}" if key == "freeze_io" else f"{new}=…"
+            warnings.warn(f"training option {key} is deprecated: write {hint} (same meaning)", FutureWarning,
+                          stacklevel=2)
+            key, value = new, convert(value)
+        if is_hf(model) and key in HF_SIZE_KEYS:
+            size = HF_SIZE_KEYS[key]
+            if size in point and point[size] != value:
+                raise DeeplimitError(f"{key}={value!r} and {size}={point[size]!r} disagree: for an hf: model "
+                                     f"{key} is the {size}; give one of them")
+            key = size
         if key == "preset":
             train_kw["rule"] = value
         elif key == "log2_lr":
@@ -298,10 +353,10 @@ def config_from_point(point: dict[str, Any]) -> TrainConfig:
             train_kw["lr"] = 2.0 ** float(value)
         elif key in TRAIN_KEYS:
             train_kw[key] = value
-        elif key in MODEL_KEYS:
-            model_kw[key] = value
         elif key in PLAN_KEYS:
             plan_kw[key] = value
+        elif key in MODEL_KEYS or (custom and key not in IGNORED_KEYS):
+            model_kw[key] = value
         elif key not in IGNORED_KEYS:
             raise DeeplimitError(f"unknown training option {key!r}; accepted: preset, log2_lr, "
                                  f"{', '.join(sorted(TRAIN_KEYS | MODEL_KEYS | PLAN_KEYS | IGNORED_KEYS))}")
@@ -309,7 +364,6 @@ def config_from_point(point: dict[str, Any]) -> TrainConfig:
 
 
 def family_defaults(model: str) -> dict[str, Any]:
-    """Defaults that differ by model family (byte-level transformers: AdamW, batch 16, warm-up, …)."""
-    return dict(TEXT_DEFAULTS) if model.replace("_", "-") in TEXT_MODELS else {}
-
-
+    """Defaults that differ by model family (byte-level transformers and hf: causal LMs: AdamW, batch 16,
+    warm-up, …)."""
+    return dict(TEXT_DEFAULTS) if is_hf(model) or model.replace("_", "-") in TEXT_MODELS else {}

@@ -34,14 +34,15 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from deeplimit.diagnostics.coordinates import logits_of
 from deeplimit.errors import DeeplimitError
-from deeplimit.nn.registry import build_model
 from deeplimit.scaling.apply import parametrize
 from deeplimit.scaling.optim import ScaledScheduler, make_optimizer, scheduler
-from deeplimit.scaling.plan import Plan
+from deeplimit.scaling.plan import Plan, model_size
 from deeplimit.train.batches import Batches, cached_text_data, check_run_fits, cross_entropy
 from deeplimit.train.checkpoint import RunFolder, check_output_folder, restore, write_outputs
 from deeplimit.train.config import TrainConfig
+from deeplimit.train.models import check_causal, make_model
 
 Hook = Callable[[int, nn.Module], "list[dict] | None"]
 
@@ -99,7 +100,7 @@ def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, Plan]:
     """
     check_run_fits(cfg, shapes)
     try:
-        model = build_model(cfg.model, width=cfg.width, depth=cfg.depth, **shapes, **cfg.model_kwargs)
+        model = make_model(cfg.model, cfg.width, cfg.depth, shapes, cfg.model_kwargs)
         model = model.to(getattr(torch, cfg.dtype))
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise DeeplimitError(f"out of memory building {cfg.model} at width {cfg.width}, depth {cfg.depth} "
@@ -109,8 +110,14 @@ def build(cfg: TrainConfig, shapes: dict) -> tuple[nn.Module, Plan]:
             raise
         raise DeeplimitError(f"out of memory building {cfg.model} at width {cfg.width}, depth {cfg.depth} "
                              f"({str(exc).splitlines()[0][:160]}); lower width or depth") from None
+    if cfg.is_text and not cfg.is_builtin:
+        check_causal(model, cfg.model, shapes["vocab_size"], cfg.seq_len)
+    # a factory's model need not declare its size: the width and depth it was built with are its size
+    declared = model_size(model)
+    sizes = {} if cfg.is_builtin else {k: v for k, v, d in (("width", cfg.width, declared[0]),
+                                                              ("depth", cfg.depth, declared[1])) if d is None}
     plan = parametrize(model, cfg.resolved_rule, seed=cfg.seed, optimizer=cfg.optimizer, base_width=cfg.base_width,
-                       base_depth=cfg.base_depth, **cfg.plan_options)
+                       base_depth=cfg.base_depth, **sizes, **cfg.plan_options)
     if not cfg.train_io:
         for name, p in model.named_parameters():
             if plan[name].role in ("input", "readout"):
@@ -239,7 +246,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
                 if hook is not None:
                     rows.extend(hook(t, model) or [])
                 xb, yb = data.train(t)
-                loss = cross_entropy(model(xb.to(dtype) if not cfg.is_text else xb), yb)
+                loss = cross_entropy(logits_of(model(xb.to(dtype) if not cfg.is_text else xb)), yb)
                 value = loss.item()
                 losses.append(value)
                 if not math.isfinite(value):
@@ -311,7 +318,7 @@ def evaluate(model: nn.Module, data: Batches, cfg: TrainConfig) -> float:
         return math.nan
     model.eval()
     dtype = getattr(torch, cfg.dtype)
-    total = sum(cross_entropy(model(x if cfg.is_text else x.to(dtype)), y).item() for x, y in batches)
+    total = sum(cross_entropy(logits_of(model(x if cfg.is_text else x.to(dtype))), y).item() for x, y in batches)
     model.train()
     return total / len(batches)
 
