@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,6 +11,7 @@ from torch import nn
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_fits, check_size
 from deeplimit.scaling.rules import rule_names
+from deeplimit.train.models import load_factory  # the factory loader lives with the trainer, which needs it too
 
 
 def add_rule_args(p: argparse.ArgumentParser, default: str = "depth_mup") -> None:
@@ -69,93 +65,6 @@ def add_model_source_args(p: argparse.ArgumentParser) -> None:
                    help="a Hugging Face transformers model type (llama, gpt2, bert, vit, ...) built from a tiny config "
                         "with the given width and depth (pip install deeplimit[hf])")
     g.add_argument("--heads", type=int, default=4, help="attention heads of the --hf model (head_dim grows with width)")
-
-
-def _import_from_folder(module_name: str, folder: Path):
-    """Import ``module_name`` with ``folder`` first on the import path *for this import only*: the module the
-    user named, and the modules it imports from its own folder, load as under ``python -m``; afterwards the
-    folder is off the path again, so no later import can pick up a file planted there."""
-    entry = str(folder)
-    sys.path.insert(0, entry)
-    importlib.invalidate_caches()
-    try:
-        return importlib.import_module(module_name)
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(entry)
-
-
-def _load_file(path: Path):
-    """Execute the Python file ``path`` as a module (its folder on the import path while it runs)."""
-    name = f"_deeplimit_model_{path.stem}"  # never a name that could shadow an installed module
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise DeeplimitError(f"cannot load {path} as a Python module; name a .py file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    entry = str(path.resolve().parent)
-    sys.path.insert(0, entry)
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(entry)
-    return module
-
-
-def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
-    """Import ``pkg.module:factory`` or ``path/to/file.py:factory``: a callable ``(width, depth) -> nn.Module``.
-
-    Trust model: the user names the code to run, so importing it is intended. ``path/to/file.py`` runs that
-    file; ``module:factory`` imports an installed module or, only if none is installed under that name, the
-    module of that name in the current folder (``./module.py`` or ``./module/``). Either way the named
-    module's folder is on the import path only while it is imported, so its own helpers import as they would
-    under ``python -m``, and nothing else in deeplimit ever imports from the current folder.
-    """
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise DeeplimitError(f"--model {spec!r} is neither a built-in model nor pkg.module:factory; write e.g. "
-                             "--model mypkg.models:make or --model path/to/file.py:make (a callable (width, "
-                             "depth) -> nn.Module)")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise DeeplimitError(f"--model {spec!r}: file {path} does not exist")
-            module = _load_file(path)
-        else:
-            module = _import_module(module_name)
-    except DeeplimitError:
-        raise
-    except ImportError as exc:
-        raise DeeplimitError(f"--model {spec!r}: cannot import {module_name!r} ({exc}); install it, run from "
-                             "its folder, or name its file (--model path/to/file.py:factory)") from None
-    except Exception as exc:
-        raise DeeplimitError(f"--model {spec!r}: importing {module_name!r} raised {type(exc).__name__}: "
-                             f"{exc}") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise DeeplimitError(f"--model {spec!r}: module {module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise DeeplimitError(f"--model {spec!r}: {attr!r} is a {type(factory).__name__}, not a callable "
-                             "(width, depth) -> nn.Module")
-    return factory
-
-
-def _import_module(module_name: str):
-    """An installed module, else (only when its top-level name is nowhere on the path) the current folder's."""
-    top = module_name.split(".")[0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        here = Path.cwd()
-        local = (here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()
-        if exc.name != top or not local:  # a missing dependency of an installed module: say that, unchanged
-            raise
-    return _import_from_folder(module_name, here)
 
 
 def check_factory_fits(factory: Callable[[int, int], nn.Module], width: int, depth: int, *, copies: int = 1,
