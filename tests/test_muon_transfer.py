@@ -49,7 +49,7 @@ def _run(tmp_path: Path, name: str, spec) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def smoke_tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
     tmp = tmp_path_factory.mktemp("muon-transfer")
-    return {"muon_width_transfer": _run(tmp, "w", O.muon_width_transfer("smoke", presets=("mup", "sp"))),
+    return {"muon_width_transfer": _run(tmp, "w", O.muon_width_transfer("smoke", rules=("mup", "sp"))),
             "weight_decay_width_constant": _run(tmp, "wd", O.weight_decay_width("smoke", "constant"))}
 
 
@@ -62,9 +62,9 @@ def test_the_smoke_sweeps_train_muon_and_adamw_runs(smoke_tables):
     assert set(wd["weight_decay_mode"]) == {"torch"} and wd["weight_decay"].nunique() == 3
 
 
-def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_tables):
+def test_the_section_has_one_row_per_experiment_and_rule_and_is_honest(smoke_tables):
     section = O.muon_transfer_section(smoke_tables, n_boot=50)
-    assert {(r.experiment, r.preset) for r in section.itertuples()} == {
+    assert {(r.experiment, r.rule) for r in section.itertuples()} == {
         ("muon_width_transfer", "mup"), ("muon_width_transfer", "sp"), ("weight_decay_width_constant", "mup")}
     for r in section.itertuples():
         assert r.verdict in ("transfers", "shifts", "inconclusive", "degrades")
@@ -113,19 +113,19 @@ def test_expected_verdicts_cover_every_experiment():
     assert not math.isnan(O.MUON_LR_RATIO)
 
 
-def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, tmp_path, saved_figures):
+def test_plot_transfer_draws_one_panel_per_experiment_and_rule(smoke_tables, tmp_path, saved_figures):
     results = O.analyses(smoke_tables, n_boot=20)
     path = O.plot_transfer(results, str(tmp_path / "t.png"), title="smoke")
     assert Path(path).stat().st_size > 0 and len(saved_figures) == 1
-    expected = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
+    expected = [(name, rule) for name, an in results.items() for rule in an.drift["rule"]]
     panels = _panels(saved_figures[0])
     assert len(panels) == len(expected) >= 3, [ax.get_title() for ax in panels]
-    for ax, (name, preset) in zip(panels, expected, strict=True):
-        assert ax.get_title().startswith(f"{name} / {preset}\n"), ax.get_title()
+    for ax, (name, rule) in zip(panels, expected, strict=True):
+        assert ax.get_title().startswith(f"{name} / {rule}\n"), ax.get_title()
         an = results[name]
-        sizes = an.curves[an.curves["preset"] == preset][an.size].nunique()
+        sizes = an.curves[an.curves["rule"] == rule][an.size].nunique()
         curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]  # the stars are single points
-        assert len(curves) == sizes >= 2, (name, preset, len(curves), sizes)
+        assert len(curves) == sizes >= 2, (name, rule, len(curves), sizes)
 
 
 def _decay_curves(shift_per_doubling: float, axis: str, noise: float = 0.003) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -66,12 +66,12 @@ def muon_transfer(ctx: Context) -> list[Section]:
         agrees = O.agreement(r["agrees"])
         what = (f"{r['verdict']}: drift {r['drift']:+.2f} octave over the {r['size']} range, 95% CI "
                 f"[{r['drift_ci_low']:+.2f}, {r['drift_ci_high']:+.2f}]")
-        if (r["experiment"], r["preset"]) in MUON_CONTROLS:
+        if (r["experiment"], r["rule"]) in MUON_CONTROLS:
             moves = "decay threshold" if r["experiment"] in O.THRESHOLD_EXPERIMENTS else "optimum"
-            controls.append(Control(MUON_CONTROLS[(r["experiment"], r["preset"])],
+            controls.append(Control(MUON_CONTROLS[(r["experiment"], r["rule"])],
                                     f"its {moves} moves: '{r['expected']}'", what, agrees))
         elif agrees is not None:
-            decided.append(f"{r['experiment']} / {r['preset']}")
+            decided.append(f"{r['experiment']} / {r['rule']}")
     seeds = sorted({len(s.axes["seed"]) for s in specs.values()})
     reason = {"holds": "every row with a prediction was decided as predicted",
               "partly": "the decided rows agree with the predictions; the others' intervals reach into the "
