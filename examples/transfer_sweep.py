@@ -16,7 +16,7 @@ from deeplimit.transfer.plots import plot_analysis
 
 def main(out: Path, quick: bool) -> None:
     spec = SweepSpec(
-        axes={"preset": ["depth_mup", "blocks_only"],
+        axes={"rule": ["depth_mup", "blocks_only"],
               "depth": [2, 4] if quick else [4, 8, 16, 32],
               "log2_lr": log2_grid(-10, -6, 2) if quick else log2_grid(-12, -5, 1),
               "seed": [0] if quick else [0, 1]},
@@ -28,8 +28,8 @@ def main(out: Path, quick: bool) -> None:
     create_sweep("example", spec, storage=storage, run_dir=out)
     launch_workers(storage, "example", n_workers=2, run_dir=str(out))
 
-    analysis = analyze(transfer_results(storage, "example"), metric="window_loss", group="preset", size="depth")
-    print(analysis.summary[["preset", "depth", "log2_eta_star", "ci_low", "ci_high", "censored", "best_loss"]])
+    analysis = analyze(transfer_results(storage, "example"), metric="window_loss", group="rule", size="depth")
+    print(analysis.summary[["rule", "depth", "log2_eta_star", "ci_low", "ci_high", "censored", "best_loss"]])
     for key, text in analysis.verdicts().items():
         print(key[0], "->", text)
     print("figures:", [str(p) for p in plot_analysis(analysis, out)])

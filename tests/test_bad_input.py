@@ -146,7 +146,7 @@ CASES = [
     ("reproduce set a sweep section", R + ["--set", "depth-transfer.steps=3"], "take their settings from the"),
     ("reproduce set a billion seeds", R + ["--set", "coord-check.seeds=1000000000"], "from 1 to 10,000"),
     ("reproduce set zero paths", R + ["--set", "sde.paths=0"], "from 1 to 10,000,000"),
-    ("reproduce set unknown key", R + ["--set", "stopping.nope=1"], "unknown setting(s) ['nope']"),
+    ("reproduce set unknown key", R + ["--set", "stopping.nope=1"], "--set stopping.nope: no such setting here"),
     ("reproduce set without key", R + ["--set", "stopping"], "--set expects SECTION.KEY=VALUE"),
     ("reproduce out is a file", R + ["--out", "{d}/afile"], "is a file, not a folder"),
     # --- top level

@@ -1,6 +1,6 @@
 """Architecture checks that read the source: one-way layers, and Optuna's public API only.
 
-Layers, low to high (docs/architecture.md): errors, io, secrets, protocol → data, nn → scaling, sde, sweep (the
+Layers, low to high (docs/architecture.md): errors, io, secrets, protocol, runtime → data, nn → scaling, sde, sweep (the
 generic runner) → diagnostics → train → training_studies (studies of trained models) → transfer (LR-transfer
 science) → report → cli. A module may import its own layer or lower ones, never a higher one, including imports
 inside functions. Every ``import`` and ``from … import`` in ``src/deeplimit`` is parsed with ``ast``; cycles inside
@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "deeplimit"
 
 LAYERS = {
-    "errors": 0, "io": 0, "secrets": 0, "protocol": 0,
+    "errors": 0, "io": 0, "secrets": 0, "protocol": 0, "runtime": 0,
     "data": 1, "nn": 1,
     "scaling": 2, "sde": 2, "sweep": 2,
     "diagnostics": 3,
@@ -112,7 +112,7 @@ def test_allow_list_is_current_and_outside_the_runner() -> None:
 
 def test_the_runner_has_no_experiment_vocabulary() -> None:
     # The generic runner gives axis names no meaning: what a learning rate, a depth or a rule is belongs above it.
-    words = re.compile(r"\b(log2_lr|lr|alpha|gamma|width|depth|LONG_COLUMNS|preset)\b")
+    words = re.compile(r"\b(log2_lr|lr|alpha|gamma|width|depth|LONG_COLUMNS|preset|rule)\b")
     hits = []
     for path in sorted((PKG / "sweep").rglob("*.py")):
         for i, line in enumerate(path.read_text().splitlines(), 1):

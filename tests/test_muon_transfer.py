@@ -50,7 +50,7 @@ def _run(tmp_path: Path, name: str, spec) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def smoke_tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
     tmp = tmp_path_factory.mktemp("muon-transfer")
-    return {"muon_width_transfer": _run(tmp, "w", O.muon_width_transfer("smoke", presets=("mup", "sp"))),
+    return {"muon_width_transfer": _run(tmp, "w", O.muon_width_transfer("smoke", rules=("mup", "sp"))),
             "weight_decay_width_constant": _run(tmp, "wd", O.weight_decay_width("smoke", "constant"))}
 
 
@@ -65,7 +65,7 @@ def test_the_smoke_sweeps_train_muon_and_adamw_runs(smoke_tables):
 
 def test_the_section_has_one_row_per_experiment_and_preset_and_is_honest(smoke_tables):
     section = V.muon_transfer_section(smoke_tables, n_boot=50)
-    assert {(r.experiment, r.preset) for r in section.itertuples()} == {
+    assert {(r.experiment, r.rule) for r in section.itertuples()} == {
         ("muon_width_transfer", "mup"), ("muon_width_transfer", "sp"), ("weight_decay_width_constant", "mup")}
     for r in section.itertuples():
         assert r.verdict in ("transfers", "shifts", "inconclusive", "degrades") and r.role == "evidence"
@@ -96,18 +96,18 @@ def _muon_depth(blocks_only_shift: float, *, relabel: bool) -> pd.DataFrame:
         for L in (4, 16, 64):
             k = math.log2(L / 4)
             for x in grid:
-                rows.append({"preset": "depth_mup", "depth": L, "seed": seed, "log2_lr": float(x),
+                rows.append({"rule": "depth_mup", "depth": L, "seed": seed, "log2_lr": float(x),
                              "value": 0.5 + 0.01 * (x - (-8.0 + d * k)) ** 2})
                 shifted = x - blocks_only_shift * k  # blocks_only at η is Depth-μP at η·(L/L₀)^+½
                 own = 0.0 if relabel else 0.001 * (1 + seed) * k  # a different run: its losses differ
-                rows.append({"preset": "blocks_only", "depth": L, "seed": seed, "log2_lr": float(x),
+                rows.append({"rule": "blocks_only", "depth": L, "seed": seed, "log2_lr": float(x),
                              "value": 0.5 + own + 0.01 * (shifted - (-8.0 + d * k)) ** 2})
     return pd.DataFrame(rows)
 
 
 def test_a_relabelled_muon_control_is_a_calibration_never_evidence():
     results = {"muon_depth_transfer": O.analyze_axis(_muon_depth(-0.5, relabel=True), size="depth", n_boot=20)}
-    rows = V.section_rows(results).set_index("preset")
+    rows = V.section_rows(results).set_index("rule")
     bo = rows.loc["blocks_only"]
     assert bo["role"] == "calibration" and bo["agrees"] is None and "relabelling of muon_depth_transfer" in bo["why"]
     assert bo["verdict"] == "shifts" and V.agreement(bo["calibration_passed"]) is True
@@ -118,7 +118,7 @@ def test_a_relabelled_muon_control_is_a_calibration_never_evidence():
     assert any("calibration, not evidence" in line for line in V.section_lines(rows.reset_index()))
     # the same shift in runs of its own is evidence
     own = V.section_rows({"muon_depth_transfer": O.analyze_axis(_muon_depth(-0.5, relabel=False), size="depth",
-                                                                 n_boot=20)}).set_index("preset")
+                                                                 n_boot=20)}).set_index("rule")
     assert own.loc["blocks_only", "role"] == "evidence" and V.agreement(own.loc["blocks_only", "agrees"]) is True
 
 
@@ -126,7 +126,7 @@ def test_a_calibration_without_power_keeps_the_section_from_holding():
     # a relabelling by 0 per doubling (the same runs twice): the calibration cannot reject transfer
     results = {"muon_depth_transfer": O.analyze_axis(_muon_depth(0.0, relabel=True), size="depth", n_boot=20)}
     rows = V.section_rows(results)
-    bo = rows.set_index("preset").loc["blocks_only"]
+    bo = rows.set_index("rule").loc["blocks_only"]
     assert bo["role"] == "calibration" and V.agreement(bo["calibration_passed"]) is False
     assert V.section_verdict(rows) == "partly"
 
@@ -159,19 +159,19 @@ def test_expected_verdicts_cover_every_experiment():
     assert not math.isnan(O.MUON_LR_RATIO)
 
 
-def test_plot_transfer_draws_one_panel_per_experiment_and_preset(smoke_tables, tmp_path, saved_figures):
+def test_plot_transfer_draws_one_panel_per_experiment_and_rule(smoke_tables, tmp_path, saved_figures):
     results = O.analyses(smoke_tables, n_boot=20)
     path = O.plot_transfer(results, str(tmp_path / "t.png"), title="smoke")
     assert Path(path).stat().st_size > 0 and len(saved_figures) == 1
-    expected = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
+    expected = [(name, rule) for name, an in results.items() for rule in an.drift["rule"]]
     panels = _panels(saved_figures[0])
     assert len(panels) == len(expected) >= 3, [ax.get_title() for ax in panels]
-    for ax, (name, preset) in zip(panels, expected, strict=True):
-        assert ax.get_title().startswith(f"{name} / {preset}\n"), ax.get_title()
+    for ax, (name, rule) in zip(panels, expected, strict=True):
+        assert ax.get_title().startswith(f"{name} / {rule}\n"), ax.get_title()
         an = results[name]
-        sizes = an.curves[an.curves["preset"] == preset][an.size].nunique()
+        sizes = an.curves[an.curves["rule"] == rule][an.size].nunique()
         curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]  # the stars are single points
-        assert len(curves) == sizes >= 2, (name, preset, len(curves), sizes)
+        assert len(curves) == sizes >= 2, (name, rule, len(curves), sizes)
 
 
 def _decay_curves(shift_per_doubling: float, axis: str, noise: float = 0.003) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deeplimit.cli.sweep import main, parse_sets
+from deeplimit.cli._args import parse_sets
+from deeplimit.cli.sweep import main
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep import results_frame, sweep_status
 
@@ -44,13 +45,13 @@ def test_cli_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "234/234" in err and "234/234 done" in out
     assert _run("results", *common) == 0
     long = pd.read_csv(tmp_path / "demo" / "results" / "long.csv")
-    assert {"preset", "depth", "log2_lr", "lr", "seed", "step", "metric", "value", "status"} <= set(long.columns)
-    assert list(long.columns[:3]) == ["experiment", "run_id", "preset"]  # the transfer table's column order
+    assert {"rule", "depth", "log2_lr", "lr", "seed", "step", "metric", "value", "status"} <= set(long.columns)
+    assert list(long.columns[:3]) == ["experiment", "run_id", "rule"]  # the transfer table's column order
     capsys.readouterr()
     assert _run("analyze", *common, "--n-boot", "200") == 0
     out = capsys.readouterr().out
     assert "transfers" in out and "shifts" in out
-    drift = pd.read_csv(tmp_path / "demo" / "analysis" / "drift.csv").set_index("preset")
+    drift = pd.read_csv(tmp_path / "demo" / "analysis" / "drift.csv").set_index("rule")
     assert drift.loc["depth_scaled", "verdict"] == "transfers"
     assert drift.loc["sp", "verdict"] == "shifts"
     assert drift.loc["sp", "slope"] == pytest.approx(-1.0, abs=0.25)
@@ -59,12 +60,15 @@ def test_cli_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_parse_sets() -> None:
-    assert parse_sets(["seeds=2", "preset=depth_mup,blocks_only", "depth=8,16", "log2_lr=-10:-5:0.5",
-                       "train_io=False"]) == {"seeds": 2, "preset": ["depth_mup", "blocks_only"], "depth": (8, 16),
-                                              "log2_lr": "-10:-5:0.5", "train_io": False}
-    for bad in (["noequals"], ["=3"], ["a=1", "a=2"], ["a="]):
+    from deeplimit.transfer.grids import grid_fields
+
+    fields = grid_fields("depth-transfer")
+    assert parse_sets(["seeds=2", "rule=depth_mup,blocks_only", "depth=8,16", "log2_lr=-10:-5:0.5",
+                       "train_io=False"], fields) == {"seeds": 2, "rule": ["depth_mup", "blocks_only"],
+                                                      "depth": [8, 16], "log2_lr": "-10:-5:0.5", "train_io": False}
+    for bad in (["noequals"], ["=3"], ["seeds=1", "seeds=2"], ["seeds="], ["a=1"], ["train_io=2"]):
         with pytest.raises(DeeplimitError):
-            parse_sets(bad)
+            parse_sets(bad, fields)
 
 
 def _env() -> dict[str, str]:

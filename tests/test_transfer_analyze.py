@@ -27,12 +27,12 @@ def _table(slopes: dict[str, float], depths=(4, 8, 16, 32, 64, 128), seeds=3, no
     """Parabolic loss in log2 LR whose vertex moves by ``slope`` per doubling of depth."""
     gen = np.random.default_rng(rng)
     rows = []
-    for preset, k in slopes.items():
+    for rule, k in slopes.items():
         for L in depths:
             opt = -8.0 + k * math.log2(L / depths[0])
             for s in range(seeds):
                 for x in GRID:
-                    rows.append({"preset": preset, "depth": L, "seed": s, "log2_lr": x,
+                    rows.append({"rule": rule, "depth": L, "seed": s, "log2_lr": x,
                                  "value": 1.0 + 0.1 * (x - opt) ** 2 + gen.normal(0, noise)})
     return pd.DataFrame(rows)
 
@@ -72,7 +72,7 @@ def test_bootstrap_interval_covers_truth() -> None:
 
 def test_verdict_flips_between_transfers_and_shifts() -> None:
     result = analyze(_table({"flat": 0.0, "drifting": -0.5}), n_boot=300)
-    drift = result.drift.set_index("preset")
+    drift = result.drift.set_index("rule")
     assert drift.loc["flat", "verdict"] == "transfers"
     assert abs(drift.loc["flat", "drift"]) < 0.2
     assert drift.loc["drifting", "verdict"] == "shifts"
@@ -137,12 +137,12 @@ def _exact(slopes: dict[str, float], offsets=(-0.04, -0.02, 0.0, 0.02, 0.04), de
     """Noise-free parabolas on a half-octave grid; seed s's optimum moves by slope + offsets[s] per doubling
     (so the 95% t half-width of the mean slope is 2.776·0.0316/√5 = 0.039)."""
     rows = []
-    for preset, k in slopes.items():
+    for rule, k in slopes.items():
         for s, d in enumerate(offsets):
             for L in depths:
                 opt = -8.0 + (k + d) * math.log2(L / depths[0])
                 for x in np.arange(-14.0, -1.99, 0.5):
-                    rows.append({"preset": preset, "depth": L, "seed": s, "log2_lr": x,
+                    rows.append({"rule": rule, "depth": L, "seed": s, "log2_lr": x,
                                  "value": 0.5 + curvature * (x - opt) ** 2})
     return pd.DataFrame(rows)
 
@@ -188,9 +188,9 @@ def test_a_rule_whose_best_loss_blows_up_is_flagged_as_degrading():
     for depth, scale in [(4, 1.0), (16, 3.0), (64, 200.0)]:
         for lr in [-10, -9, -8, -7, -6]:
             for seed in (0, 1):
-                rows.append({"preset": "sp", "depth": depth, "log2_lr": lr, "seed": seed,
+                rows.append({"rule": "sp", "depth": depth, "log2_lr": lr, "seed": seed,
                              "run_id": f"{depth}{lr}{seed}", "value": scale * (0.5 + 0.05 * (lr + 8) ** 2)})
-    an = full_analysis(pd.DataFrame(rows), group="preset", size="depth")
+    an = full_analysis(pd.DataFrame(rows), group="rule", size="depth")
     row = an.drift.iloc[0]
     assert row["verdict"] == "degrades"
     assert row["verdict_text"].startswith("degrades: at depth 64 the best loss rises from 0.5 to 100")

@@ -24,17 +24,17 @@ def test_log2_grid() -> None:
 
 
 def test_experiment_overrides_replace_axes_and_settings() -> None:
-    spec = build_grid("depth-transfer", tier="standard", preset="depth_mup", seeds=4, log2_lr="-10:-5:0.5",
+    spec = build_grid("depth-transfer", tier="standard", rule="depth_mup", seeds=4, log2_lr="-10:-5:0.5",
                       steps=400, width=(64, 128))
     # the seed axis is the protocol's confirmation set unless the pilot set is asked for; never both
-    assert spec.axes["preset"] == ("depth_mup",) and spec.axes["seed"] == (1000, 1001, 1002, 1003)
+    assert spec.axes["rule"] == ("depth_mup",) and spec.axes["seed"] == (1000, 1001, 1002, 1003)
     assert build_grid("depth-transfer", seeds=2, seed_set="pilot").axes["seed"] == (0, 1)
     with pytest.raises(DeeplimitError, match="unknown seed set"):
         build_grid("depth-transfer", seed_set="both")
     assert spec.axes["log2_lr"][:3] == (-10.0, -9.5, -9.0) and len(spec.axes["log2_lr"]) == 11
     assert spec.fixed["steps"] == 400 and "width" not in spec.fixed and spec.axes["width"] == (64, 128)
     assert len(spec) == 5 * 11 * 4 * 2
-    assert build_grid("depth-transfer", preset=["depth_mup", "blocks_only"]).axes["preset"] == ("depth_mup",
+    assert build_grid("depth-transfer", rule=["depth_mup", "blocks-only"]).axes["rule"] == ("depth_mup",
                                                                                               "blocks_only")
     with pytest.raises(DeeplimitError, match="no axis or setting 'bogus'"):
         build_grid("depth-transfer", bogus=1)
@@ -66,7 +66,7 @@ def test_every_experiment_grid_validates(name: str) -> None:
     ({"width": 0}, "width must be"),
     ({"steps": -1}, "steps must be"),
     ({"batch_size": 0}, "batch_size must be"),
-    ({"preset": "nope"}, "unknown rule 'nope'"),
+    ({"rule": "nope"}, "unknown rule 'nope'"),
     ({"dpeth": 4}, "unknown training option 'dpeth'"),
     ({"data": "/no/such/file.npz"}, "neither a dataset"),
     ({"train_io": "maybe"}, "train_io must be True or False"),
@@ -101,7 +101,7 @@ def tiny_npz(tmp_path: Path) -> Path:
 def _tiny(data: Path, steps: int, lrs: list[float]) -> SweepSpec:
     return SweepSpec(axes={"log2_lr": lrs},
                      fixed={"model": "mlp-resnet", "width": 8, "depth": 2, "steps": steps, "batch_size": 16,
-                            "data": str(data), "min_window": 2, "preset": "depth_mup"},
+                            "data": str(data), "min_window": 2, "rule": "depth_mup"},
                      objective=OBJECTIVE, metric="window_loss")
 
 
@@ -126,4 +126,4 @@ def test_one_window_loss_row_per_run_also_when_diverged(tmp_path: Path, tiny_npz
     rows = table[table["metric"] == "window_loss"]
     assert len(rows) == 2 and rows["run_id"].is_unique
     assert set(rows["status"]) == {"ok", "diverged"}
-    assert list(table.columns[:3]) == ["experiment", "run_id", "preset"] and {"lr", "log2_lr"} <= set(table.columns)
+    assert list(table.columns[:3]) == ["experiment", "run_id", "rule"] and {"lr", "log2_lr"} <= set(table.columns)

@@ -14,14 +14,14 @@ from deeplimit.transfer.plots import plot_analysis
 
 def test_plot_files_written(tmp_path: Path) -> None:
     rows = []
-    for preset, k in [("depth_mup", 0.0), ("sp", -1.0)]:
+    for rule, k in [("depth_mup", 0.0), ("sp", -1.0)]:
         for L in (2, 8, 32):
             opt = -8 + k * math.log2(L / 2)
             for seed in (0, 1):
                 for x in np.arange(-12.0, -4.5):
                     v = 0.5 + 0.05 * (x - opt) ** 2 + 0.01 * seed
-                    rows.append({"preset": preset, "depth": L, "seed": seed, "log2_lr": x,
-                                 "value": math.inf if (preset == "sp" and x > -7) else v})
+                    rows.append({"rule": rule, "depth": L, "seed": seed, "log2_lr": x,
+                                 "value": math.inf if (rule == "sp" and x > -7) else v})
     result = analyze(pd.DataFrame(rows), n_boot=100)
     paths = plot_analysis(result, tmp_path / "plots")
     assert [p.name for p in paths] == ["loss_vs_lr.png", "optimum_vs_size.png"]
@@ -37,11 +37,11 @@ def test_a_trend_band_wider_than_the_plot_is_not_drawn(tmp_path: Path, monkeypat
     from deeplimit.transfer.plots import plot_optimum_vs_size
 
     rows = []
-    for preset, opts in [("depth_mup", {2: -8.0, 8: -8.0, 32: -8.1}), ("sp", {2: -6.0, 8: -9.5, 32: -6.5})]:
+    for rule, opts in [("depth_mup", {2: -8.0, 8: -8.0, 32: -8.1}), ("sp", {2: -6.0, 8: -9.5, 32: -6.5})]:
         for L, opt in opts.items():
             for seed in (0, 1, 2):
                 for x in np.arange(-12.0, -3.5):
-                    rows.append({"preset": preset, "depth": L, "seed": seed, "log2_lr": x,
+                    rows.append({"rule": rule, "depth": L, "seed": seed, "log2_lr": x,
                                  "value": 0.5 + 0.05 * (x - opt - 0.1 * seed) ** 2})
     result = analyze(pd.DataFrame(rows), n_boot=100)
     filled, labels = [], []

@@ -34,7 +34,7 @@ def rule_runs(rule: str, slope: float, *, sizes=(2, 8, 32), size="depth", curvat
             opt = -8.0 + (slope + d) * math.log2(L / sizes[0])
             best = floor * degrade ** math.log2(L / sizes[0]) - 1e-3 * math.log2(L / sizes[0])
             for x in GRID:
-                rows.append({"preset": rule, size: L, "seed": seed, "log2_lr": float(x),
+                rows.append({"rule": rule, size: L, "seed": seed, "log2_lr": float(x),
                              "value": best + curvature * (x - opt) ** 2})
     return pd.DataFrame(rows)
 
@@ -84,7 +84,7 @@ def test_depth_transfer_regret_decides_just_inside_and_outside() -> None:
 
 def test_a_relabelled_control_is_refused_as_evidence() -> None:
     dm = rule_runs("depth_mup", 0.1)
-    bo = relabelled_runs(dm, size="depth", exponent=-0.5, base=4).assign(preset="blocks_only")
+    bo = relabelled_runs(dm, size="depth", exponent=-0.5, base=4).assign(rule="blocks_only")
     v = depth_transfer_verdict(pd.concat([dm, bo, rule_runs("ode", 0.6), rule_runs("sp", 0.0, degrade=3.0)]),
                                DEPTH)
     refused = [c for c in v.checks if c.name.startswith("blocks_only")]
@@ -100,7 +100,7 @@ def test_a_relabelled_control_is_refused_as_evidence() -> None:
 
 def test_a_relabelled_contrast_cannot_make_the_claim_hold() -> None:
     dm = rule_runs("depth_mup", 0.0)
-    ode = relabelled_runs(dm, size="depth", exponent=0.5, base=2).assign(preset="ode")
+    ode = relabelled_runs(dm, size="depth", exponent=0.5, base=2).assign(rule="ode")
     v = depth_transfer_verdict(pd.concat([dm, ode, rule_runs("sp", 0.0, degrade=3.0)]), DEPTH)
     assert v.verdict != "holds"
 

@@ -158,7 +158,7 @@ def signal_settings(variants: Sequence[str] = ("shaped", "softmax", "pre_ln", "p
 def _entropy_config(s: dict, variant: str) -> TrainConfig:
     from deeplimit.diagnostics.signal import SIGNAL_VARIANTS
 
-    return config_from_point({"model": "transformer", "preset": "mup", "width": s["width"],
+    return config_from_point({"model": "transformer", "rule": "mup", "width": s["width"],
                               "depth": min(s["depth"], 6), "lr": s["lr"], "steps": s["train_steps"],
                               "optimizer": "adamw", "batch_size": 16, "seq_len": 64, "data": s["data"],
                               "warmup_frac": 0.05, "entropy_every": max(1, s["train_steps"] // 10),

@@ -8,9 +8,9 @@ imports the heavy libraries it needs.
 Every sub-parser is a :class:`Parser` with the :class:`HelpFormatter` set here once: plain-text help (no
 reStructuredText markup), each flag's default shown, and one-line errors.
 
-Exit codes: 0 success; 2 bad input (a usage error or a :class:`~deeplimit.errors.DeeplimitError`, one line
-naming the problem and the fix); 1 a failure while running (e.g. a report section that crashed, a disk
-error); 130 interrupted by Ctrl-C.
+Exit codes (:mod:`deeplimit.runtime`, shared with the sweep workers): 0 success; 2 bad input (a usage error or
+a :class:`~deeplimit.errors.DeeplimitError`, one line naming the problem and the fix); 1 a failure while
+running (e.g. a report section that crashed, a disk error); 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sys
 import textwrap
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.runtime import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
 
 # name → (module, one-line help shown by ``deeplimit --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,8 +37,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "signal": ("deeplimit.cli.signal", "gradient norms at init and attention entropy in training (shaped vs LN)"),
     "reproduce": ("deeplimit.cli.reproduce", "reproduce both papers' key results at CPU scale (HTML report)"),
 }
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _RST = [
     (re.compile(r":[a-z]+:`~?([^`]+)`"), r"\1"),  # :func:`x` → x

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from deeplimit.cli._args import rule_arg
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn._validate import MAX_DEPTH, MAX_WIDTH, check_fits, check_size
 from deeplimit.scaling.rules import rule_names
@@ -16,7 +17,8 @@ from deeplimit.train.models import load_factory  # the factory loader lives with
 
 def add_rule_args(p: argparse.ArgumentParser, default: str = "depth_mup") -> None:
     g = p.add_argument_group("parametrization")
-    g.add_argument("--rule", default=default, help=f"one of {', '.join(rule_names())} (dashes allowed)")
+    g.add_argument("--rule", default=default, type=rule_arg,
+                   help=f"one of {', '.join(rule_names())} (- or _ alike: depth-mup is depth_mup)")
     g.add_argument("--alpha", type=float, default=None, help="branch exponent (turns the rule into 'custom')")
     g.add_argument("--gamma", type=float, default=None, help="LR exponent (default 1 - alpha)")
     g.add_argument("--base-width", type=int, default=None, help="base width n0 the hyperparameters were tuned at")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-import torch
-
-from deeplimit.cli._args import MAX_SEED
+from deeplimit.cli._args import MAX_SEED, set_threads
 from deeplimit.cli.common import (
     add_mlp_args,
     add_model_source_args,
@@ -98,7 +96,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(1)
+    set_threads(1)
     _check_args(args)
     factory = model_factory(args)
     if args.model not in (None, "mlp-resnet") and factory is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deeplimit.cli._args import add_run_options
+from deeplimit.cli._args import add_run_options, rule_arg
 
 DESCRIPTION = """\
 Train MLP-ResNets under several rules and measure d(du), the distance between residual-stream layers at
@@ -17,7 +17,8 @@ feature_diversity.json under --out.
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("feature-diversity", help="feature diversity exponent kappa of trained MLP-ResNets",
                        description=DESCRIPTION)
-    p.add_argument("--rules", nargs="+", default=["depth_mup", "ode"], help="rules to train, one run each")
+    p.add_argument("--rules", nargs="+", type=rule_arg, default=["depth_mup", "ode"],
+                   help="rules to train, one run each (- or _ alike: depth-mup is depth_mup)")
     p.add_argument("--width", type=int, default=128, help="hidden width n")
     p.add_argument("--depth", type=int, default=64, help="number of residual blocks L (≥ 2)")
     p.add_argument("--base-width", type=int, default=None, help="base width n0 (default: width)")

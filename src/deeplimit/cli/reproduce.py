@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import typing
+from typing import Any
 
-from deeplimit.cli._args import parse_value, positive_int
+from deeplimit.cli._args import parse_sets, positive_int, setting_key
 
 # Section keys, kept here so that building the parser never imports the report (and torch, pandas, optuna).
 SECTIONS = ("sde", "rank-collapse", "stopping", "depth-transfer", "activation", "block-depth", "width-transfer",
@@ -40,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", default=None, choices=SECTIONS, metavar="SECTION",
                    help=f"run only these sections: {', '.join(SECTIONS)}")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change a setting of a non-sweep section, e.g. stopping.paths=64; repeatable")
+                   help="change a setting of a non-sweep section, read as its type (names with - or _), e.g. "
+                        "stopping.paths=64 or coord-check.train_io=true; repeatable")
     p.add_argument("--fresh", action="store_true",
                    help="ignore every cache and recompute the chosen sections (sweeps get a new name)")
     p.add_argument("--seeds", choices=("confirmation", "pilot"), default="confirmation",
@@ -50,16 +53,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _fields() -> dict[str, Any]:
+    """Every ``SECTION.KEY`` a ``--set`` may change, typed by its value at the smoke tier (a list of numbers
+    may also be ``none`` where a tier has no grid); the section checks ranges when it runs."""
+    from deeplimit.report.context import SECTION_SETTINGS
+    from deeplimit.sweep.grid import value_type
+
+    out: dict[str, Any] = {}
+    for section, settings in SECTION_SETTINGS.items():
+        for key, value in settings("smoke").items():
+            tp = value_type([value])
+            out[f"{section}.{key}"] = tp | None if typing.get_origin(tp) is list else tp
+    return out
+
+
 def _overrides(items: list[str]) -> dict[str, dict]:
     from deeplimit.errors import DeeplimitError
+    from deeplimit.report.context import SECTION_SETTINGS
+    from deeplimit.report.reproduce import check_overrides
 
-    out: dict[str, dict] = {}
+    sections = {setting_key(name): name for name in SECTION_SETTINGS}
+    named = set()
     for item in items:
-        key, eq, value = item.partition("=")
+        key, eq, _ = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not eq or not dot or not section or not name:
             raise DeeplimitError(f"--set expects SECTION.KEY=VALUE, got {item!r}; e.g. --set stopping.paths=64")
-        out.setdefault(section, {})[name.replace("-", "_")] = parse_value(value)
+        if setting_key(section) not in sections:
+            check_overrides({section: {}})  # says which sections have settings (and where a sweep's are)
+        named.add(sections[setting_key(section)])
+    fields = {k: tp for k, tp in _fields().items() if k.partition(".")[0] in named}  # an error lists these only
+    out: dict[str, dict] = {}
+    for key, value in parse_sets(items, fields).items():
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
     return out
 
 

@@ -5,7 +5,7 @@ A local session (SQLite under the run directory, two single-thread workers):
   deeplimit sweep create  --name demo --run-dir runs/demo --grid demo-quadratic --set seeds=2
   deeplimit sweep launch  --name demo --run-dir runs/demo --workers 2
   deeplimit sweep status  --name demo --run-dir runs/demo --table
-  deeplimit sweep analyze --name demo --run-dir runs/demo --group preset --size depth
+  deeplimit sweep analyze --name demo --run-dir runs/demo --group rule --size depth
 
 Several machines: start PostgreSQL (deeplimit sweep postgres start --dir DIR prints how), put the URL in
 $DEEPLIMIT_STORAGE_URL (keeps the password off command lines), create the sweep once and run
@@ -16,7 +16,6 @@ Slurm cluster. Ctrl-C stops cleanly; running the same command again resumes.
 from __future__ import annotations
 
 import argparse
-import ast
 import functools
 import json
 import logging
@@ -26,8 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from deeplimit.errors import DeeplimitError
-
-EXIT_INTERRUPTED = 130
+from deeplimit.runtime import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _clean(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -103,33 +101,6 @@ def _text(example: str) -> Callable[[str], str]:
     return parse
 
 
-def _value(raw: str) -> Any:
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return raw  # plain strings need no quotes
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs: Python literals (``8``, ``[1, 2]``, ``True``), plain strings, or
-    comma-separated lists (``preset=depth_mup,blocks_only`` gives two values)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise DeeplimitError(f"--set {item!r} must look like key=value (e.g. --set seeds=2)")
-        if key in out:
-            raise DeeplimitError(f"--set {key}=… is given twice; give each key once (lists: --set {key}=a,b)")
-        if not raw.strip():
-            raise DeeplimitError(f"--set {key}= has no value; e.g. --set {key}=8")
-        value = _value(raw.strip())
-        if isinstance(value, str) and "," in value:
-            value = [_value(part.strip()) for part in value.split(",") if part.strip()]
-        out[key] = value
-    return out
-
-
 def _storage(args: argparse.Namespace) -> str:
     from deeplimit.sweep.storage import resolve_storage
 
@@ -157,10 +128,15 @@ def _add_quiet(p: argparse.ArgumentParser) -> None:
 def _cmd_create(args: argparse.Namespace) -> int:
     import os
 
+    from deeplimit.cli._args import parse_sets
     from deeplimit.secrets import STORAGE_ENV
+    from deeplimit.transfer.grids import grid_fields
     from deeplimit.transfer.sweeps import create_transfer_sweep
 
-    sweep = create_transfer_sweep(args.name, grid=args.grid, overrides=parse_sets(args.set), spec_file=args.spec,
+    if args.set and args.grid is None:
+        raise DeeplimitError("--set changes a named grid (--grid NAME); edit the JSON spec file instead")
+    overrides = parse_sets(args.set, grid_fields(args.grid)) if args.set else None
+    sweep = create_transfer_sweep(args.name, grid=args.grid, overrides=overrides, spec_file=args.spec,
                                   objective=args.objective, storage=args.storage or os.environ.get(STORAGE_ENV),
                                   run_dir=args.run_dir or "sweep")
     print(sweep)  # the storage URL is shown redacted
@@ -301,10 +277,10 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
         except Exception as exc:  # the task itself crashed (its log is in the folder)
             print(f"task {job.job_id}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}",
                   file=sys.stderr)
-            codes.append(2)
+            codes.append(EXIT_BAD_INPUT)  # as a worker that could not start reports itself
     print(status)
-    bad = [c for c in codes if c not in (0, 1)]
-    return bad[0] if bad else (1 if status.failed or any(codes) else 0)
+    bad = [c for c in codes if c not in (0, EXIT_FAILED)]
+    return bad[0] if bad else (EXIT_FAILED if status.failed or any(codes) else 0)
 
 
 @_clean
@@ -342,7 +318,8 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, argparse.Argum
                    help="named experiment grid (deeplimit.transfer.grids.EXPERIMENT_GRIDS), e.g. depth-transfer, "
                         "width-transfer, demo-quadratic")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="grid argument, repeatable: --set tier=quick --set depth=8,16 --set log2_lr=-10:-5:0.5")
+                   help="grid argument or setting, repeatable, read as its type (names with - or _): --set "
+                        "tier=quick --set depth=8,16 --set log2_lr=-10:-5:0.5 --set train_io=true")
     p.add_argument("--spec", default=None, type=_text("--spec grid.json"),
                    help="JSON spec file: {axes, fixed, objective, metric} (instead of --grid)")
     p.add_argument("--objective", default=None, type=_text("--objective pkg.module:function"),
@@ -384,7 +361,7 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, argparse.Argum
                    help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--metric", default=None, type=_text("--metric window_loss"),
                    help="metric to minimise (default: the spec's metric)")
-    p.add_argument("--group", default="preset", type=_text("--group preset"),
+    p.add_argument("--group", default="rule", type=_text("--group rule"),
                    help="comma-separated grouping columns (default: %(default)s)")
     p.add_argument("--size", default="depth", type=_text("--size depth"),
                    help="size column: depth or width (default: %(default)s)")
@@ -441,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DeeplimitError as exc:
         print(f"deeplimit sweep: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

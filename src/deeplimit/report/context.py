@@ -72,7 +72,7 @@ def _fd_settings(tier: str) -> dict:
     return {"depths": depths, "steps": steps, "seeds": seeds, "width": 128, "lr": 2**-8}
 
 
-# Section → its settings at a tier (the sweep sections take theirs from their sweep preset).
+# Section → its settings at a tier (the sweep sections take theirs from their sweep grid).
 SECTION_SETTINGS: dict[str, Callable[[str], dict]] = {
     "sde": _sde_settings,
     "rank-collapse": _rank_settings,

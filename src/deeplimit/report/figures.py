@@ -118,7 +118,7 @@ def transfer_figures(ctx, an, experiment: str, size: str, stats: dict, figs: lis
     best loss per seed against size, then the sweep's loss-vs-LR panels (its old optimum-vs-size panel is left out:
     it drew another estimator's η*)."""
     folder = ctx.out / "figures" / experiment
-    out = [eta_star_figure(an.runs, "preset", size, stats, folder / f"eta_star_vs_{size}.png",
+    out = [eta_star_figure(an.runs, "rule", size, stats, folder / f"eta_star_vs_{size}.png",
                            f"per-seed η* (dots) and their mean vs {size}")]
     if best:
         out.append(best_loss_figure([an], folder / f"best_loss_vs_{size}.png",

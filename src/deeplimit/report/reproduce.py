@@ -54,6 +54,7 @@ from deeplimit.report.context import SECTION_SETTINGS, Context, cached, check_se
 from deeplimit.report.html import Section, render
 from deeplimit.report.lock import output_lock
 from deeplimit.report.sweeps import run_experiment, run_sweep, spec_words
+from deeplimit.runtime import set_threads
 from deeplimit.secrets import redact_text, redact_url
 from deeplimit.transfer.experiments import EXPERIMENT_TIERS as TIERS  # the one definition of the tiers
 
@@ -181,7 +182,7 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: 
     root = ensure_dir(out, "output folder")
     out = ensure_dir(root / tier, "output folder")
     with output_lock(out):  # a second run into this folder stops here, with a one-line error
-        torch.set_num_threads(1)
+        set_threads(1)
         prov = provenance()
         ctx = Context(out, tier, workers, storage or f"sqlite:///{(out / 'sweeps.db').resolve()}", overrides, progress,
                       fresh=fresh, code=prov["code"], seed_set=seed_set)

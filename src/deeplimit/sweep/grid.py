@@ -20,7 +20,7 @@ from deeplimit.errors import DeeplimitError
 
 Scalar = str | int | float | bool
 
-__all__ = ["SweepSpec", "format_value"]
+__all__ = ["SweepSpec", "format_value", "value_type"]
 
 
 def _check_scalar(where: str, value: Any) -> Scalar:
@@ -41,6 +41,24 @@ def _check_scalar(where: str, value: Any) -> Scalar:
 def format_value(value: Scalar) -> str:
     """Stable text form of one axis value, used in run keys (``-8.0`` and ``-8`` stay distinct)."""
     return json.dumps(value)
+
+
+def value_type(values: Sequence[Any]) -> Any:
+    """The one type the example ``values`` share, for reading a new value of the same setting from text:
+    ``bool``, ``int``, ``float`` (ints and floats mixed), ``str``, ``list[T]`` for lists of a type; ``Any``
+    when they differ or there are none."""
+    kinds: set[Any] = set()
+    for v in values:
+        if isinstance(v, list | tuple):
+            inner = value_type(v)
+            kinds.add(list if inner is Any else list[inner])
+        elif isinstance(v, bool | int | float | str):
+            kinds.add(bool if isinstance(v, bool) else type(v))
+        else:
+            return Any
+    if kinds == {int, float}:
+        return float
+    return kinds.pop() if len(kinds) == 1 else Any
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,15 @@ class SweepSpec:
             return False
         mine = {self.run_key(p) for p in self.iter_points()}
         return all(other.run_key(p) in mine for p in other.iter_points())
+
+    def field_types(self) -> dict[str, Any]:
+        """Each axis and fixed parameter's type, read off its values: ``T | list[T]`` (one value, or several
+        for an axis), ``Any`` where the values differ in kind. What a ``--set name=value`` reads a value as."""
+        out: dict[str, Any] = {}
+        for name, values in [*self.axes.items(), *((k, [v]) for k, v in self.fixed.items())]:
+            tp = value_type(values)
+            out[name] = Any if tp is Any else tp | list[tp]
+        return out
 
     # -- serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

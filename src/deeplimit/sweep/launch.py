@@ -26,12 +26,13 @@ from typing import IO, Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import ensure_dir
+from deeplimit.runtime import EXIT_FAILED, EXIT_INTERRUPTED, thread_env
 from deeplimit.secrets import STORAGE_ENV
 from deeplimit.sweep.create import OBJECTIVE_ATTR, RUN_DIR_ATTR, load_sweep
 from deeplimit.sweep.results import SweepStatus, status_of
 from deeplimit.sweep.storage import open_storage
 from deeplimit.sweep.trial import check_allow_list, require_allowed_objective, sweep_folder, trusted_objectives
-from deeplimit.sweep.worker import EXIT_FAILED, EXIT_INTERRUPTED, check_worker_options
+from deeplimit.sweep.worker import check_worker_options
 
 __all__ = ["LaunchReport", "worker_command", "worker_env", "spawn_workers", "launch_workers", "watch",
            "progress_bar"]
@@ -66,8 +67,7 @@ def worker_env(storage: str, threads: int | None = 1) -> dict[str, str]:
     paths = [p for p in sys.path if p and Path(p).is_dir()]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + env.get("PYTHONPATH", "").split(os.pathsep)))
     if threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = str(threads)
+        env.update(thread_env(threads))
     return env
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.runtime import THREAD_VARS
 from deeplimit.secrets import STORAGE_ENV, redact_url
 from deeplimit.sweep.create import OBJECTIVE_ATTR, load_sweep
 from deeplimit.sweep.launch import worker_env
@@ -134,7 +135,7 @@ def submit_workers(storage: str, name: str, array: int, *, folder: str | os.Path
     except Exception as exc:
         raise DeeplimitError(f"bad Slurm option: {exc}") from None
     env = {k: v for k, v in worker_env(storage, worker_options.get("threads", 1)).items()
-           if k in (STORAGE_ENV, "PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+           if k in (STORAGE_ENV, "PYTHONPATH", *THREAD_VARS)}
     with _environment(env):
         try:
             return ex.map_array(array_task, [name] * array, list(range(array)), [array] * array,

@@ -57,6 +57,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from deeplimit.errors import DeeplimitError
+from deeplimit.runtime import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, set_threads
 from deeplimit.sweep.create import KEY_ATTR, OBJECTIVE_ATTR, RUN_DIR_ATTR, enqueue_point, load_sweep
 from deeplimit.sweep.storage import has_heartbeats, open_storage, resolve_storage, storage_error
 from deeplimit.sweep.trial import (
@@ -71,14 +72,12 @@ from deeplimit.sweep.trial import (
 )
 
 __all__ = ["WorkerReport", "run_worker", "check_worker_options", "add_worker_arguments", "worker_kwargs", "main",
-           "EXIT_FAILED",
-           "EXIT_ERROR", "EXIT_INTERRUPTED"]
+           "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
 
 log = logging.getLogger("deeplimit.sweep")
 
 CLAIM_ATTR = "worker"  # written by the trial that runs the point, once it has a heartbeat
 ALIVE_ATTR = "alive_at"  # wall-clock time of the running trial's last sign of life
-EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 
 
 @dataclass
@@ -118,16 +117,6 @@ def encode_rows(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def decode_rows(text: str) -> list[dict[str, Any]]:
     return json.loads(zlib.decompress(base64.b64decode(text)))
-
-
-def _set_threads(threads: int | None) -> None:
-    if not threads:
-        return
-    # Environment first, so a torch imported later by the objective starts single-threaded too.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
 
 
 class _Interrupted(Exception):
@@ -519,7 +508,8 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
         grace_period: seconds without a heartbeat after which a trial counts as dead (default 2× interval).
         max_retries: retries of a grid point whose worker died or whose objective raised.
         run_dir: where per-point directories live; defaults to the directory given at creation.
-        threads: ``torch.set_num_threads`` for the objective (1 on the 2-core target; None: leave).
+        threads: compute threads of the objective (:func:`deeplimit.runtime.set_threads`; 1 on the 2-core
+            target; None: leave).
         wait_for_running: when nothing is left to start but other trials still run, keep watching so that a
             dead worker's trial is retried here instead of being left behind.
         poll_interval: seconds between looks while waiting (default: min(1 s, heartbeat interval)).
@@ -533,14 +523,14 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
     check_worker_options(heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries,
                          threads=threads, n_trials=n_trials, share=share)
     allow = check_allow_list(allow_objectives)
-    _set_threads(threads)
+    set_threads(threads)  # the environment first: a torch the objective imports starts with it
     try:
         worker = _Worker(storage, name, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                          max_retries=max_retries, run_dir=run_dir, share=share, seed=os.getpid() ^ time.time_ns(),
                          allow_objectives=allow)
     except KeyboardInterrupt:
         return WorkerReport(interrupted=True)
-    _set_threads(threads)  # the objective's module may just have imported torch
+    set_threads(threads)  # the objective's module may just have imported torch
     poll = poll_interval or min(1.0, float(heartbeat_interval))
     previous: dict[int, Any] = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
@@ -640,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"deeplimit sweep worker: error: {redact_text(str(exc), args.storage, os.environ.get(STORAGE_ENV))}",
               file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the worker's own handler was in place: nothing was claimed yet
         print("deeplimit sweep worker: interrupted while starting", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -37,8 +37,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from deeplimit.diagnostics.coordinates import logits_of
 from deeplimit.errors import DeeplimitError
 from deeplimit.scaling.apply import parametrize
+from deeplimit.scaling.declared import model_size
 from deeplimit.scaling.optim import ScaledScheduler, make_optimizer, scheduler
-from deeplimit.scaling.plan import Plan, model_size
+from deeplimit.scaling.plan import Plan
 from deeplimit.train.batches import Batches, cached_text_data, check_run_fits, cross_entropy
 from deeplimit.train.checkpoint import RunFolder, check_output_folder, restore, write_outputs
 from deeplimit.train.config import TrainConfig

@@ -2,7 +2,7 @@
 
 Pure functions of pandas frames; nothing here knows about Optuna or training.
 
-Per (group, size) — group is usually ``preset``, size ``depth`` (or ``width``):
+Per (group, size) — group is usually ``rule``, size ``depth`` (or ``width``):
 
 * seed-mean loss on the log2-LR grid; a diverged run counts as +∞ (so an LR where any seed diverged
   cannot be the optimum) but stays in the tables;
@@ -207,7 +207,7 @@ def _mean_over_seeds(M: np.ndarray) -> np.ndarray:
         return np.nanmean(M, axis=-2)
 
 
-def seed_mean_curves(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth",
+def seed_mean_curves(runs: pd.DataFrame, group: str | Sequence[str] = "rule", size: str = "depth",
                      value: str = "value", seed: str = "seed") -> pd.DataFrame:
     """Seed-mean loss per (group, size, log2_lr) with counts of seeds and diverged runs."""
     g = _cols(group)
@@ -222,7 +222,7 @@ def seed_mean_curves(runs: pd.DataFrame, group: str | Sequence[str] = "preset", 
     return out
 
 
-def summarize(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth", *,
+def summarize(runs: pd.DataFrame, group: str | Sequence[str] = "rule", size: str = "depth", *,
               value: str = "value", seed: str = "seed", n_boot: int = 1000,
               ci: tuple[float, float] = (16, 84), rng: int | np.random.Generator = 0) -> pd.DataFrame:
     """Summary table per (group, size): ``log2_eta_star, ci_low, ci_high, se, per_seed_argmins, censored,
@@ -457,7 +457,7 @@ def _fmt_size(v: float) -> str:
     return f"{v:g}"
 
 
-def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth"
+def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "rule", size: str = "depth"
                 ) -> tuple[pd.DataFrame, dict[tuple, Trend]]:
     """Descriptive drift table per group (``slope, drift, drift_ci, range`` …, and ``degrades`` when the best
     loss breaks at the largest size) and the fitted trends. It decides nothing: the verdict columns come from
@@ -525,7 +525,7 @@ def _one_run_per_point(sub: pd.DataFrame, size: str, seed: str) -> pd.DataFrame:
     return sub.groupby([size, seed, "log2_lr"], as_index=False)["value"].mean()
 
 
-def slope_table(runs: pd.DataFrame, group: str | Sequence[str] = "preset", size: str = "depth", *,
+def slope_table(runs: pd.DataFrame, group: str | Sequence[str] = "rule", size: str = "depth", *,
                 margin: float = SLOPE_MARGIN, regret_margin: float = REGRET_MARGIN, seed: str = "seed",
                 predicted: dict[tuple, float] | None = None) -> pd.DataFrame:
     """The verdict of each group by the slope statistic (:func:`deeplimit.transfer.statistics.transfer_test`):
@@ -588,7 +588,7 @@ class TransferAnalysis:
         return {tuple(r[c] for c in self.group): r["verdict_text"] for _, r in self.drift.iterrows()}
 
 
-def analyze(table: pd.DataFrame, metric: str = "objective", group: str | Sequence[str] = "preset",
+def analyze(table: pd.DataFrame, metric: str = "objective", group: str | Sequence[str] = "rule",
             size: str = "depth", *, n_boot: int = 1000, rng: int = 0, margin: float = SLOPE_MARGIN,
             regret_margin: float = REGRET_MARGIN) -> TransferAnalysis:
     """Full §11.4 analysis of a long table (or of a one-row-per-run table without a ``metric`` column): curves,

@@ -2,8 +2,8 @@
 
 ``quadratic`` trains a linear model with noisy gradient descent on a quadratic whose curvature (and
 gradient noise) grow with ``depth`` — a stand-in for a residual network whose sharpness grows with
-depth. With ``preset="sp"`` the raw learning rate is used, so the optimal LR falls as 1/depth (η*
-drifts by −1 log2 unit per doubling); with ``preset="depth_scaled"`` the LR is divided by depth, which
+depth. With ``rule="sp"`` the raw learning rate is used, so the optimal LR falls as 1/depth (η*
+drifts by −1 log2 unit per doubling); with ``rule="depth_scaled"`` the LR is divided by depth, which
 makes the run exactly depth-invariant, so η* transfers. The run follows the sweep protocol of
 depth-mup spec §11.1: metric = mean loss over the last 10% of steps, non-finite or final-window loss
 above the step-0 loss → ``status="diverged"``.
@@ -22,6 +22,15 @@ from deeplimit.sweep.grid import SweepSpec
 from deeplimit.sweep.trial import TrialContext, TrialResult
 from deeplimit.transfer.experiments import log2_grid
 
+# The demo's two LR rules: the raw LR ("sp") and the LR divided by depth.
+RULES = ("sp", "depth_scaled")
+
+
+def _rule(point: dict[str, Any]) -> Any:
+    """The point's rule (``preset`` in sweeps stored before the axis was renamed), with ``-`` read as ``_``."""
+    rule = point.get("rule", point.get("preset", "sp"))
+    return rule.strip().lower().replace("-", "_") if isinstance(rule, str) else rule
+
 
 def _lr(point: dict[str, Any]) -> float:
     if "lr" in point:
@@ -35,11 +44,11 @@ def quadratic(point: dict[str, Any], context: TrialContext) -> TrialResult:
     dim = int(point.get("width", 16))
     steps = int(point.get("steps", 200))
     noise = float(point.get("noise", 0.3))
-    preset = str(point.get("preset", "sp"))
-    if preset not in ("sp", "depth_scaled"):
-        raise ValueError(f"demo preset must be 'sp' or 'depth_scaled', got {preset!r}")
+    rule = str(_rule(point))
+    if rule not in RULES:
+        raise ValueError(f"demo rule must be 'sp' or 'depth_scaled', got {rule!r}")
     lr = _lr(point)
-    if preset == "depth_scaled":
+    if rule == "depth_scaled":
         lr = lr / depth
     # The problem is fixed across seeds and LRs (common random numbers); the seed drives the noise only.
     # Curvature and gradient noise both scale with depth (the "sharpness grows with depth" stand-in);
@@ -72,7 +81,8 @@ def quadratic(point: dict[str, Any], context: TrialContext) -> TrialResult:
                        rows=rows, info={"objective_s": time.perf_counter() - t0, "effective_lr": lr})
 
 
-_KEYS = {"depth", "width", "steps", "noise", "preset", "lr", "log2_lr", "seed", "experiment"}
+# "preset": the rule axis's name in sweeps stored before it was called "rule"; they still run.
+_KEYS = {"depth", "width", "steps", "noise", "rule", "preset", "lr", "log2_lr", "seed", "experiment"}
 
 
 def _whole(point: dict[str, Any], key: str, low: int) -> None:
@@ -88,8 +98,10 @@ def validate_quadratic(point: dict[str, Any]) -> None:
         raise DeeplimitError(f"unknown parameter(s) {unknown}; the demo accepts {sorted(_KEYS)}")
     for key, low in (("depth", 1), ("width", 1), ("steps", 1), ("seed", 0)):
         _whole(point, key, low)
-    if point.get("preset", "sp") not in ("sp", "depth_scaled"):
-        raise DeeplimitError(f"demo preset must be 'sp' or 'depth_scaled', got {point.get('preset')!r}")
+    if "rule" in point and "preset" in point:
+        raise DeeplimitError("give the demo's rule once, as rule (preset is its old name)")
+    if _rule(point) not in RULES:
+        raise DeeplimitError(f"demo rule must be 'sp' or 'depth_scaled', got {_rule(point)!r}")
     if ("lr" in point) == ("log2_lr" in point):
         raise DeeplimitError("give exactly one of lr or log2_lr")
     for key in ("lr", "log2_lr", "noise"):
@@ -105,7 +117,7 @@ quadratic.validate = validate_quadratic  # type: ignore[attr-defined]
 
 def demo_quadratic_spec(depths: list[int] | None = None, seeds: int = 2, steps: int = 200,
                         lr_step: float = 1.0) -> SweepSpec:
-    """The ``demo-quadratic`` grid: both demo presets × depths × log2 LR × seeds."""
+    """The ``demo-quadratic`` grid: both demo rules × depths × log2 LR × seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise DeeplimitError(f"seeds must be a whole number ≥ 1, got {seeds!r}; e.g. --set seeds=2")
     if depths is not None and (not isinstance(depths, list | tuple) or not depths):
@@ -113,7 +125,7 @@ def demo_quadratic_spec(depths: list[int] | None = None, seeds: int = 2, steps: 
     if isinstance(lr_step, bool) or not isinstance(lr_step, int | float):
         raise DeeplimitError(f"lr_step must be a number, got {lr_step!r}; e.g. --set lr_step=0.5")
     return SweepSpec(
-        axes={"preset": ["sp", "depth_scaled"], "depth": list(depths or [1, 4, 16]),
+        axes={"rule": list(RULES), "depth": list(depths or [1, 4, 16]),
               "log2_lr": log2_grid(-11.0, 1.0, lr_step), "seed": list(range(seeds))},
         fixed={"width": 16, "steps": steps},
         objective="deeplimit.transfer.demo:quadratic",

@@ -63,7 +63,7 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
     that calibration from Depth-μP's own runs (the full tier still runs it, to show the relabelling is exact)."""
     t, lrs, seeds = _protocol_grid("depth-transfer", tier)
     return SweepSpec(
-        axes={"preset": list(t["rules"]), "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
+        axes={"rule": list(t["rules"]), "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": t["width"], "base_width": t["width"],
                "base_depth": 4, "steps": t["steps"], "batch_size": 128, "train_io": False, "data": "fashion-mnist",
                "activation": "relu"},
@@ -79,7 +79,7 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
     t, lrs, seeds = _protocol_grid("width-transfer", tier)
     sizes = list(t["sizes"])
     return SweepSpec(
-        axes={"preset": list(t["rules"]), "width": sizes, "log2_lr": lrs, "seed": seeds},
+        axes={"rule": list(t["rules"]), "width": sizes, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": t["depth"], "base_width": sizes[0],
                "base_depth": t["depth"], "steps": t["steps"], "batch_size": 128, "train_io": True,
                "data": "fashion-mnist",
@@ -96,7 +96,7 @@ def activation(tier: str = "quick") -> SweepSpec:
                                       ([8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
     return SweepSpec(
         axes={"activation": ["relu", "abs"], "depth": depths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "activation", "model": "mlp-resnet", "preset": "depth_mup", "width": 64,
+        fixed={"experiment": "activation", "model": "mlp-resnet", "rule": "depth_mup", "width": 64,
                "base_width": 64, "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": False,
                "block_mult": 2**-1.5, "data": "fashion-mnist"},
         objective=OBJECTIVE, metric="window_loss", description="TP6 |x| vs ReLU under Depth-muP")
@@ -110,7 +110,7 @@ def block_depth(tier: str = "quick") -> SweepSpec:
                                       ([2, 8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
     return SweepSpec(
         axes={"block_depth": [1, 2], "depth": depths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "block_depth", "model": "mlp-resnet", "preset": "depth_mup", "width": 64,
+        fixed={"experiment": "block_depth", "model": "mlp-resnet", "rule": "depth_mup", "width": 64,
                "base_width": 64, "base_depth": 2, "steps": steps, "batch_size": 128, "train_io": False,
                "data": "fashion-mnist"},
         objective=OBJECTIVE, metric="window_loss", description="TP6 block depth 1 vs 2 under Depth-muP")
@@ -118,7 +118,7 @@ def block_depth(tier: str = "quick") -> SweepSpec:
 
 def transformer_depth(tier: str = "quick") -> SweepSpec:
     """Spec §11.7: byte-level LM, LR transfer over depth for CompleteP (α = 1), Depth-μP (α = ½) and μP."""
-    presets, depths, lrs, seeds, steps, data = _tier(
+    rules, depths, lrs, seeds, steps, data = _tier(
         tier,
         (["completep"], [1, 2], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
         (["completep", "depth_mup", "mup"], [1, 2, 4], log2_grid(-10, -5, 1), [0], 120, "shakespeare"),
@@ -130,7 +130,7 @@ def transformer_depth(tier: str = "quick") -> SweepSpec:
         # three seeds, at 400 steps to keep the section near an hour
         (["completep", "depth_mup", "mup"], [2, 4, 8, 16], log2_grid(-8, -3, 1), [0, 1, 2], 400, "shakespeare"))
     return SweepSpec(
-        axes={"preset": presets, "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"rule": rules, "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "transformer_depth", "model": "transformer", "width": 64, "base_width": 64,
                "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16,
                "seq_len": 64, "warmup_frac": 0.05, "data": data, "min_window": 20},
@@ -150,7 +150,7 @@ def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
     return SweepSpec(
         axes={"model": ["transformer", "shaped-transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "shaped_vs_preln", "shaping": protocol().claim("shaped-vs-preln")["shaping"],
-               "preset": "mup", "width": 64, "base_width": 64, "base_depth": 2,
+               "rule": "mup", "width": 64, "base_width": 64, "base_depth": 2,
                "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16, "seq_len": 64,
                "warmup_frac": 0.05, "data": data, "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
@@ -170,7 +170,7 @@ def no_ln_control(tier: str = "quick") -> SweepSpec:
     depths, lrs, seeds, steps, data = _shaped_tier(tier)
     return SweepSpec(
         axes={"model": ["transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "no_ln_control", "preset": "mup", "norm": "none", "width": 64, "base_width": 64,
+        fixed={"experiment": "no_ln_control", "rule": "mup", "norm": "none", "width": 64, "base_width": 64,
                "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16,
                "seq_len": 64, "warmup_frac": 0.05, "data": data, "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
@@ -188,11 +188,11 @@ EXPERIMENTS: dict[str, Callable[[str], SweepSpec]] = {
 }
 # how each experiment is analysed: (group columns, size column)
 ANALYSIS = {
-    "depth-transfer": ("preset", "depth"),
-    "width-transfer": ("preset", "width"),
+    "depth-transfer": ("rule", "depth"),
+    "width-transfer": ("rule", "width"),
     "activation": ("activation", "depth"),
     "block-depth": ("block_depth", "depth"),
-    "transformer-depth": ("preset", "depth"),
+    "transformer-depth": ("rule", "depth"),
     "shaped-vs-preln": ("model", "depth"),
     "no-ln-control": ("model", "depth"),
 }

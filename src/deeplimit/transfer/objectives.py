@@ -1,21 +1,59 @@
 """The sweep objective backed by the real trainer: a grid point (flat dict) → TrainConfig → run → TrialResult.
 
 A point is a flat dict read by :func:`deeplimit.train.config_from_point` (the trainer owns the map from flat
-keys to its config: ``preset``, ``log2_lr``, trainer fields, model and plan options, labels). Unknown keys and
-badly typed values are errors that name the accepted keys, so a typo never silently trains the default.
+keys to its config: ``rule``, ``log2_lr``, trainer fields, model and plan options, labels); :func:`point_fields`
+types those keys. Unknown keys and badly typed values are errors that name the accepted keys, so a typo never
+silently trains the default. Sweeps stored before the rule axis was named ``rule`` say ``preset``: their
+points still run (:func:`current_point`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 import warnings
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.trial import TrialResult
 from deeplimit.train import TrainConfig, config_from_point, train
+from deeplimit.transfer.table import LEGACY_NAMES
 
-__all__ = ["TrainObjective", "train_objective"]
+__all__ = ["TrainObjective", "train_objective", "point_fields", "current_point"]
+
+
+def current_point(point: dict[str, Any]) -> dict[str, Any]:
+    """``point`` with the names of older versions renamed (:data:`~deeplimit.transfer.table.LEGACY_NAMES`:
+    ``preset`` → ``rule``; a sweep's stored points keep the names it was created with); both at once is an error."""
+    out = dict(point)
+    for old, new in LEGACY_NAMES.items():
+        if old in out:
+            if new in out:
+                raise DeeplimitError(f"a point gives both {old!r} and {new!r}; {old!r} is the old name of "
+                                     f"{new!r}: keep only {new!r}")
+            out[new] = out.pop(old)
+    return out
+
+
+def point_fields() -> dict[str, Any]:
+    """Every key a training point may hold, with its type: the :class:`~deeplimit.train.TrainConfig` fields,
+    the model options (MLP-ResNet and transformer configs) and plan options (base-shape constants, ``eps_scope``,
+    ``weight_decay_mode``), ``rule``, ``log2_lr`` (``lr = 2**log2_lr``) and the labels ``experiment``/``variant``.
+    What ``deeplimit sweep create --set`` reads a grid's settings as."""
+    from deeplimit.nn.mlp_resnet import MLPResNetConfig
+    from deeplimit.nn.transformer import TransformerConfig
+    from deeplimit.scaling.hparams import HParams
+    from deeplimit.train import IGNORED_KEYS, MODEL_KEYS, PLAN_KEYS, TRAIN_KEYS
+
+    out: dict[str, Any] = {}
+    for cls, keys in ((TrainConfig, TRAIN_KEYS), (MLPResNetConfig, MODEL_KEYS), (TransformerConfig, MODEL_KEYS),
+                      (HParams, PLAN_KEYS)):
+        hints = typing.get_type_hints(cls)
+        out.update({f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name in keys and f.name not in out})
+    out.update({key: str for key in PLAN_KEYS - set(out)})  # eps_scope, weight_decay_mode: words
+    out.update({key: str for key in IGNORED_KEYS}, rule=str, log2_lr=float)
+    return out
 
 
 def _check_data(cfg: TrainConfig) -> None:
@@ -80,7 +118,7 @@ class TrainObjective:
     """
 
     def __call__(self, point: dict[str, Any], context: Any) -> TrialResult:
-        cfg = config_from_point(point)
+        cfg = config_from_point(current_point(point))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rule warnings are expected in ablation grids
             res = train(cfg, context.run_dir)
@@ -93,7 +131,7 @@ class TrainObjective:
         from deeplimit.scaling.rules import get_rule
 
         try:
-            cfg = config_from_point(point)
+            cfg = config_from_point(current_point(point))
         except DeeplimitError:
             raise
         except OverflowError:

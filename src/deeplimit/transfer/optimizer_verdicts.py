@@ -1,6 +1,6 @@
 """The verdict rows of the report's Muon / weight-decay section, on the slope statistic (issue 14's experiments).
 
-Each row is one (experiment, preset) of :mod:`deeplimit.transfer.optimizers`: the slope of log2 η̂* (or of the
+Each row is one (experiment, rule) of :mod:`deeplimit.transfer.optimizers`: the slope of log2 η̂* (or of the
 optimal / threshold weight decay) per doubling of the size, as the mean of per-seed slopes with its Student-t 95 %
 interval (:func:`deeplimit.transfer.analysis.slope_table`, :func:`deeplimit.transfer.optimizers.threshold_verdict`),
 judged against the protocol's margin. A row is one of three roles:
@@ -32,7 +32,7 @@ __all__ = ["muon_transfer_section", "PREDICTED_SLOPE", "RELABELLING_CANDIDATES",
 # The slope per doubling a predicted shift must be consistent with (optimizers spec §3-§4), where theory gives one.
 PREDICTED_SLOPE = {("muon_depth_transfer", "blocks_only"): -0.5,
                    ("weight_decay_hidden_constant", "mup"): 1.0}
-# Rows that may be a relabelling of another row: (experiment, preset) → (experiment, preset, reflect). ``reflect``:
+# Rows that may be a relabelling of another row: (experiment, rule) → (experiment, rule, reflect). ``reflect``:
 # the other row's axis is τ, and λ = 1/(η_g·τ·T) maps log2 τ to −log2 λ plus a per-size constant, so its axis is
 # negated before the shift is looked for.
 RELABELLING_CANDIDATES = {("muon_depth_transfer", "blocks_only"): ("muon_depth_transfer", "depth_mup", False),
@@ -48,22 +48,22 @@ STRUCTURAL_RELABELLINGS = {
 }
 
 
-def _runs(result: TransferAnalysis, preset: str, reflect: bool = False) -> pd.DataFrame:
-    sub = result.runs[result.runs["preset"].astype(str) == str(preset)]
+def _runs(result: TransferAnalysis, rule: str, reflect: bool = False) -> pd.DataFrame:
+    sub = result.runs[result.runs["rule"].astype(str) == str(rule)]
     sub = _one_run_per_point(sub, result.size, "seed")
     return sub.assign(log2_lr=-sub["log2_lr"]) if reflect else sub
 
 
-def _relabelled(results: Mapping[str, TransferAnalysis], name: str, preset: str) -> str | None:
-    """Why row (name, preset) is a relabelling of another row, or None (not one, or not checkable here)."""
-    cand = RELABELLING_CANDIDATES.get((name, preset))
+def _relabelled(results: Mapping[str, TransferAnalysis], name: str, rule: str) -> str | None:
+    """Why row (name, rule) is a relabelling of another row, or None (not one, or not checkable here)."""
+    cand = RELABELLING_CANDIDATES.get((name, rule))
     if cand is not None and cand[0] in results and name in results:
-        other, other_preset, reflect = cand
-        if str(other_preset) in set(results[other].runs["preset"].astype(str)):
-            rel = relabelling(_runs(results[other], other_preset, reflect), _runs(results[name], preset),
+        other, other_rule, reflect = cand
+        if str(other_rule) in set(results[other].runs["rule"].astype(str)):
+            rel = relabelling(_runs(results[other], other_rule, reflect), _runs(results[name], rule),
                               size=SIZES[name])
             if rel is not None and rel.linear:
-                return f"a relabelling of {other} / {other_preset}: {rel.text()}"
+                return f"a relabelling of {other} / {other_rule}: {rel.text()}"
     return None
 
 
@@ -75,8 +75,8 @@ def _outcome(verdict: str, lo: float, hi: float, margin: float, expected: str | 
     return verdict
 
 
-def _row(name: str, preset: str, size: str, axis: str, stats: Mapping, role: str, why: str) -> dict:
-    expected = EXPECTED.get((name, preset))
+def _row(name: str, rule: str, size: str, axis: str, stats: Mapping, role: str, why: str) -> dict:
+    expected = EXPECTED.get((name, rule))
     lo, hi = stats["slope_ci_low"], stats["slope_ci_high"]
     outcome = _outcome(stats["verdict"], lo, hi, stats["margin"], expected)
     decided = outcome in ("transfers", "shifts") and expected is not None
@@ -84,9 +84,9 @@ def _row(name: str, preset: str, size: str, axis: str, stats: Mapping, role: str
         agrees = None
     else:
         agrees = (outcome == expected) if decided else None
-    return {"experiment": name, "preset": preset, "size": size, "axis": axis, "role": role, "why": why,
+    return {"experiment": name, "rule": rule, "size": size, "axis": axis, "role": role, "why": why,
             "slope": stats["slope"], "slope_ci_low": lo, "slope_ci_high": hi, "margin": stats["margin"],
-            "predicted_slope": PREDICTED_SLOPE.get((name, preset), math.nan), "regret": stats["regret"],
+            "predicted_slope": PREDICTED_SLOPE.get((name, rule), math.nan), "regret": stats["regret"],
             "regret_ci_high": stats["regret_ci_high"], "verdict": stats["verdict"], "expected": expected,
             "agrees": agrees, "calibration_passed": (stats["verdict"] == "shifts") if role == "calibration" else None,
             "n_seeds": stats["n_seeds"], "drift": stats["drift"], "text": stats["text"]}
@@ -96,25 +96,25 @@ def section_rows(results: Mapping[str, TransferAnalysis],
                  decay_thresholds: Mapping[str, DecayThreshold] | None = None, *,
                  margin: float = SLOPE_MARGIN) -> pd.DataFrame:
     """Verdict rows from :func:`deeplimit.transfer.optimizers.analyses` and ``thresholds``. One row per
-    (experiment, preset): the slope per doubling with its 95 % interval, the margin, the regret (LR and τ/λ optima;
+    (experiment, rule): the slope per doubling with its 95 % interval, the margin, the regret (LR and τ/λ optima;
     none for a threshold), the verdict, what theory expects, the row's ``role`` (evidence, calibration, no
     prediction) and ``agrees`` — True / False for a decided evidence row, None otherwise (an undecided,
     degraded, calibration or unpredicted row is never counted). ``calibration_passed``: a calibration row came out
     "shifts", as its known relabelling says it must."""
     rows = []
     for name, result in results.items():
-        for preset in sorted(result.runs["preset"].astype(str).unique()):
-            predicted = PREDICTED_SLOPE.get((name, preset))
-            t = slope_table(result.runs[result.runs["preset"].astype(str) == preset], result.group, result.size,
-                            margin=margin, predicted=None if predicted is None else {(preset,): predicted}).iloc[0]
-            d = result.drift[result.drift["preset"].astype(str) == preset]
-            why = _relabelled(results, name, preset)
-            role = "calibration" if why else "evidence" if EXPECTED.get((name, preset)) else "no prediction"
+        for rule in sorted(result.runs["rule"].astype(str).unique()):
+            predicted = PREDICTED_SLOPE.get((name, rule))
+            t = slope_table(result.runs[result.runs["rule"].astype(str) == rule], result.group, result.size,
+                            margin=margin, predicted=None if predicted is None else {(rule,): predicted}).iloc[0]
+            d = result.drift[result.drift["rule"].astype(str) == rule]
+            why = _relabelled(results, name, rule)
+            role = "calibration" if why else "evidence" if EXPECTED.get((name, rule)) else "no prediction"
             stats = {"slope": t["seed_slope"], "slope_ci_low": t["seed_slope_ci_low"],
                      "slope_ci_high": t["seed_slope_ci_high"], "margin": t["margin"], "regret": t["regret"],
                      "regret_ci_high": t["regret_ci_high"], "verdict": t["verdict"], "n_seeds": t["n_seeds_slope"],
                      "drift": float(d["drift"].iloc[0]) if len(d) else math.nan, "text": t["verdict_text"]}
-            rows.append(_row(name, preset, SIZES[name], AXES.get(name, "log2_lr"), stats, role, why or ""))
+            rows.append(_row(name, rule, SIZES[name], AXES.get(name, "log2_lr"), stats, role, why or ""))
     for name, th in (decay_thresholds or {}).items():
         structural = STRUCTURAL_RELABELLINGS.get((name, "mup"))
         role = "calibration" if structural else "evidence" if EXPECTED.get((name, "mup")) else "no prediction"
@@ -139,7 +139,7 @@ def muon_transfer_section(tables: Mapping[str, pd.DataFrame], *, n_boot: int = 1
     """Verdict rows of the "Muon transfer" section from the long tables of the sweeps of
     :mod:`deeplimit.transfer.optimizers`: ``tables`` maps an experiment name (a key of ``optimizers.SIZES``, e.g.
     ``"muon_width_transfer"``) to its long table (``deeplimit.transfer.table.transfer_results``). One row per
-    (experiment, preset): see :func:`section_rows`."""
+    (experiment, rule): see :func:`section_rows`."""
     return section_rows(analyses(tables, n_boot=n_boot), thresholds(tables))
 
 
@@ -194,6 +194,6 @@ def section_lines(section: pd.DataFrame) -> list[str]:
                        "did not reject transfer: the estimator's power is not shown"))
         else:
             note = mark[agreement(r["agrees"])] if expected is not None else "no prediction to compare with"
-        out.append(f"{r['experiment']} / {r['preset']}: {r['verdict']} ({slope_words(r)}; expected "
+        out.append(f"{r['experiment']} / {r['rule']}: {r['verdict']} ({slope_words(r)}; expected "
                    f"{expected or 'nothing'}; {note})")
     return out

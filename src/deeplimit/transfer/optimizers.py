@@ -45,20 +45,20 @@ def _mlp(experiment: str, **fixed) -> dict:
             "data": "fashion-mnist", "muon_lr_ratio": MUON_LR_RATIO, **fixed}
 
 
-def muon_width_transfer(tier: str = "standard", presets: Sequence[str] = ("mup",)) -> SweepSpec:
+def muon_width_transfer(tier: str = "standard", rules: Sequence[str] = ("mup",)) -> SweepSpec:
     """Muon LR transfer over width (MLP-ResNet, L = L₀ = 4, all layers trained; hidden on Muon, the rest AdamW)."""
     widths, lrs, seeds, steps = _tier(tier, ([16, 32], log2_grid(-10, -8, 1), [0], 20),
                                       ([64, 128, 256], log2_grid(-12, -6, 1), [0, 1], 200),
                                       ([64, 128, 256, 512], WIDTH_GRID, [0, 1, 2], 300))
     return SweepSpec(
-        axes={"preset": list(presets), "width": widths, "log2_lr": lrs, "seed": seeds},
+        axes={"rule": list(rules), "width": widths, "log2_lr": lrs, "seed": seeds},
         fixed=_mlp("muon_width_transfer", depth=4, base_width=widths[0], base_depth=4, steps=steps,
                    train_io=True),
         objective=OBJECTIVE, metric="window_loss",
         description="Muon LR transfer over width on Fashion-MNIST MLP-ResNets (muon_lr_ratio 8)")
 
 
-def muon_depth_transfer(tier: str = "standard", presets: Sequence[str] = ("depth_mup", "blocks_only")) -> SweepSpec:
+def muon_depth_transfer(tier: str = "standard", rules: Sequence[str] = ("depth_mup", "blocks_only")) -> SweepSpec:
     """Muon LR transfer over depth (MLP-ResNet n = 64, U and V frozen as TP6 §10.2, so only Muon trains).
 
     ``depth_mup`` carries the predicted Muon depth factor m_L^{α−1} = m_L^{-1/2}; ``blocks_only`` (α = ½, γ = 0)
@@ -71,7 +71,7 @@ def muon_depth_transfer(tier: str = "standard", presets: Sequence[str] = ("depth
                                       ([4, 8, 16, 32, 64, 128], [-13.0, -12.0, *log2_grid(-11, -5, 1)], [0, 1, 2],
                                        300))
     return SweepSpec(
-        axes={"preset": list(presets), "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"rule": list(rules), "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed=_mlp("muon_depth_transfer", width=64, base_width=64, base_depth=4, steps=steps, train_io=False,
                    activation="relu"),
         objective=OBJECTIVE, metric="window_loss",
@@ -79,13 +79,13 @@ def muon_depth_transfer(tier: str = "standard", presets: Sequence[str] = ("depth
 
 
 def muon_transformer_depth(tier: str = "standard",
-                           presets: Sequence[str] = ("completep", "depth_mup")) -> SweepSpec:
+                           rules: Sequence[str] = ("completep", "depth_mup")) -> SweepSpec:
     """Muon LR transfer over depth on the pre-LN byte transformer (n = 64, L₀ = 1, all layers trained)."""
     depths, lrs, seeds, steps, data = _tier(tier, ([1, 2], log2_grid(-9, -8, 1), [0], 10, "stdlib"),
                                             ([1, 2, 4], log2_grid(-10, -3, 1), [0, 1], 120, "shakespeare"),
                                             ([1, 2, 4, 8], log2_grid(-11, -3, 1), [0, 1, 2], 150, "shakespeare"))
     return SweepSpec(
-        axes={"preset": list(presets), "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"rule": list(rules), "depth": depths, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "muon_transformer_depth", "model": "transformer", "optimizer": "muon", "width": 64,
                "base_width": 64, "base_depth": 1, "n_heads": 4, "steps": steps, "batch_size": 16, "seq_len": 64,
                "warmup_frac": 0.05, "data": data, "min_window": 20, "muon_lr_ratio": MUON_LR_RATIO},
@@ -113,7 +113,7 @@ def weight_decay_width(tier: str = "standard", parametrization: str = "timescale
         values = values[::3]
     return SweepSpec(
         axes={"width": widths, axis: values, "seed": seeds},
-        fixed={"experiment": f"weight_decay_width_{parametrization}", "model": "mlp-resnet", "preset": "mup",
+        fixed={"experiment": f"weight_decay_width_{parametrization}", "model": "mlp-resnet", "rule": "mup",
                "optimizer": "adamw", "depth": 4, "base_width": widths[0], "base_depth": 4, "log2_lr": -9.0,
                "steps": steps, "batch_size": 128, "train_io": True, "data": "fashion-mnist", **extra},
         objective=OBJECTIVE, metric="window_loss",
@@ -143,7 +143,7 @@ def weight_decay_hidden_width(tier: str = "standard", parametrization: str = "ti
         values = values[:1] + values[1::3] if parametrization == "constant" else values[::3]
     return SweepSpec(
         axes={"width": widths, axis: values, "seed": seeds},
-        fixed={"experiment": f"weight_decay_hidden_{parametrization}", "model": "mlp-resnet", "preset": "mup",
+        fixed={"experiment": f"weight_decay_hidden_{parametrization}", "model": "mlp-resnet", "rule": "mup",
                "optimizer": "adamw", "depth": 4, "base_width": widths[0], "base_depth": 4, "log2_lr": -9.0,
                "steps": steps, "batch_size": 128, "train_io": False, "data": "fashion-mnist", **extra},
         objective=OBJECTIVE, metric="window_loss",
@@ -295,7 +295,7 @@ def decay_threshold(table: pd.DataFrame, axis: str, reference: pd.DataFrame, *, 
 
 
 def analyze_axis(table: pd.DataFrame, axis: str = "log2_lr", *, metric: str = "window_loss",
-                 group: str | Sequence[str] = "preset", size: str = "width", n_boot: int = 1000,
+                 group: str | Sequence[str] = "rule", size: str = "width", n_boot: int = 1000,
                  rng: int = 0) -> TransferAnalysis:
     """The transfer analysis of depth-mup spec §11.4 with the optimum taken over ``axis`` instead of the LR.
 
@@ -389,13 +389,13 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
     censored), the slope statistic's verdict in the panel title. For the weight-decay sweeps the axis is τ or λ."""
     from deeplimit.transfer.plots import plt  # pyplot on the headless Agg backend
 
-    panels = [(name, preset) for name, an in results.items() for preset in an.drift["preset"]]
+    panels = [(name, rule) for name, an in results.items() for rule in an.drift["rule"]]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False, sharey=False)
-    for ax, (name, preset) in zip(axes[0], panels):
+    for ax, (name, rule) in zip(axes[0], panels):
         an = results[name]
         size = an.size
-        curves = an.curves[an.curves["preset"] == preset]
-        summary = an.summary[an.summary["preset"] == preset].set_index(size)
+        curves = an.curves[an.curves["rule"] == rule]
+        summary = an.summary[an.summary["rule"] == rule].set_index(size)
         sizes = sorted(curves[size].unique())
         colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sizes)))
         for c, s in zip(colors, sizes):
@@ -405,10 +405,10 @@ def plot_transfer(results: Mapping[str, TransferAnalysis], path: str, *, title: 
             if np.isfinite(row["log2_eta_star"]):
                 ax.plot(row["log2_eta_star"], row["loss_at_optimum"], marker="*", ms=13, mec="k",
                         mfc="none" if row["censored"] else c)
-        drift = an.drift[an.drift["preset"] == preset].iloc[0]
+        drift = an.drift[an.drift["rule"] == rule].iloc[0]
         lo, hi = drift["seed_slope_ci_low"], drift["seed_slope_ci_high"]
         ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
-        ax.set_title(f"{name} / {preset}\n{drift['verdict']}: slope {drift['seed_slope']:+.2f}/doubling, 95% CI {ci}",
+        ax.set_title(f"{name} / {rule}\n{drift['verdict']}: slope {drift['seed_slope']:+.2f}/doubling, 95% CI {ci}",
                      fontsize=8)
         ax.set_xlabel(AXIS_LABELS.get(AXES.get(name, "log2_lr"), "log2 value"))
         ax.grid(alpha=0.3)
@@ -460,7 +460,7 @@ def plot_decay_thresholds(tables: Mapping[str, pd.DataFrame], decay_thresholds: 
 # Grid names for ``deeplimit sweep create --grid NAME --set tier=…`` and the report's Muon section: name →
 # (experiment key of :data:`SIZES`, spec builder of a tier).
 GRIDS: dict[str, tuple[str, Callable[[str], SweepSpec]]] = {
-    "muon-width-transfer": ("muon_width_transfer", lambda tier: muon_width_transfer(tier, presets=("mup", "sp"))),
+    "muon-width-transfer": ("muon_width_transfer", lambda tier: muon_width_transfer(tier, rules=("mup", "sp"))),
     "muon-depth-transfer": ("muon_depth_transfer", muon_depth_transfer),
     "muon-transformer-depth": ("muon_transformer_depth", muon_transformer_depth),
     "weight-decay-timescale": ("weight_decay_width_timescale", lambda tier: weight_decay_width(tier, "timescale")),

@@ -1,6 +1,6 @@
 """Transfer plots (matplotlib, Agg backend): loss vs log2 LR per size, and η̂* vs log2 size.
 
-Conventions (ecosystem spec §5, depth-mup spec §11.8): one panel per preset with a shared y-axis, one
+Conventions (ecosystem spec §5, depth-mup spec §11.8): one panel per rule with a shared y-axis, one
 curve per depth/width on a sequential colour map (light = small, dark = large), the optimum η̂* marked
 with a star, diverged points drawn as crosses along the top of the panel (their loss is +∞), and an
 η̂*-vs-size plot with 16–84 % bootstrap error bars, censored (edge) optima drawn hollow, and the fitted
@@ -54,7 +54,7 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
     colours = plt.get_cmap(cmap)(np.linspace(0.1, 0.9, len(sizes)))
     colour = dict(zip(sizes, colours))
     finite = curves["mean_loss"][np.isfinite(curves["mean_loss"])]
-    # Diverging presets can reach 1e7 while good runs sit near 0.5: a shared axis scaled to them would flatten
+    # Diverging rules can reach 1e7 while good runs sit near 0.5: a shared axis scaled to them would flatten
     # every good curve. Cap the axis at a few times the typical step-0-like loss and mark points above it.
     y_cap = math.inf
     if len(finite) and finite.min() > 0:

@@ -137,7 +137,7 @@ def _prepare(runs: pd.DataFrame, size: str, what: str) -> _Table:
     new_curve = np.r_[True, (codes[1:] != codes[:-1]) | (sz[1:] != sz[:-1])]
     if np.any(~new_curve[1:] & (lr[1:] == lr[:-1])):
         raise DeeplimitError(f"{what} has several runs with the same ({size}, seed, log2_lr); pass ONE rule's runs "
-                             "(select one group, e.g. runs[runs.preset == 'depth_mup'])")
+                             "(select one group, e.g. runs[runs.rule == 'depth_mup'])")
     seeds = np.asarray(labels, dtype=object)[codes]
     seeds = np.array([v.item() if isinstance(v, np.generic) else v for v in seeds], dtype=object)
     return _Table(seed=seeds, size=sz, log2_lr=lr, value=value,

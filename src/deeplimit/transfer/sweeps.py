@@ -8,7 +8,7 @@ way the CLI's steps do, for callers that want the whole sweep at once (``deeplim
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from deeplimit.sweep.create import Sweep, create_sweep, load_sweep
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.sweep.launch import launch_workers
 from deeplimit.sweep.results import SweepStatus, sweep_status, write_results
-from deeplimit.sweep.storage import open_storage
+from deeplimit.sweep.storage import default_storage, open_storage
 from deeplimit.transfer.analysis import TransferAnalysis, analyze
-from deeplimit.transfer.table import transfer_results
+from deeplimit.transfer.table import LEGACY_NAMES, transfer_results
 
 __all__ = ["spec_from", "create_transfer_sweep", "run_transfer_sweep", "write_transfer_results", "analyze_sweep",
            "SweepAnalysis"]
@@ -54,7 +54,24 @@ def create_transfer_sweep(name: str, *, grid: str | None = None, overrides: dict
     if spec is not None and (grid is not None or spec_file is not None or overrides):
         raise DeeplimitError("give either a built spec or --grid/--spec, not both")
     spec = spec if spec is not None else spec_from(grid, overrides, spec_file)
+    spec = _stored_names(spec, name, storage or default_storage(run_dir))
     return create_sweep(name, spec, objective=objective, storage=storage, run_dir=run_dir)
+
+
+def _stored_names(spec: SweepSpec, name: str, url: str) -> SweepSpec:
+    """``spec`` with the names the stored sweep ``name`` uses, if it was stored under names of an older version
+    (:data:`~deeplimit.transfer.table.LEGACY_NAMES`: a rule axis called ``preset``). Its run keys name the axis,
+    so resuming it under the new name would run every point again; its results read as ``rule`` regardless."""
+    try:
+        _, stored = load_sweep(open_storage(url, create=False), name, url)
+    except DeeplimitError:  # no such sweep yet (or a storage create_sweep will report on)
+        return spec
+    back = {new: old for old, new in LEGACY_NAMES.items()
+            if (old in stored.axes or old in stored.fixed) and (new in spec.axes or new in spec.fixed)}
+    if not back:
+        return spec
+    return replace(spec, axes={back.get(k, k): v for k, v in spec.axes.items()},
+                   fixed={back.get(k, k): v for k, v in spec.fixed.items()})
 
 
 def run_transfer_sweep(name: str, spec: SweepSpec, *, storage: str, run_dir: str | os.PathLike[str],
@@ -94,7 +111,7 @@ class SweepAnalysis:
     paths: list[Path] = field(default_factory=list)
 
 
-def analyze_sweep(storage: str, name: str, out: str | os.PathLike[str], *, group: str | list[str] = "preset",
+def analyze_sweep(storage: str, name: str, out: str | os.PathLike[str], *, group: str | list[str] = "rule",
                   size: str = "depth", metric: str | None = None, n_boot: int = 1000,
                   ylabel: str = "train loss (cross-entropy, nats)") -> SweepAnalysis:
     """η̂* per size, drift and verdict per group (depth-mup spec §11.4) of a sweep; tables and plots into ``out``.
@@ -102,9 +119,10 @@ def analyze_sweep(storage: str, name: str, out: str | os.PathLike[str], *, group
     Writes ``long.csv``, ``summary.csv``, ``drift.csv``, ``loss_vs_lr.png`` and ``optimum_vs_size.png``.
     """
     groups = [group] if isinstance(group, str) else list(group)
-    groups = [g.strip() for g in groups if g.strip()]
+    # "preset" is the rule column's old name: the results table of an older sweep reads it as "rule" too
+    groups = [LEGACY_NAMES.get(g.strip(), g.strip()) for g in groups if g.strip()]
     if not groups:
-        raise DeeplimitError("--group is empty; name the grouping columns, e.g. --group preset")
+        raise DeeplimitError("--group is empty; name the grouping columns, e.g. --group rule")
     _, spec = load_sweep(open_storage(storage, create=False), name, storage)
     frame = transfer_results(storage, name)
     if frame.empty:

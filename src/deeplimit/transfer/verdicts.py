@@ -110,7 +110,7 @@ def _deeper_not_worse(runs: pd.DataFrame, size: str, bound: float):
 
 
 def depth_transfer_verdict(runs: pd.DataFrame, claim: Mapping[str, Any], *, size: str = "depth",
-                           group: str = "preset", base_depth: float | None = None) -> ClaimVerdict:
+                           group: str = "rule", base_depth: float | None = None) -> ClaimVerdict:
     """TP6 Figs. 10–11 under the protocol's ``depth-transfer`` entry.
 
     "holds": the claim rule (Depth-μP) transfers (slope interval inside ±margin_slope per doubling and regret below
@@ -206,7 +206,7 @@ def depth_transfer_verdict(runs: pd.DataFrame, claim: Mapping[str, Any], *, size
 
 
 def width_transfer_verdict(runs: pd.DataFrame, claim: Mapping[str, Any], *, size: str = "width",
-                           group: str = "preset") -> ClaimVerdict:
+                           group: str = "rule") -> ClaimVerdict:
     """TP5 under the protocol's ``width-transfer`` entry: "holds" when μP transfers and SP — a parametrization that
     can fail on its own — shifts (consistent with its predicted slope) or degrades at the same sample size;
     "partly" when μP transfers but SP was not shown to shift; "does not hold" when μP shifts or degrades."""
@@ -323,7 +323,7 @@ def _shift_check(name: str, expectation: str, test: TransferTest, margin: float)
 
 
 def transformer_depth_verdict(runs: pd.DataFrame, claim: Mapping[str, Any], *, learned: bool, size: str = "depth",
-                              group: str = "preset") -> ClaimVerdict:
+                              group: str = "rule") -> ClaimVerdict:
     """CompleteP's depth transfer for Pre-LN transformers (protocol ``transformer-depth``): "holds" when CompleteP
     transfers (slope and regret inside their margins) and both controls (α = ½ and μP without depth scaling) move
     beyond the margin or degrade; "partly" when a control does not; "does not hold" when CompleteP moves beyond the

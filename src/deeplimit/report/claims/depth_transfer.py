@@ -24,7 +24,7 @@ def depth_transfer(ctx: Context) -> list[Section]:
     t0 = time.perf_counter()
     spec, status, an, figs, name = run_experiment(ctx, "depth-transfer")
     claim = protocol().claim("depth-transfer")
-    v = depth_transfer_verdict(an.runs, claim, size="depth", group="preset", base_depth=spec.fixed["base_depth"])
+    v = depth_transfer_verdict(an.runs, claim, size="depth", group="rule", base_depth=spec.fixed["base_depth"])
     sizes = sorted(an.runs["depth"].unique())
     measured = (f"{status.done} runs ({status.diverged} diverged) of {spec.fixed['steps']} steps, width "
                 f"{spec.fixed['width']}, depths {sizes[0]}→{sizes[-1]}, seeds {list(spec.axes['seed'])}. "

@@ -69,7 +69,7 @@ def muon_transfer(ctx: Context) -> list[Section]:
     for _, r in rows.iterrows():
         agrees = V.agreement(r["agrees"])
         what = f"{r['verdict']}: {V.slope_words(r)}"
-        key = (r["experiment"], r["preset"])
+        key = (r["experiment"], r["rule"])
         if r["role"] == "calibration":
             controls.append(Control(f"{MUON_CONTROLS.get(key, ' / '.join(key))} — calibration, not evidence",
                                     f"{r['why']}; the estimator must reject transfer: 'shifts'", what,
@@ -78,7 +78,7 @@ def muon_transfer(ctx: Context) -> list[Section]:
             moves = "decay threshold" if r["experiment"] in O.THRESHOLD_EXPERIMENTS else "optimum"
             controls.append(Control(MUON_CONTROLS[key], f"its {moves} moves: '{r['expected']}'", what, agrees))
         elif agrees is not None:
-            decided.append(f"{r['experiment']} / {r['preset']}")
+            decided.append(f"{r['experiment']} / {r['rule']}")
     seeds = sorted({len(s.axes["seed"]) for s in specs.values()})
     reason = {"holds": "every evidence row was decided as predicted and every calibration rejected transfer",
               "partly": "the decided evidence rows agree with the predictions; the others' slope intervals are "

@@ -24,7 +24,7 @@ def width_transfer(ctx: Context) -> list[Section]:
     t0 = time.perf_counter()
     spec, status, an, figs, name = run_experiment(ctx, "width-transfer")
     claim = protocol().claim("width-transfer")
-    v = width_transfer_verdict(an.runs, claim, size="width", group="preset")
+    v = width_transfer_verdict(an.runs, claim, size="width", group="rule")
     sizes = sorted(an.runs["width"].unique())
     return [Section(
         title="μP: the optimal learning rate transfers across width (TP5)",
