@@ -57,8 +57,8 @@ class Solution(StoppedPaths):
     """Result of :func:`solve` (``B`` paths, ``S`` saved times).
 
     * ``times (S,)`` and ``V (S, B, m, m)`` saved states (``None`` when nothing but the end was asked);
-    * ``terminal (B, m, m)``: state at ``T`` or, for stopped paths, the last in-band state (time ``t_stop``);
-    * ``t_stop (B,)``: ``t*`` of §3.8, ``T`` for paths that never left the band;
+    * ``terminal (B, m, m)``: state at ``t1`` or, for stopped paths, the last in-band state (time ``t_stop``);
+    * ``t_stop (B,)``: ``t0 + t*`` (``t*`` of §3.8), ``t1`` for paths that never left the band;
     * ``reason (B,)``: 0 none, 1 low (eigmin < lo), 2 high (eigmax > hi), 3 non-finite (see ``REASONS``);
     * ``clipped (B,)``: number of eigenvalues clipped to 0 by the robust square root (§5.3), summed over
       steps.
