@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import paired_ratio, paired_rounds, setup_threads
-from deeplimit.sde import Scenario, psd_sqrt, sample_network, solve
+from deeplimit.sde import Euler, Scenario, psd_sqrt, sample_network, solve
 from deeplimit.sde._index import naive_em_step
 from deeplimit.sde.scenarios import equicorrelated
 
@@ -51,7 +51,7 @@ def ours(
     h: float = H,
     dtype: torch.dtype = torch.float64,
 ):
-    return solve(SC, start(m), steps * h, h, paths=paths, seed=0, noise_dtype=noise_dtype, dtype=dtype)
+    return solve(SC, Euler(), 0.0, steps * h, h, start(m), paths=paths, seed=0, noise_dtype=noise_dtype, dtype=dtype)
 
 
 def naive(m: int, paths: int, steps: int) -> None:
@@ -223,7 +223,7 @@ def run(quick: bool) -> dict:
             sample_network("block", n, d, V0, paths=p, method=method)
 
         fns = {
-            "sde_step": lambda d=d, V0=V0, p=paths: solve(SC, V0, d * H, H, paths=p, seed=0),
+            "sde_step": lambda d=d, V0=V0, p=paths: solve(SC, Euler(), 0.0, d * H, H, V0, paths=p, seed=0),
             "gram_sampler": lambda p=paths: net("gram", p),
             "cheap_sampler": lambda p=paths: net("cheap", p),
         }

@@ -19,7 +19,7 @@ from deeplimit.sde.evidence import (
     stopping_width_check,
     unshaped_control,
 )
-from deeplimit.sde.scenarios import get_preset, run_comparison, run_sde, stopping_samples
+from deeplimit.sde.scenarios import StoppingGrid, get_preset, run_comparison, run_sde, stopping_samples
 
 
 def test_stopping_maps_compared_cell_by_cell_on_a_tiny_grid() -> None:
@@ -38,9 +38,9 @@ def test_stopping_maps_compared_cell_by_cell_on_a_tiny_grid() -> None:
 
 
 def test_real_stopping_maps_share_the_start_and_report_the_logit_scale() -> None:
-    kw = dict(n=40, d=40, m=3, paths=12, seed=3)
-    net, v0 = stopping_samples([0.0, 1.0], [0.25, 64.0], source="network", **kw)
-    sde, v0b = stopping_samples([0.0, 1.0], [0.25, 64.0], source="sde", **kw)
+    grid = StoppingGrid([0.0, 1.0], [0.25, 64.0], n=40, d=40, m=3, paths=12, seed=3)
+    net, v0 = stopping_samples(grid, "network")
+    sde, v0b = stopping_samples(grid, "sde")
     assert np.array_equal(v0, v0b)  # both sources start from the same realised X_0
     cells = compare_stopping_maps(net, sde, T=1.0, v0_eigmax=v0, n=40, reps=50)
     g0 = cells[cells["gamma"] == 0.0]

@@ -17,7 +17,9 @@ from deeplimit.nn.theory import (
     attention_matrix,
 )
 from deeplimit.sde.compare import extract, ks_distance
+from deeplimit.sde.events import Band
 from deeplimit.sde.samplers import initial_X, sample_network
+from deeplimit.sde.saveat import SaveAt
 from sde_helpers import ks_with_seed_policy
 
 V0_3 = torch.tensor([[1.0, 0.3, 0.1], [0.3, 0.8, 0.2], [0.1, 0.2, 1.2]], dtype=torch.float64)
@@ -93,9 +95,9 @@ def test_sampler_stopping_rules() -> None:
         gamma=1.0,
         tau0=2**-6,
         paths=64,
-        band=(1e-4, 1e4),
+        event=Band(1e-4, 1e4),
         seed=0,
-        save_every=50,
+        saveat=SaveAt(every=50),
     )
     assert s.exit_fraction > 0
     w = torch.linalg.eigvalsh(s.terminal)
@@ -169,7 +171,7 @@ def test_ablation_rates_and_rank_collapse() -> None:
 
     g = 1 / math.sqrt(2)
     lam2 = 1 - g * g
-    kw = dict(n=300, d=30, V0=equicorrelated(3, 0.2), gamma=g, paths=512, save_every=1, seed=4)
+    kw = dict(n=300, d=30, V0=equicorrelated(3, 0.2), gamma=g, paths=512, saveat=SaveAt(every=1), seed=4)
     layers = np.arange(31)
     sel = (layers >= 10) & (layers <= 30)
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from deeplimit.errors import DeeplimitError, DeeplimitWarning
-from deeplimit.sde import Scenario, get_preset, nearest_psd, predict, solve
+from deeplimit.sde import Band, Euler, SaveAt, Scenario, TamedEuler, get_preset, nearest_psd, predict, solve
 from deeplimit.sde._index import naive_em_step
 from deeplimit.sde.compare import compare_distributions, extract, ks_distance
-from deeplimit.sde.scenarios import equicorrelated, stopping_map
-from deeplimit.sde.solver import EXIT_HIGH
+from deeplimit.sde.events import EXIT_HIGH
+from deeplimit.sde.scenarios import StoppingGrid, equicorrelated, stopping_map
 from sde_helpers import ks_critical
 
 V0 = equicorrelated(3, 0.2)
@@ -22,9 +22,8 @@ V0 = equicorrelated(3, 0.2)
 
 def test_stopping_band_freezes_paths_and_records_reason() -> None:
     V = 100 * torch.eye(3, dtype=torch.float64)
-    sol = solve(
-        Scenario("attention", 1.0, 0.5), V, 1.0, 0.01, paths=64, seed=0, band=(1e-4, 1e4), save_every=25
-    )
+    sol = solve(Scenario("attention", 1.0, 0.5), Euler(), 0.0, 1.0, 0.01, V, saveat=SaveAt(every=25),
+                event=Band(1e-4, 1e4), paths=64, seed=0)
     assert sol.exit_fraction == 1.0
     assert bool((sol.reason == EXIT_HIGH).all())
     assert bool(torch.isfinite(sol.terminal).all()) and bool(torch.isfinite(sol.V).all())
@@ -39,14 +38,14 @@ def test_nonfinite_paths_stop_without_nan() -> None:
     with pytest.warns(
         DeeplimitWarning, match="leave the PSD cone"
     ):  # the deliberately coarse step is flagged
-        sol = solve(Scenario("attention", 1.0, 0.05), V, 1.0, 0.05, paths=8, seed=0)
+        sol = solve(Scenario("attention", 1.0, 0.05), Euler(), 0.0, 1.0, 0.05, V, paths=8, seed=0)
     assert sol.exit_fraction > 0 and bool(torch.isfinite(sol.terminal).all())
 
 
 def test_float32_and_float64_agree_in_law() -> None:
     sc = Scenario("attention", 8**-0.5)
-    a = solve(sc, V0, 0.5, paths=4096, seed=0, dtype=torch.float32).terminal
-    b = solve(sc, V0, 0.5, paths=4096, seed=1, dtype=torch.float64).terminal
+    a = solve(sc, Euler(), 0.0, 0.5, None, V0, paths=4096, seed=0, dtype=torch.float32).terminal
+    b = solve(sc, Euler(), 0.0, 0.5, None, V0, paths=4096, seed=1, dtype=torch.float64).terminal
     assert a.dtype == torch.float32
     assert ks_distance(extract(a, "V", 0, 1), extract(b, "V", 0, 1)) <= ks_critical(4096, 4096, 0.01)
 
@@ -57,7 +56,7 @@ def test_matrix_free_step_matches_naive_pxp_step_in_law() -> None:
     sc = Scenario("block", 0.9, 0.5)
     V = equicorrelated(3, 0.3) * 2
     N = 20_000
-    a = solve(sc, V, 0.05, 0.05, paths=N, seed=0).terminal
+    a = solve(sc, Euler(), 0.0, 0.05, 0.05, V, paths=N, seed=0).terminal
     b = naive_em_step(sc, V.expand(N, 3, 3).clone(), 0.05, torch.Generator().manual_seed(1))
     for i, j in [(0, 0), (0, 1), (1, 2)]:
         assert ks_distance(extract(a, "V", i, j), extract(b, "V", i, j)) <= ks_critical(N, N, 0.001)
@@ -65,7 +64,7 @@ def test_matrix_free_step_matches_naive_pxp_step_in_law() -> None:
 
 def test_tamed_scheme_and_default_dt() -> None:
     sc = Scenario("resnet", 1.0)
-    sol = solve(sc, V0, 0.1, paths=16, seed=0, scheme="tamed")
+    sol = solve(sc, TamedEuler(), 0.0, 0.1, None, V0, paths=16, seed=0)
     assert sol.dt == pytest.approx(0.004)
     assert bool(torch.isfinite(sol.terminal).all())
 
@@ -73,9 +72,9 @@ def test_tamed_scheme_and_default_dt() -> None:
 def test_random_streams_line_up_across_scenarios() -> None:
     # G1 and G2 are drawn every step, so γ → linear vs attention paths with the same seed are close for τ0 → ∞
     # (the attention noise has scale sqrt(κ_att) = γ²/τ0 ≈ 2.5e-7; another seed moves V by O(0.1))
-    a = solve(Scenario("attention", 0.5, 1e6), V0, 0.2, 0.01, paths=8, seed=3).terminal
-    b = solve(Scenario("linear", 0.5), V0, 0.2, 0.01, paths=8, seed=3).terminal
-    c = solve(Scenario("linear", 0.5), V0, 0.2, 0.01, paths=8, seed=4).terminal
+    a = solve(Scenario("attention", 0.5, 1e6), Euler(), 0.0, 0.2, 0.01, V0, paths=8, seed=3).terminal
+    b = solve(Scenario("linear", 0.5), Euler(), 0.0, 0.2, 0.01, V0, paths=8, seed=3).terminal
+    c = solve(Scenario("linear", 0.5), Euler(), 0.0, 0.2, 0.01, V0, paths=8, seed=4).terminal
     assert float((a - b).abs().max()) < 1e-5
     assert float((c - b).abs().max()) > 1e-2
 
@@ -91,14 +90,14 @@ def test_random_streams_line_up_across_scenarios() -> None:
 )
 def test_bad_V0(bad: torch.Tensor, match: str) -> None:
     with pytest.raises(DeeplimitError, match=match):
-        solve(Scenario("attention"), bad, 1.0, 0.01, paths=2)
+        solve(Scenario("attention"), Euler(), 0.0, 1.0, 0.01, bad, paths=2)
 
 
 def test_bad_times_and_names() -> None:
-    with pytest.raises(DeeplimitError, match="T must be positive"):
-        solve(Scenario("attention"), V0, 0.0, 0.01)
+    with pytest.raises(DeeplimitError, match="must be positive"):
+        solve(Scenario("attention"), Euler(), 0.0, 0.0, 0.01, V0)
     with pytest.raises(DeeplimitError, match="exceeds T"):
-        solve(Scenario("attention"), V0, 0.1, 0.5)
+        solve(Scenario("attention"), Euler(), 0.0, 0.1, 0.5, V0)
     with pytest.raises(DeeplimitError, match="valid scenarios: attention"):
         get_preset("transformer")
     with pytest.raises(DeeplimitError, match="unknown SDE scenario kind"):
@@ -110,15 +109,15 @@ def test_bad_times_and_names() -> None:
 
 
 def test_compare_table_has_bootstrap_errors() -> None:
-    a = solve(Scenario("attention", 0.35), V0, 0.3, paths=512, seed=0).terminal
-    b = solve(Scenario("attention", 0.35), V0, 0.3, paths=512, seed=1).terminal
+    a = solve(Scenario("attention", 0.35), Euler(), 0.0, 0.3, None, V0, paths=512, seed=0).terminal
+    b = solve(Scenario("attention", 0.35), Euler(), 0.0, 0.3, None, V0, paths=512, seed=1).terminal
     df = compare_distributions(a, b, bootstrap=20)
     assert list(df.columns) == ["quantity", "ks", "ks_se", "w1", "w1_se", "n_sde", "n_net"]
     assert bool((df["ks_se"] > 0).all())
 
 
 def test_stopping_map_small_grid_monotone_in_gamma() -> None:
-    df = stopping_map([0.1, 1.0], [1.0], n=200, d=200, m=3, paths=40, source="network")
+    df = stopping_map(StoppingGrid([0.1, 1.0], [1.0], n=200, d=200, m=3, paths=40), "network")
     med = df.set_index("gamma")["median_t"]
     assert med[0.1] == 1.0 and med[1.0] < 0.5
 

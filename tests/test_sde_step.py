@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import deeplimit.sde.solver as solver_mod
-from deeplimit.sde import Scenario, matrix_free_noise, psd_sqrt, solve
+from deeplimit.sde import Band, Euler, Scenario, matrix_free_noise, psd_sqrt, solve
 from deeplimit.sde._linalg import cholesky_ex, matmul
+from deeplimit.sde.events import EXIT_HIGH, EXIT_LOW, RUNNING
 from deeplimit.sde.scenarios import equicorrelated
-from deeplimit.sde.solver import EXIT_HIGH, EXIT_LOW, RUNNING, band_exit
 from deeplimit.sde.step import em_step
 
 
@@ -63,9 +63,9 @@ def test_matmul_matches_torch_on_strided_views() -> None:
 def test_torch_blas_switch_gives_the_same_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     sc = Scenario("block", 8**-0.5)
     V0 = equicorrelated(40, 0.3)
-    a = solve(sc, V0, 0.002, 0.0005, paths=6, seed=2).terminal
+    a = solve(sc, Euler(), 0.0, 0.002, 0.0005, V0, paths=6, seed=2).terminal
     monkeypatch.setenv("DEEPLIMIT_SDE_BLAS", "torch")
-    b = solve(sc, V0, 0.002, 0.0005, paths=6, seed=2).terminal
+    b = solve(sc, Euler(), 0.0, 0.002, 0.0005, V0, paths=6, seed=2).terminal
     assert float((a - b).abs().max()) <= 1e-12
 
 
@@ -73,9 +73,9 @@ def test_paths_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyPatch) ->
     # 40 tokens → 40 paths per chunk; 100 paths run in three chunks, then in one
     sc = Scenario("block", 8**-0.5)
     V0 = equicorrelated(40, 0.3)
-    a = solve(sc, V0, 0.002, 0.0005, paths=100, seed=5).terminal
+    a = solve(sc, Euler(), 0.0, 0.002, 0.0005, V0, paths=100, seed=5).terminal
     monkeypatch.setattr(solver_mod, "path_chunk", lambda m: 10**6)
-    b = solve(sc, V0, 0.002, 0.0005, paths=100, seed=5).terminal
+    b = solve(sc, Euler(), 0.0, 0.002, 0.0005, V0, paths=100, seed=5).terminal
     assert float((a - b).abs().max()) <= 1e-12
 
 
@@ -88,4 +88,4 @@ def test_cholesky_band_test_matches_eigenvalues() -> None:
     expect[w[:, 0] < lo] = EXIT_LOW
     expect[w[:, -1] > hi] = EXIT_HIGH
     assert len(set(expect.tolist())) == 3  # all three outcomes occur
-    assert torch.equal(band_exit(V, (lo, hi)), expect)
+    assert torch.equal(Band(lo, hi).exit_codes(V), expect)

@@ -11,8 +11,10 @@ import torch
 from deeplimit.sde.coefficients import Scenario, correlation
 from deeplimit.sde.compare import extract, ks_distance
 from deeplimit.sde.samplers import sample_network
+from deeplimit.sde.saveat import SaveAt
 from deeplimit.sde.scenarios import equicorrelated, get_preset, run_network, run_sde
 from deeplimit.sde.solver import solve
+from deeplimit.sde.step import Euler
 from sde_helpers import ks_critical, ks_with_seed_policy
 
 QUANT = (("rho", 0, 1), ("V", 0, 1), ("V", 0, 0))
@@ -81,8 +83,9 @@ def test_presets_full(name: str, over: dict) -> None:
 def test_time_change_sde_identical_arrays() -> None:
     V0 = equicorrelated(3, 0.2)
     g, h, T = 0.5, 0.004, 1 / 3
-    a = solve(Scenario("resnet", g), V0, T, h, paths=256, seed=4, save_every=10)
-    b = solve(Scenario("resnet", 1.0), V0, g * g * T, g * g * h, paths=256, seed=4, save_every=10)
+    a = solve(Scenario("resnet", g), Euler(), 0.0, T, h, V0, saveat=SaveAt(every=10), paths=256, seed=4)
+    b = solve(Scenario("resnet", 1.0), Euler(), 0.0, g * g * T, g * g * h, V0, saveat=SaveAt(every=10), paths=256,
+              seed=4)
     assert a.steps == b.steps
     assert float((a.V - b.V).abs().max() / a.V.abs().max()) <= 1e-12
 
@@ -90,7 +93,7 @@ def test_time_change_sde_identical_arrays() -> None:
 def test_time_change_closed_form_moments() -> None:
     # E[V^{αα}_T] = V^{αα}_0 (martingale) and Var log V^{αα}_T ≈ 4γ²T (log-normal, spec §3.3)
     g, T, N = 0.5, 1 / 3, 20_000
-    sol = solve(Scenario("resnet", g), equicorrelated(2, 0.2), T, paths=N, seed=9)
+    sol = solve(Scenario("resnet", g), Euler(), 0.0, T, None, equicorrelated(2, 0.2), paths=N, seed=9)
     d = torch.diagonal(sol.terminal, dim1=-2, dim2=-1)[:, 0]
     se_mean = float(d.std()) / math.sqrt(N)
     assert abs(float(d.mean()) - 1.0) <= 4 * se_mean
@@ -132,8 +135,8 @@ def test_time_change_finite_networks_full() -> None:
 def test_step_halving_resnet_gamma1() -> None:
     # §5.4: terminal laws at h and h/2 agree within Monte Carlo noise
     V0 = equicorrelated(2, 0.2)
-    a = solve(Scenario("resnet", 1.0), V0, 1 / 3, 0.004, paths=4096, seed=1).terminal
-    b = solve(Scenario("resnet", 1.0), V0, 1 / 3, 0.002, paths=4096, seed=2).terminal
+    a = solve(Scenario("resnet", 1.0), Euler(), 0.0, 1 / 3, 0.004, V0, paths=4096, seed=1).terminal
+    b = solve(Scenario("resnet", 1.0), Euler(), 0.0, 1 / 3, 0.002, V0, paths=4096, seed=2).terminal
     assert ks_distance(extract(a, "rho", 0, 1), extract(b, "rho", 0, 1)) <= ks_critical(4096, 4096, 0.01)
 
 
@@ -143,5 +146,6 @@ def test_correlation_sde_matches_matrix_sde() -> None:
 
     sc = Scenario("resnet", 0.5)
     r1 = solve_correlation(sc, 0.2, 1 / 3, paths=4096, seed=1).terminal.numpy()
-    r2 = correlation(solve(sc, equicorrelated(2, 0.2), 1 / 3, paths=4096, seed=2).terminal)[:, 0, 1].numpy()
+    sol = solve(sc, Euler(), 0.0, 1 / 3, None, equicorrelated(2, 0.2), paths=4096, seed=2)
+    r2 = correlation(sol.terminal)[:, 0, 1].numpy()
     assert ks_distance(r1, r2) <= ks_critical(4096, 4096, 0.01)

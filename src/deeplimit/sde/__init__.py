@@ -4,11 +4,15 @@ Small flat API (see ``shared/spec/shaped-transformer.md`` §3–§5, §9):
 
 * coefficients: :class:`Scenario` (§3.6), :func:`drift_attention`, :func:`drift_relu`, :func:`relu_nu`,
   :func:`attention_quartic`, :func:`solve_correlation` (§3.7);
-* noise and solver: :func:`psd_sqrt`, :func:`matrix_free_noise`, :func:`solve` → :class:`Solution`;
-* finite networks: :func:`sample_network` → :class:`NetworkSamples` (theory blocks in
-  :mod:`deeplimit.nn.theory`);
-* scenarios and studies: :data:`SCENARIOS`, :func:`get_preset`, :func:`run_comparison`, :func:`stopping_map`,
-  :func:`predict`, :func:`deeplimit.sde.studies.run_study` (what ``deeplimit sde`` runs);
+* noise and solver: :func:`psd_sqrt`, :func:`matrix_free_noise`, :func:`solve` → :class:`Solution`, called
+  like diffrax's ``diffeqsolve``: ``solve(scenario, Euler(), t0, t1, dt0, V0, saveat=SaveAt(every=10),
+  event=Band(1e-4, 1e4))`` with the value objects :class:`Euler` / :class:`TamedEuler` (the scheme),
+  :class:`SaveAt` (what to keep) and :class:`Band` (when to stop a path, §3.8);
+* finite networks: :func:`sample_network` (a :class:`Network`) → :class:`NetworkSamples` (theory blocks in
+  :mod:`deeplimit.nn.theory`), with the same ``saveat`` and ``event``;
+* scenarios and studies: :data:`SCENARIOS`, :func:`get_preset`, :func:`run_comparison`,
+  :func:`stopping_map` (a :class:`StoppingGrid`), :func:`predict`, :func:`deeplimit.sde.studies.run_study`
+  (what ``deeplimit sde`` runs);
 * statistics: :func:`compare_distributions`, :func:`quantile_table`, :func:`exploded`;
 * evidence (issue 12): :func:`compare_stopping_maps`, :func:`convergence_study`, :func:`unshaped_control`
   (more in :mod:`deeplimit.sde.evidence`);
@@ -36,21 +40,39 @@ from deeplimit.sde.equivalence import (
     sde_equivalence,
     sensitivity_control,
 )
+from deeplimit.sde.events import Band
 from deeplimit.sde.evidence import compare_stopping_maps, convergence_study, unshaped_control
 from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
 from deeplimit.sde.prediction import Prediction, predict
-from deeplimit.sde.samplers import NetworkSamples, sample_network
-from deeplimit.sde.scenarios import SCENARIOS, Preset, equicorrelated, get_preset, run_comparison, stopping_map
+from deeplimit.sde.samplers import Network, NetworkSamples, sample_network
+from deeplimit.sde.saveat import SaveAt
+from deeplimit.sde.scenarios import (
+    SCENARIOS,
+    Preset,
+    StoppingGrid,
+    equicorrelated,
+    get_preset,
+    run_comparison,
+    stopping_map,
+)
 from deeplimit.sde.solver import Solution, nearest_psd, solve
+from deeplimit.sde.step import Euler, Solver, TamedEuler
 
 __all__ = [
     "SCENARIOS",
+    "Band",
+    "Euler",
+    "Network",
     "NetworkSamples",
     "Equivalence",
     "Prediction",
     "Preset",
+    "SaveAt",
     "Scenario",
     "Solution",
+    "Solver",
+    "StoppingGrid",
+    "TamedEuler",
     "attention_quartic",
     "compare_distributions",
     "compare_stopping_maps",

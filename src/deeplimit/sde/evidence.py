@@ -28,6 +28,7 @@ from deeplimit.sde.compare import exploded, extract, ks_distance, label
 from deeplimit.sde.scenarios import (
     STOP_BAND,
     Preset,
+    StoppingGrid,
     covariance_quantities,
     get_preset,
     run_network,
@@ -108,14 +109,13 @@ def stopping_width_check(gammas: Sequence[float], tau0s: Sequence[float], ns: Se
     """
     if len(ns) < 2:
         raise DeeplimitError("give at least two widths ns to see a trend in n")
-    kw = dict(n=max(ns), d=max(1, round(T * max(ns))), m=m, paths=paths, seed=seed, band=band, init_std=init_std,
-              source="sde")
-    sde, _ = stopping_samples(gammas, tau0s, dt=dt, **kw)
-    fine, _ = stopping_samples(gammas, tau0s, dt=(dt or 0.01) / 10, **kw)
+    grid = StoppingGrid(gammas, tau0s, n=max(ns), d=max(1, round(T * max(ns))), m=m, paths=paths, seed=seed,
+                        band=band, init_std=init_std, dt=dt)
+    sde, _ = stopping_samples(grid, "sde")
+    fine, _ = stopping_samples(replace(grid, dt=(dt or 0.01) / 10), "sde")
     rows = []
     for n in ns:
-        net, _ = stopping_samples(gammas, tau0s, n=n, d=max(1, round(T * n)), m=m, paths=paths, seed=seed,
-                                  band=band, init_std=init_std, source="network")
+        net, _ = stopping_samples(replace(grid, n=n, d=max(1, round(T * n))), "network")
         for key, t in net.items():
             ms = float(np.median(sde[key]))
             rows.append({"gamma": key[0], "tau0": key[1], "n": int(n), "median_network": float(np.median(t)),

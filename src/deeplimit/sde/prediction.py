@@ -20,9 +20,12 @@ from torch import Tensor
 from deeplimit.errors import DeeplimitError, warn
 from deeplimit.sde.coefficients import Scenario
 from deeplimit.sde.compare import compare_distributions, quantile_table
+from deeplimit.sde.events import Band
 from deeplimit.sde.samplers import NetworkSamples, sample_network
 from deeplimit.sde.solver import Solution, check_V0, solve
+from deeplimit.sde.step import Euler
 
+STABLE_BAND = Band(1e-4, 1e4)  # the band of spec §3.8
 DEFAULT_QUANTITIES: tuple[tuple[str, int, int], ...] = (
     ("rho", 0, 1),
     ("V", 0, 1),
@@ -67,7 +70,7 @@ def predict(
     paths: int = 2048,
     seed: int = 0,
     dt: float | None = None,
-    band: tuple[float, float] = (1e-4, 1e4),
+    band: Band | tuple[float, float] = STABLE_BAND,
     compare: bool = False,
     seeds: Sequence[int] = (0, 1, 2),
     network_paths: int = 256,
@@ -118,7 +121,8 @@ def predict(
     sc = Scenario(kind, gamma, tau0, c_plus, c_minus)
     h = sc.default_dt() if dt is None else dt
     h = min(h, T)
-    sol = solve(sc, V0, T, h, paths=paths, seed=seed, band=band)
+    event = Band.of(band)
+    sol = solve(sc, Euler(), 0.0, T, h, V0, event=event, paths=paths, seed=seed)
     p = sol.exit_fraction
     se = math.sqrt(max(p * (1 - p), 1e-300) / paths)
     samples = {"sde": sol.survivors()}
@@ -141,7 +145,7 @@ def predict(
                 c_minus=c_minus,
                 paths=network_paths,
                 seed=1000 + s,
-                band=band,
+                event=event,
                 method=method,
             )
             nets.append(ns)

@@ -18,6 +18,7 @@ Both apply the stopping rule of §3.8 after every layer and freeze stopped paths
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,10 +37,13 @@ from deeplimit.nn.theory import (
     shaped_relu,
     temperature,
 )
+from deeplimit.sde.events import RUNNING, Band, band_exit
 from deeplimit.sde.noise import psd_sqrt
-from deeplimit.sde.solver import RUNNING, StoppedPaths, band_exit, check_V0
+from deeplimit.sde.saveat import SaveAt
+from deeplimit.sde.solver import StoppedPaths, check_V0
 
 NETWORK_KINDS = ("attention", "resnet", "block", "mlp")
+METHODS = ("gram", "cheap", "explicit")
 
 
 @dataclass
@@ -62,6 +66,58 @@ class NetworkSamples(StoppedPaths):
     @property
     def t_stop(self) -> Tensor:
         return self.stop_layer.double() / self.n
+
+
+@dataclass(frozen=True)
+class Network:
+    """A finite shaped network of depth ``d`` (spec §2): what :func:`sample_network` draws ``V_ℓ`` of.
+
+    ``kind``: ``attention`` (§2.1 with ``variant``), ``resnet`` (§2.4), ``block`` (§2.5) or ``mlp`` (plain (a));
+    ``n, d, n_k``: width, depth (layers/blocks), key width (``None`` means ``n``, as in §4); ``gamma, tau0,
+    c_plus, c_minus, variant``: layer hyper-parameters (§2; attention variants of §6). Checked on construction.
+    """
+
+    kind: str
+    n: int
+    d: int
+    n_k: int | None = None
+    gamma: float = 1 / math.sqrt(8)
+    tau0: float = 1.0
+    c_plus: float = 0.0
+    c_minus: float = -1.0
+    variant: str = "shaped"
+
+    def __post_init__(self) -> None:
+        if self.kind not in NETWORK_KINDS:
+            raise DeeplimitError(f"unknown network kind {self.kind!r}; use one of {', '.join(NETWORK_KINDS)}")
+        if self.variant not in ATTENTION_VARIANTS:
+            raise DeeplimitError(
+                f"unknown attention variant {self.variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
+            )
+        if not (isinstance(self.d, int) and self.d >= 1 and isinstance(self.n, int) and self.n >= 1):
+            raise DeeplimitError(f"n and d must be positive integers, got n={self.n!r}, d={self.d!r}")
+        if self.n_k is None:
+            object.__setattr__(self, "n_k", self.n)
+        elif not (isinstance(self.n_k, int) and self.n_k >= 1):
+            raise DeeplimitError(f"n_k must be a positive integer key width, got {self.n_k!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise DeeplimitError(f"gamma must lie in [0, 1] (λ² + γ² = 1), got {self.gamma!r}; pick γ ∈ [0, 1]")
+
+    def module(self, batch: int, dtype: torch.dtype, gen: torch.Generator) -> torch.nn.Module:
+        """The theory module of one layer/block with fresh N(0,1) weights for ``batch`` paths (weights frozen)."""
+        if self.kind == "attention":
+            mod = ShapedAttentionLayer(self.n, n_k=self.n_k, gamma=self.gamma, tau0=self.tau0, variant=self.variant,
+                                       batch=batch, dtype=dtype, generator=gen)
+        elif self.kind == "resnet":
+            mod = ShapedReLUResidualMLP(self.n, gamma=self.gamma, c_plus=self.c_plus, c_minus=self.c_minus,
+                                        batch=batch, dtype=dtype, generator=gen)
+        elif self.kind == "block":
+            mod = ShapedBlock(self.n, n_k=self.n_k, gamma=self.gamma, tau0=self.tau0, c_plus=self.c_plus,
+                              c_minus=self.c_minus, variant=self.variant, batch=batch, dtype=dtype, generator=gen)
+        else:
+            mod = ShapedReLUMLP(self.n, c_plus=self.c_plus, c_minus=self.c_minus, batch=batch, dtype=dtype,
+                                generator=gen)
+        return mod.requires_grad_(False)
 
 
 
@@ -255,151 +311,84 @@ def sample_network(
     paths: int = 1024,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
-    save_every: int | None = None,
-    layers: list[int] | None = None,
-    band: tuple[float, float] | None = None,
+    saveat: SaveAt | None = None,
+    event: Band | None = None,
     method: str = "gram",
     chunk: int | None = None,
 ) -> NetworkSamples:
     """Sample ``V_ℓ`` of ``paths`` independent finite networks of depth ``d`` (spec §5.5).
 
     Args:
-        kind: ``attention`` (§2.1 with ``variant``), ``resnet`` (§2.4), ``block`` (§2.5) or ``mlp``
-        (plain (a)).
-        n, d, n_k: width, depth (layers/blocks), key width (default ``n``, as in §4).
+        kind, n, d, n_k, gamma, tau0, c_plus, c_minus, variant: the :class:`Network` (kind ``attention``,
+            ``resnet``, ``block`` or ``mlp``; width, depth, key width (default ``n``); layer hyper-parameters).
         V0 / X0 / init_std: start, see :func:`initial_X` (stopping presets use ``init_std=10``).
-        gamma, tau0, c_plus, c_minus, variant: layer hyper-parameters (§2; variants of §6).
-        save_every / layers: save ``V_ℓ`` every k layers / at these layers (``0`` and ``d`` always kept).
-        band: stopping band on eigenvalues (§3.8); ``None`` stops only on non-finite values.
+        saveat: layers to save (:class:`~deeplimit.sde.saveat.SaveAt`: ``every`` k layers, or ``ts`` as SDE
+            times ``ℓ/n``); layers ``0`` and ``d`` are always kept (also with ``None``).
+        event: stopping band on eigenvalues (:class:`~deeplimit.sde.events.Band`, §3.8); ``None`` stops only
+            on non-finite values.
         method: ``"gram"`` (exact in law, fastest), ``"cheap"`` (exact in law, ``X`` state) or
-        ``"explicit"`` (theory modules, fresh weights per path and layer).
+            ``"explicit"`` (theory modules, fresh weights per path and layer).
         chunk: explicit method only, number of paths per weight batch (memory ``chunk·n²``).
     """
-    if kind not in NETWORK_KINDS:
-        raise DeeplimitError(f"unknown network kind {kind!r}; use one of {', '.join(NETWORK_KINDS)}")
-    if variant not in ATTENTION_VARIANTS:
-        raise DeeplimitError(
-            f"unknown attention variant {variant!r}; use one of {', '.join(ATTENTION_VARIANTS)}"
-        )
-    if method not in ("gram", "cheap", "explicit"):
+    net = Network(kind, n, d, n_k, gamma, tau0, c_plus, c_minus, variant)
+    if method not in METHODS:
         raise DeeplimitError(f"unknown sampler method {method!r}; use 'gram', 'cheap' or 'explicit'")
     if method == "gram" and kind == "mlp":
         method = "cheap"  # V of the plain MLP (a) is not Markov: σ_s acts on X's coordinates.
-    if not (isinstance(d, int) and d >= 1 and isinstance(n, int) and n >= 1):
-        raise DeeplimitError(f"n and d must be positive integers, got n={n!r}, d={d!r}")
-    n_k = n if n_k is None else n_k
+    if event is not None and not isinstance(event, Band):
+        raise DeeplimitError(f"event must be a deeplimit.sde.Band(lo, hi) or None, got {event!r}")
+    saveat = SaveAt() if saveat is None else saveat
+    if not isinstance(saveat, SaveAt):
+        raise DeeplimitError(f"saveat must be a deeplimit.sde.SaveAt(every=…, ts=…), got {saveat!r}")
+    save = {0, d} | saveat.indices(0.0, 1 / n, d)
     gen = torch.Generator().manual_seed(seed)
-    if method == "explicit":
-        chunk = chunk or max(1, min(paths, 4_000_000 // (n * n)))
-        parts = []
-        for start in range(0, paths, chunk):
-            b = min(chunk, paths - start)
-            parts.append(
-                _run(
-                    kind,
-                    n,
-                    d,
-                    initial_X(
-                        b,
-                        n,
-                        V0,
-                        X0[start : start + b] if X0 is not None and X0.ndim == 3 else X0,
-                        init_std,
-                        gen,
-                        dtype,
-                    ),
-                    n_k,
-                    gamma,
-                    tau0,
-                    c_plus,
-                    c_minus,
-                    variant,
-                    gen,
-                    save_every,
-                    layers,
-                    band,
-                    explicit=True,
-                )
-            )
-        return NetworkSamples(
-            layers=parts[0].layers,
-            V=torch.cat([p.V for p in parts], dim=1),
-            terminal=torch.cat([p.terminal for p in parts]),
-            stop_layer=torch.cat([p.stop_layer for p in parts]),
-            reason=torch.cat([p.reason for p in parts]),
-            n=n,
-        )
-    X = initial_X(paths, n, V0, X0, init_std, gen, dtype)
-    return _run(
-        kind,
-        n,
-        d,
-        X,
-        n_k,
-        gamma,
-        tau0,
-        c_plus,
-        c_minus,
-        variant,
-        gen,
-        save_every,
-        layers,
-        band,
-        explicit=False,
-        gram=method == "gram",
+    if method != "explicit":
+        X = initial_X(paths, n, V0, X0, init_std, generator=gen, dtype=dtype)
+        return _run(net, X, gen, save, event, method)
+    chunk = chunk or max(1, min(paths, 4_000_000 // (n * n)))
+    parts = []
+    for start in range(0, paths, chunk):
+        b = min(chunk, paths - start)
+        X0b = X0[start : start + b] if X0 is not None and X0.ndim == 3 else X0
+        parts.append(_run(net, initial_X(b, n, V0, X0b, init_std, generator=gen, dtype=dtype), gen, save, event,
+                          method))
+    return NetworkSamples(
+        layers=parts[0].layers,
+        V=torch.cat([p.V for p in parts], dim=1),
+        terminal=torch.cat([p.terminal for p in parts]),
+        stop_layer=torch.cat([p.stop_layer for p in parts]),
+        reason=torch.cat([p.reason for p in parts]),
+        n=n,
     )
 
 
-def _run(
-    kind: str,
-    n: int,
-    d: int,
-    X: Tensor,
-    n_k: int,
-    gamma: float,
-    tau0: float,
-    c_plus: float,
-    c_minus: float,
-    variant: str,
-    gen: torch.Generator,
-    save_every: int | None,
-    layers: list[int] | None,
-    band: tuple[float, float] | None,
-    explicit: bool,
-    gram: bool = False,
-) -> NetworkSamples:
-    B = X.shape[0]
-    save = {0, d}
-    if save_every:
-        save.update(range(0, d + 1, save_every))
-    if layers:
-        save.update(int(x) for x in layers if 0 <= x <= d)
-    tau = temperature(n, n_k, tau0, variant)
-    sp, sm, c = relu_slopes(n, c_plus, c_minus)
-    if explicit:
-        mod = {
-            "attention": lambda: ShapedAttentionLayer(n, n_k, gamma, tau0, variant, B, X.dtype, gen),
-            "resnet": lambda: ShapedReLUResidualMLP(n, gamma, c_plus, c_minus, B, X.dtype, gen),
-            "block": lambda: ShapedBlock(n, n_k, gamma, tau0, c_plus, c_minus, variant, B, X.dtype, gen),
-            "mlp": lambda: ShapedReLUMLP(n, c_plus, c_minus, B, X.dtype, gen),
-        }[kind]()
-        mod.requires_grad_(False)
+def _layer_map(net: Network, method: str, X: Tensor, gen: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """One layer (or block) of ``net`` as a map on the state: ``X (B, m, n)``, or ``V (B, m, m)`` for ``gram``.
 
+    Draws from ``gen`` in the order the samplers always have: the explicit module's weights first, then the
+    seed of the NumPy stream used by the Bartlett draws.
+    """
+    tau = temperature(net.n, net.n_k, net.tau0, net.variant)
+    sp, sm, c = relu_slopes(net.n, net.c_plus, net.c_minus)
+    mod = net.module(X.shape[0], X.dtype, gen) if method == "explicit" else None
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
-    if gram and X.shape[-1] < X.shape[-2]:
+    if method == "gram" and X.shape[-1] < X.shape[-2]:
         raise DeeplimitError(f"method='gram' needs n ≥ m, got n={X.shape[-1]}, m={X.shape[-2]}; use 'cheap'")
+    n, n_k, gamma, kind, variant = net.n, net.n_k, net.gamma, net.kind, net.variant
 
-    def layer(X: Tensor) -> Tensor:
-        if gram:  # here X holds V (B, m, m)
-            if kind == "attention":
-                return gram_attention_step(X, n, n_k, gamma, tau, variant, gen, rng)
-            if kind == "resnet":
-                return gram_mlp_step(X, n, gamma, sp, sm, c, gen, rng)
-            Z = gram_attention_step(X, n, n_k, gamma, tau, variant, gen, rng)
-            return gram_mlp_step(Z, n, gamma, sp, sm, c, gen, rng)
-        if explicit:
-            mod.resample(gen)
-            return mod(X)
+    def gram_layer(V: Tensor) -> Tensor:
+        if kind == "attention":
+            return gram_attention_step(V, n, n_k, gamma, tau, variant, gen, rng)
+        if kind == "resnet":
+            return gram_mlp_step(V, n, gamma, sp, sm, c, gen, rng)
+        Z = gram_attention_step(V, n, n_k, gamma, tau, variant, gen, rng)
+        return gram_mlp_step(Z, n, gamma, sp, sm, c, gen, rng)
+
+    def explicit_layer(X: Tensor) -> Tensor:
+        mod.resample(gen)
+        return mod(X)
+
+    def cheap_layer(X: Tensor) -> Tensor:
         if kind == "attention":
             return cheap_attention_step(X, n_k, gamma, tau, variant, gen)
         if kind == "resnet":
@@ -409,6 +398,15 @@ def _run(
         Z = cheap_attention_step(X, n_k, gamma, tau, variant, gen)
         return cheap_mlp_step(Z, gamma, sp, sm, c, gen)
 
+    return {"gram": gram_layer, "explicit": explicit_layer, "cheap": cheap_layer}[method]
+
+
+def _run(net: Network, X: Tensor, gen: torch.Generator, save: set[int], event: Band | None,
+         method: str) -> NetworkSamples:
+    """Advance ``X (B, m, n)`` through ``net.d`` layers, stopping paths by ``event``; keep ``V`` at ``save``."""
+    B, d = X.shape[0], net.d
+    layer = _layer_map(net, method, X, gen)
+    gram = method == "gram"
     V = _gram(X)
     if gram:
         X = V
@@ -423,7 +421,7 @@ def _run(
             alive = reason == RUNNING
             Xn = layer(X)
             Vn = Xn if gram else _gram(Xn)
-            code = band_exit(Vn, band)
+            code = band_exit(Vn, event)
             newly = alive & (code != RUNNING)
             reason = torch.where(newly, code, reason)
             stop = torch.where(newly, ell - 1, stop)
@@ -433,4 +431,4 @@ def _run(
             if ell in save:
                 saved_layers.append(ell)
                 saved.append(V.clone())
-    return NetworkSamples(torch.tensor(saved_layers), torch.stack(saved), V, stop, reason, n)
+    return NetworkSamples(torch.tensor(saved_layers), torch.stack(saved), V, stop, reason, net.n)

@@ -3,7 +3,8 @@
 :data:`SCENARIOS` maps each scenario name to its :class:`Preset` (its settings);
 ``get_preset(name, **overrides)`` returns a validated copy; :func:`run_comparison` simulates the SDE
 and the finite network of a preset and tabulates KS/W1 distances, quantiles and exit fractions;
-:func:`stopping_map` computes the median stopping time over a ``(γ, τ0)`` grid (Fig. 5 right, Fig. 8).
+:func:`stopping_map` computes the median stopping time over a :class:`StoppingGrid` of ``(γ, τ0)`` cells
+(Fig. 5 right, Fig. 8).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.nn.theory import ATTENTION_VARIANTS
 from deeplimit.sde.coefficients import Scenario
 from deeplimit.sde.compare import EXPLODE_AT, compare_distributions, exploded, quantile_table
+from deeplimit.sde.events import Band
 from deeplimit.sde.samplers import NetworkSamples, initial_X, sample_network
+from deeplimit.sde.saveat import SaveAt
 from deeplimit.sde.solver import Solution, check_V0, solve
+from deeplimit.sde.step import Euler
 
 STOPPING_GAMMAS = (0.1, 0.16, 0.214, 0.29, 0.4, 0.54, 0.735, 1.0)
 MAP_GAMMAS = (0.0,) + tuple(2.0 ** (-3.0 + 0.2 * k) for k in range(16))  # {0, 2^-3.0, 2^-2.8, …, 2^0}
@@ -67,6 +71,11 @@ class Preset:
     def scenario(self) -> Scenario:
         kind = "resnet" if self.kind == "resnet" else self.kind
         return Scenario(kind, self.gamma if self.kind != "mlp" else 1.0, self.tau0, self.c_plus, self.c_minus)
+
+    @property
+    def event(self) -> Band | None:
+        """The stopping band as a :class:`~deeplimit.sde.events.Band` (``None``: stop on non-finite values only)."""
+        return Band.of(self.band)
 
     def V0(self, dtype: torch.dtype = torch.float64) -> Tensor:
         """``(1 − ρ0) I + ρ0 11ᵀ`` (m×m)."""
@@ -233,7 +242,7 @@ def run_network(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
     method: str = "gram",
-    save_every: int | None = None,
+    saveat: SaveAt | None = None,
 ) -> NetworkSamples:
     """Finite-network samples of preset ``p`` (exact-in-law sampler by default).
 
@@ -256,28 +265,17 @@ def run_network(
         paths=p.paths,
         seed=seed + 1,
         dtype=dtype,
-        band=p.band,
+        event=p.event,
         method=method,
-        save_every=save_every,
+        saveat=saveat,
     )
 
 
-def run_sde(
-    p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, save_every: int | None = None
-) -> Solution:
+def run_sde(p: Preset, seed: int = 0, dtype: torch.dtype = torch.float64, saveat: SaveAt | None = None) -> Solution:
     """SDE solution of preset ``p`` (same realised start as :func:`run_network` for random inits)."""
     V0, _ = start_states(p, seed, dtype)
-    return solve(
-        p.scenario,
-        V0,
-        p.T,
-        p.dt,
-        paths=p.paths,
-        seed=seed + 2,
-        dtype=dtype,
-        band=p.band,
-        save_every=save_every,
-    )
+    return solve(p.scenario, Euler(), 0.0, p.T, p.dt, V0, saveat=saveat, event=p.event, paths=p.paths,
+                 seed=seed + 2, dtype=dtype)
 
 
 def run_comparison(
@@ -315,85 +313,118 @@ def covariance_quantities(m: int) -> tuple[tuple[str, int, int], ...]:
             + tuple(("V", i, i) for i in range(m)))
 
 
+@dataclass(frozen=True)
+class StoppingGrid:
+    """The stopping-time experiment of Figs. 5 and 8 (spec §3.8, §4): one ``(γ, τ0)`` grid of cells.
+
+    ``gammas`` in ``[0, 1]`` and ``tau0s`` (finite, > 0) span the grid; ``n, d, m``: width, depth (``T = d/n``),
+    tokens; ``paths`` per cell; ``seed``; ``band``: the stopping band (a :class:`~deeplimit.sde.events.Band` or
+    ``(lo, hi)``); start ``X_0`` iid N(0, ``init_std``²); ``dt``: the SDE's step bound (``None``: §5.4 rule).
+    Checked on construction (one-line :class:`DeeplimitError` naming the bad field).
+    """
+
+    gammas: tuple[float, ...]
+    tau0s: tuple[float, ...]
+    n: int = 200
+    d: int = 200
+    m: int = 3
+    paths: int = 100
+    seed: int = 0
+    band: Band = Band(*STOP_BAND)
+    init_std: float = 10.0
+    dt: float | None = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gammas", _finite_tuple("gammas", self.gammas))
+        object.__setattr__(self, "tau0s", _finite_tuple("tau0s", self.tau0s))
+        for g in self.gammas:
+            if not 0 <= g <= 1:
+                raise DeeplimitError(f"gamma = {g} outside [0, 1]; λ² + γ² = 1 needs γ ∈ [0, 1]")
+        for t0 in self.tau0s:
+            if not t0 > 0:
+                raise DeeplimitError(f"tau0 = {t0} must be a finite positive number")
+        for name in ("n", "d", "m", "paths", "seed"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= (0 if name == "seed" else 1)):
+                raise DeeplimitError(f"StoppingGrid: {name} must be a {'' if name == 'seed' else 'positive '}integer, "
+                                     f"got {v!r}")
+        if self.m < 2:
+            raise DeeplimitError(f"m = {self.m}: covariance SDEs need at least 2 tokens; pass m ≥ 2")
+        if isinstance(self.band, Band):
+            check_band((self.band.lo, self.band.hi))
+        else:
+            check_band(self.band)
+            object.__setattr__(self, "band", Band.of(self.band))
+        if not (math.isfinite(self.init_std) and self.init_std > 0):
+            raise DeeplimitError(f"init_std = {self.init_std} must be a finite positive number")
+        if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
+            raise DeeplimitError(f"dt = {self.dt} must be a finite positive step (the paper uses 0.01)")
+
+    @property
+    def T(self) -> float:
+        """Terminal SDE time ``d/n``."""
+        return self.d / self.n
+
+
+def _finite_tuple(name: str, values: object) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in values)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise DeeplimitError(f"StoppingGrid: {name} must be a sequence of numbers, got {values!r}") from None
+    if not out or not all(math.isfinite(v) for v in out):
+        raise DeeplimitError(f"StoppingGrid: {name} must hold at least one value, all finite; got {values!r}")
+    return out
+
+
 def stopping_samples(
-    gammas: tuple[float, ...] | list[float],
-    tau0s: tuple[float, ...] | list[float],
-    n: int = 200,
-    d: int = 200,
-    m: int = 3,
-    paths: int = 100,
-    seed: int = 0,
-    band: tuple[float, float] = STOP_BAND,
-    init_std: float = 10.0,
-    source: str = "sde",
-    dt: float | None = 0.01,
-    progress: bool = False,
+    grid: StoppingGrid, source: str = "sde", *, progress: bool = False
 ) -> tuple[dict[tuple[float, float], np.ndarray], np.ndarray]:
-    """Per-path stopping times ``t*`` (§3.8, capped at ``T = d/n``) on a ``(γ, τ0)`` grid.
+    """Per-path stopping times ``t*`` (§3.8, capped at ``T = d/n``) on the ``(γ, τ0)`` cells of ``grid``.
 
     Returns ``({(γ, τ0): t* (paths,)}, eigmax(V_0) (paths,))``. Start ``X_0`` iid N(0, init_std²) (token
     norms ≈ ``init_std·√n``, Figs. 5/8), the same realised ``X_0`` for every cell and both sources; the SDE
     starts at ``X_0 X_0ᵀ/n``. ``source``: ``"sde"`` or ``"network"`` (exact-in-law sampler). Cell ``(i, j)``
-    draws its noise from seed ``seed + 1000 i + j + 1``.
+    draws its noise from seed ``seed + 1000 i + j + 1``. ``progress`` shows a bar over the cells on stderr.
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(grid, StoppingGrid):
+        raise DeeplimitError(f"pass a StoppingGrid(gammas, tau0s, …), got {type(grid).__name__}")
     if source not in ("sde", "network"):
         raise DeeplimitError(f"unknown source {source!r}; use 'sde' or 'network'")
-    check_band(band)
-    for g in gammas:
-        if not (math.isfinite(g) and 0 <= g <= 1):
-            raise DeeplimitError(f"gamma = {g} outside [0, 1]; λ² + γ² = 1 needs γ ∈ [0, 1]")
-    for t0 in tau0s:
-        if not (math.isfinite(t0) and t0 > 0):
-            raise DeeplimitError(f"tau0 = {t0} must be a finite positive number")
-    T = d / n
-    gen = torch.Generator().manual_seed(seed)
-    V0m = torch.eye(m, dtype=torch.float64)
-    X0 = initial_X(paths, n, V0=V0m, init_std=init_std, generator=gen)
+    n, d, paths, T = grid.n, grid.d, grid.paths, grid.T
+    gen = torch.Generator().manual_seed(grid.seed)
+    V0m = torch.eye(grid.m, dtype=torch.float64)
+    X0 = initial_X(paths, n, V0=V0m, init_std=grid.init_std, generator=gen)
     V0 = X0 @ X0.mT / n
     V0 = 0.5 * (V0 + V0.mT)
     out: dict[tuple[float, float], np.ndarray] = {}
-    bar = tqdm(total=len(gammas) * len(tau0s), disable=not progress, desc=f"stopping map ({source})", leave=False,
-               dynamic_ncols=True)
-    for i, g in enumerate(gammas):
-        for j, t0 in enumerate(tau0s):
+    bar = tqdm(total=len(grid.gammas) * len(grid.tau0s), disable=not progress, desc=f"stopping map ({source})",
+               leave=False, dynamic_ncols=True)
+    for i, g in enumerate(grid.gammas):
+        for j, t0 in enumerate(grid.tau0s):
             bar.update(1)
-            cell_seed = seed + 1000 * i + j + 1
+            cell_seed = grid.seed + 1000 * i + j + 1
             if source == "sde":
-                sol = solve(Scenario("attention", g, t0), V0, T, dt, paths=paths, seed=cell_seed, band=band)
+                sol = solve(Scenario("attention", g, t0), Euler(), 0.0, T, grid.dt, V0, event=grid.band,
+                            paths=paths, seed=cell_seed)
                 t = sol.t_stop
             else:
-                t = sample_network(
-                    "attention", n, d, X0=X0, gamma=g, tau0=t0, paths=paths, seed=cell_seed, band=band
-                ).t_stop
+                t = sample_network("attention", n, d, X0=X0, gamma=g, tau0=t0, paths=paths, seed=cell_seed,
+                                   event=grid.band).t_stop
             out[(float(g), float(t0))] = t.clamp(max=T).numpy().copy()
     bar.close()
     return out, torch.linalg.eigvalsh(V0)[:, -1].numpy()
 
 
-def stopping_map(
-    gammas: tuple[float, ...] | list[float],
-    tau0s: tuple[float, ...] | list[float],
-    n: int = 200,
-    d: int = 200,
-    m: int = 3,
-    paths: int = 100,
-    seed: int = 0,
-    band: tuple[float, float] = STOP_BAND,
-    init_std: float = 10.0,
-    source: str = "sde",
-    dt: float | None = 0.01,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over a ``(γ, τ0)`` grid.
+def stopping_map(grid: StoppingGrid, source: str = "sde", *, progress: bool = False) -> pd.DataFrame:
+    """Median and 10th-percentile stopping time ``t*`` (capped at ``T = d/n``) over the cells of ``grid``.
 
     Same arguments as :func:`stopping_samples`. One row per grid cell with
-    ``gamma, tau0, median_t, p10_t, exit_fraction, T``. ``progress`` shows a bar over the cells on stderr.
+    ``gamma, tau0, median_t, p10_t, exit_fraction, T``.
     """
-    samples, _ = stopping_samples(gammas, tau0s, n=n, d=d, m=m, paths=paths, seed=seed, band=band,
-                                  init_std=init_std, source=source, dt=dt, progress=progress)
-    return stopping_table(samples, d / n)
+    samples, _ = stopping_samples(grid, source, progress=progress)
+    return stopping_table(samples, grid.T)
 
 
 def stopping_table(samples: dict[tuple[float, float], np.ndarray], T: float) -> pd.DataFrame:
@@ -409,6 +440,7 @@ __all__ = [
     "SCENARIOS",
     "ComparisonResult",
     "Preset",
+    "StoppingGrid",
     "check_V0",
     "check_band",
     "covariance_quantities",

@@ -1,9 +1,19 @@
-"""Batched Euler–Maruyama for the covariance SDEs with matrix-free noise and stopping (spec §5.2–§5.4)."""
+"""Batched Euler–Maruyama for the covariance SDEs with matrix-free noise and stopping (spec §5.2–§5.4).
+
+:func:`solve` reads like diffrax's ``diffeqsolve``::
+
+    solve(Scenario("attention", gamma=0.35), Euler(), 0.0, 0.75, 0.01, V0, saveat=SaveAt(every=5),
+          event=Band(1e-4, 1e4), paths=2048, seed=0)
+
+The coefficients (:class:`~deeplimit.sde.coefficients.Scenario`), the scheme (:class:`~deeplimit.sde.step.Euler`,
+:class:`~deeplimit.sde.step.TamedEuler`), what to save (:class:`~deeplimit.sde.saveat.SaveAt`) and when to
+stop (:class:`~deeplimit.sde.events.Band`) are value objects that check themselves when built.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,12 +23,10 @@ from torch import Tensor
 from deeplimit.errors import DeeplimitError, warn
 from deeplimit.sde._linalg import blas_threads
 from deeplimit.sde.coefficients import Scenario
-from deeplimit.sde.noise import matrix_free_noise, psd_sqrt
-from deeplimit.sde.step import em_step
-
-# Stop reasons stored per path (spec §3.8).
-RUNNING, EXIT_LOW, EXIT_HIGH, EXIT_NONFINITE = 0, 1, 2, 3
-REASONS = {RUNNING: "none", EXIT_LOW: "low", EXIT_HIGH: "high", EXIT_NONFINITE: "nonfinite"}
+from deeplimit.sde.events import EXIT_HIGH, EXIT_LOW, EXIT_NONFINITE, REASONS, RUNNING, Band, band_exit
+from deeplimit.sde.noise import psd_sqrt
+from deeplimit.sde.saveat import SaveAt
+from deeplimit.sde.step import Euler, Solver, TamedEuler
 
 
 class StoppedPaths:
@@ -49,8 +57,8 @@ class Solution(StoppedPaths):
     """Result of :func:`solve` (``B`` paths, ``S`` saved times).
 
     * ``times (S,)`` and ``V (S, B, m, m)`` saved states (``None`` when nothing but the end was asked);
-    * ``terminal (B, m, m)``: state at ``T`` or, for stopped paths, the last in-band state (time ``t_stop``);
-    * ``t_stop (B,)``: ``t*`` of §3.8, ``T`` for paths that never left the band;
+    * ``terminal (B, m, m)``: state at ``t1`` or, for stopped paths, the last in-band state (time ``t_stop``);
+    * ``t_stop (B,)``: ``t0 + t*`` (``t*`` of §3.8), ``t1`` for paths that never left the band;
     * ``reason (B,)``: 0 none, 1 low (eigmin < lo), 2 high (eigmax > hi), 3 non-finite (see ``REASONS``);
     * ``clipped (B,)``: number of eigenvalues clipped to 0 by the robust square root (§5.3), summed over
       steps.
@@ -137,29 +145,6 @@ def nearest_psd(V: Tensor) -> Tensor:
     return (Q * w.clamp_min(0.0).unsqueeze(-2)) @ Q.mT
 
 
-def band_exit(V: Tensor, band: tuple[float, float] | None) -> Tensor:
-    """Exit code per matrix of ``V (B, m, m)`` for the band of §3.8: 0 in band, 1 low, 2 high, 3 non-finite.
-
-    ``band=None`` only checks finiteness, through the sum of each matrix (one pass instead of two: NaN and
-    ±inf propagate through it; a sum that overflows means entries near the dtype's maximum, a path that
-    has blown up anyway). Otherwise two Cholesky tests replace an eigendecomposition:
-    ``eigmin(V) < lo`` iff ``V − lo·I`` is not positive definite, and ``eigmax(V) > hi`` iff ``hi·I − V`` is
-    not (two ``m³/3`` factorisations instead of a symmetric eigensolver, ~10× cheaper at m = 128).
-    """
-    finite = torch.isfinite(V.sum(dim=(-2, -1)))
-    code = torch.where(finite, 0, EXIT_NONFINITE)
-    if band is None:
-        return code
-    lo, hi = band
-    Vs = torch.where(finite[:, None, None], V, torch.zeros_like(V))
-    eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
-    low = torch.linalg.cholesky_ex(Vs - lo * eye).info != 0
-    high = torch.linalg.cholesky_ex(hi * eye - Vs).info != 0
-    code = torch.where(finite & low, EXIT_LOW, code)
-    code = torch.where(finite & high, EXIT_HIGH, code)
-    return code
-
-
 def k_lin_h_m(scenario: Scenario, h: float, m: int) -> float:
     """``κ_lin · h · m``: a quarter of the squared relative spectral size of one Euler noise increment."""
     return scenario.kappa_lin * h * m
@@ -171,63 +156,28 @@ def step_count(T: float, dt: float) -> tuple[int, float]:
     return steps, T / steps
 
 
-def solve(
-    scenario: Scenario,
-    V0: Tensor,
-    T: float,
-    dt: float | None = None,
-    paths: int = 1024,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float64,
-    save_every: int | None = None,
-    ts: Sequence[float] | None = None,
-    band: tuple[float, float] | None = None,
-    scheme: str = "euler",
-    generator: torch.Generator | None = None,
-    noise_dtype: torch.dtype | None = None,
-) -> Solution:
-    """Simulate ``dV = b dt + (κ_lin Σ_lin + κ_att 𝒜)^{1/2} dB`` by batched Euler–Maruyama (spec §5.2).
-
-    Args:
-        scenario: coefficient-table row (§3.6).
-        V0: ``(m, m)`` start shared by all paths or ``(paths, m, m)``; must be symmetric PSD, m ≥ 2.
-        T: terminal time (``d/n``). dt: step bound, default ``min(0.01, 0.008/κ_lin)`` (§5.4); the step
-        used is
-            ``T/ceil(T/dt)``.
-        paths, seed, dtype: batch size, seed of a private ``torch.Generator`` (or pass ``generator``),
-        float32/64.
-        save_every: also save every k-th step; ts: or save at the grid times nearest to these times.
-        band: stopping band ``(lo, hi)`` on eigenvalues (§3.8, e.g. ``(1e-4, 1e4)``); ``None`` (default for
-            comparisons) stops only on non-finite values, so Euler overshoot below 0 is handled by the robust
-            square root (§5.3) and counted in ``clipped`` instead of removing the path.
-        noise_dtype: dtype in which the standard normals ``G`` are drawn (default ``dtype``). float64 draws
-            use NumPy's exact ziggurat seeded from ``seed``/``generator``; ``torch.float32`` draws are about 2×
-            faster again and are then cast: the law changes by float32 rounding (~1e-7 relative) and a tail
-            cut at ≈ 5.8σ (torch's Box–Muller on 24-bit uniforms; ~1e-8 of the draws), both far below
-            Euler's O(h) bias. Opt-in.
-        scheme: ``"euler"`` or ``"tamed"`` (drift ``b/(1 + h‖b‖_F)``, §5.4 option for exploding cubic drifts).
-
-    Both noise matrices ``G1, G2`` are drawn every step (even when ``κ_att = 0``) so random streams line up
-    across scenarios. Stopped paths are frozen at their last in-band state; statistics should use
-    :meth:`Solution.survivors` and report :attr:`Solution.exit_fraction`.
-    """
-    if not T > 0:
-        raise DeeplimitError(f"T must be positive, got {T!r}; T = d/n (depth over width)")
+def _validate(solver: Solver, t0: float, t1: float, dt0: float | None, dtype: torch.dtype, paths: int) -> None:
+    """One-line errors for a solve's scalar arguments (the value objects checked themselves when built)."""
+    if not isinstance(solver, Solver):
+        raise DeeplimitError(
+            f"solver must be a deeplimit.sde solver such as Euler() or TamedEuler(), got {solver!r}"
+        )
+    if not (math.isfinite(t0) and math.isfinite(t1)):
+        raise DeeplimitError(f"t0 and t1 must be finite, got t0={t0!r}, t1={t1!r}")
+    if not t1 - t0 > 0:
+        raise DeeplimitError(f"T = t1 − t0 must be positive, got t0={t0!r}, t1={t1!r}; T = d/n (depth over width)")
     if dtype not in (torch.float32, torch.float64):
         raise DeeplimitError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if scheme not in ("euler", "tamed"):
-        raise DeeplimitError(f"unknown scheme {scheme!r}; use 'euler' or 'tamed'")
-    if paths < 1:
-        raise DeeplimitError(f"paths must be ≥ 1, got {paths!r}")
-    h0 = scenario.default_dt() if dt is None else dt
-    if not h0 > 0:
-        raise DeeplimitError(f"dt must be positive, got {dt!r}")
-    if h0 > T * (1 + 1e-12):
-        raise DeeplimitError(f"dt = {h0} exceeds T = {T}; pass dt ≤ T (the paper uses dt = 0.01)")
+    if not (isinstance(paths, numbers.Integral) and paths >= 1):
+        raise DeeplimitError(f"paths must be an integer ≥ 1, got {paths!r}")
+    if dt0 is not None and not dt0 > 0:
+        raise DeeplimitError(f"dt0 must be positive, got {dt0!r}")
+
+
+def _start(V0: Tensor, paths: int, dtype: torch.dtype) -> Tensor:
+    """``(paths, m, m)`` start states from ``V0 (m, m)`` or ``(paths, m, m)``, checked and symmetrised."""
     V0 = torch.as_tensor(V0)
     check_V0(V0)
-    if band is not None and not band[0] < band[1]:
-        raise DeeplimitError(f"band must be (lo, hi) with lo < hi, got {band!r}")
     m = V0.shape[-1]
     if V0.ndim == 2:
         V = V0.to(dtype).expand(paths, m, m).clone()
@@ -235,8 +185,10 @@ def solve(
         V = V0.to(dtype).clone()
     else:
         raise DeeplimitError(f"V0 has batch {V0.shape[0]} but paths = {paths}; pass (m, m) or (paths, m, m)")
-    V = 0.5 * (V + V.mT)
-    steps, h = step_count(T, h0)
+    return 0.5 * (V + V.mT)
+
+
+def _warn_coarse(scenario: Scenario, h: float, m: int) -> None:
     if 16 * k_lin_h_m(scenario, h, m) > 1:
         # the Euler noise L G Lᵀ has relative spectral size ≈ 2 sqrt(κ_lin h m); once it nears 1 most steps
         # leave the PSD cone and the eigen fallback clips (observed: m = 128, h = 0.01 clips every path in
@@ -246,22 +198,75 @@ def solve(
             f"dt = {h:.3g} is large for m = {m} tokens (κ_lin·h·m = {k_lin_h_m(scenario, h, m):.3g} > 1/16): "
             f"Euler steps will leave the PSD cone and be clipped; pass dt ≤ {hmax:.2g}"
         )
+
+
+def solve(
+    scenario: Scenario,
+    solver: Solver,
+    t0: float,
+    t1: float,
+    dt0: float | None,
+    y0: Tensor,
+    *,
+    saveat: SaveAt | None = None,
+    event: Band | None = None,
+    paths: int = 1024,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    generator: torch.Generator | None = None,
+    noise_dtype: torch.dtype | None = None,
+) -> Solution:
+    """Simulate ``dV = b dt + (κ_lin Σ_lin + κ_att 𝒜)^{1/2} dB`` from ``t0`` to ``t1``, batched (spec §5.2).
+
+    Args:
+        scenario: coefficient-table row (§3.6), the "terms" of the SDE.
+        solver: :class:`~deeplimit.sde.step.Euler` (Euler–Maruyama) or :class:`~deeplimit.sde.step.TamedEuler`
+            (drift ``b/(1 + h‖b‖_F)``, §5.4 option for exploding cubic drifts).
+        t0, t1: start and end time; ``T = t1 − t0 = d/n``.
+        dt0: step bound, ``None`` for ``min(0.01, 0.008/κ_lin)`` (§5.4); the step used is ``T/ceil(T/dt0)``.
+        y0: start ``V0``, ``(m, m)`` shared by all paths or ``(paths, m, m)``; symmetric PSD, m ≥ 2.
+        saveat: states to keep besides the terminal one (:class:`~deeplimit.sde.saveat.SaveAt`; ``None``:
+            only the terminal state).
+        event: stopping band (:class:`~deeplimit.sde.events.Band`, §3.8, e.g. ``Band(1e-4, 1e4)``); ``None``
+            (default for comparisons) stops only on non-finite values, so Euler overshoot below 0 is handled
+            by the robust square root (§5.3) and counted in ``clipped`` instead of removing the path.
+        paths, seed, dtype: batch size, seed of a private ``torch.Generator`` (or pass ``generator``),
+            float32/64.
+        noise_dtype: dtype in which the standard normals ``G`` are drawn (default ``dtype``). float64 draws
+            use NumPy's exact ziggurat seeded from ``seed``/``generator``; ``torch.float32`` draws are about 2×
+            faster again and are then cast: the law changes by float32 rounding (~1e-7 relative) and a tail
+            cut at ≈ 5.8σ (torch's Box–Muller on 24-bit uniforms; ~1e-8 of the draws), both far below
+            Euler's O(h) bias. Opt-in.
+
+    Both noise matrices ``G1, G2`` are drawn every step (even when ``κ_att = 0``) so random streams line up
+    across scenarios. Stopped paths are frozen at their last in-band state; statistics should use
+    :meth:`Solution.survivors` and report :attr:`Solution.exit_fraction`. Times in the result
+    (``times``, ``t_stop``) are absolute, ``t0 + k·h``.
+    """
+    _validate(solver, t0, t1, dt0, dtype, paths)
+    T = t1 - t0
+    h0 = scenario.default_dt() if dt0 is None else dt0
+    if h0 > T * (1 + 1e-12):
+        raise DeeplimitError(f"dt0 = {h0} exceeds T = t1 − t0 = {T}; pass dt0 ≤ T (the paper uses dt = 0.01)")
+    if event is not None and not isinstance(event, Band):
+        raise DeeplimitError(f"event must be a deeplimit.sde.Band(lo, hi) or None, got {event!r}")
+    saveat = SaveAt() if saveat is None else saveat
+    if not isinstance(saveat, SaveAt):
+        raise DeeplimitError(f"saveat must be a deeplimit.sde.SaveAt(every=…, ts=…), got {saveat!r}")
+    V = _start(y0, paths, dtype)
+    m = V.shape[-1]
+    steps, h = step_count(T, h0)
+    _warn_coarse(scenario, h, m)
+    save_at = saveat.indices(t0, h, steps)
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
-    save_at: set[int] = set()
-    if save_every:
-        save_at.update(range(0, steps + 1, save_every))
-    if ts is not None:
-        save_at.update(min(steps, max(0, round(t / h))) for t in ts)
     times, saved = [], []
     if 0 in save_at:
-        times.append(0.0)
+        times.append(t0)
         saved.append(V.clone())
 
-    k_lin, k_att = scenario.kappa_lin, scenario.kappa_att
     reason = torch.zeros(paths, dtype=torch.long)
     stop_step = torch.full((paths,), steps, dtype=torch.long)
     clipped = torch.zeros(paths, dtype=torch.long)
-    sqrt_h = math.sqrt(h)
     normals = _Normals(gen, dtype if noise_dtype is None else noise_dtype)
     chunk = path_chunk(m)
     Vn = torch.empty_like(V)
@@ -278,16 +283,8 @@ def solve(
                 # G = [G1 | G2] in one draw, in path order, so the stream does not depend on the chunking;
                 # both are drawn every step, whatever κ_att (streams line up across scenarios, §5.2)
                 G = normals.draw((Vc.shape[0], m, 2 * m)).to(dtype)
-                out = Vn[sl]
-                if scheme == "euler":
-                    em_step(scenario, Vc, L, G, h, out=out)
-                else:
-                    b = scenario.drift(Vc)
-                    b = b / (1 + h * torch.linalg.matrix_norm(b))[:, None, None]
-                    # drift and noise are exactly symmetric entry by entry, so V stays exactly symmetric
-                    torch.add(Vc, b, alpha=h, out=out)
-                    out.add_(matrix_free_noise(Vc, L, G[..., :m], G[..., m:], k_lin, k_att), alpha=sqrt_h)
-                code[sl] = band_exit(out, band)
+                solver.step(scenario, Vc, L, G, h, Vn[sl])
+                code[sl] = band_exit(Vn[sl], event)
             newly = alive & (code != RUNNING)
             if bool(newly.any()):
                 reason = torch.where(newly, code, reason)
@@ -299,15 +296,19 @@ def solve(
                 Vn[keep] = V[keep]
             V, Vn = Vn, V
             if k in save_at:
-                times.append(k * h)
+                times.append(t0 + k * h)
                 saved.append(V.clone())
     return Solution(
         times=torch.tensor(times, dtype=torch.float64),
         V=torch.stack(saved) if saved else None,
         terminal=V,
-        t_stop=stop_step.double() * h,
+        t_stop=t0 + stop_step.double() * h,
         reason=reason,
         clipped=clipped,
         dt=h,
         steps=steps,
     )
+
+
+__all__ = ["EXIT_HIGH", "EXIT_LOW", "EXIT_NONFINITE", "REASONS", "RUNNING", "Band", "Euler", "SaveAt", "Solution",
+           "Solver", "TamedEuler", "check_V0", "nearest_psd", "solve", "step_count"]

@@ -197,12 +197,13 @@ def _ablations(base: Preset, settings: dict, out: Path, progress: bool) -> Study
     from deeplimit.sde.coefficients import correlation
     from deeplimit.sde.compare import extract
     from deeplimit.sde.plots import plot_vs_depth
+    from deeplimit.sde.saveat import SaveAt
     from deeplimit.sde.scenarios import run_network
 
     rows, rho_curves, cov_curves, slopes = [], {}, {}, {}
     for variant in _bar(list(ATTENTION_VARIANTS), progress, "sde ablations: variants"):
         ns = run_network(replace(base, variant=variant), seed=settings["seed"], method=settings["method"],
-                         save_every=1)
+                         saveat=SaveAt(every=1))
         layers = ns.layers.numpy()
         absrho = correlation(ns.V)[..., 0, 1].abs().mean(dim=1).numpy()
         med12 = np.array([np.median(extract(ns.V[k], "V", 0, 1)) for k in range(len(layers))])
@@ -225,14 +226,14 @@ def _ablations(base: Preset, settings: dict, out: Path, progress: bool) -> Study
 def _stopping(p: Preset, settings: dict, out: Path, progress: bool) -> StudyResult:
     from deeplimit.sde.evidence import compare_stopping_maps, map_agreement
     from deeplimit.sde.plots import plot_stopping_diff, plot_stopping_map, plot_stopping_vs_gamma
-    from deeplimit.sde.scenarios import STOP_BAND, stopping_samples, stopping_table
+    from deeplimit.sde.scenarios import STOP_BAND, StoppingGrid, stopping_samples, stopping_table
 
     sources = ["network", "sde"] if settings["source"] == "both" else [settings["source"]]
+    grid = StoppingGrid(settings["gammas"], settings["tau0s"], n=p.n, d=p.d, m=p.m, paths=p.paths,
+                        seed=settings["seed"], band=p.band or STOP_BAND, init_std=p.init_std, dt=p.dt)
     frames, samples, v0_eigmax = [], {}, None
     for src in sources:
-        samples[src], v0_eigmax = stopping_samples(
-            settings["gammas"], settings["tau0s"], n=p.n, d=p.d, m=p.m, paths=p.paths, seed=settings["seed"],
-            band=p.band or STOP_BAND, init_std=p.init_std, source=src, dt=p.dt, progress=progress)
+        samples[src], v0_eigmax = stopping_samples(grid, src, progress=progress)
         df = stopping_table(samples[src], p.T)
         df.insert(0, "source", src)
         frames.append(df)
