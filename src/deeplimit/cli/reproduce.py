@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the report's progress, not Optuna's INFO lines
 
-    report = reproduce(args.out, args.tier, args.workers, args.storage, args.only, overrides=_overrides(args.set),
+    report = reproduce(args.out, args.tier, workers=args.workers, storage=args.storage, only=args.only,
+                       overrides=_overrides(args.set),
                        progress=not args.quiet, fresh=args.fresh, seed_set=args.seeds)
     print(f"report: {report.path} (and {report.path.with_name('report.json')})")
     if report.failed:

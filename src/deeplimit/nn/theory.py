@@ -197,6 +197,7 @@ class ShapedBlock(nn.Module):
         self,
         n: int,
         n_k: int | None = None,
+        *,
         gamma: float = 1 / math.sqrt(8),
         tau0: float = 1.0,
         c_plus: float = 0.0,

@@ -153,7 +153,7 @@ def rerun_command(key: str, tier: str, out: str | Path, workers: int) -> str:
     return f"deeplimit reproduce{flag} --only {key} --fresh --out {out} --workers {workers}"
 
 
-def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", workers: int = 2, storage: str | None = None,
+def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", *, workers: int = 2, storage: str | None = None,
               only: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
               progress: bool = False, fresh: bool = False, seed_set: str = "confirmation") -> Report:
     """Run every section (or ``only`` those) and write ``<out>/<tier>/report.html`` and ``report.json``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from torch import nn
 
@@ -33,10 +34,15 @@ def check_optimizer(optimizer: str) -> str:
     return key
 
 
-def factors(rule: Rule, hp: HParams, optimizer: str, role: str, in_block: bool, fi: float, fo: float, m_L: float,
-             global_m_N: float, fan_in: int, fan_out: int, shape: tuple[int, ...]) -> tuple[float, float, float]:
+def factors(rule: Rule, hp: HParams, optimizer: str, tensor: Any, *, m_L: float,
+            global_m_N: float) -> tuple[float, float, float]:
     """(lr_scale, eps_scale, wd_scale) of one tensor: the LR, ε and λ columns of spec §4 for the torch optimizer
-    that updates it (under ``"muon"``: Muon for hidden matrices, AdamW for the rest; optimizers spec §1–§3)."""
+    that updates it (under ``"muon"``: Muon for hidden matrices, AdamW for the rest; optimizers spec §1–§3).
+
+    ``tensor``: anything with the tensor's ``role``, ``in_block``, ``fan_in_mult``, ``fan_out_mult``, ``fan_in``,
+    ``fan_out`` and ``shape`` (a :class:`ParamPlan` or a layout entry)."""
+    role, in_block, shape = tensor.role, tensor.in_block, tuple(tensor.shape)
+    fi, fo, fan_in, fan_out = tensor.fan_in_mult, tensor.fan_out_mult, tensor.fan_in, tensor.fan_out
     optimizer = table.param_optimizer(optimizer, role, len(shape))
     width_lr = table.width_lr(rule, optimizer, role, fi, fo)
     if optimizer == "muon":  # Muon's own eps only normalises Newton–Schulz: never scaled (ε factor 1)
@@ -51,8 +57,7 @@ def reoptimized(plan: PlanRecord, optimizer: str) -> dict[str, ParamPlan]:
     """The plan's tensors with the LR, ε and λ factors of another optimizer (the columns that differ)."""
     params = {}
     for n, p in plan.params.items():
-        lr, eps, wd = factors(plan.rule, plan.hparams, optimizer, p.role, p.in_block, p.fan_in_mult, p.fan_out_mult,
-                              plan.depth_mult, plan.width_mult, p.fan_in, p.fan_out, p.shape)
+        lr, eps, wd = factors(plan.rule, plan.hparams, optimizer, p, m_L=plan.depth_mult, global_m_N=plan.width_mult)
         params[n] = replace(p, lr_scale=lr, eps_scale=eps, wd_scale=wd)
     return params
 
@@ -153,8 +158,7 @@ def resolve(rule: Rule, optimizer: str, m_N: float, m_L: float, hp: HParams, lay
     for s in layout.params:
         fi, fo = s.fan_in_mult, s.fan_out_mult
         std, source = resolve_init(rule, hp, s, sigmas)
-        lr, eps, wd = factors(rule, hp, optimizer, s.role, s.in_block, fi, fo, m_L, m_N, s.fan_in, s.fan_out,
-                              s.shape)
+        lr, eps, wd = factors(rule, hp, optimizer, s, m_L=m_L, global_m_N=m_N)
         params[s.name] = ParamPlan(s.name, s.role, s.in_block, s.shape, s.fan_in, s.fan_out, fi, fo, s.init, std,
                                    lr, eps, wd, s.aliases, source)
 
