@@ -102,8 +102,7 @@ def fields_of(*classes: type, only: Collection[str] | None = None) -> dict[str, 
     return out
 
 
-def parse_sets(pairs: Sequence[str] | None, fields: Mapping[str, Any] | None = None, *, flag: str = "--set",
-               bools: Collection[str] = ()) -> dict[str, Any]:
+def parse_sets(pairs: Sequence[str] | None, fields: Mapping[str, Any], *, flag: str = "--set") -> dict[str, Any]:
     """``["KEY=VALUE", …]`` → ``{key: value}``, each value read as its field's type: the one ``--set`` grammar.
 
     ``fields`` maps each accepted name to its type (:func:`fields_of` derives it from a dataclass): ``bool``
@@ -114,22 +113,15 @@ def parse_sets(pairs: Sequence[str] | None, fields: Mapping[str, Any] | None = N
     is the list, else the first scalar type that reads it. Names are accepted with ``-`` or ``_`` and come
     back spelled as in ``fields``; an unknown name, a name given twice or an unreadable value is a one-line
     :class:`DeeplimitError` listing what is valid.
-
-    ``fields=None`` is the untyped form (values read by :func:`parse_value`, the names in ``bools`` strictly
-    as yes/no): only for a caller that has not typed its settings yet.
     """
-    by_name = {setting_key(name): name for name in (fields or {})}
+    by_name = {setting_key(name): name for name in fields}
     out: dict[str, Any] = {}
     for item in pairs or []:
         raw_key, eq, text = item.partition("=")
         if not eq or not raw_key.strip():
-            first = next(iter(fields or {}), None)
+            first = next(iter(fields), None)
             example = f"{flag} {first}={_example(fields[first])}" if first else f"{flag} block_mult=0.35"
             raise DeeplimitError(f"{flag} expects KEY=VALUE, got {item!r}; e.g. {example}")
-        if fields is None:
-            key = raw_key.strip().replace("-", "_")
-            out[key] = parse_bool(f"{flag} {key}", text) if key in bools else parse_value(text)
-            continue
         key = by_name.get(setting_key(raw_key))
         if key is None:
             raise DeeplimitError(f"{flag} {raw_key.strip()}: no such setting here; valid: "

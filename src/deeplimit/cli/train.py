@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deeplimit.cli._args import add_run_options, parse_sets
+from deeplimit.cli._args import add_run_options, parse_sets, rule_arg
 
 DESCRIPTION = """\
 Train one run and print its summary as JSON on stdout (progress goes to stderr). Every option of the trainer
@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "text file (default: fashion-mnist; shakespeare for transformers and --hf)")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files (default: the usual places)")
     r = p.add_argument_group("parametrization")
-    r.add_argument("--rule", default="depth_mup", help=f"one of {', '.join(rule_names())} (dashes allowed)")
+    r.add_argument("--rule", default="depth_mup", type=rule_arg,
+                   help=f"one of {', '.join(rule_names())} (dashes allowed)")
     r.add_argument("--alpha", type=float, default=None, help="branch exponent α (turns the rule into 'custom')")
     r.add_argument("--gamma", type=float, default=None, help="LR exponent γ (default 1 − α)")
     r.add_argument("--base-width", type=int, default=None, help="base width n0 the LR was tuned at (default: width)")
@@ -101,14 +102,36 @@ def model_spec(args: argparse.Namespace) -> str:
     return args.model or "mlp-resnet"
 
 
+def _typed_sets(pairs: list[str] | None, model: str) -> dict:
+    """``--set`` read by the one typed grammar (:func:`deeplimit.cli._args.parse_sets`) over the trainer's fields.
+
+    A Hugging Face type or a factory takes its own options too (config fields, factory keywords): those names
+    are read as Python literals (else text) and checked against the config or the factory's signature when the
+    model is built, so a misspelt one is still refused in one line."""
+    import typing
+
+    from deeplimit.cli._args import setting_key
+    from deeplimit.train.config import DEPRECATED_KEYS
+    from deeplimit.transfer.objectives import point_fields
+
+    fields = point_fields()
+    # old spellings (heads, freeze_io): typed as the fields they stand for; config_from_point maps them and warns
+    fields.update({old: fields[new] for old, (new, _) in DEPRECATED_KEYS.items()})
+    if model.startswith("hf:") or ":" in model:
+        known = {setting_key(name) for name in fields}
+        fields.update({item.partition("=")[0].strip(): typing.Any for item in pairs or []
+                       if setting_key(item.partition("=")[0]) not in known and "=" in item})
+    return parse_sets(pairs, fields)
+
+
 def point_from_args(args: argparse.Namespace) -> dict:
     """The flat point (:func:`deeplimit.train.config_from_point`) the flags describe; old spellings noted."""
     from deeplimit.errors import DeeplimitError
-    from deeplimit.train import BOOL_KEYS, family_defaults
+    from deeplimit.train import family_defaults
 
     model = model_spec(args)
     point = family_defaults(model)
-    point.update(model=model, preset=args.rule, lr=args.lr, steps=args.steps, seed=args.seed)
+    point.update(model=model, rule=args.rule, lr=args.lr, steps=args.steps, seed=args.seed)
     for name in ("width", "depth", "data", "data_dir", "optimizer", "batch_size", "base_width", "base_depth",
                  "alpha", "gamma", "n_heads", "train_io"):
         if getattr(args, name) is not None:
@@ -123,13 +146,11 @@ def point_from_args(args: argparse.Namespace) -> dict:
         if args.train_io:
             raise DeeplimitError("--freeze-io and --train-io contradict each other; give --no-train-io to freeze")
         point["train_io"] = False
-    sets = parse_sets(args.set, bools=BOOL_KEYS | {"freeze_io"})
+    sets = _typed_sets(args.set, model)
     for key in ("width", "depth"):  # an explicit flag and an --set of the same option must agree
         if key in sets and getattr(args, key) is not None and sets[key] != getattr(args, key):
             raise DeeplimitError(f"--{key} {getattr(args, key)} and --set {key}={sets[key]} disagree; give one")
     point.update(sets)
-    if "rule" in sets:
-        point.pop("preset")
     if "log2_lr" in sets:
         point.pop("lr")
     return point
