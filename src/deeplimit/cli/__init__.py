@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("deeplimit.cli.sweep", "LR-transfer sweeps on Optuna (create, run, analyze)"),
     "sde": ("deeplimit.cli.sde", "simulate a covariance-SDE scenario and compare it with finite networks"),
     "signal": ("deeplimit.cli.signal", "gradient norms at init and attention entropy in training (shaped vs LN)"),
+    "predict": ("deeplimit.cli.predict", "predict the optimal LR (and batch size) at a target scale from runs"),
     "reproduce": ("deeplimit.cli.reproduce", "reproduce both papers' key results at CPU scale (HTML report)"),
 }
 
