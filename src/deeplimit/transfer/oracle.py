@@ -243,12 +243,9 @@ def _prepare(runs: pd.DataFrame, cols: _Columns) -> pd.DataFrame:
                              "plays one part")
     if runs.empty:
         raise DeeplimitError("the table holds no runs")
-    out = pd.DataFrame(index=runs.index)
-    for c in cols.x:
-        out[c] = _positive(runs, c, "size")
-    for c in cols.group:
-        out[c] = runs[c]
-    out["_seed"] = runs[cols.seed].astype(str) if cols.seed else "0"
+    out: dict[str, Any] = {c: _positive(runs, c, "size") for c in cols.x}
+    out.update({c: runs[c].to_numpy() for c in cols.group})
+    out["_seed"] = runs[cols.seed].astype(str).to_numpy() if cols.seed else np.full(len(runs), "0")
     out["_lr"] = np.round(np.log2(_positive(runs, cols.lr, "learning-rate")), 9)
     loss = pd.to_numeric(runs[cols.loss], errors="coerce").to_numpy(float)
     if "status" in runs.columns:
@@ -256,7 +253,7 @@ def _prepare(runs: pd.DataFrame, cols: _Columns) -> pd.DataFrame:
     out["_loss"] = np.where(np.isfinite(loss), loss, math.inf)
     for axis, c in cols.tuned.items():
         out[f"_{axis}"] = np.round(np.log2(_positive(runs, c, axis)), 9)
-    return out.reset_index(drop=True)
+    return pd.DataFrame(out)
 
 
 def _group_optima(prep: pd.DataFrame, cols: _Columns, points: int) -> list[GroupOptimum]:
@@ -269,19 +266,29 @@ def _group_optima(prep: pd.DataFrame, cols: _Columns, points: int) -> list[Group
         raise DeeplimitError(f"several runs share the same group ({shown}), seed and learning rate; add the column "
                              "that tells them apart to --group, --batch or --seed, or select one with --where")
     out: list[GroupOptimum] = []
-    for key, sub in prep.groupby(keys, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
+    # One factorisation of the keys, then numpy slices: a pandas groupby per group and seed costs ~100× more,
+    # and the coverage simulations fit thousands of tables.
+    gid = prep.groupby(keys, sort=True, dropna=False).ngroup().to_numpy()
+    sid = pd.factorize(prep["_seed"], sort=True)[0]
+    order = np.lexsort((sid, gid))
+    gid, sid = gid[order], sid[order]
+    lr_all, loss_all = prep["_lr"].to_numpy(float)[order], prep["_loss"].to_numpy(float)[order]
+    tuned_all = {a: prep[f"_{a}"].to_numpy(float)[order] for a in tuned}
+    key_cols = {c: prep[c].to_numpy()[order] for c in keys}
+    g_starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    for g0, g1 in zip(g_starts, [*g_starts[1:], len(gid)]):
+        key = tuple(key_cols[c][g0] for c in keys)
         for axis in tuned:
-            if sub[f"_{axis}"].nunique() < 2:
+            if np.unique(tuned_all[axis][g0:g1]).size < 2:
                 raise DeeplimitError(f"--{axis} {cols.tuned[axis]!r} takes one value in the group "
                                      f"{dict(zip(keys, key))}, so its optimum cannot be estimated; drop --{axis} or "
                                      "sweep it inside every group")
+        s_starts = g0 + np.flatnonzero(np.r_[True, sid[g0 + 1:g1] != sid[g0:g1 - 1]])
         seeds: list[SeedOptima] = []
-        for _, runs in sub.groupby("_seed", sort=True):
-            extra = {a: runs[f"_{a}"].to_numpy(float) for a in tuned}
-            seeds.append(cell_optima(runs["_lr"].to_numpy(float), runs["_loss"].to_numpy(float), extra,
-                                     points=points))
-        finite = sub["_loss"].to_numpy(float)
+        for s0, s1 in zip(s_starts, [*s_starts[1:], g1]):
+            extra = {a: v[s0:s1] for a, v in tuned_all.items()}
+            seeds.append(cell_optima(lr_all[s0:s1], loss_all[s0:s1], extra, points=points))
+        finite = loss_all[g0:g1]
         finite = finite[np.isfinite(finite)]
         flat = finite.size > 1 and float(np.ptp(finite)) <= 1e-12 * max(1.0, float(np.abs(finite).max()))
         log2, cen, per = {}, {}, {}

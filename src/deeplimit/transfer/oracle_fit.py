@@ -226,16 +226,16 @@ def fit_power_law(name: str, sizes: Mapping[str, Sequence[float]], log2_y: Seque
     cols = {v: np.log2(np.asarray(sizes[v], dtype=float)) for v in variables}
     free = tuple(v for v in variables if v not in fixed)
     p = 1 + len(free)
-    if n < p + 1:
-        what = " + ".join(["intercept", *(f"exponent of {v}" for v in free)])
-        raise DeeplimitError(f"too few groups for the {name} law: {n} group(s) with an interior optimum for {p} "
-                             f"coefficient(s) ({what}) and an estimate of the scatter; add groups (more sizes) or "
-                             "fix exponents (--fix X=VALUE)")
     for v in free:
         if np.ptp(cols[v]) == 0:
             raise DeeplimitError(f"{v} takes a single value ({2 ** cols[v][0]:g}) among the groups with an interior "
                                  f"{name} optimum, so its exponent cannot be fitted; fix it (--fix {v}=0) or add "
                                  "groups at other sizes")
+    if n < p + 1:
+        what = " + ".join(["intercept", *(f"exponent of {v}" for v in free)])
+        raise DeeplimitError(f"too few groups for the {name} law: {n} group(s) with an interior optimum for {p} "
+                             f"coefficient(s) ({what}) and an estimate of the scatter; add groups (more sizes) or "
+                             "fix exponents (--fix X=VALUE)")
     X = np.column_stack([np.ones(n), *(cols[v] for v in free)])
     yy = y - sum((b * cols[v] for v, b in fixed.items()), np.zeros(n))
     beta, *_ = np.linalg.lstsq(X, yy, rcond=None)
