@@ -124,3 +124,8 @@ for _name in EXPERIMENTS:
 for _name, (_, _build) in OPTIMIZER_GRIDS.items():
     # ``deeplimit sweep create --grid muon-depth-transfer --set tier=standard`` (tiers as above; full = standard).
     register_grid(_name)(_optimizer_grid(_build))
+from deeplimit.transfer.oracle_grids import ORACLE_GRIDS  # noqa: E402 - the oracle's grids: horizon and batch axes
+
+for _name, _build in ORACLE_GRIDS.items():
+    # ``deeplimit sweep create --grid oracle-mlp --set tier=quick`` (deeplimit predict fits its table).
+    register_grid(_name)(_build)
