@@ -191,3 +191,38 @@ def test_parse_at_and_unknown_targets():
         oracle.predict({"N": 1e9, "D": 1e10, "width": 3.0})
     with pytest.raises(DeeplimitError, match="positive"):
         oracle.predict({"N": -1.0, "D": 1e10})
+
+
+# ------------------------------------------------------------------------------------------------
+# Sweep grids with horizon and batch axes
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["oracle-mlp", "oracle-lm"])
+def test_oracle_grids_sweep_budget_and_batch_and_hold_out_an_extrapolation(name):
+    from deeplimit.protocol import seed_values
+    from deeplimit.transfer.grids import build_grid
+
+    for tier in ("quick", "standard"):
+        spec = build_grid(name, tier=tier)
+        assert {"samples", "batch_size", "depth", "log2_lr", "seed"} <= set(spec.axes)
+        assert set(spec.axes["seed"]) <= set(seed_values(5, "pilot"))
+        budget = sorted(spec.axes["samples"])
+        fitted = budget[:-1]
+        middle = math.prod(fitted) ** (1 / len(fitted))
+        # the held-out budget is an extrapolation: 8× the fitted middle in the standard tier (issue 24), at
+        # least 4× in the CPU-sized quick tier
+        assert budget[-1] >= 2 * fitted[-1] and budget[-1] >= (8 if tier == "standard" else 4) * middle
+    assert build_grid(name, tier="quick", samples=(1024, 2048)).axes["samples"] == (1024, 2048)
+
+
+def test_a_data_budget_trades_steps_for_batch_and_bad_budgets_are_refused():
+    from deeplimit.transfer.objectives import train_objective, with_budget
+
+    point = {"model": "transformer", "preset": "completep", "width": 16, "depth": 1, "data": "stdlib",
+             "log2_lr": -6.0, "samples": 320, "batch_size": 8}
+    assert with_budget(point)["steps"] == 40 and "samples" not in with_budget(point)
+    assert with_budget({**point, "batch_size": 32})["steps"] == 10
+    train_objective.validate(point)
+    for bad, match in (({"steps": 10}, "either steps or samples"), ({"batch_size": None}, "needs a batch_size"),
+                       ({"samples": 4}, "samples must be a number ≥ batch_size")):
+        with pytest.raises(DeeplimitError, match=match):
+            train_objective.validate({**point, **bad})

@@ -20,7 +20,7 @@ from deeplimit.sweep.trial import TrialResult
 from deeplimit.train import TrainConfig, config_from_point, train
 from deeplimit.transfer.table import LEGACY_NAMES
 
-__all__ = ["TrainObjective", "train_objective", "point_fields", "current_point"]
+__all__ = ["TrainObjective", "train_objective", "point_fields", "current_point", "with_budget"]
 
 
 def current_point(point: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +108,29 @@ def _check_structure(cfg: TrainConfig) -> None:
                   alpha=cfg.alpha, gamma=cfg.gamma, **cfg.plan_kwargs)
 
 
+def with_budget(point: dict[str, Any]) -> dict[str, Any]:
+    """A point with ``samples`` (training examples seen; sequences for a text model, so tokens = samples ×
+    seq_len) → the same point with ``steps = round(samples / batch_size)``.
+
+    A data-budget axis: beside a ``batch_size`` axis it trades steps for batch at a fixed budget, which is what
+    the optimal batch B* is defined against (at fixed steps a larger batch only means more data, so the largest
+    batch always wins). The long table keeps ``samples`` as the horizon column."""
+    if "samples" not in point:
+        return point
+    p = dict(point)
+    samples = p.pop("samples")
+    if "steps" in p:
+        raise DeeplimitError("give either steps or samples (steps = samples / batch_size), not both")
+    bs = p.get("batch_size")
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise DeeplimitError(f"samples needs a batch_size ≥ 1 in the same point (steps = samples / batch_size), got "
+                             f"batch_size={bs!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int | float) or not samples >= bs:
+        raise DeeplimitError(f"samples must be a number ≥ batch_size ({bs}), got {samples!r}")
+    p["steps"] = max(1, round(samples / bs))
+    return p
+
+
 class TrainObjective:
     """The real trainer as a sweep objective: ``train_objective(point, context) -> TrialResult``.
 
@@ -118,7 +141,7 @@ class TrainObjective:
     """
 
     def __call__(self, point: dict[str, Any], context: Any) -> TrialResult:
-        cfg = config_from_point(current_point(point))
+        cfg = config_from_point(with_budget(current_point(point)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rule warnings are expected in ablation grids
             res = train(cfg, context.run_dir)
@@ -131,7 +154,7 @@ class TrainObjective:
         from deeplimit.scaling.rules import get_rule
 
         try:
-            cfg = config_from_point(current_point(point))
+            cfg = config_from_point(with_budget(current_point(point)))
         except DeeplimitError:
             raise
         except OverflowError:

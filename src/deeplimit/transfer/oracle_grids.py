@@ -1,11 +1,11 @@
-"""Sweep grids for the transfer oracle: the training horizon (steps) and the batch size as axes, beside the
-model size and the LR, on the MLP-ResNet (Fashion-MNIST) and the byte-level Pre-LN transformer LM.
+"""Sweep grids for the transfer oracle: the training horizon (a data budget, ``samples``) and the batch size as
+axes, beside the model size and the LR, on the MLP-ResNet (Fashion-MNIST) and the byte-level Pre-LN LM.
 
 ``deeplimit sweep create --grid oracle-mlp --set tier=quick`` builds them (registered in
-:mod:`deeplimit.transfer.grids`); ``deeplimit predict`` then fits η* (and B*) against depth and steps on the
-sweep's table and ``--evaluate`` scores the forecast at the largest horizon, which the fit never sees. The
-largest ``steps`` value of each tier is 8× (or more) past the geometric middle of the others, so the held-out
-check is an extrapolation, as issue 24 asks.
+:mod:`deeplimit.transfer.grids`); ``deeplimit predict`` then fits η* (and B*) against depth and samples on the
+sweep's table and ``--evaluate`` scores the forecast at the largest budget, which the fit never sees. The
+largest ``samples`` value of the standard tier is 8× past the geometric middle of the others (4× in the
+CPU-sized quick tier), so the held-out check is an extrapolation, as issue 24 asks.
 
 Seeds default to the protocol's *pilot* set: these grids are exploratory, not one of the frozen claims.
 """
@@ -31,45 +31,50 @@ def _seeded(spec: SweepSpec, seed_set: str) -> SweepSpec:
 
 
 def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -> SweepSpec:
-    """MLP-ResNet on Fashion-MNIST under Depth-μP: axes depth × steps × batch_size × log2_lr × seed.
+    """MLP-ResNet on Fashion-MNIST under Depth-μP: axes depth × samples × batch_size × log2_lr × seed.
 
-    quick (the pilot validation, ~10 CPU-minutes): depth 2, steps 32…256 and 1024 held out, one batch size;
-    standard: depth 2…8 and 32 held out (16× the smallest), steps 100…400 and 3200 (8×), batch 32…512."""
-    depths, steps, batches, lrs, seeds = _tier(
+    ``samples`` is the data budget (images seen; steps = samples / batch_size, see
+    :func:`~deeplimit.transfer.objectives.with_budget`), so the batch axis trades steps for batch at a fixed
+    budget, as B* is defined. quick (the pilot, ~7 CPU-minutes): depth 2, samples 2048 … 8192 fitted and 16384
+    held out, batch 8, 32, 128; standard: depth 2 … 8 and 32 held out (16× the smallest), samples 8192 … 32768
+    and 262144 (8× the largest fitted), batch 16, 64, 256."""
+    depths, samples, batches, lrs, seeds = _tier(
         tier,
-        ([2], [8, 16, 32], [32], log2_grid(-9, -5, 1), [0]),
-        ([2], [32, 64, 128, 256, 1024], [64], log2_grid(-10, -2, 1), [0, 1]),
-        ([2, 4, 8, 32], [100, 200, 400, 3200], [32, 128, 512], log2_grid(-12, -2, 1), [0, 1, 2]),
-        ([2, 4, 8, 32], [100, 200, 400, 3200], [32, 128, 512], log2_grid(-11, -3, 1), [0, 1]))
+        ([2], [256, 512, 1024], [16, 32], log2_grid(-10, -7, 1), [0]),
+        ([2], [2048, 4096, 8192, 16384], [8, 32, 128], log2_grid(-13, -7, 1), [0]),
+        ([2, 4, 8, 32], [8192, 16384, 32768, 262144], [16, 64, 256], log2_grid(-14, -5, 0.5), [0, 1, 2]),
+        ([2, 4, 8, 32], [8192, 16384, 32768, 262144], [16, 64, 256], log2_grid(-14, -5, 1), [0, 1]))
     spec = SweepSpec(
-        axes={"depth": depths, "steps": steps, "batch_size": batches, "log2_lr": lrs, "seed": seeds},
+        axes={"depth": depths, "samples": samples, "batch_size": batches, "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "oracle_mlp", "model": "mlp-resnet", "preset": "depth_mup", "width": 32,
                "base_width": 32, "base_depth": 2, "train_io": True, "data": "fashion-mnist", "activation": "relu"},
         objective=OBJECTIVE, metric="window_loss",
-        description="transfer oracle: MLP-ResNet (Depth-muP), LR x horizon x batch size x depth")
+        description="transfer oracle: MLP-ResNet (Depth-muP), LR x data budget x batch size x depth")
     return _seeded(customise(spec, **overrides), seed_set)
 
 
 def oracle_lm(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -> SweepSpec:
-    """Byte-level Pre-LN transformer (CompleteP and μP): axes preset × depth × steps × batch_size × log2_lr ×
-    seed. quick: depth 2, 4; steps 50…200 and 800 held out; batch 8, 16, 32. standard: depth 2…8 and 32,
-    steps 100…400 and 3200."""
-    presets, depths, steps, batches, lrs, seeds, data = _tier(
+    """Byte-level Pre-LN transformer (CompleteP and μP): axes preset × depth × samples × batch_size × log2_lr ×
+    seed; ``samples`` counts sequences of 64 bytes (tokens = 64 × samples). quick: depth 2, 4; samples 800 …
+    3200 fitted and 12800 held out (50 … 200 and 800 steps at batch 16); batch 8, 16, 32. standard: depth 2 … 8
+    and 32, samples 1600 … 6400 and 51200."""
+    presets, depths, samples, batches, lrs, seeds, data = _tier(
         tier,
-        (["completep"], [1], [10, 20, 40], [8], log2_grid(-8, -5, 1), [0], "stdlib"),
-        (["completep", "mup"], [2, 4], [50, 100, 200, 800], [8, 16, 32], log2_grid(-9, -3, 1), [0], "shakespeare"),
-        (["completep", "mup"], [2, 4, 8, 32], [100, 200, 400, 3200], [8, 16, 32, 64], log2_grid(-10, -2, 0.5),
+        (["completep"], [1], [80, 160, 320], [8], log2_grid(-8, -5, 1), [0], "stdlib"),
+        (["completep", "mup"], [2, 4], [800, 1600, 3200, 12800], [8, 16, 32], log2_grid(-9, -3, 1), [0],
+         "shakespeare"),
+        (["completep", "mup"], [2, 4, 8, 32], [1600, 3200, 6400, 51200], [8, 16, 32, 64], log2_grid(-10, -2, 0.5),
          [0, 1, 2], "shakespeare"),
-        (["completep", "mup"], [2, 4, 8, 32], [100, 200, 400, 3200], [8, 16, 32], log2_grid(-9, -3, 1), [0, 1],
+        (["completep", "mup"], [2, 4, 8, 32], [1600, 3200, 6400, 51200], [8, 16, 32], log2_grid(-9, -3, 1), [0, 1],
          "shakespeare"))
     spec = SweepSpec(
-        axes={"preset": presets, "depth": depths, "steps": steps, "batch_size": batches, "log2_lr": lrs,
+        axes={"preset": presets, "depth": depths, "samples": samples, "batch_size": batches, "log2_lr": lrs,
               "seed": seeds},
         fixed={"experiment": "oracle_lm", "model": "transformer", "width": 64, "base_width": 64, "base_depth": 2,
                "n_heads": 4, "optimizer": "adamw", "seq_len": 64, "warmup_frac": 0.05, "data": data,
                "min_window": 5},
         objective=OBJECTIVE, metric="window_loss",
-        description="transfer oracle: byte-level Pre-LN LM, LR x horizon x batch size x depth")
+        description="transfer oracle: byte-level Pre-LN LM, LR x data budget x batch size x depth")
     return _seeded(customise(spec, **overrides), seed_set)
 
 
