@@ -35,9 +35,9 @@ def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -
 
     ``samples`` is the data budget (images seen; steps = samples / batch_size, see
     :func:`~deeplimit.transfer.objectives.with_budget`), so the batch axis trades steps for batch at a fixed
-    budget, as B* is defined. quick (the pilot, ~7 CPU-minutes): depth 2, samples 2048 … 8192 fitted and 16384
-    held out, batch 8, 32, 128; standard: depth 2 … 8 and 32 held out (16× the smallest), samples 8192 … 32768
-    and 262144 (8× the largest fitted), batch 16, 64, 256."""
+    budget, as B* is defined. quick (the pilot of docs/oracle.md: 84 runs, ~4 minutes on two busy cores):
+    depth 2, samples 2048 … 8192 fitted and 16384 held out, batch 8, 32, 128; standard: depth 2 … 8 and 32
+    held out (16× the smallest), samples 8192 … 32768 and 262144 (8× the largest fitted), batch 16, 64, 256."""
     depths, samples, batches, lrs, seeds = _tier(
         tier,
         ([2], [256, 512, 1024], [16, 32], log2_grid(-10, -7, 1), [0]),
