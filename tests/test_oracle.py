@@ -217,7 +217,7 @@ def test_oracle_grids_sweep_budget_and_batch_and_hold_out_an_extrapolation(name)
 def test_a_data_budget_trades_steps_for_batch_and_bad_budgets_are_refused():
     from deeplimit.transfer.objectives import train_objective, with_budget
 
-    point = {"model": "transformer", "preset": "completep", "width": 16, "depth": 1, "data": "stdlib",
+    point = {"model": "transformer", "rule": "completep", "width": 16, "depth": 1, "data": "stdlib",
              "log2_lr": -6.0, "samples": 320, "batch_size": 8}
     assert with_budget(point)["steps"] == 40 and "samples" not in with_budget(point)
     assert with_budget({**point, "batch_size": 32})["steps"] == 10

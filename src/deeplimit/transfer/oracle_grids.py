@@ -46,7 +46,7 @@ def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -
         ([2, 4, 8, 32], [8192, 16384, 32768, 262144], [16, 64, 256], log2_grid(-14, -5, 1), [0, 1]))
     spec = SweepSpec(
         axes={"depth": depths, "samples": samples, "batch_size": batches, "log2_lr": lrs, "seed": seeds},
-        fixed={"experiment": "oracle_mlp", "model": "mlp-resnet", "preset": "depth_mup", "width": 32,
+        fixed={"experiment": "oracle_mlp", "model": "mlp-resnet", "rule": "depth_mup", "width": 32,
                "base_width": 32, "base_depth": 2, "train_io": True, "data": "fashion-mnist", "activation": "relu"},
         objective=OBJECTIVE, metric="window_loss",
         description="transfer oracle: MLP-ResNet (Depth-muP), LR x data budget x batch size x depth")
@@ -54,11 +54,11 @@ def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -
 
 
 def oracle_lm(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -> SweepSpec:
-    """Byte-level Pre-LN transformer (CompleteP and μP): axes preset × depth × samples × batch_size × log2_lr ×
+    """Byte-level Pre-LN transformer (CompleteP and μP): axes rule × depth × samples × batch_size × log2_lr ×
     seed; ``samples`` counts sequences of 64 bytes (tokens = 64 × samples). quick: depth 2, 4; samples 800 …
     3200 fitted and 12800 held out (50 … 200 and 800 steps at batch 16); batch 8, 16, 32. standard: depth 2 … 8
     and 32, samples 1600 … 6400 and 51200."""
-    presets, depths, samples, batches, lrs, seeds, data = _tier(
+    rules, depths, samples, batches, lrs, seeds, data = _tier(
         tier,
         (["completep"], [1], [80, 160, 320], [8], log2_grid(-8, -5, 1), [0], "stdlib"),
         (["completep", "mup"], [2, 4], [800, 1600, 3200, 12800], [8, 16, 32], log2_grid(-9, -3, 1), [0],
@@ -68,7 +68,7 @@ def oracle_lm(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) ->
         (["completep", "mup"], [2, 4, 8, 32], [1600, 3200, 6400, 51200], [8, 16, 32], log2_grid(-9, -3, 1), [0, 1],
          "shakespeare"))
     spec = SweepSpec(
-        axes={"preset": presets, "depth": depths, "samples": samples, "batch_size": batches, "log2_lr": lrs,
+        axes={"rule": rules, "depth": depths, "samples": samples, "batch_size": batches, "log2_lr": lrs,
               "seed": seeds},
         fixed={"experiment": "oracle_lm", "model": "transformer", "width": 64, "base_width": 64, "base_depth": 2,
                "n_heads": 4, "optimizer": "adamw", "seq_len": 64, "warmup_frac": 0.05, "data": data,
