@@ -8,14 +8,8 @@ import pandas as pd
 import pytest
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.transfer.oracle import (
-    apply_where,
-    evaluate_oracle,
-    fit_oracle,
-    load_runs,
-    parse_at,
-    parse_where,
-)
+from deeplimit.transfer.oracle import apply_where, fit_oracle, load_runs, parse_at, parse_where
+from deeplimit.transfer.oracle_eval import evaluate_oracle
 from deeplimit.transfer.oracle_fit import cell_optima, fit_power_law
 from oracle_surfaces import grid_of, law, lr_curve, make_runs
 

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from deeplimit.errors import DeeplimitError
-    from deeplimit.transfer.oracle import evaluate_oracle, fit_oracle, load_runs, parse_at, runs_from_sweep
+    from deeplimit.transfer.oracle import fit_oracle, load_runs, parse_at, runs_from_sweep
+    from deeplimit.transfer.oracle_eval import evaluate_oracle
 
     if not args.at and not args.evaluate:
         raise DeeplimitError("give a target with --at X=V,... (e.g. --at N=1.07e9,D=2e10) or --evaluate")

@@ -13,20 +13,18 @@ own sweeps — the oracle
    exponents optionally fixed (0 for width under μP), and
 4. predicts at targets with a prediction interval that widens with the distance from the fitted sizes.
 
-:func:`fit_oracle` → :class:`Oracle` (``predict``); :func:`evaluate_oracle` holds out the largest groups along
-the first size variable and scores the forecast against them and against the naive one (reuse the nearest
-fitted group's optimum). ``deeplimit predict`` is the command line over these. docs/oracle.md has the laws,
-their sources and when not to trust the forecast.
+:func:`fit_oracle` → :class:`Oracle` (``predict``). Tables come in through
+:mod:`deeplimit.transfer.oracle_table` (re-exported here); :func:`deeplimit.transfer.oracle_eval.evaluate_oracle`
+holds out the largest groups along the first size variable and scores the forecast against them and against
+the naive one (reuse the nearest fitted group's optimum). ``deeplimit predict`` is the command line over these.
+docs/oracle.md has the laws, their sources and when not to trust the forecast.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,154 +33,22 @@ import pandas as pd
 from deeplimit.errors import DeeplimitError
 from deeplimit.transfer.optimum import json_safe
 from deeplimit.transfer.oracle_fit import INTERVALS, PowerLaw, SeedOptima, cell_optima, fit_power_law
+from deeplimit.transfer.oracle_table import (
+    apply_where,
+    load_runs,
+    one_row_per_run,
+    parse_at,
+    parse_where,
+    runs_from_sweep,
+)
 
 __all__ = ["load_runs", "runs_from_sweep", "parse_where", "apply_where", "parse_at", "GroupOptimum",
-           "Prediction", "Oracle", "fit_oracle", "Evaluation", "evaluate_oracle", "AXES", "CENSORED_FRACTION"]
+           "Prediction", "Oracle", "fit_oracle", "AXES", "CENSORED_FRACTION"]
 
 AXES = ("lr", "batch", "wd")  # what the oracle predicts, in this order
 # More than this fraction of a group's seeds on a grid edge and the group gives no estimate for that axis (as
 # deeplimit.transfer.statistics.CENSORED_FRACTION: the uncensored seeds alone would be a biased subset).
 CENSORED_FRACTION = 1.0 / 3.0
-
-
-# ------------------------------------------------------------------------------------------------
-# Tables in
-# ------------------------------------------------------------------------------------------------
-def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A table of runs from a ``.csv`` or ``.parquet`` file (one row per run, or a sweep's long table)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DeeplimitError(f"no table of runs at {p}; give a .csv or .parquet file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(p)
-        if suffix in (".csv", ".txt", ".tsv"):
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
-    except (ValueError, OSError, ImportError, pd.errors.ParserError) as exc:
-        raise DeeplimitError(f"cannot read {p} as a table ({type(exc).__name__}: {exc}); fix or re-export the "
-                             "file") from None
-    raise DeeplimitError(f"{p} is neither .csv nor .parquet; export the runs as one of those")
-
-
-def runs_from_sweep(storage: str, name: str) -> pd.DataFrame:
-    """The long results table of the project's sweep ``name`` in ``storage`` (what ``deeplimit sweep results``
-    writes); :func:`fit_oracle` reduces it to one row per run."""
-    from deeplimit.transfer.table import transfer_results
-
-    return transfer_results(storage, name)
-
-
-def _one_row_per_run(frame: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, str]:
-    """A sweep's long table (columns ``run_id, step, metric, value``) → one row per run with column ``loss``
-    holding the metric ``loss`` at the run's last step; any other table unchanged."""
-    if not {"run_id", "metric", "value"} <= set(frame.columns):
-        return frame, loss
-    from deeplimit.transfer.analysis import final_values
-
-    metrics = sorted(map(str, frame["metric"].dropna().unique()))
-    if loss == "value":
-        if len(metrics) != 1:
-            raise DeeplimitError(f"the long table holds several metrics {metrics}; name one with --loss METRIC")
-        loss = metrics[0]
-    if loss not in metrics:
-        raise DeeplimitError(f"--loss {loss!r} is neither a column nor a metric of the long table (metrics: "
-                             f"{metrics}); pass --loss METRIC")
-    runs = final_values(frame, metric=loss)
-    return runs.rename(columns={"value": f"_{loss}"}), f"_{loss}"
-
-
-_TOKEN = re.compile(r"\s*(?:(?P<op>==|!=|<=|>=|=|<|>)|(?P<quoted>'[^']*'|\"[^\"]*\")|(?P<word>[^\s=!<>'\"]+))")
-_OPS = {"==": "==", "=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_WHERE_HELP = "write COL OP VALUE [and COL OP VALUE …], OP one of == != < <= > >=, e.g. \"rule == 'mup' and N >= 1e6\""
-
-
-def parse_where(expr: str) -> list[tuple[str, str, str | float]]:
-    """``"rule == 'mup' and N >= 1e6"`` → ``[("rule", "==", "mup"), ("N", ">=", 1e6)]``.
-
-    The grammar is ``COL OP VALUE`` joined by ``and``; a quoted VALUE is a string, an unquoted one a number if
-    it parses as one. Nothing is evaluated as code."""
-    text = str(expr)
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        if not text[pos:].strip():
-            break
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise DeeplimitError(f"--where {expr!r}: cannot read {text[pos:].strip()!r}; {_WHERE_HELP}")
-        kind = m.lastgroup or "word"
-        tokens.append((kind, m.group(kind)))
-        pos = m.end()
-    clauses: list[list[tuple[str, str]]] = [[]]
-    for kind, tok in tokens:
-        if kind == "word" and tok.lower() == "and":
-            clauses.append([])
-        else:
-            clauses[-1].append((kind, tok))
-    out: list[tuple[str, str, str | float]] = []
-    for clause in clauses:
-        if len(clause) != 3 or clause[0][0] != "word" or clause[1][0] != "op" or clause[2][0] == "op":
-            shown = " ".join(t for _, t in clause) or "(nothing)"
-            raise DeeplimitError(f"--where {expr!r}: {shown!r} is not COL OP VALUE; {_WHERE_HELP}")
-        (_, col), (_, op), (kind, raw) = clause
-        value: str | float
-        if kind == "quoted":
-            value = raw[1:-1]
-        else:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = raw
-        out.append((col, _OPS[op], value))
-    return out
-
-
-def apply_where(frame: pd.DataFrame, expr: str | None) -> pd.DataFrame:
-    """The rows of ``frame`` that satisfy every clause of :func:`parse_where` (``None``: all rows)."""
-    if expr is None or not str(expr).strip():
-        return frame
-    mask = np.ones(len(frame), dtype=bool)
-    for col, op, value in parse_where(expr):
-        if col not in frame.columns:
-            raise DeeplimitError(f"--where names column {col!r}, which the table lacks (columns: "
-                                 f"{list(frame.columns)})")
-        series = frame[col]
-        if isinstance(value, float):
-            nums = pd.to_numeric(series, errors="coerce")
-            if nums.isna().all() and series.notna().any():
-                raise DeeplimitError(f"--where {col} {op} {value:g}: column {col!r} holds text; quote the value "
-                                     f"({col} {op} '…')")
-            left = nums.to_numpy(float)
-        else:
-            if op not in ("==", "!="):
-                raise DeeplimitError(f"--where {col} {op} {value!r}: only == and != compare text; use a number")
-            left = series.astype(str).to_numpy()
-        with np.errstate(invalid="ignore"):
-            hit = {"==": left == value, "!=": left != value, "<": left < value, "<=": left <= value,
-                   ">": left > value, ">=": left >= value}[op]
-        mask &= np.asarray(hit, dtype=bool)
-    out = frame[mask]
-    if out.empty:
-        raise DeeplimitError(f"--where {expr!r} keeps no run; check the column values")
-    return out
-
-
-def parse_at(text: str) -> dict[str, float | str]:
-    """``"N=1.07e9,D=2e10"`` → ``{"N": 1.07e9, "D": 2e10}`` (numbers where they parse; group labels as text)."""
-    out: dict[str, float | str] = {}
-    for item in str(text).split(","):
-        key, eq, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq or not key or not value:
-            raise DeeplimitError(f"--at {text!r}: expected NAME=VALUE[,NAME=VALUE…], e.g. --at N=1.07e9,D=2e10")
-        if key in out:
-            raise DeeplimitError(f"--at {text!r} names {key} twice")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            out[key] = value
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,7 +122,7 @@ def _prepare(runs: pd.DataFrame, cols: _Columns) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _group_optima(prep: pd.DataFrame, cols: _Columns, points: int) -> list[GroupOptimum]:
+def group_optima(prep: pd.DataFrame, cols: _Columns, points: int) -> list[GroupOptimum]:
     keys = [*cols.group, *cols.x]
     tuned = list(cols.tuned)
     dup_cols = [*keys, "_seed", "_lr", *(f"_{a}" for a in tuned)]
@@ -368,19 +234,19 @@ class Prediction:
         return json_safe(d)
 
     def text(self) -> str:
-        where = ", ".join(f"{k}={_num(v)}" for k, v in self.at.items())
+        where = ", ".join(f"{k}={num(v)}" for k, v in self.at.items())
         parts = []
         for axis in AXES:
             if axis in self.log2:
                 lo, hi = self.ci[axis]
-                parts.append(f"{axis} {_num(2 ** self.log2[axis])} ({100 * self.level:g}% interval "
-                             f"{_num(2 ** lo)} – {_num(2 ** hi)}; log2 {self.log2[axis]:+.2f} [{lo:+.2f}, {hi:+.2f}])")
+                parts.append(f"{axis} {num(2 ** self.log2[axis])} ({100 * self.level:g}% interval "
+                             f"{num(2 ** lo)} – {num(2 ** hi)}; log2 {self.log2[axis]:+.2f} [{lo:+.2f}, {hi:+.2f}])")
         far = [f"{k} {r:.3g}× past the fitted range" for k, r in self.extrapolation.items() if r > 1]
         tail = f"  [extrapolating: {'; '.join(far)}]" if far else ""
         return f"at {where}: " + "; ".join(parts) + tail
 
 
-def _num(v: Any) -> str:
+def num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
 
@@ -482,7 +348,7 @@ def _columns(x: Sequence[str] | str, lr: str, loss: str, batch: str | None, wd: 
     return _Columns(x=xs, lr=lr, loss=loss, tuned=tuned, group=gs, seed=seed)
 
 
-def _check_settings(level: float, interval: str, fixed: Mapping[str, Mapping[str, float]] | None,
+def check_settings(level: float, interval: str, fixed: Mapping[str, Mapping[str, float]] | None,
                     axes: Sequence[str]) -> dict[str, dict[str, float]]:
     if not (isinstance(level, float | int) and 0 < level < 1):
         raise DeeplimitError(f"level must be in (0, 1), got {level!r}; e.g. 0.8")
@@ -495,11 +361,11 @@ def _check_settings(level: float, interval: str, fixed: Mapping[str, Mapping[str
     return fixed
 
 
-def _prepared(runs: pd.DataFrame, x: Sequence[str] | str, lr: str, loss: str, **kw: Any) -> tuple[pd.DataFrame,
+def prepared(runs: pd.DataFrame, x: Sequence[str] | str, lr: str, loss: str, **kw: Any) -> tuple[pd.DataFrame,
                                                                                                     _Columns]:
     if not isinstance(runs, pd.DataFrame):
         raise DeeplimitError(f"runs must be a pandas DataFrame (see load_runs), got {type(runs).__name__}")
-    runs, loss = _one_row_per_run(runs, loss)
+    runs, loss = one_row_per_run(runs, loss)
     runs = apply_where(runs, kw.pop("where", None))
     cols = _columns(x, lr, loss, kw["batch"], kw["wd"], kw["group"], kw["seed"], runs)
     return _prepare(runs, cols), cols
@@ -521,13 +387,13 @@ def fit_oracle(runs: pd.DataFrame, x: Sequence[str] | str, lr: str = "lr", loss:
     quadratic around each argmin (as the report).
     """
     axes = ("lr", *(a for a, c in (("batch", batch), ("wd", wd)) if c))
-    fixed = _check_settings(level, interval, fixed, axes)
-    prep, cols = _prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where)
-    optima = _group_optima(prep, cols, points)
-    return _oracle_from(optima, cols, axes, fixed, level=level, interval=interval, n_boot=n_boot, rng_seed=rng_seed)
+    fixed = check_settings(level, interval, fixed, axes)
+    prep, cols = prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where)
+    optima = group_optima(prep, cols, points)
+    return oracle_from(optima, cols, axes, fixed, level=level, interval=interval, n_boot=n_boot, rng_seed=rng_seed)
 
 
-def _oracle_from(optima: Sequence[GroupOptimum], cols: _Columns, axes: Sequence[str],
+def oracle_from(optima: Sequence[GroupOptimum], cols: _Columns, axes: Sequence[str],
                  fixed: Mapping[str, Mapping[str, float]], *, level: float, interval: str, n_boot: int,
                  rng_seed: int) -> Oracle:
     by_key: dict[tuple, list[GroupOptimum]] = {}
@@ -537,139 +403,3 @@ def _oracle_from(optima: Sequence[GroupOptimum], cols: _Columns, axes: Sequence[
     return Oracle(x=cols.x, group_columns=cols.group, axes=tuple(axes), level=float(level), laws=laws,
                   optima=list(optima), columns={"lr": cols.lr, "loss": cols.loss, **cols.tuned,
                                                 "seed": cols.seed, "interval": interval})
-
-
-# ------------------------------------------------------------------------------------------------
-# Held-out evaluation
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class Evaluation:
-    """:func:`evaluate_oracle`'s result: ``rows`` (one per held-out group) and ``summary``."""
-
-    rows: pd.DataFrame
-    summary: dict[str, Any]
-    oracle: Oracle
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe({"summary": self.summary, "held_out": self.rows.to_dict(orient="records"),
-                          "fit": self.oracle.fit_dict()})
-
-    def text(self) -> str:
-        s = self.summary
-        lines = [f"held out {s['n_held_out']} group(s) at the largest {s['held_out_along']} "
-                 f"({s['held_out_value']}); fitted on {s['n_fitted']}",
-                 f"{'':28s}{'oracle':>12s}{'naive':>12s}"]
-        for axis in s["axes"]:
-            lines.append(f"{'mean |log2 error| ' + axis:28s}{_cell(s['mean_abs_log2_error'][axis]):>12s}"
-                         f"{_cell(s['naive_mean_abs_log2_error'][axis]):>12s}")
-        lines.append(f"{'mean regret (of best loss)':28s}{_pct(s['mean_regret']):>12s}"
-                     f"{_pct(s['naive_mean_regret']):>12s}")
-        for axis in s["axes"]:
-            c = s["coverage"][axis]
-            label = f"{100 * s['level']:g}% coverage {axis}"
-            lines.append(f"{label:28s}{_cell(c):>12s}   ({s['n_scored'][axis]} scored)")
-        lines.append("naive = the optimum of the nearest fitted group, reused as is")
-        return "\n".join(lines)
-
-
-def _cell(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}%"
-
-
-def _regret(prep: pd.DataFrame, sizes: Mapping[str, float], group: Mapping[str, Any], log2: Mapping[str, float],
-            tuned: Sequence[str]) -> float:
-    """Loss at the grid point nearest ``log2`` (each tuned axis first, then the LR) over the group's best, − 1;
-    losses are seed means (+∞ where a seed diverged)."""
-    sel = np.ones(len(prep), dtype=bool)
-    for c, v in {**sizes, **group}.items():
-        sel &= (prep[c] == v).to_numpy()
-    cell = prep[sel].groupby(["_lr", *(f"_{a}" for a in tuned)], sort=True)["_loss"].mean().reset_index()
-    finite = cell["_loss"][np.isfinite(cell["_loss"])]
-    if finite.empty or not all(math.isfinite(log2.get(a, math.nan)) for a in ("lr", *tuned)):
-        return math.nan
-    best = float(finite.min())
-    for a in tuned:
-        vals = cell[f"_{a}"].unique()
-        near = vals[np.argmin(np.abs(vals - log2[a]))]
-        cell = cell[cell[f"_{a}"] == near]
-    at = float(cell["_loss"].iloc[int(np.argmin(np.abs(cell["_lr"].to_numpy() - log2["lr"])))])
-    return at / best - 1.0 if best > 0 else math.nan
-
-
-def evaluate_oracle(runs: pd.DataFrame, x: Sequence[str] | str, lr: str = "lr", loss: str = "loss", *,
-                    batch: str | None = None, wd: str | None = None, group: Sequence[str] | str = (),
-                    seed: str | None = "seed", where: str | None = None,
-                    fixed: Mapping[str, Mapping[str, float]] | None = None, level: float = 0.8,
-                    interval: str = "t", points: int = 5, n_boot: int = 2000, rng_seed: int = 0) -> Evaluation:
-    """Hold out the groups at the largest value of the first size variable (per set of laws), fit on the
-    rest, and score the forecast at each held-out group: |log2 error| of each optimum, the regret (the loss at
-    the grid point nearest the forecast over the group's best loss, − 1) and whether the ``level`` interval
-    covers the group's measured optimum — beside the naive forecast (the nearest fitted group's optimum,
-    nearest in log2 sizes). Held-out groups with a censored optimum are not scored for that axis."""
-    axes = ("lr", *(a for a, c in (("batch", batch), ("wd", wd)) if c))
-    fixed = _check_settings(level, interval, fixed, axes)
-    prep, cols = _prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where)
-    optima = _group_optima(prep, cols, points)
-    first = cols.x[0]
-    held, kept = [], []
-    by_key: dict[tuple, list[GroupOptimum]] = {}
-    for g in optima:
-        by_key.setdefault(tuple(g.group[c] for c in cols.group), []).append(g)
-    for gs in by_key.values():
-        top = max(g.sizes[first] for g in gs)
-        if all(g.sizes[first] == top for g in gs):
-            raise DeeplimitError(f"every group has the same {first}; --evaluate holds out the largest {first}, so "
-                                 "it needs groups at two values or more")
-        held += [g for g in gs if g.sizes[first] == top]
-        kept += [g for g in gs if g.sizes[first] != top]
-    oracle = _oracle_from(kept, cols, axes, fixed, level=level, interval=interval, n_boot=n_boot,
-                          rng_seed=rng_seed)
-    rows = []
-    tuned = list(cols.tuned)
-    for g in held:
-        pred = oracle.predict({**g.sizes, **g.group})[0]
-        key = tuple(g.group[c] for c in cols.group)
-        pool = [k for k in kept if tuple(k.group[c] for c in cols.group) == key]
-        naive: dict[str, float] = {}
-        for axis in axes:
-            usable = [k for k in pool if not k.censored[axis]]
-            near = min(usable, default=None, key=lambda k: sum((math.log2(k.sizes[v]) - math.log2(g.sizes[v])) ** 2
-                                                               for v in cols.x))
-            naive[axis] = near.log2[axis] if near is not None else math.nan
-        row: dict[str, Any] = {**g.sizes, **g.group}
-        for axis in axes:
-            lo, hi = pred.ci[axis]
-            m = g.log2[axis]
-            row.update({f"measured_log2_{axis}": m, f"predicted_log2_{axis}": pred.log2[axis],
-                        f"log2_{axis}_lo": lo, f"log2_{axis}_hi": hi, f"naive_log2_{axis}": naive[axis],
-                        f"abs_log2_error_{axis}": abs(pred.log2[axis] - m),
-                        f"naive_abs_log2_error_{axis}": abs(naive[axis] - m),
-                        f"covered_{axis}": (lo <= m <= hi) if math.isfinite(m) else None})
-        row["regret"] = _regret(prep, g.sizes, g.group, pred.log2, tuned)
-        row["naive_regret"] = _regret(prep, g.sizes, g.group, naive, tuned)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-
-    def mean(col: str) -> float:
-        v = pd.to_numeric(table[col], errors="coerce").to_numpy(float)
-        v = v[~np.isnan(v)]
-        return float(v.mean()) if v.size else math.nan
-
-    cover = {}
-    n_scored = {}
-    for axis in axes:
-        c = table[f"covered_{axis}"].dropna()
-        n_scored[axis] = int(len(c))
-        cover[axis] = float(c.astype(bool).mean()) if len(c) else math.nan
-    top_vals = sorted({g.sizes[first] for g in held})
-    summary = {"axes": list(axes), "level": float(level), "held_out_along": first,
-               "held_out_value": ", ".join(_num(v) for v in top_vals), "n_held_out": len(held),
-               "n_fitted": len(kept), "n_scored": n_scored,
-               "mean_abs_log2_error": {a: mean(f"abs_log2_error_{a}") for a in axes},
-               "naive_mean_abs_log2_error": {a: mean(f"naive_abs_log2_error_{a}") for a in axes},
-               "mean_regret": mean("regret"), "naive_mean_regret": mean("naive_regret"), "coverage": cover}
-    return Evaluation(rows=table, summary=summary, oracle=oracle)
