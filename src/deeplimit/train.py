@@ -65,7 +65,7 @@ CHECKPOINT_FORMAT = 2
 # Fields that change how often the run saves itself, never what it computes: left out of the fingerprint.
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "checkpoint_seconds")
 # Fields added later: left out of the fingerprint while unset, so older checkpoints still resume.
-_NEW_IF_SET = ("wd_timescale", "wd_timescale_fraction")
+_NEW_IF_SET = ("wd_timescale", "wd_timescale_fraction", "diverge_patience")
 
 # Defaults of the byte-level transformer family (Noci et al. 2023 App. D settings at CPU scale).
 TEXT_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", data="shakespeare", batch_size=16, seq_len=64,
@@ -114,6 +114,9 @@ class TrainConfig:
     checkpoint_seconds: float = 30.0
     entropy_every: int = 0  # >0: record per-layer attention entropy on a fixed batch (transformers)
     dtype: str = "float32"
+    # Stop early once the train loss has been above the step-0 loss for this many consecutive steps after the
+    # warm-up (status "diverged"); None: every run trains all its steps.
+    diverge_patience: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -185,7 +188,7 @@ def _validate(c: TrainConfig) -> None:
     for name, limit in (("seed", MAX_SEED), ("steps", MAX_STEPS), ("batch_size", MAX_BATCH)):
         v = getattr(c, name)
         _need(v <= limit, name, f"at most {limit:,}", v)
-    for name in ("base_width", "base_depth"):
+    for name in ("base_width", "base_depth", "diverge_patience"):
         v = getattr(c, name)
         _need(v is None or (_is_int(v) and v >= 1), name, "a positive integer (or unset)", v)
     _need(_is_num(c.lr) and math.isfinite(c.lr) and c.lr > 0, "lr", "a finite positive number", c.lr)
@@ -655,6 +658,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
     warmup = int(cfg.warmup_frac * cfg.steps)
     every = cfg.checkpoint_every or max(1, cfg.steps // 4)
     status, reason = "ok", ""
+    # consecutive steps (after the warm-up) with a loss above step 0's; recounted from the losses on resume
+    above = _steps_above_step0(losses, warmup)
     model.train()
     schedule = getattr(model, "set_step", None)  # shaped "recover" schedules advance with the optimizer step
     dtype = getattr(torch, cfg.dtype)
@@ -684,6 +689,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
                 losses.append(value)
                 if not math.isfinite(value):
                     status, reason = "diverged", f"non-finite loss at step {t}"
+                    rows.append({"step": t, "metric": "train_loss", "value": value})
+                    break
+                above = above + 1 if t >= warmup and value > losses[0] else 0
+                if cfg.diverge_patience is not None and above >= cfg.diverge_patience:
+                    status = "diverged"
+                    reason = (f"stopped early: loss above the step-0 loss for {above} steps from step "
+                              f"{t - above + 1}")
                     rows.append({"step": t, "metric": "train_loss", "value": value})
                     break
                 opt.zero_grad(set_to_none=True)
@@ -722,6 +734,16 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
     if ckpt is not None:
         save(steps_done, {k: v for k, v in dataclasses.asdict(result).items() if k not in ("rows", "resumed_from")})
     return result
+
+
+def _steps_above_step0(losses: list[float], warmup: int) -> int:
+    """How many of the last losses, all at steps ≥ ``warmup``, are above the step-0 loss (0 if none)."""
+    n = 0
+    for t in range(len(losses) - 1, max(warmup, 1) - 1, -1):
+        if not losses[t] > losses[0]:
+            break
+        n += 1
+    return n
 
 
 @torch.no_grad()
