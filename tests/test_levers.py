@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import deeplimit.protocol as protocol_module
 from deeplimit.errors import DeeplimitError
 from deeplimit.protocol import _check
 from deeplimit.sweep.grid import SweepSpec
-from deeplimit.transfer.experiments import LRSearch, log2_grid, lr_search, refine_specs
+from deeplimit.train import config_from_point
+from deeplimit.transfer.experiments import LRSearch, experiment, log2_grid, lr_search, refine_specs
 from deeplimit.transfer.optimum import fit_optimum, second_pass_points
 
 
@@ -115,6 +119,26 @@ def test_protocol_lr_search_keys_checked():
                        (dict(lr_search="two-pass", refine_step=0.5, refine_half_width=0.25), "below refine_step")):
         with pytest.raises(DeeplimitError, match=match):
             _check(_protocol(**bad))
+    _check(_protocol(diverge_patience=50))
+    for bad in (0, 2.5, True, "50"):
+        with pytest.raises(DeeplimitError, match="diverge_patience"):
+            _check(_protocol(diverge_patience=bad))
+
+
+def test_protocol_levers_reach_the_sweep(monkeypatch):
+    """A tier's diverge_patience becomes a trainer setting of every run, and its lr_search what lr_search reads;
+    a tier without them builds the same spec as before (same sweep name, same cache)."""
+    before = experiment("depth-transfer", "smoke", seed_set="pilot")
+    assert "diverge_patience" not in before.fixed
+    real = protocol_module.protocol()
+    claims = copy.deepcopy(real.claims)
+    claims["depth-transfer"]["tiers"]["smoke"].update(diverge_patience=20, lr_search="two-pass", refine_step=1.0)
+    _check({"seeds": real.seeds, "claims": claims})
+    monkeypatch.setattr(protocol_module, "protocol", lambda: dataclasses.replace(real, claims=claims))
+    spec = experiment("depth-transfer", "smoke", seed_set="pilot")
+    assert spec.fixed == {**before.fixed, "diverge_patience": 20} and spec.axes == before.axes
+    assert config_from_point({**spec.fixed, **spec.points()[0]}).diverge_patience == 20
+    assert lr_search("depth-transfer", "smoke") == LRSearch("two-pass", 1.0, 1.0)
 
 
 def test_shipped_protocol_searches_its_grid_once():

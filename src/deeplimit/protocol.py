@@ -27,6 +27,8 @@ SEED_SETS = ("confirmation", "pilot")
 # "two-pass" runs it, then ``refine_step``-octave points within ``refine_half_width`` octaves of each
 # (rule, size, seed) optimum (deeplimit.transfer.optimum.second_pass_points).
 LR_SEARCHES = ("grid", "two-pass")
+# A tier's optional ``diverge_patience``: its runs stop once the loss has stayed above the step-0 loss for that
+# many steps after the warm-up (status "diverged"); left out, every run trains all its steps.
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ def _check(data: dict[str, Any]) -> None:
                 raise DeeplimitError(f"protocol.toml: claims.{name}.tiers.{tier}.seeds = {n!r}; it must be a whole "
                                      f"number from 1 to {len(confirmation)} (the listed confirmation seeds)")
             _check_lr_search(f"claims.{name}.tiers.{tier}", t)
+            patience = t.get("diverge_patience")
+            if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+                raise DeeplimitError(f"protocol.toml: claims.{name}.tiers.{tier}.diverge_patience = {patience!r}; it "
+                                     "must be a positive whole number of steps (or left out: no early stop)")
 
 
 def _check_lr_search(where: str, t: dict[str, Any]) -> None:

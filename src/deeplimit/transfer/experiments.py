@@ -56,6 +56,12 @@ def _protocol_grid(claim: str, tier: str) -> tuple[dict, list[float], list[int]]
     return t, log2_grid(*t["log2_lr"]), list(range(t["seeds"]))
 
 
+def _early_stop(t: dict) -> dict:
+    """The trainer setting of a protocol tier's optional ``diverge_patience`` (none when the tier has none, so a
+    tier without it keeps its sweep's name and cache)."""
+    return {"diverge_patience": int(t["diverge_patience"])} if t.get("diverge_patience") is not None else {}
+
+
 def depth_transfer(tier: str = "quick") -> SweepSpec:
     """TP6 Fig. 10/11: LR transfer over depth for Depth-μP against the ODE rule (1, 0) and SP; U, V frozen (§11.2).
 
@@ -67,7 +73,7 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
         axes={"preset": list(t["rules"]), "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": t["width"], "base_width": t["width"],
                "base_depth": 4, "steps": t["steps"], "batch_size": 128, "train_io": False, "data": "fashion-mnist",
-               "activation": "relu"},
+               "activation": "relu", **_early_stop(t)},
         objective=OBJECTIVE, metric="window_loss",
         description="TP6 depth transfer on Fashion-MNIST MLP-ResNets (hidden weights trained, U and V frozen)")
 
@@ -84,7 +90,8 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
         fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": t["depth"], "base_width": sizes[0],
                "base_depth": t["depth"], "steps": t["steps"], "batch_size": 128, "train_io": True,
                "data": "fashion-mnist",
-               "readout_zero_init": bool(protocol().claim("width-transfer").get("readout_zero_init", False))},
+               "readout_zero_init": bool(protocol().claim("width-transfer").get("readout_zero_init", False)),
+               **_early_stop(t)},
         objective=OBJECTIVE, metric="window_loss",
         description="muP width transfer on Fashion-MNIST MLP-ResNets (all layers trained)")
 
