@@ -147,3 +147,23 @@ def test_shipped_protocol_searches_its_grid_once():
         for tier in ("smoke", "quick", "standard", "full"):
             assert lr_search(claim, tier) == LRSearch()
     assert not lr_search("activation", "standard").two_pass
+
+
+def test_the_early_stop_replay_stops_where_the_trainer_does(tmp_path):
+    """bench_levers replays diverge_patience on recorded per-step losses: the replay must stop a run at the step
+    the trainer itself stops it (and not stop a run the trainer lets finish)."""
+    import torch
+    from benchmarks.levers_pilot import longest_above, patience_stop
+
+    from deeplimit.train import TrainConfig, train
+
+    cfg = dict(width=16, depth=2, steps=30, batch_size=16, rule="sp", optimizer="adam", lr=2.0, seed=0,
+               eval_batches=0, data="digits")
+    train(TrainConfig(**cfg), tmp_path)  # the full run, its per-step losses in the checkpoint
+    losses = torch.load(tmp_path / "ckpt.pt", weights_only=True)["extra"]["losses"].tolist()
+    longest = longest_above(losses)
+    assert longest >= 3, "the run must diverge for this test to say anything"
+    for n in (3, longest + 1):
+        stopped = train(TrainConfig(**cfg, diverge_patience=n))
+        want = patience_stop(losses, n)
+        assert (stopped.steps_done if stopped.reason.startswith("stopped early") else None) == want, n
