@@ -48,30 +48,50 @@ OTHER_SECTIONS_S = {"sde sections (docs)": 120.0, "feature diversity (docs)": 30
 # ------------------------------------------------------------------------------------------------
 # Several seeds per process: k models in turn vs one vmapped model
 # ------------------------------------------------------------------------------------------------
-def _models(width: int, depth: int, k: int, batch: int):
+def _models(model: str, width: int, depth: int, k: int, batch: int):
+    """``k`` seeds of one grid point built by the trainer (model, plan, optimizer settings), and a batch each:
+    images for the MLP (depth transfer's rule, U and V frozen), bytes for the Pre-LN transformer (CompleteP)."""
     from deeplimit.train import TrainConfig, build
 
-    cfgs = [TrainConfig(width=width, depth=depth, rule="depth_mup", base_width=width, base_depth=4, train_io=False,
-                        seed=s, lr=2**-7) for s in range(k)]
-    built = [build(c, {"d_in": 784, "d_out": 10}) for c in cfgs]
     g = torch.Generator().manual_seed(0)
-    return cfgs, built, torch.randn(k, batch, 784, generator=g), torch.randint(0, 10, (k, batch), generator=g)
+    if model == "transformer":
+        seq = 64
+        cfgs = [TrainConfig(model="transformer", width=width, depth=depth, rule="completep", base_width=width,
+                            base_depth=2, optimizer="adamw", betas=(0.9, 0.95), batch_size=batch, seq_len=seq,
+                            data="shakespeare", seed=s, lr=2**-6, model_kwargs={"n_heads": 4}) for s in range(k)]
+        shapes = {"vocab_size": 256, "max_seq_len": seq}
+        x = torch.randint(0, 256, (k, batch, seq), generator=g)
+        y = torch.randint(0, 256, (k, batch, seq), generator=g)
+    else:
+        cfgs = [TrainConfig(width=width, depth=depth, rule="depth_mup", base_width=width, base_depth=4,
+                            train_io=False, seed=s, lr=2**-7) for s in range(k)]
+        shapes = {"d_in": 784, "d_out": 10}
+        x, y = torch.randn(k, batch, 784, generator=g), torch.randint(0, 10, (k, batch), generator=g)
+    return cfgs, [build(c, shapes) for c in cfgs], x, y
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def _optimizer(model, plan, cfg):
+    from deeplimit.scaling.optim import make_optimizer
+
+    return make_optimizer(model, plan, cfg.lr, eps=cfg.eps, betas=cfg.betas)
 
 
 class Sequential:
     """``k`` seeds as ``k`` models, stepped one after another (what ``k`` trials compute)."""
 
-    def __init__(self, width: int, depth: int, k: int, batch: int) -> None:
-        from deeplimit.scaling.optim import make_optimizer
-
-        cfgs, built, self.x, self.y = _models(width, depth, k, batch)
+    def __init__(self, model: str, width: int, depth: int, k: int, batch: int) -> None:
+        cfgs, built, self.x, self.y = _models(model, width, depth, k, batch)
         self.models = [m for m, _ in built]
-        self.opts = [make_optimizer(m, plan, c.lr) for (m, plan), c in zip(built, cfgs)]
+        self.opts = [_optimizer(m, plan, c) for (m, plan), c in zip(built, cfgs)]
 
     def step(self) -> torch.Tensor:
         out = []
         for m, opt, x, y in zip(self.models, self.opts, self.x, self.y):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
+            loss = _loss(m(x), y)
             out.append(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -81,16 +101,15 @@ class Sequential:
 
 class Vmapped:
     """``k`` seeds as one ``torch.func`` model over stacked parameters; each tensor keeps its seed-0 optimizer
-    group's hyper-parameters (LR, ε: the plan's per-tensor scaling), so every seed steps as in :class:`Sequential`."""
+    group's hyper-parameters (LR, ε, λ: the plan's per-tensor scaling), so every seed steps as in
+    :class:`Sequential`."""
 
-    def __init__(self, width: int, depth: int, k: int, batch: int) -> None:
+    def __init__(self, model: str, width: int, depth: int, k: int, batch: int) -> None:
         from torch.func import functional_call, stack_module_state
 
-        from deeplimit.scaling.optim import make_optimizer
-
-        cfgs, built, self.x, self.y = _models(width, depth, k, batch)
+        cfgs, built, self.x, self.y = _models(model, width, depth, k, batch)
         m0, plan0 = built[0]
-        opt0 = make_optimizer(m0, plan0, cfgs[0].lr)
+        opt0 = _optimizer(m0, plan0, cfgs[0])
         names = {id(p): n for n, p in m0.named_parameters()}
         params, self.buffers = stack_module_state([m for m, _ in built])
         self.params = {n: p.detach() for n, p in params.items()}
@@ -105,7 +124,7 @@ class Vmapped:
         base = copy.deepcopy(m0).to("meta")
 
         def loss(p, b, x, y):
-            return torch.nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
+            return _loss(functional_call(base, (p, b), (x,)), y)
 
         self.loss = torch.vmap(loss, randomness="different")
 
@@ -118,24 +137,33 @@ class Vmapped:
 
 
 def seeds_per_process(quick: bool) -> dict:
-    cases = [(16, 2, 3, 32)] if quick else [(64, 2, 5, 128), (64, 8, 5, 128), (64, 32, 5, 128), (256, 4, 5, 128)]
-    steps, repeats = (2, 2) if quick else (10, 7)
+    cases = [("mlp-resnet", 16, 2, 3, 32)] if quick else [
+        ("mlp-resnet", 64, 2, 5, 128), ("mlp-resnet", 64, 8, 5, 128), ("mlp-resnet", 64, 32, 5, 128),
+        ("mlp-resnet", 256, 4, 5, 128), ("transformer", 64, 4, 3, 16)]
+    steps, repeats = (2, 2) if quick else (5, 7)
     out = {}
-    for width, depth, k, batch in cases:
-        seq_check, vm_check = Sequential(width, depth, k, batch), Vmapped(width, depth, k, batch)
-        assert_same_outputs({"sequential": torch.stack([seq_check.step() for _ in range(3)]),
-                             "vmapped": torch.stack([vm_check.step() for _ in range(3)])}, rtol=1e-4, atol=1e-6)
-        seq, vm = Sequential(width, depth, k, batch), Vmapped(width, depth, k, batch)
-        times = paired_rounds({"sequential": lambda s=seq: [s.step() for _ in range(steps)],
-                               "vmapped": lambda v=vm: [v.step() for _ in range(steps)]}, repeats=repeats)
-        out[f"width {width}, depth {depth}, {k} seeds"] = {
-            "settings": {"width": width, "depth": depth, "seeds": k, "batch": batch, "steps_per_round": steps,
-                         "model": "mlp-resnet", "rule": "depth_mup", "train_io": False},
-            "per_step_ms": rounds_summary({n: {"median_s": v["median_s"] / steps,
-                                               "wall_median_s": v["wall_median_s"] / steps}
-                                           for n, v in times.items()}),
-            "ratio_vmapped_over_sequential": round(paired_ratio(times, "vmapped", "sequential"), 3)}
+    for model, width, depth, k, batch in cases:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SDPA has no batching rule: vmap warns that it loops (timed as is)
+            out.update(_seeds_case(model, width, depth, k, batch, steps, repeats))
     return out
+
+
+def _seeds_case(model: str, width: int, depth: int, k: int, batch: int, steps: int, repeats: int) -> dict:
+    seq_check, vm_check = Sequential(model, width, depth, k, batch), Vmapped(model, width, depth, k, batch)
+    assert_same_outputs({"sequential": torch.stack([seq_check.step() for _ in range(3)]),
+                         "vmapped": torch.stack([vm_check.step() for _ in range(3)])}, rtol=1e-4, atol=1e-6)
+    seq, vm = Sequential(model, width, depth, k, batch), Vmapped(model, width, depth, k, batch)
+    times = paired_rounds({"sequential": lambda: [seq.step() for _ in range(steps)],
+                           "vmapped": lambda: [vm.step() for _ in range(steps)]}, repeats=repeats)
+    return {f"{model} width {width}, depth {depth}, {k} seeds": {
+        "settings": {"model": model, "width": width, "depth": depth, "seeds": k, "batch": batch,
+                     "steps_per_round": steps},
+        "per_step_ms": rounds_summary({n: {"median_s": v["median_s"] / steps,
+                                           "wall_median_s": v["wall_median_s"] / steps} for n, v in times.items()}),
+        "ratio_vmapped_over_sequential": round(paired_ratio(times, "vmapped", "sequential"), 3)}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,13 +350,18 @@ def standard_estimate(two_pass: dict, early: dict, vmap: dict, runner: dict) -> 
         c = per_run_costs(name)
         spec, group, size = c["spec"], c["group"], c["size"]
         timed = {g for g, _ in c["costs"]}
-        per_point = [c["costs"][(g if (g := str(p.get(group, spec.fixed.get(group)))) in timed else next(iter(timed)),
-                                 p[size])] for p in spec.points()]
+        keys = [(g if (g := str(p.get(group, spec.fixed.get(group)))) in timed else next(iter(timed)), p[size])
+                for p in spec.points()]
+        per_point = [c["costs"][key] for key in keys]
         steps = spec.fixed["steps"]
         total = sum(x["fixed_s"] + steps * x["per_step_s"] for x in per_point) / WORKERS
-        rule_sizes = len({(p.get(group), p[size]) for p in spec.points()})
+        points = spec.points()
+        rule_sizes = len({(p.get(group), p[size]) for p in points})
+        by_size = {f"{g} {s}": keys.count((g, s)) for g, s in c["costs"]}
         sections[name] = {"runs": len(per_point), "steps": steps, "section_s": round(total, 1),
-                          "rule_sizes": rule_sizes,
+                          "rule_sizes": rule_sizes, "size": size, "seeds": len(spec.axes["seed"]),
+                          "log2_lr": [float(x) for x in spec.axes["log2_lr"]],
+                          "runs_by_size": by_size,
                           "per_run_s_by_size": {f"{g} {s}": round(x["fixed_s"] + steps * x["per_step_s"], 2)
                                                 for (g, s), x in c["costs"].items()}}
     base = sum(s["section_s"] for s in sections.values()) + sum(OTHER_SECTIONS_S.values())
@@ -338,13 +371,20 @@ def standard_estimate(two_pass: dict, early: dict, vmap: dict, runner: dict) -> 
         tp = two_pass.get("searches", {}).get(search)
         if not tp:
             continue
-        r, per = tp["train_s_ratio_vs_grid"], tp["second_pass_sweeps_per_rule_size"]
+        # runs per curve on each section's own grid: its 2-octave coarse grid plus the second-pass runs per
+        # curve measured on the pilot (beyond its coarse points)
+        extra = tp["runs_per_curve"] - len(tp["coarse"])
+        per = tp["second_pass_sweeps_per_rule_size"]
         for names, label in ((PROTOCOL_CLAIMS, "transfer claims"),
                              (SWEEPS, "every LR sweep (the others need protocol entries first)")):
-            # each second-pass sweep starts its workers afresh (in parallel: one start's CPU time of wall time)
-            n_sweeps = sum(per * sections[n]["rule_sizes"] for n in names)
-            saved = sum(sections[n]["section_s"] * (1 - r) for n in names) - n_sweeps * start
-            levers[f"{search}, {label}"] = {"train_ratio_used": r, "second_pass_sweeps": round(n_sweeps),
+            saved, n_sweeps, ratios = 0.0, 0.0, {}
+            for n in names:
+                grid = sections[n]["log2_lr"]
+                ratios[n] = r = min(1.0, (len(grid[::2]) + extra) / len(grid))
+                saved += sections[n]["section_s"] * (1 - r)
+                n_sweeps += per * sections[n]["rule_sizes"]
+            saved -= n_sweeps * start  # each second-pass sweep starts its workers afresh (in parallel)
+            levers[f"{search}, {label}"] = {"runs_ratio_by_section": ratios, "second_pass_sweeps": round(n_sweeps),
                                             "saved_s": round(saved, 1), "total_s": round(base - saved, 1)}
     es = early.get("depth-transfer-standard", {}).get("by_patience", {}).get("50")
     if es and es["steps_saved_share_of_stopped"] is not None:
@@ -359,17 +399,39 @@ def standard_estimate(two_pass: dict, early: dict, vmap: dict, runner: dict) -> 
             "stopped_but_ok_on_pilot": sum(r["by_patience"]["50"]["stopped_but_ok"] for k, r in early.items()
                                            if "no-ln" not in k),
             "saved_s": round(saved, 1), "total_s": round(base - saved, 1)}
-    ratios = [v["ratio_vmapped_over_sequential"] for v in vmap.values()]
-    if ratios:
-        r = statistics.median(ratios)
-        saved = sum(sections[n]["section_s"] * (1 - r) for n in MLP)
-        levers["vmapped seeds, MLP sweeps"] = {"ratio_used": r, "saved_s": round(saved, 1),
-                                               "total_s": round(base - saved, 1)}
-    if "overhead_share" in runner:
-        k = 5  # the standard tier's seeds per grid point
-        saved = sum(s["section_s"] for s in sections.values()) * runner["overhead_share"] * (k - 1) / k
-        levers["5 seeds per trial, no vmap (the runner's time per trial, 4 of 5 saved)"] = {
-            "share_used": runner["overhead_share"], "saved_s": round(saved, 1), "total_s": round(base - saved, 1)}
+    cases = [(v["settings"], v["ratio_vmapped_over_sequential"]) for v in vmap.values()]
+    if cases:
+        saved, used = 0.0, {}
+        for n in SWEEPS:
+            model = "transformer" if n not in MLP else "mlp-resnet"
+            mine = [(st, r) for st, r in cases if st["model"] == model]
+            if not mine:
+                continue
+            for size_key, run_s in sections[n]["per_run_s_by_size"].items():
+                size = int(size_key.split()[-1])
+                w = size if sections[n]["size"] == "width" else 64
+                d = size if sections[n]["size"] == "depth" else 4
+                # the timed case nearest in log2 width and depth
+                st, r = min(mine, key=lambda c: abs(math.log2(c[0]["width"] / w)) + abs(math.log2(c[0]["depth"] / d)))
+                share = sections[n]["runs_by_size"][size_key] * run_s / WORKERS
+                saved += share * max(0.0, 1 - r)  # where vmap is slower, the section would not use it
+                used[f"{n} {size_key}"] = r
+        levers["vmapped seeds (ratio of the nearest timed case per section and size)"] = {
+            "ratio_used": used, "saved_s": round(saved, 1), "total_s": round(base - saved, 1)}
+    if "overhead_per_trial_s" in runner:
+        saved = sum(s["runs"] * runner["overhead_per_trial_s"] * (1 - 1 / s["seeds"]) for s in sections.values())
+        saved /= WORKERS
+        levers["all seeds of a point in one trial, no vmap (the runner's time per trial saved for all but one)"] = {
+            "overhead_per_trial_s_used": runner["overhead_per_trial_s"], "saved_s": round(saved, 1),
+            "total_s": round(base - saved, 1)}
+    together = [k for k in levers if k.startswith(("two-pass 2 octaves + 1 within 1, every", "early stop",
+                                                    "vmapped", "all seeds"))]
+    if together:
+        saved = sum(levers[k]["saved_s"] for k in together)
+        levers["together (sum of the savings above: two-pass on every LR sweep, early stop, vmapped seeds in one "
+               "trial; they overlap, so a lower bound on the total)"] = {
+            "levers": together, "saved_s": round(saved, 1), "total_s": round(base - saved, 1),
+            "total_h": round((base - saved) / 3600, 2)}
     return {"workers": WORKERS, "worker_start_cpu_s": round(start, 2), "sections": sections,
             "other_sections_s": OTHER_SECTIONS_S,
             "total_s": round(base, 1), "total_h": round(base / 3600, 2), "levers": levers,
