@@ -20,9 +20,15 @@ from typing import Any
 
 from deeplimit.errors import DeeplimitError
 
-__all__ = ["Protocol", "protocol", "SEED_SETS", "seed_values"]
+__all__ = ["Protocol", "protocol", "SEED_SETS", "LR_SEARCHES", "seed_values"]
 
 SEED_SETS = ("confirmation", "pilot")
+# A tier's LR search (optional key ``lr_search``): "grid" (the default) runs the ``log2_lr`` grid once;
+# "two-pass" runs it, then ``refine_step``-octave points within ``refine_half_width`` octaves of each
+# (rule, size, seed) optimum (deeplimit.transfer.optimum.second_pass_points).
+LR_SEARCHES = ("grid", "two-pass")
+# A tier's optional ``diverge_patience``: its runs stop once the loss has stayed above the step-0 loss for that
+# many steps after the warm-up (status "diverged"); left out, every run trains all its steps.
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,38 @@ def _check(data: dict[str, Any]) -> None:
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(confirmation):
                 raise DeeplimitError(f"protocol.toml: claims.{name}.tiers.{tier}.seeds = {n!r}; it must be a whole "
                                      f"number from 1 to {len(confirmation)} (the listed confirmation seeds)")
+            _check_lr_search(f"claims.{name}.tiers.{tier}", t)
+            patience = t.get("diverge_patience")
+            if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+                raise DeeplimitError(f"protocol.toml: claims.{name}.tiers.{tier}.diverge_patience = {patience!r}; it "
+                                     "must be a positive whole number of steps (or left out: no early stop)")
+
+
+def _check_lr_search(where: str, t: dict[str, Any]) -> None:
+    """The optional LR-search keys of one claim tier: ``lr_search``, ``refine_step``, ``refine_half_width``."""
+    search = t.get("lr_search", "grid")
+    if search not in LR_SEARCHES:
+        raise DeeplimitError(f"protocol.toml: {where}.lr_search = {search!r}; choose one of {', '.join(LR_SEARCHES)}")
+    keys = [k for k in ("refine_step", "refine_half_width") if k in t]
+    if search != "two-pass":
+        if keys:
+            raise DeeplimitError(f"protocol.toml: {where} sets {', '.join(keys)} without lr_search = \"two-pass\"; "
+                                 "add it or drop them")
+        return
+    grid = t.get("log2_lr")
+    if not (isinstance(grid, list) and len(grid) == 3):
+        raise DeeplimitError(f"protocol.toml: {where} has lr_search = \"two-pass\" but no log2_lr = [start, stop, "
+                             "step] coarse grid; add one")
+    step, half = t.get("refine_step", 0.5), t.get("refine_half_width", 1.0)
+    for name, v in (("refine_step", step), ("refine_half_width", half)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+            raise DeeplimitError(f"protocol.toml: {where}.{name} = {v!r}; it must be a positive number of octaves")
+    if not step < grid[2]:
+        raise DeeplimitError(f"protocol.toml: {where}.refine_step = {step!r} is not finer than the coarse grid's "
+                             f"step {grid[2]!r}; use e.g. refine_step = {grid[2] / 2:g}")
+    if half < step:
+        raise DeeplimitError(f"protocol.toml: {where}.refine_half_width = {half!r} is below refine_step = {step!r}: "
+                             "the second pass would add no point; make it at least refine_step")
 
 
 @lru_cache(maxsize=1)

@@ -74,15 +74,41 @@ def run_sweep(ctx: Context, key: str, spec):
     return name, status, table
 
 
+def second_pass(ctx: Context, experiment: str, spec, status, table, search):
+    """Run the second pass of a two-pass LR search (:func:`deeplimit.transfer.experiments.refine_specs`) after
+    ``spec``'s sweep; the combined status and long table (first-pass rows, then second-pass rows). Each
+    second-pass spec is a sweep of its own, named from its spec like the first, so a resumed report reuses it."""
+    from deeplimit.sweep.results import SweepStatus
+    from deeplimit.transfer.experiments import ANALYSIS, refine_specs
+
+    group, size = ANALYSIS[experiment]
+    statuses, tables = [status], [table]
+    for i, rspec in enumerate(refine_specs(spec, table, group=group, size=size, search=search)):
+        _, st, tab = run_sweep(ctx, f"{experiment}-pass2-{i:03d}", rspec)
+        statuses.append(st)
+        tables.append(tab)
+    if len(statuses) == 1:
+        return status, table
+    counts = {k: sum(getattr(s, k) for s in statuses)
+              for k in ("total", "done", "diverged", "running", "waiting", "failed", "pending")}
+    return (SweepStatus(**counts, table=pd.concat([s.table for s in statuses], ignore_index=True)),
+            pd.concat(tables, ignore_index=True))
+
+
 def run_experiment(ctx: Context, experiment: str):
-    """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it."""
+    """Create (or resume) the sweep of ``experiment`` at this tier, run it with the workers, analyse it. With
+    ``lr_search = "two-pass"`` in the protocol's tier, the second LR pass runs after the first
+    (:func:`second_pass`) and the analysis reads both."""
     from deeplimit.transfer.analysis import analyze
-    from deeplimit.transfer.experiments import ANALYSIS
+    from deeplimit.transfer.experiments import ANALYSIS, lr_search
     from deeplimit.transfer.experiments import experiment as build
     from deeplimit.transfer.plots import plot_analysis
 
     spec = build(experiment, ctx.tier, seed_set=ctx.seed_set)
     name, status, table = run_sweep(ctx, experiment, spec)
+    search = lr_search(experiment, ctx.tier)
+    if search.two_pass:
+        status, table = second_pass(ctx, experiment, spec, status, table, search)
     group, size = ANALYSIS[experiment]
     analysis = analyze(table, metric=spec.metric, group=group, size=size)
     figs_dir = ensure_dir(ctx.out / "figures" / experiment, "output folder")

@@ -9,14 +9,15 @@ fixed. Learning rates are swept as ``log2_lr`` (``lr = 2**log2_lr``) on grids ma
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 
-__all__ = ["EXPERIMENTS", "ANALYSIS", "EXPERIMENT_TIERS", "experiment", "customise", "log2_grid"]
+__all__ = ["EXPERIMENTS", "ANALYSIS", "EXPERIMENT_TIERS", "experiment", "customise", "log2_grid", "LRSearch",
+           "lr_search", "refine_specs"]
 
 OBJECTIVE = "deeplimit.transfer.objectives:train_objective"
 EXPERIMENT_TIERS = ("smoke", "quick", "standard", "full")
@@ -55,6 +56,12 @@ def _protocol_grid(claim: str, tier: str) -> tuple[dict, list[float], list[int]]
     return t, log2_grid(*t["log2_lr"]), list(range(t["seeds"]))
 
 
+def _early_stop(t: dict) -> dict:
+    """The trainer setting of a protocol tier's optional ``diverge_patience`` (none when the tier has none, so a
+    tier without it keeps its sweep's name and cache)."""
+    return {"diverge_patience": int(t["diverge_patience"])} if t.get("diverge_patience") is not None else {}
+
+
 def depth_transfer(tier: str = "quick") -> SweepSpec:
     """TP6 Fig. 10/11: LR transfer over depth for Depth-μP against the ODE rule (1, 0) and SP; U, V frozen (§11.2).
 
@@ -66,7 +73,7 @@ def depth_transfer(tier: str = "quick") -> SweepSpec:
         axes={"rule": list(t["rules"]), "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "depth_transfer", "model": "mlp-resnet", "width": t["width"], "base_width": t["width"],
                "base_depth": 4, "steps": t["steps"], "batch_size": 128, "train_io": False, "data": "fashion-mnist",
-               "activation": "relu"},
+               "activation": "relu", **_early_stop(t)},
         objective=OBJECTIVE, metric="window_loss",
         description="TP6 depth transfer on Fashion-MNIST MLP-ResNets (hidden weights trained, U and V frozen)")
 
@@ -83,7 +90,8 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
         fixed={"experiment": "width_transfer", "model": "mlp-resnet", "depth": t["depth"], "base_width": sizes[0],
                "base_depth": t["depth"], "steps": t["steps"], "batch_size": 128, "train_io": True,
                "data": "fashion-mnist",
-               "readout_zero_init": bool(protocol().claim("width-transfer").get("readout_zero_init", False))},
+               "readout_zero_init": bool(protocol().claim("width-transfer").get("readout_zero_init", False)),
+               **_early_stop(t)},
         objective=OBJECTIVE, metric="window_loss",
         description="muP width transfer on Fashion-MNIST MLP-ResNets (all layers trained)")
 
@@ -254,3 +262,88 @@ def experiment(name: str, tier: str = "quick", seed_set: str = "confirmation", *
         values = seed_values(max(idx) + 1, seed_set)
         spec = replace(spec, axes={**spec.axes, "seed": [values[i] for i in idx]})
     return spec
+
+
+# ------------------------------------------------------------------------------------------------
+# Two-pass LR search (protocol key ``lr_search = "two-pass"``)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LRSearch:
+    """How a claim's tier searches the learning rate: ``kind`` "grid" runs the spec's ``log2_lr`` grid once;
+    "two-pass" then adds ``refine_step``-octave points within ``half_width`` octaves of each (rule, size,
+    seed) optimum (:func:`refine_specs`)."""
+
+    kind: str = "grid"
+    refine_step: float = 0.5
+    half_width: float = 1.0
+
+    @property
+    def two_pass(self) -> bool:
+        return self.kind == "two-pass"
+
+
+def lr_search(name: str, tier: str) -> LRSearch:
+    """The LR search the protocol sets for experiment ``name`` at ``tier`` (``lr_search``, ``refine_step``,
+    ``refine_half_width`` in the claim's tier; checked when the protocol is read). Experiments without a
+    protocol tier search their grid once."""
+    from deeplimit.protocol import protocol
+
+    key, p = name.replace("_", "-"), protocol()
+    if not p.has_tier(key, tier):
+        return LRSearch()
+    t = p.tier(key, tier)
+    return LRSearch(kind=str(t.get("lr_search", "grid")), refine_step=float(t.get("refine_step", 0.5)),
+                    half_width=float(t.get("refine_half_width", 1.0)))
+
+
+def refine_specs(spec: SweepSpec, table: Any, *, group: str | Sequence[str], size: str,
+                 search: LRSearch) -> list[SweepSpec]:
+    """The second pass of a two-pass LR search as sweep specs, from the first pass's long results table.
+
+    ``table``: the long table of ``spec``'s sweep (one row per run and metric; columns ``metric``, ``value``,
+    ``status``, the group and size columns, ``seed``, ``log2_lr``). For each (group, size, seed) curve,
+    :func:`deeplimit.transfer.optimum.second_pass_points` gives the points to add on the lattice
+    ``coarse[0] + j·refine_step``; curves of one (group, size) with the same points share a spec (their seeds
+    as its seed axis), so every spec is a full grid and no run is added that its curve does not need. Curves
+    that diverged at every LR add nothing. Specs come in a fixed order (deterministic given the table), so a
+    resumed report finds the same sweeps."""
+    import pandas as pd
+
+    from deeplimit.transfer.optimum import second_pass_points
+
+    groups = [group] if isinstance(group, str) else list(group)
+    other = sorted(set(spec.axes) - {*groups, size, "seed", "log2_lr"})
+    if other or "log2_lr" not in spec.axes:
+        raise DeeplimitError(f"a two-pass LR search needs a grid over log2_lr, seed, the size and the group columns "
+                             f"only; this one also sweeps {other or 'no log2_lr'} — group by them or sweep once")
+    coarse = [float(x) for x in spec.axes["log2_lr"]]
+    runs = table[table["metric"] == spec.metric] if "metric" in table.columns else table
+    missing = [c for c in (*groups, size, "seed", "log2_lr", "value") if c not in runs.columns]
+    if missing:
+        raise DeeplimitError(f"the first pass's table lacks columns {missing}; pass the sweep's long results table")
+    value = pd.to_numeric(runs["value"], errors="coerce")
+    if "status" in runs.columns:
+        value = value.where(runs["status"].astype(str) != "diverged", math.inf)
+    runs = runs.assign(value=value.fillna(math.inf))
+    wanted: dict[tuple, list] = {}
+    for key, curve in runs.groupby([*groups, size, "seed"], sort=True):
+        pts = second_pass_points(curve["log2_lr"].astype(float).to_numpy(), curve["value"].to_numpy(), coarse,
+                                 step=search.refine_step, half_width=search.half_width)
+        if pts:
+            wanted.setdefault((*key[:-1], tuple(round(p, 10) for p in pts)), []).append(key[-1])
+    specs = []
+    for key, seeds in wanted.items():
+        *gvals, sz, pts = key
+        fixed_axes = dict(zip([*groups, size], [*gvals, sz]))
+        axes = {}
+        for name, values in spec.axes.items():
+            val = fixed_axes.get(name)
+            axes[name] = (list(pts) if name == "log2_lr" else sorted(_plain(s) for s in seeds) if name == "seed"
+                          else [_plain(val)] if name in fixed_axes else list(values))
+        specs.append(replace(spec, axes=axes, description=f"{spec.description} [second LR pass]"))
+    return specs
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar from a table as the Python scalar a sweep axis holds."""
+    return v.item() if hasattr(v, "item") else v

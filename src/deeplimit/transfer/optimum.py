@@ -3,6 +3,7 @@
 * :func:`fit_optimum` — η̂* of one curve (one rule, size, seed): a weighted quadratic in log2 η around the
   grid argmin (:class:`SeedOptimum`, with ``loss_at`` to read the loss at another LR).
 * :func:`refine_grid` — the second-pass LR points of a two-pass (coarse, then ¼–½ octave) search.
+* :func:`second_pass_points` — :func:`refine_grid` of one measured coarse curve (what a sweep's second pass runs).
 
 Pure numpy; :mod:`deeplimit.transfer.statistics` builds the transfer verdicts on these.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from deeplimit.errors import DeeplimitError
 
-__all__ = ["SeedOptimum", "fit_optimum", "refine_grid", "json_safe"]
+__all__ = ["SeedOptimum", "fit_optimum", "refine_grid", "second_pass_points", "json_safe"]
 
 
 def json_safe(obj: Any) -> Any:
@@ -211,3 +212,26 @@ def refine_grid(coarse_log2_lrs: Sequence[float], optimum: SeedOptimum | float, 
     pts = g[0] + j * step
     new = [float(p) for p in pts if np.min(np.abs(g - p)) > tol]
     return sorted(new)
+
+
+def second_pass_points(log2_lr: Sequence[float], loss: Sequence[float], coarse: Sequence[float], *,
+                       step: float = 0.5, half_width: float = 1.0) -> list[float]:
+    """The second-pass log2 LRs of ONE coarse curve (one rule, size, seed), not yet measured.
+
+    ``log2_lr``, ``loss``: the curve's runs so far, shape (n,) (non-finite loss = diverged); ``coarse``: the
+    pass-1 grid (the lattice the new points sit on, see :func:`refine_grid`). The centre is the curve's grid
+    argmin (:func:`fit_optimum`'s ``centre``), not the quadratic's vertex: the new points then sit symmetrically
+    around the best measured run, and the vertex, refitted over both passes, lies between them. An argmin on the
+    grid's first or last point is censored: the points extend the grid past that edge. An argmin next to a
+    diverged point is not on the grid's edge, so it is refined on both sides like an interior one: the new
+    points between it and the diverged run locate the stability edge. Every point diverged → ``[]`` (nothing
+    to refine; the curve counts as diverged)."""
+    x = np.asarray(log2_lr, dtype=float)
+    opt = fit_optimum(x, loss)
+    if not math.isfinite(opt.log2_lr):
+        return []
+    g = np.sort(np.asarray(coarse, dtype=float))
+    on_edge = opt.censored and (math.isclose(opt.log2_lr, float(g[0])) or math.isclose(opt.log2_lr, float(g[-1])))
+    centre = opt.centre if opt.refined else opt.log2_lr
+    pts = refine_grid(g, opt if on_edge else centre, step=step, half_width=half_width)
+    return [p for p in pts if not np.any(np.isclose(x, p, rtol=0.0, atol=1e-9))]
