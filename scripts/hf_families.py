@@ -13,7 +13,8 @@ declarations: μP over widths 32/64/128 (depth 2) and CompleteP over depths 2/4/
 ``deeplimit coord-check`` trains by default (10 Adam steps, lr 2⁻⁸, batch 16 × 32 bytes of Shakespeare — the
 stdlib's source if it is not cached — or Fashion-MNIST for image models, seeds 0, 1, 2); its default sizes
 (widths to 256, depths to 16) are cut to keep the script to minutes. Statistic: log2 slope per doubling of
-RMS(x₁₀ − x₀) per site; the verdict is the CLI's (flat when every judged |slope| ≤ 0.25).
+RMS(x₁₀ − x₀) per site; the verdict is the CLI's (flat when every judged |slope| ≤ 0.25). The same check of SP
+over width is the control: it must see SP grow, or a flat μP row would say nothing.
 The only per-family settings are the ones a user must pass too (``PLAN_KW``: Falcon's SDPA keeps its own 1/√d)
 and the MoE sizes (experts and their MLPs grow with width; 4 experts, top-2).
 """
@@ -75,6 +76,7 @@ FAMILIES: dict[str, object] = {
 # what a user must pass for the family (recorded in the table): Falcon without ALiBi calls SDPA with its own
 # 1/sqrt(d) scale, which the plan cannot change, so muP's 1/d is refused unless 1/sqrt(d) is kept explicitly
 PLAN_KW = {"falcon": {"attn_scale": "sqrt"}}
+SEQ2SEQ = {"t5"}
 
 
 def factory(family: str):
@@ -83,7 +85,11 @@ def factory(family: str):
     extra = FAMILIES[family]
 
     def make(width: int, depth: int) -> torch.nn.Module:
-        return hf.build(family, width, depth, **(extra(width) if callable(extra) else {}))
+        kw = extra(width) if callable(extra) else {}
+        if family in SEQ2SEQ:  # hf.build makes causal/masked LMs and image classifiers; T5 is neither
+            return hf.transformers_module().AutoModelForSeq2SeqLM.from_config(hf.tiny_config(family, width, depth,
+                                                                                              **kw))
+        return hf.build(family, width, depth, **kw)
 
     return make
 
@@ -127,6 +133,7 @@ def try_family(family: str, data: dict) -> dict:
         try:
             row["width"] = _check(family, data, "mup", "width")
             row["depth"] = _check(family, data, "completep", "depth")
+            row["sp_width"] = _check(family, data, "sp", "width")  # the control: the same check must see SP grow
         except Exception as exc:  # noqa: BLE001 - a check that fails is part of the record
             row.update(status="check failed", reason=f"{type(exc).__name__}: {_first_line(exc)}")
     row["cpu_s"] = round(time.process_time() - t, 1)
@@ -160,23 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     n = BATCH * (STEPS + 2)
     data = {"tokens": coord_data(corpus, kind="tokens", n=n, seq_len=SEQ),
             "images": coord_data("fashion-mnist", kind="images", n=n)}
-    rows, start = [], time.time()
+    rows, start, commit = [], time.time(), _commit()  # the code that runs is the code at the start
     for family in families:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             row = try_family(family, data)
         rows.append(row)
-        checks = [row[a]["line"] for a in ("width", "depth") if a in row]
+        checks = [row[a]["line"] for a in ("width", "depth", "sp_width") if a in row]
         print(f"{family:12s} {row['status']:8s} {row['cpu_s']:6.1f}s  " + (" | ".join(checks) or row.get("reason", "")),
               flush=True)
     record = {
-        "script": "scripts/hf_families.py", "commit": _commit(),
+        "script": "scripts/hf_families.py", "commit": commit,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "transformers": transformers.__version__, "threads": torch.get_num_threads()},
         "settings": {"widths": list(WIDTHS), "depths": list(DEPTHS), "width": WIDTH0, "depth": DEPTH0,
                      "steps": STEPS, "batch": BATCH, "seq_len": SEQ, "lr": LR, "seeds": SEEDS, "corpus": corpus,
-                     "images": "fashion-mnist", "width_rule": "mup", "depth_rule": "completep",
+                     "images": "fashion-mnist", "width_rule": "mup", "depth_rule": "completep", "control_rule": "sp",
                      "threshold": 0.25, "stat": "delta_rms"},
         "wall_s": round(time.time() - start, 1), "families": rows,
     }
