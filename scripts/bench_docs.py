@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -209,6 +210,10 @@ def _slope(x: float | None) -> str:
     return "—" if x is None else f"{x:+.2f}".replace("-", "−")
 
 
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def hf_families(record: dict) -> str:
     """docs/hf.md's family table from ``benchmarks/results/hf_families.json`` (scripts/hf_families.py)."""
     st = record["settings"]
@@ -217,25 +222,29 @@ def hf_families(record: dict) -> str:
         kw = ", ".join(f"{k}={v!r}" for k, v in r.get("plan_kw", {}).items())
         if r["status"] != "works":
             rows.append([f"`{r['family']}`", r.get("class", "—"), f"**{r['status']}**" + (f" ({kw})" if kw else ""),
-                         "—", "—", r.get("reason", "").replace("|", "\\|")])
+                         "—", "—", "—", _short(r.get("reason", "")).replace("|", "\\|")])
             continue
-        w, d = r["width"], r["depth"]
-        ws = " / ".join(_slope(w["slopes"].get(k)) for k in ("input", "block_first", "block_last", "logits"))
-        ds = " / ".join(_slope(d["slopes"].get(k)) for k in ("input", "block_first", "block_last", "logits"))
-        rows.append([f"`{r['family']}`", r["class"], "works" + (f" ({kw})" if kw else ""),
-                     f"{ws}: {w['verdict']}", f"{ds}: {d['verdict']}", ""])
+
+        def cell(check: dict) -> str:
+            sl = " / ".join(_slope(check["slopes"].get(k)) for k in ("input", "block_first", "block_last", "logits"))
+            return f"{sl}: {check['verdict']}"
+
+        sp = cell(r["sp_width"]) if "sp_width" in r else "—"
+        rows.append([f"`{r['family']}`", r["class"], "works" + (f" ({kw})" if kw else ""), cell(r["width"]),
+                     cell(r["depth"]), sp, ""])
     works = sum(r["status"] == "works" for r in record["families"])
     return "\n\n".join([
         f"{len(record['families'])} families tried, {works} work with no declarations. Slopes: log2 of RMS(x_t − x_0) "
         f"per doubling, input / first block / final stream / logits, after {st['steps']} Adam steps (lr "
-        f"{st['lr']:g}, batch {st['batch']} × {st['seq_len']}, {st['corpus']} bytes or Fashion-MNIST, "
+        f"2^{math.log2(st['lr']):g}, batch {st['batch']} × {st['seq_len']}, {st['corpus']} bytes or Fashion-MNIST, "
         f"{st['seeds']} seeds): {st['width_rule']} over widths {'/'.join(map(str, st['widths']))} (depth "
         f"{st['depth']}), {st['depth_rule']} over depths {'/'.join(map(str, st['depths']))} (width {st['width']}); "
-        f"flat is every judged |slope| ≤ {st['threshold']:g} (over depth the first block is not judged).",
+        f"flat is every judged |slope| ≤ {st['threshold']:g} (over depth the first block is not judged). The "
+        f"control runs the width check on SP, which must grow.",
         _table(["family", "class", "status", f"{st['width_rule']} over width", f"{st['depth_rule']} over depth",
-                "why refused"], rows),
+                f"control: {st.get('control_rule', 'sp')} over width", "why refused"], rows),
         f"Record: `benchmarks/results/hf_families.json`, commit {record['commit']}, {record['date']} "
-        f"({record['wall_s']:.0f} s; `python scripts/hf_families.py`)."])
+        f"({record['wall_s']:.0f} s; `python scripts/hf_families.py`; the full refusal messages are in the record)."])
 
 
 def readme(results: Path = RESULTS) -> str:
