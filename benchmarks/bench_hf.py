@@ -14,7 +14,9 @@ timed in interleaved rounds in one process:
 weights but no multipliers, so it is a cost peer, not the same function. Timing: the one method of
 ``benchmarks.common``. Goal: parametrized / plain ≤ 1.02 (paired median over rounds, on this thread's CPU clock,
 which a machine shared with other jobs does not inflate; wall-clock ratios are recorded beside it). A second, tiny
-configuration prices one hook call.
+configuration prices one hook call, and a third (``moe``) times the same three peers on a tiny Mixtral
+(``MixtralForCausalLM``: 4 experts, top-2, transformers' stacked 3-D expert tensors, which the plan gives
+per-expert fans with no declarations), goal ≤ 1.02 as well.
 """
 
 from __future__ import annotations
@@ -42,20 +44,28 @@ def _hooks(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def _peers(width: int, depth: int, batch: int, seq: int) -> tuple[dict, dict]:
+# family → (transformers class, config overrides); the MoE is tiny: 4 experts, top-2, expert MLPs of 2 × width
+FAMILIES = {"llama": ("LlamaForCausalLM", {}),
+            "mixtral": ("MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2})}
+
+
+def _peers(width: int, depth: int, batch: int, seq: int, family: str = "llama") -> tuple[dict, dict]:
     lr = 2**-8
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 256, (batch, seq + 1), generator=g)
     x, y = tokens[:, :-1], tokens[:, 1:]
+    cls, extra = FAMILIES[family]
+    extra = {**extra, "intermediate_size": 2 * width} if family == "mixtral" else extra
 
-    torch.manual_seed(0)
-    ours = hf.build("llama", width, depth, heads=4, kv_heads=2)
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return hf.build(family, width, depth, heads=4, kv_heads=2, **extra)
+
+    ours = build()
     plan = dl.parametrize(ours, "completep", base_width=N0, base_depth=L0, optimizer="adamw")
-    torch.manual_seed(0)
-    plain = hf.build("llama", width, depth, heads=4, kv_heads=2)
+    plain = build()
     plain.load_state_dict({k: v for k, v in ours.state_dict().items() if ".deeplimit." not in k})
-    torch.manual_seed(0)
-    hooked = hf.build("llama", width, depth, heads=4, kv_heads=2)
+    hooked = build()
     dl.parametrize(hooked, "completep", base_width=N0, base_depth=L0, optimizer="adamw")
 
     opt_ours = dl.make_optimizer(ours, plan, lr, weight_decay=0.1)
@@ -65,8 +75,8 @@ def _peers(width: int, depth: int, batch: int, seq: int) -> tuple[dict, dict]:
         assert_same_outputs({"parametrized": ours(x).logits, "hooks_only": hooked(x).logits})
     peers = {"parametrized": _step(ours, opt_ours, x, y), "plain": _step(plain, opt_plain, x, y),
              "hooks_only": _step(hooked, opt_hooked, x, y)}
-    config = {"model": "LlamaForCausalLM", "width": width, "depth": depth, "batch": batch, "seq_len": seq,
-              "heads": 4, "kv_heads": 2, "optimizer": "adamw", "rule": "completep", "base": [N0, L0],
+    config = {"model": cls, **extra, "width": width, "depth": depth, "batch": batch, "seq_len": seq, "heads": 4,
+              "kv_heads": 2, "optimizer": "adamw", "rule": "completep", "base": [N0, L0],
               "hooks": _hooks(ours), "param_groups": len(opt_ours.param_groups)}
     return peers, config
 
@@ -87,10 +97,12 @@ def run(quick: bool = False) -> dict:
     torch.set_flush_denormal(True)
     # "main": a training step where compute dominates, for the goal; "overhead": a step so small that the
     # hooks' fixed Python cost shows, to price one hook call.
-    sizes = {"main": (64, 2, 4, 32) if quick else (256, 4, 8, 128), "overhead": (64, 8, 1, 16)}
+    sizes = {"main": (64, 2, 4, 32) if quick else (256, 4, 8, 128), "overhead": (64, 8, 1, 16),
+             "moe": (64, 2, 4, 32, "mixtral") if quick else (256, 4, 8, 128, "mixtral")}
     if quick:
         sizes["overhead"] = (64, 2, 1, 8)
-    repeats = {"main": (3, 1) if quick else (25, 1), "overhead": (3, 2) if quick else (25, 10)}
+    repeats = {"main": (3, 1) if quick else (25, 1), "overhead": (3, 2) if quick else (25, 10),
+               "moe": (3, 1) if quick else (25, 1)}
     record: dict = {"configs": {}, "times": {}, "summary": {},
                     "settings": {name: {"rounds": r, "steps_per_round": n, "warmup_steps": 2}
                                  for name, (r, n) in repeats.items()}}
@@ -104,4 +116,6 @@ def run(quick: bool = False) -> dict:
     record["summary"]["hook_cost_us_per_call"] = round(1e3 * hook_ms / record["configs"]["overhead"]["hooks"], 1)
     ratio = record["summary"]["main"]["parametrized_over_plain_cpu"]
     record["summary"].update(goal="parametrized / plain <= 1.02 (main, CPU clock)", goal_met=ratio <= 1.02)
+    moe = record["summary"]["moe"]["parametrized_over_plain_cpu"]
+    record["summary"].update(goal_moe="parametrized / plain <= 1.02 (moe, CPU clock)", goal_moe_met=moe <= 1.02)
     return record

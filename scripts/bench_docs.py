@@ -5,14 +5,16 @@ between the two markers is replaced by ``BLOCKS[NAME]`` rendered from ``benchmar
 of the page (the prose) is left alone. Every block ends with the record it was read from and the commit and date
 in that record ("not recorded" for records written before the runner stored them). ``--check`` writes nothing
 and exits 1 naming every page whose blocks differ from their records (``tests/test_bench_docs.py`` does the same
-in memory). Pages: ``docs/benchmarks.md``, ``docs/hf.md``, ``docs/sde.md`` and ``README.md``; a page without
-markers is left as it is.
+in memory). ``hf_families`` is docs/hf.md's table of Hugging Face families, from the record
+``scripts/hf_families.py`` writes. Pages: ``docs/benchmarks.md``, ``docs/hf.md``, ``docs/sde.md`` and
+``README.md``; a page without markers is left as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -180,10 +182,14 @@ def sde(record: dict) -> str:
 
 def hf(record: dict) -> str:
     rows = []
-    for name in ("main", "overhead"):
+    for name in ("main", "overhead", "moe"):
+        if name not in record["configs"]:  # records written before the MoE step was added
+            continue
         c, s = record["configs"][name], record["summary"][name]
         ms = s["step_ms_cpu"]
-        rows.append([f"{name}: width {c['width']}, {c['depth']} layers, {c['batch']}×{c['seq_len']} tokens "
+        moe = (f"{c['model']}, {c['num_local_experts']} experts, top-{c['num_experts_per_tok']}, "
+               if name == "moe" else "")
+        rows.append([f"{name}: {moe}width {c['width']}, {c['depth']} layers, {c['batch']}×{c['seq_len']} tokens "
                      f"({c['hooks']} hooks, {c['param_groups']} AdamW groups)",
                      _ms(ms["parametrized"]), _ms(ms["plain"]), _ms(ms["hooks_only"]),
                      f"{s['parametrized_over_plain_cpu']:.4f} (wall {s['parametrized_over_plain_wall']:.4f})",
@@ -195,7 +201,50 @@ def hf(record: dict) -> str:
         f"One hook call (forward multiply and its backward node): {sm['hook_cost_us_per_call']:g} µs"
         + (" (negative: the hooked step ran faster than plain, i.e. the cost is below this run's noise)"
            if sm["hook_cost_us_per_call"] < 0 else "") + ". Goal "
-        f"{sm['goal']}: **{'met' if sm['goal_met'] else 'not met'}**.", provenance("hf", record)])
+        f"{sm['goal']}: **{'met' if sm['goal_met'] else 'not met'}**"
+        + (f"; {sm['goal_moe']}: **{'met' if sm['goal_moe_met'] else 'not met'}**" if "goal_moe" in sm else "")
+        + ".", provenance("hf", record)])
+
+
+def _slope(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.2f}".replace("-", "−")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def hf_families(record: dict) -> str:
+    """docs/hf.md's family table from ``benchmarks/results/hf_families.json`` (scripts/hf_families.py)."""
+    st = record["settings"]
+    rows = []
+    for r in record["families"]:
+        kw = ", ".join(f"{k}={v!r}" for k, v in r.get("plan_kw", {}).items())
+        if r["status"] != "works":
+            rows.append([f"`{r['family']}`", r.get("class", "—"), f"**{r['status']}**" + (f" ({kw})" if kw else ""),
+                         "—", "—", "—", _short(r.get("reason", "")).replace("|", "\\|")])
+            continue
+
+        def cell(check: dict) -> str:
+            sl = " / ".join(_slope(check["slopes"].get(k)) for k in ("input", "block_first", "block_last", "logits"))
+            return f"{sl}: {check['verdict']}"
+
+        sp = cell(r["sp_width"]) if "sp_width" in r else "—"
+        rows.append([f"`{r['family']}`", r["class"], "works" + (f" ({kw})" if kw else ""), cell(r["width"]),
+                     cell(r["depth"]), sp, ""])
+    works = sum(r["status"] == "works" for r in record["families"])
+    return "\n\n".join([
+        f"{len(record['families'])} families tried, {works} work with no declarations. Slopes: log2 of RMS(x_t − x_0) "
+        f"per doubling, input / first block / final stream / logits, after {st['steps']} Adam steps (lr "
+        f"2^{math.log2(st['lr']):g}, batch {st['batch']} × {st['seq_len']}, {st['corpus']} bytes or Fashion-MNIST, "
+        f"{st['seeds']} seeds): {st['width_rule']} over widths {'/'.join(map(str, st['widths']))} (depth "
+        f"{st['depth']}), {st['depth_rule']} over depths {'/'.join(map(str, st['depths']))} (width {st['width']}); "
+        f"flat is every judged |slope| ≤ {st['threshold']:g} (over depth the first block is not judged). The "
+        f"control runs the width check on SP, which must grow.",
+        _table(["family", "class", "status", f"{st['width_rule']} over width", f"{st['depth_rule']} over depth",
+                f"control: {st.get('control_rule', 'sp')} over width", "why refused"], rows),
+        f"Record: `benchmarks/results/hf_families.json`, commit {record['commit']}, {record['date']} "
+        f"({record['wall_s']:.0f} s; `python scripts/hf_families.py`; the full refusal messages are in the record)."])
 
 
 def readme(results: Path = RESULTS) -> str:
@@ -243,6 +292,7 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "bench_sweep": lambda res: sweep(load("sweep", res)),
     "bench_sde": lambda res: sde(load("sde", res)),
     "bench_hf": lambda res: hf(load("hf", res)),
+    "hf_families": lambda res: hf_families(load("hf_families", res)),
     "bench_readme": readme,
 }
 

@@ -42,6 +42,7 @@ def parametrize(model: nn.Module, rule: str = "depth_mup", *, seed: int | None =
     if init not in ("auto", "keep", "redraw"):
         raise DeeplimitError(f"init must be 'auto', 'keep' or 'redraw', got {init!r}")
     plan = make_plan(model, rule, **plan_kwargs)
+    _reshard(model)
     keep = seed is None or init == "keep"
     if init == "auto" and not keep and loaded_from_checkpoint(model):
         keep = True
@@ -55,6 +56,23 @@ def parametrize(model: nn.Module, rule: str = "depth_mup", *, seed: int | None =
     if not keep:
         plan.initialize(model, seed)
     return plan
+
+
+def _reshard(model: nn.Module) -> None:
+    """Put every FSDP2 (``fully_shard``) module of ``model`` back in its sharded state.
+
+    Why: a forward pass leaves the root's parameters unsharded (FSDP2 keeps the root gathered after forward), and
+    finding a Hugging Face model's structure runs one. Drawn into those gathered copies, the plan's weights would
+    be dropped at the next reshard — the first ``state_dict()`` or step — and an optimizer made then would hold
+    the gathered copies instead of the sharded parameters. Sharded, each draw goes to the shards (``DTensor``).
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def loaded_from_checkpoint(model: nn.Module) -> bool:

@@ -68,10 +68,12 @@ def _law_std(name: str, args: tuple, kwargs: dict) -> float | None:
 
 
 def _key(t: torch.Tensor) -> int | None:
-    """Identity of a tensor's memory (a parameter, its ``.data`` and full views share it); None where there is
-    none to read (meta tensors, sharded or other subclasses without a plain storage)."""
+    """Identity of a tensor's memory (a parameter, its ``.data`` and full views share it; a sharded ``DTensor``
+    is known by its local shard); None where there is none to read (meta tensors, other subclasses)."""
     if t.is_meta:
         return None
+    if hasattr(t, "to_local") and hasattr(t, "placements"):  # a DTensor (FSDP2): its own shard's memory
+        t = t.to_local()
     try:
         return t.untyped_storage().data_ptr()
     except Exception:

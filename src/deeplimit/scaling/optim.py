@@ -26,6 +26,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.scaling.checks import check_number
 from deeplimit.scaling.groups import muon_fallbacks
 from deeplimit.scaling.plan import Plan
+from deeplimit.scaling.submodule import planned_module
 
 
 class CombinedOptimizer(torch.optim.Optimizer):
@@ -129,12 +130,16 @@ def make_optimizer(model: nn.Module, plan: Plan, lr: float, *, weight_decay: flo
     AdamW`` for the rest. ``momentum`` is SGD's (default 0) or Muon's (default 0.95, torch's); hidden tensors
     Muon cannot take (not 2-D) go on AdamW unless ``muon_fallback=False``, which makes them an error. Any extra
     keyword goes to the torch optimizer that accepts it (e.g. ``fused=True``, ``ns_steps=5``).
+
+    ``model`` may also be a module holding the parametrized model as a submodule (a ``LightningModule``'s
+    ``self``): the plan's names are looked up there, provided no trainable parameter lies outside it.
     """
     if not isinstance(plan, Plan):
         raise DeeplimitError(f"make_optimizer(model, plan, lr) needs a deeplimit Plan, got {type(plan).__name__}; "
                              "build one with dl.parametrize(model, rule, ...) or dl.make_plan")
     if momentum is not None:
         check_number("momentum", momentum, nonnegative=True, fix="pass a momentum in [0, 1), e.g. 0.9")
+    model = planned_module(model, plan)  # a LightningModule (or any holder) given for the model it holds
     groups = plan.param_groups(model, lr, weight_decay=weight_decay, eps=eps, wd_timescale=wd_timescale,
                                wd_timescale_fraction=wd_timescale_fraction, total_steps=total_steps)
     if not groups:
@@ -205,7 +210,7 @@ def base_lr(optimizer: torch.optim.Optimizer) -> float:
     return values[0]
 
 
-class ScaledScheduler:
+class ScaledScheduler(torch.optim.lr_scheduler.LRScheduler):
     """Any ``torch.optim.lr_scheduler`` run on the *base* LR, written into every group times its ``lr_scale``.
 
     The scheduler drives a one-group shadow optimizer of the same class (same defaults, so OneCycleLR's momentum
@@ -213,12 +218,18 @@ class ScaledScheduler:
     ``lr = shadow_lr · lr_scale`` (and the shadow's ``momentum`` / ``betas`` if the scheduler changed them).
     So group LRs equal ``base_schedule(t) · lr_scale`` for every scheduler, including OneCycleLR with a float
     ``max_lr``. Build it with :func:`scheduler`.
+
+    It is a ``torch.optim.lr_scheduler.LRScheduler`` (Lightning accepts only those from ``configure_optimizers``;
+    the Hugging Face ``Trainer`` takes it in ``optimizers=(opt, sched)``), with that class's public surface:
+    ``step``, ``get_last_lr``, ``last_epoch``, ``base_lrs``, ``state_dict`` / ``load_state_dict``. Its
+    ``__init__`` is not the base class's, which would take a first step of the schedule and set ``initial_lr``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, factory: Callable[..., Any], *args: Any,
                  **kwargs: Any) -> None:
         _scales(optimizer)
         self.optimizer = optimizer
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self._shadow = _shadow_optimizer(optimizer, base_lr(optimizer))
         try:
             self.scheduler = factory(self._shadow, *args, **kwargs)
@@ -227,6 +238,20 @@ class ScaledScheduler:
                                  "optimizer) and its arguments, e.g. dl.scheduler(opt, OneCycleLR, max_lr=1e-3, "
                                  "total_steps=1000)") from None
         self._sync()
+
+    @property
+    def last_epoch(self) -> int:
+        """The wrapped scheduler's step counter (``-1`` before its first step, as torch's)."""
+        return getattr(self.scheduler, "last_epoch", -1)
+
+    @last_epoch.setter
+    def last_epoch(self, value: int) -> None:
+        if hasattr(self, "scheduler"):
+            self.scheduler.last_epoch = value
+
+    def get_lr(self) -> list[float]:
+        """The LR of every group for the current step (what :meth:`step` wrote)."""
+        return self.get_last_lr()
 
     @property
     def base_lr(self) -> float:
