@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider -n 2 --dist loadfile
 
 reproduce: setup
 	$(VENV)/bin/deeplimit reproduce --out runs/reproduce
