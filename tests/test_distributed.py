@@ -6,19 +6,17 @@ after wrapping/sharding, and checks every parameter against the single-process r
 Structure-declared nanoGPT (forward hooks, a tied embedding), the case most likely to break under wrappers.
 """
 
-import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import deeplimit as dl
+from spawn_helpers import spawn_ranks
 
 if not dist.is_available():  # pragma: no cover
     pytest.skip("this torch build has no torch.distributed", allow_module_level=True)
@@ -127,20 +125,7 @@ def _fsdp2(rank, world, expected, x, y):
 
 
 def _spawn(tmp_path, part):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    try:
-        mp.spawn(_worker, args=(WORLD, tmp_path / "store", tmp_path, part), nprocs=WORLD, join=True)
-    except Exception as exc:
-        errors = sorted(tmp_path.glob("error*"))
-        if errors:
-            raise AssertionError(errors[0].read_text()) from None
-        if sorted(p.name for p in tmp_path.glob("ok*")) != ["ok0", "ok1"]:
-            raise AssertionError("a worker died without a traceback before its checks passed") from None
-        # Seen once on a loaded 2-core machine: both ranks passed every check, then one died in C++ ("terminate
-        # called without an active exception") while gloo shut down. That is torch's teardown, not the step.
-        warnings.warn(f"every rank passed its checks; a worker then died in the process group's teardown: {exc}",
-                      RuntimeWarning, stacklevel=2)
-    assert sorted(p.name for p in tmp_path.glob("ok*")) == ["ok0", "ok1"]
+    spawn_ranks(_worker, (WORLD, tmp_path / "store", tmp_path, part), tmp_path, WORLD)
 
 
 def test_ddp_step_matches_the_single_process_step(tmp_path):

@@ -8,8 +8,6 @@ sharded parameters) — the two places where the shard-first order went wrong (i
 default σ instead of the model's ``initializer_range``). Each worker computes the single-process reference itself.
 """
 
-import os
-import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -17,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import deeplimit as dl
+from spawn_helpers import spawn_ranks
 
 pytest.importorskip("transformers")
 if not dist.is_available():  # pragma: no cover
@@ -146,17 +144,4 @@ def _worker(rank, world, store, out):
 
 
 def test_fsdp2_either_order_equals_the_single_process_model(tmp_path):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        mp.spawn(_worker, args=(WORLD, tmp_path / "store", tmp_path), nprocs=WORLD, join=True)
-    except Exception as exc:
-        errors = sorted(tmp_path.glob("error*"))
-        if errors:
-            raise AssertionError(errors[0].read_text()) from None
-        if sorted(p.name for p in tmp_path.glob("ok*")) != ["ok0", "ok1"]:
-            raise AssertionError("a worker died without a traceback before its checks passed") from None
-        # both ranks passed every check; torch's gloo teardown can still kill one on a loaded machine
-        warnings.warn(f"every rank passed its checks; a worker then died in the process group's teardown: {exc}",
-                      RuntimeWarning, stacklevel=2)
-    assert sorted(p.name for p in tmp_path.glob("ok*")) == ["ok0", "ok1"]
+    spawn_ranks(_worker, (WORLD, tmp_path / "store", tmp_path), tmp_path, WORLD)

@@ -165,11 +165,13 @@ def _first_measure(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]
                              ) from None
 
 
-def call_factory(make_model: ModelFactory, width: int, depth: int) -> nn.Module:
-    """``make_model(width, depth)``, with a one-line error naming the factory when it raises or returns no module."""
-    name = getattr(make_model, "__name__", type(make_model).__name__)
+def call_factory(make_model: ModelFactory, width: int, depth: int, kwargs: dict[str, Any] | None = None, *,
+                 name: str | None = None) -> nn.Module:
+    """``make_model(width, depth, **kwargs)``, with a one-line error naming the factory (``name``, default its
+    ``__name__``) when it raises or returns no module."""
+    name = name or getattr(make_model, "__name__", type(make_model).__name__)
     try:
-        model = make_model(width, depth)
+        model = make_model(width, depth, **(kwargs or {}))
     except DeeplimitError:
         raise
     except Exception as exc:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deeplimit.diagnostics.coordinates import call_factory
 from deeplimit.errors import DeeplimitError
 
 HF_PREFIX = "hf:"
@@ -167,17 +168,7 @@ def _make_from_factory(spec: str, width: int, depth: int, shapes: dict[str, Any]
     factory = load_factory(spec)
     params = _parameters(factory)
     sizes = {k: v for k, v in shapes.items() if params is None or k in params}
-    try:
-        model = factory(width, depth, **sizes, **kwargs)
-    except DeeplimitError:
-        raise
-    except Exception as exc:
-        raise DeeplimitError(f"the model factory {spec} failed at width={width}, depth={depth} "
-                             f"({type(exc).__name__}: {exc}); fix the factory or choose sizes it accepts") from None
-    if not isinstance(model, nn.Module):
-        raise DeeplimitError(f"the model factory {spec} returned {type(model).__name__}, not an nn.Module; it must "
-                             "be a callable (width, depth) -> nn.Module")
-    return model
+    return call_factory(factory, width, depth, {**sizes, **kwargs}, name=spec)
 
 
 def count_on_meta(model: str, width: int, depth: int, shapes: dict[str, Any],
