@@ -64,12 +64,16 @@ def test_width_coord_check_is_flat_for_mup_and_not_for_sp(fmnist):
 
 @pytest.mark.parametrize("activation,a", [("relu", 2.0), ("abs", 1.0)])
 def test_init_rms_ratio_matches_closed_form(activation, a):
-    """Spec §8.1: RMS(x^L)/RMS(x^0) = (1 + a²c_φ m_L^{-2α})^{L/2}; mean over 4 seeds within 5% (float64)."""
+    """Spec §8.1: RMS(x^L)/RMS(x^0) = (1 + a²c_φ m_L^{-2α})^{L/2}; mean over 2 seeds within 5% (float64).
+
+    Two seeds, not four: drawing the 256-block float64 models is the cost, and the two-seed means are within 1.7%
+    of the formula at every depth (one seed's ratio within 3.9%, measured over seeds 0-3), so 5% keeps a 3× margin
+    while a wrong c_φ, multiplier or depth exponent moves the depth-256 ratio by far more."""
     torch.manual_seed(0)
     xi = torch.randn(32, 784, dtype=torch.float64)
     for depth in (8, 64, 256):
         ratios = []
-        for seed in range(4):
+        for seed in range(2):
             model = dl.MLPResNet(width=512, depth=depth, activation=activation).double()
             dl.parametrize(model, "depth_mup", base_width=512, base_depth=8, block_mult=a, seed=seed)
             with torch.no_grad():
@@ -77,7 +81,7 @@ def test_init_rms_ratio_matches_closed_form(activation, a):
             rms = lambda t: t.square().mean().sqrt().item()
             ratios.append(rms(stream[-1]) / rms(stream[0]))
         formula = dl.nn.init_rms_ratio(depth, 8, 0.5, block_mult=a, activation=activation)
-        assert sum(ratios) / 4 == pytest.approx(formula, rel=0.05), (depth, ratios, formula)
+        assert sum(ratios) / len(ratios) == pytest.approx(formula, rel=0.05), (depth, ratios, formula)
     # bounded in depth under α = ½ (limit exp(a² c_φ L₀ / 2)) but exploding under SP
     c = dl.nn.mlp_resnet.C_PHI[activation]
     assert dl.nn.init_rms_ratio(4096, 8, 0.5, a, activation) < math.exp(a * a * c * 8 / 2)
@@ -88,7 +92,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}
 
 
-def test_coord_check_cli_writes_table_figure_and_verdict(tmp_path):
+def test_coord_check_cli_writes_table_figure_and_verdict(tmp_path, capsys):
     out = tmp_path / "cc"
     r = subprocess.run([sys.executable, "-m", "deeplimit", "coord-check", "--axis", "depth", "--depths", "4", "16",
                         "--steps", "2", "--seeds", "1", "--rule", "depth-mup", "--out", str(out)],
@@ -96,9 +100,11 @@ def test_coord_check_cli_writes_table_figure_and_verdict(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "verdict: flat" in r.stdout
     assert (out / "coord_check.csv").stat().st_size > 0 and (out / "coord_check.png").stat().st_size > 10_000
-    bad = subprocess.run([sys.executable, "-m", "deeplimit", "coord-check", "--rule", "nope", "--out", str(out)],
-                         capture_output=True, text=True, timeout=60, env=ENV)
-    assert bad.returncode == 2 and "unknown rule 'nope'" in bad.stderr
+    # the refusal in process (a real process's exit 2 and one line: test_bad_input.py): a second interpreter costs 3 s
+    from deeplimit.cli import main
+
+    assert main(["coord-check", "--rule", "nope", "--out", str(out)]) == 2
+    assert "unknown rule 'nope'" in capsys.readouterr().err
 
 
 def test_frozen_io_at_a_large_lr_sees_the_depth_lr_exponent(fmnist):

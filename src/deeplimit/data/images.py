@@ -109,9 +109,18 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, split: Split =
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:
-    x64 = x.astype(np.float64)
-    std = float(x64.std())
-    return float(x64.mean()), (std if std > 0 else 1.0)
+    if x.dtype == np.uint8:
+        # From the 256-bin histogram: the same mean and std (Fashion-MNIST's are bit-identical) in a twentieth of
+        # the time of a float64 copy of 47M pixels, which every sweep worker would otherwise pay on its first run.
+        counts = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+        values = np.arange(counts.size, dtype=np.float64)
+        n = counts.sum()
+        mean = float((counts * values).sum() / n)
+        std = float(np.sqrt((counts * (values - mean) ** 2).sum() / n))
+    else:
+        x64 = x.astype(np.float64)
+        mean, std = float(x64.mean()), float(x64.std())
+    return mean, (std if std > 0 else 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -61,8 +61,9 @@ def _convergence_settings(tier: str) -> dict:
 def _coord_settings(tier: str) -> dict:
     # lr 2^-4 for 40 Adam steps with input and readout frozen: large enough that the LR exponent shows —
     # at 2^-8 over 10 steps (the old setting) the (½, 0) rule also came out flat (measured, docs/reproduce.md).
+    # smoke (1 seed, decides nothing): 3 steps, so its figure draws 4 panels a row, not 6 (drawing is most of its time)
     depths = {"smoke": [4, 16], "full": [4, 8, 16, 32, 64, 128]}.get(tier, [4, 8, 16, 32, 64])
-    return {"depths": depths, "seeds": 1 if tier == "smoke" else 3, "steps": 10 if tier == "smoke" else 40,
+    return {"depths": depths, "seeds": 1 if tier == "smoke" else 3, "steps": 3 if tier == "smoke" else 40,
             "width": 64, "lr": 2**-4, "train_io": False}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +67,8 @@ def _reshard(model: nn.Module) -> None:
     be dropped at the next reshard — the first ``state_dict()`` or step — and an optimizer made then would hold
     the gathered copies instead of the sharded parameters. Sharded, each draw goes to the shards (``DTensor``).
     """
+    if "torch.distributed.fsdp" not in sys.modules:  # nothing was sharded; importing FSDP would cost ~1.5 s
+        return
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # pragma: no cover - torch without FSDP2
