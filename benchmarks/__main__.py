@@ -12,7 +12,7 @@ import json
 import pkgutil
 from pathlib import Path
 
-from benchmarks.common import setup_threads, write_record
+from benchmarks.common import commit, setup_threads, write_record
 
 
 def available() -> list[str]:
@@ -35,10 +35,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; available: {', '.join(available())}")
     setup_threads()
+    started_at = commit()
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         record = module.run(quick=args.quick)
-        path = write_record(module.NAME, {"quick": args.quick, **record}, args.out)
+        path = write_record(module.NAME, {"quick": args.quick, **record}, args.out, started_at=started_at)
         print(json.dumps(record.get("summary", record), indent=2, default=float))
         print(f"[{module.NAME}] record written to {path}")
 

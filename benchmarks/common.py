@@ -111,21 +111,47 @@ def commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def cpu() -> dict:
+    """The CPU's model name and torch's kernel level, plus whether it has native bfloat16 matmuls.
+
+    Records from two machines are not comparable without it: on a CPU with no AVX-512 BF16 (or AMX) a bfloat16
+    matmul — torch's Muon runs Newton–Schulz in bfloat16 — is ~50× slower than a float32 one, so a Muon step at
+    width 256 costs 2.2 s instead of 43 ms (measured on an AVX2-only AMD EPYC, 2026-12-07).
+    """
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux: the model from platform, no flags
+        pass
+    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_matmul": bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None}
+
+
 def environment() -> dict:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "processor": platform.processor(),
+        "cpu": cpu(),
     }
 
 
-def write_record(name: str, record: dict, out_dir: Path | None = None) -> Path:
-    """Write ``record`` to ``out_dir/<name>.json`` (default ``benchmarks/results``) with commit, date, method."""
+def write_record(name: str, record: dict, out_dir: Path | None = None, *, started_at: str | None = None) -> Path:
+    """Write ``record`` to ``out_dir/<name>.json`` (default ``benchmarks/results``) with commit, date, method.
+
+    ``started_at``: the commit read when the run began (``python -m benchmarks`` passes it), so a checkout that
+    moves during a long run does not label the record with code it did not run.
+    """
     out_dir = RESULTS if out_dir is None else Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name, "commit": commit(),
+    record = {"benchmark": name, "commit": started_at or commit(),
               "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "method": METHOD, "environment": environment(), **record}
     path = out_dir / f"{name}.json"

@@ -43,7 +43,16 @@ def provenance(name: str, record: dict) -> str:
     commit = record.get("commit")
     when = f"commit {commit}, {record['date']}" if commit else "commit and date not recorded"
     quick = " (a --quick smoke run)" if record.get("quick") else ""
-    return f"Record: `benchmarks/results/{name}.json`{quick}, {when}."
+    return f"Record: `benchmarks/results/{name}.json`{quick}, {when}, {machine(record)}."
+
+
+def machine(record: dict) -> str:
+    """The CPU a record was measured on: records from two CPUs are not comparable (benchmarks.common.cpu)."""
+    cpu = record.get("environment", {}).get("cpu")
+    if not cpu:
+        return "CPU not recorded"
+    bf16 = {True: ", native bfloat16 matmuls", False: ", no native bfloat16 matmuls"}.get(cpu.get("bf16_matmul"), "")
+    return f"{cpu['model']} ({cpu['capability']}{bf16})"
 
 
 def _clock(record: dict) -> str:

@@ -55,8 +55,10 @@ def test_a_changed_record_is_caught(tmp_path):
 
 def test_commit_and_date_are_shown_when_recorded_and_said_missing_when_not():
     assert bench_docs.provenance("x", {"commit": "abc1234", "date": "2026-12-07 04:00 UTC"}) == (
-        "Record: `benchmarks/results/x.json`, commit abc1234, 2026-12-07 04:00 UTC.")
+        "Record: `benchmarks/results/x.json`, commit abc1234, 2026-12-07 04:00 UTC, CPU not recorded.")
     assert "commit and date not recorded" in bench_docs.provenance("x", {})
+    avx2 = {"environment": {"cpu": {"model": "AMD EPYC", "capability": "AVX2", "bf16_matmul": False}}}
+    assert bench_docs.provenance("x", avx2).endswith("AMD EPYC (AVX2, no native bfloat16 matmuls).")
     assert "--quick" in bench_docs.provenance("x", {"quick": True, "commit": "a", "date": "d"})
 
 

@@ -49,6 +49,14 @@ def test_paired_rounds_alternates_the_order_and_pairs_the_ratio():
         common.paired_ratio(fake, "y", "x", "gpu")
 
 
+def test_a_record_names_the_cpu_it_ran_on():
+    """Records from two CPUs are not comparable (a bfloat16 matmul is ~50x slower without AVX-512 BF16)."""
+    cpu = common.cpu()
+    assert cpu["model"] and cpu["capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "NO AVX"}
+    assert cpu["bf16_matmul"] in {True, False, None}
+    assert common.environment()["cpu"] == cpu
+
+
 def test_assert_same_outputs_names_the_peer_that_differs():
     common.assert_same_outputs({"a": torch.ones(3), "b": torch.ones(3)})
     common.assert_same_outputs({"a": torch.ones(3), "b": torch.ones(3) + 1e-7}, atol=1e-6)
