@@ -108,11 +108,20 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, split: Split =
     return _standardise(images, mean, std), torch.from_numpy(labels.astype(np.int64))
 
 
+_CHUNK = 1 << 20  # pixels per bincount in _moments
+
+
 def _moments(x: np.ndarray) -> tuple[float, float]:
     if x.dtype == np.uint8:
         # From the 256-bin histogram: the same mean and std (Fashion-MNIST's are bit-identical) in a twentieth of
         # the time of a float64 copy of 47M pixels, which every sweep worker would otherwise pay on its first run.
-        counts = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+        # Counted in chunks: bincount casts its input to int64, and one 376 MB cast of all 47M pixels costs a
+        # fresh process ~2 s of page faults; chunks of 1M reuse one small buffer (same counts, ten times faster).
+        flat = x.ravel()
+        counts = np.zeros(256, dtype=np.int64)
+        for start in range(0, flat.size, _CHUNK):
+            counts += np.bincount(flat[start:start + _CHUNK], minlength=256)
+        counts = counts.astype(np.float64)
         values = np.arange(counts.size, dtype=np.float64)
         n = counts.sum()
         mean = float((counts * values).sum() / n)

@@ -148,6 +148,16 @@ def _show(bar: Any, status: SweepStatus) -> None:
                         refresh=True)
 
 
+def _wait_all(procs: list[subprocess.Popen], seconds: float) -> None:
+    """Wait up to ``seconds`` for every worker to exit: a sleep between two progress reads that ends as soon as
+    the last worker does (a plain sleep made every launch outlive its workers by half a poll interval on average,
+    a cost paid once per sweep by callers that run many small sweeps, such as ``deeplimit reproduce``)."""
+    deadline = time.monotonic() + seconds
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
 def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
     """SIGTERM to live workers (a clean stop), wait up to ``grace_s``, then SIGKILL any left (their points go
     stale and are retried)."""
@@ -210,7 +220,7 @@ def launch_workers(storage: str, name: str, n_workers: int = 2, *, timeout: floa
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
                 break
-            time.sleep(poll_s)
+            _wait_all(procs, poll_s)
             try:
                 status = status_of(spec, study.get_trials(deepcopy=False), table=False)
             except Exception:  # noqa: BLE001 - a display hiccup; the workers report storage failures themselves
