@@ -180,9 +180,20 @@ def _snapshot(folder: Path) -> dict[str, int]:
             if p.is_file() and "sweep.db" not in p.name}
 
 
+def _state(places: dict[str, Path]) -> tuple[dict[str, int], dict]:
+    """The valid sweep's files and its point counts."""
+    return _snapshot(places["sweep"]), sweep_status(f"sqlite:///{places['sweep'] / 'sweep.db'}", "demo").counts()
+
+
+@pytest.fixture(scope="module")
+def initial(places: dict[str, Path]) -> tuple[dict[str, int], dict]:
+    """The valid sweep's state as created, read once: every bad command must leave it exactly so (a read per
+    test before each command cost a storage open per row and would only re-read this)."""
+    return _state(places)
+
+
 def _check(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str], places: dict[str, Path],
-           run: Path) -> None:
-    before = _snapshot(places["sweep"]), sweep_status(f"sqlite:///{places['sweep'] / 'sweep.db'}", "demo").counts()
+           run: Path, before: tuple[dict[str, int], dict]) -> None:
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse
@@ -194,24 +205,24 @@ def _check(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str], p
     assert fragment in lines[0], (argv, lines[0])
     assert "Traceback" not in out + err and SECRET not in out + err
     assert not run.exists(), f"{argv} left {run} behind"
-    after = _snapshot(places["sweep"]), sweep_status(f"sqlite:///{places['sweep'] / 'sweep.db'}", "demo").counts()
-    assert after == before, f"{argv} changed the existing sweep"
+    assert _state(places) == before, f"{argv} changed the existing sweep"
     assert (places["full"] / "important.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("args, fragment", CREATE, ids=[f"create-{i}" for i in range(len(CREATE))])
 def test_create_bad_input(args: list[str], fragment: str, places: dict[str, Path], tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+                          capsys: pytest.CaptureFixture[str], initial: tuple[dict[str, int], dict]) -> None:
     run = tmp_path / "run"
-    _check(["create", *_fill(args, places, run)], fragment, capsys, places, run)
+    _check(["create", *_fill(args, places, run)], fragment, capsys, places, run, initial)
 
 
 @pytest.mark.parametrize("args, fragment", RUN, ids=[f"{a[0] if a else 'none'}-{i}" for i, (a, _) in enumerate(RUN)])
 def test_run_bad_input(args: list[str], fragment: str, places: dict[str, Path], tmp_path: Path,
-                       capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+                       capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                       initial: tuple[dict[str, int], dict]) -> None:
     monkeypatch.delenv("DEEPLIMIT_STORAGE_URL", raising=False)
     run = tmp_path / "run"
-    _check(_fill(args, places, run), fragment, capsys, places, run)
+    _check(_fill(args, places, run), fragment, capsys, places, run, initial)
     assert not (places["sweep"] / "logs").exists() or args[0] != "launch"  # no worker was started
 
 
