@@ -61,7 +61,7 @@ def _check(name, model, ref, rank):
             raise AssertionError(f"rank {rank} {name}: {n} differs by {(p - ref[n]).abs().max().item():.3g}")
 
 
-def _worker(rank, world, store, out, part):
+def _worker(rank, world, store, out, parts):
     try:
         sys.path.insert(0, str(Path(__file__).parent))
         torch.set_num_threads(1)
@@ -73,10 +73,12 @@ def _worker(rank, world, store, out, part):
         _step(ref, plan, x, y)
         expected = {n: p.detach().clone() for n, p in ref.named_parameters()}
 
-        if part == "ddp":  # parametrize then wrap, and wrap then parametrize
-            _ddp(rank, expected, x[mine], y[mine])
-        else:  # FSDP2: parametrize then shard, and shard then parametrize
-            _fsdp2(rank, world, expected, x[mine], y[mine])
+        for name in parts:  # each part leaves its own pass mark, so each test below reads only its own
+            if name == "ddp":  # parametrize then wrap, and wrap then parametrize
+                _ddp(rank, expected, x[mine], y[mine])
+            else:  # FSDP2: parametrize then shard, and shard then parametrize
+                _fsdp2(rank, world, expected, x[mine], y[mine])
+            Path(out, f"passed-{name}-{rank}").write_text("ok")
         Path(out, f"ok{rank}").write_text("ok")
         dist.barrier()  # neither rank tears gloo down while the other may still be in a collective
     except BaseException:
@@ -124,14 +126,25 @@ def _fsdp2(rank, world, expected, x, y):
     _check("FSDP2 shard-then-parametrize", m, expected, rank)
 
 
-def _spawn(tmp_path, part):
-    spawn_ranks(_worker, (WORLD, tmp_path / "store", tmp_path, part), tmp_path, WORLD)
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """One pair of ranks runs both parts (DDP, then FSDP2 where torch has it on CPU): each spawn starts two
+    interpreters that import torch, which cost as much as the checks themselves. A failing part fails the spawn
+    with its rank's traceback, naming the part ("DDP …" or "FSDP2 …")."""
+    out = tmp_path_factory.mktemp("ranks")
+    parts = ("ddp", "fsdp2") if FSDP2_ON_CPU else ("ddp",)
+    spawn_ranks(_worker, (WORLD, out / "store", out, parts), out, WORLD)
+    return out
 
 
-def test_ddp_step_matches_the_single_process_step(tmp_path):
-    _spawn(tmp_path, "ddp")
+def _passed(out, part):
+    assert sorted(p.name for p in out.glob(f"passed-{part}-*")) == [f"passed-{part}-{r}" for r in range(WORLD)]
+
+
+def test_ddp_step_matches_the_single_process_step(ranks):
+    _passed(ranks, "ddp")
 
 
 @pytest.mark.skipif(not FSDP2_ON_CPU, reason="FSDP2 on CPU (gloo) needs torch >= 2.7")
-def test_fsdp2_step_matches_the_single_process_step(tmp_path):
-    _spawn(tmp_path, "fsdp2")
+def test_fsdp2_step_matches_the_single_process_step(ranks):
+    _passed(ranks, "fsdp2")
