@@ -79,13 +79,22 @@ def run_transfer_sweep(name: str, spec: SweepSpec, *, storage: str, run_dir: str
     """Create (or resume) sweep ``name`` of ``spec``, run what is left with ``workers`` worker processes (what
     ``deeplimit sweep create`` then ``launch`` do) and return its final status and long results table.
 
+    ``workers=1`` runs its one worker in this process (:func:`deeplimit.sweep.worker.run_worker`, what
+    ``deeplimit sweep worker`` does), with the same options a launched worker gets: a worker process would
+    import torch and the trainer and load the data again, which costs more than a small sweep's training (a
+    caller running many sweeps, like ``deeplimit reproduce --workers 1``, paid it once per sweep). The points,
+    their seeds and results are the same; this process's torch threads are set to 1, as a worker's are.
+
     Raises :class:`KeyboardInterrupt` when the workers were interrupted (the next call resumes), and
     :class:`DeeplimitError` when points are left undone: a result computed from the points that happened to
     finish would look like one from the whole grid. Failed points are re-queued by the next call."""
     create_transfer_sweep(name, spec=spec, storage=storage, run_dir=run_dir)
     if sweep_status(storage, name).left:
-        launched = launch_workers(storage, name, n_workers=workers, run_dir=str(run_dir))
-        if launched.interrupted:  # Ctrl-C stops the whole run; the next one resumes the sweep
+        if workers == 1:
+            interrupted = _run_here(storage, name, run_dir)
+        else:
+            interrupted = launch_workers(storage, name, n_workers=workers, run_dir=str(run_dir)).interrupted
+        if interrupted:  # Ctrl-C stops the whole run; the next one resumes the sweep
             raise KeyboardInterrupt(f"sweep {name!r} interrupted")
     status = sweep_status(storage, name)
     if status.left:
@@ -94,6 +103,23 @@ def run_transfer_sweep(name: str, spec: SweepSpec, *, storage: str, run_dir: str
             f"would rest on part of the grid. Worker logs: {run_dir}. Re-run the same command to resume it "
             "(failed points are re-queued).")
     return status, transfer_results(storage, name)
+
+
+def _run_here(storage: str, name: str, run_dir: str | os.PathLike[str]) -> bool:
+    """One worker in this process, as a launched one runs (its defaults, the objectives this process created the
+    sweep with allowed, Optuna quiet: no line per trial); True if it was interrupted."""
+    import optuna
+
+    from deeplimit.sweep.trial import trusted_objectives
+    from deeplimit.sweep.worker import run_worker
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        report = run_worker(storage, name, run_dir=str(run_dir), allow_objectives=trusted_objectives(storage, name))
+    finally:
+        optuna.logging.set_verbosity(level)
+    return report.interrupted
 
 
 def write_transfer_results(storage: str, name: str, out: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict]:
