@@ -1,10 +1,6 @@
 """Coordinate checks over depth and width on Fashion-MNIST, and the closed-form init RMS ratio (spec §8.1)."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -88,21 +84,18 @@ def test_init_rms_ratio_matches_closed_form(activation, a):
     assert dl.nn.init_rms_ratio(256, 8, 0.0, a, activation) > 1e6
 
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC}
-
-
 def test_coord_check_cli_writes_table_figure_and_verdict(tmp_path, capsys):
-    out = tmp_path / "cc"
-    r = subprocess.run([sys.executable, "-m", "deeplimit", "coord-check", "--axis", "depth", "--depths", "4", "16",
-                        "--steps", "2", "--seeds", "1", "--rule", "depth-mup", "--out", str(out)],
-                       capture_output=True, text=True, timeout=120, env=ENV)
-    assert r.returncode == 0, r.stderr
-    assert "verdict: flat" in r.stdout
-    assert (out / "coord_check.csv").stat().st_size > 0 and (out / "coord_check.png").stat().st_size > 10_000
-    # the refusal in process (a real process's exit 2 and one line: test_bad_input.py): a second interpreter costs 3 s
+    # In process: what is checked is the command's output, files and exit code, not a process's behaviour (real
+    # processes' exit codes and one-line errors: test_bad_input.py); a second interpreter cost ~3 s of imports.
     from deeplimit.cli import main
 
+    out = tmp_path / "cc"
+    rc = main(["coord-check", "--axis", "depth", "--depths", "4", "16", "--steps", "2", "--seeds", "1", "--rule",
+               "depth-mup", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "verdict: flat" in captured.out
+    assert (out / "coord_check.csv").stat().st_size > 0 and (out / "coord_check.png").stat().st_size > 10_000
     assert main(["coord-check", "--rule", "nope", "--out", str(out)]) == 2
     assert "unknown rule 'nope'" in capsys.readouterr().err
 
