@@ -64,13 +64,19 @@ def test_init_rms_ratio_matches_closed_form(activation, a):
 
     Two seeds, not four: drawing the 256-block float64 models is the cost, and the two-seed means are within 1.7%
     of the formula at every depth (one seed's ratio within 3.9%, measured over seeds 0-3), so 5% keeps a 3× margin
-    while a wrong c_φ, multiplier or depth exponent moves the depth-256 ratio by far more."""
+    while a wrong c_φ, multiplier or depth exponent moves the depth-256 ratio by far more.
+
+    The model is built on the meta device: parametrize draws every parameter itself (the same tensors as after a
+    default-initialised build, checked equal at depth 256), so the constructor's own draws were a third of the cost;
+    and a parameter parametrize left undrawn would hold garbage here and fail the check."""
     torch.manual_seed(0)
     xi = torch.randn(32, 784, dtype=torch.float64)
     for depth in (8, 64, 256):
         ratios = []
         for seed in range(2):
-            model = dl.MLPResNet(width=512, depth=depth, activation=activation).double()
+            with torch.device("meta"):
+                model = dl.MLPResNet(width=512, depth=depth, activation=activation)
+            model = model.to_empty(device="cpu").double()
             dl.parametrize(model, "depth_mup", base_width=512, base_depth=8, block_mult=a, seed=seed)
             with torch.no_grad():
                 _, stream = model(xi, return_stream=True)
