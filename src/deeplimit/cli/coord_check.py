@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="pkg.module:factory",
                    help="any model: a callable (width, depth) -> nn.Module, as pkg.module:factory or "
                         "path/to/file.py:factory (default: the built-in MLP-ResNet)")
-    p.add_argument("--axis", choices=["width", "depth"], default="depth")
+    p.add_argument("--axis", choices=["width", "depth"], default=None,
+                   help="the size that varies (default: width if only --widths is given, else depth)")
     p.add_argument("--widths", type=int, nargs="+", default=None,
                    help="default: 64 128 256 512 1024 (MLP), 32 64 128 256 (--model/--hf)")
     p.add_argument("--depths", type=int, nargs="+", default=None,
@@ -87,12 +88,28 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag, sizes, limit in (("--widths", args.widths, MAX_WIDTH), ("--depths", args.depths, MAX_DEPTH)):
         for v in sizes or ():
             _positive(flag, v, limit)
+    args.axis = _axis(args.axis, args.widths, args.depths)
     if not 1 <= args.steps <= MAX_STEPS:
         raise DeeplimitError(f"steps must be >= 1 (the change from init is 0 at step 0) and at most {MAX_STEPS:,}, "
                              f"got {args.steps}")
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0 or max(args.seeds) > MAX_SEED:
         raise DeeplimitError(f"--seeds takes distinct seeds in 0..{MAX_SEED:,} (e.g. --seeds 0 1 2), got "
                              f"{args.seeds}")
+
+
+def _axis(axis: str | None, widths: list[int] | None, depths: list[int] | None) -> str:
+    """The axis the sizes vary along; a size list for the other axis is an error, never silently ignored."""
+    if axis is None:
+        if widths and depths:
+            raise DeeplimitError("--widths and --depths both given: a coordinate check varies one size; pass "
+                                 "--axis width (with --depth for the fixed depth) or --axis depth (with --width)")
+        return "width" if widths else "depth"
+    other, flag = (depths, "--depths") if axis == "width" else (widths, "--widths")
+    if other:
+        fixed = "--depth D" if axis == "width" else "--width W"
+        raise DeeplimitError(f"{flag} does not apply to --axis {axis}; drop it, or pass --axis "
+                             f"{'depth' if axis == 'width' else 'width'} (the fixed size is {fixed})")
+    return axis
 
 
 def run(args: argparse.Namespace) -> int:
