@@ -88,7 +88,6 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag, sizes, limit in (("--widths", args.widths, MAX_WIDTH), ("--depths", args.depths, MAX_DEPTH)):
         for v in sizes or ():
             _positive(flag, v, limit)
-    args.axis = _axis(args.axis, args.widths, args.depths)
     if not 1 <= args.steps <= MAX_STEPS:
         raise DeeplimitError(f"steps must be >= 1 (the change from init is 0 at step 0) and at most {MAX_STEPS:,}, "
                              f"got {args.steps}")
@@ -104,17 +103,17 @@ def _axis(axis: str | None, widths: list[int] | None, depths: list[int] | None) 
             raise DeeplimitError("--widths and --depths both given: a coordinate check varies one size; pass "
                                  "--axis width (with --depth for the fixed depth) or --axis depth (with --width)")
         return "width" if widths else "depth"
-    other, flag = (depths, "--depths") if axis == "width" else (widths, "--widths")
-    if other:
-        fixed = "--depth D" if axis == "width" else "--width W"
-        raise DeeplimitError(f"{flag} does not apply to --axis {axis}; drop it, or pass --axis "
-                             f"{'depth' if axis == 'width' else 'width'} (the fixed size is {fixed})")
+    other_axis, other_sizes = ("depth", depths) if axis == "width" else ("width", widths)
+    if other_sizes:
+        raise DeeplimitError(f"--{other_axis}s does not apply to --axis {axis}; drop it (a {axis} check's fixed "
+                             f"{other_axis} is --{other_axis} N), or pass --axis {other_axis}")
     return axis
 
 
 def run(args: argparse.Namespace) -> int:
     set_threads(1)
     _check_args(args)
+    args.axis = _axis(args.axis, args.widths, args.depths)
     factory = model_factory(args)
     if args.model not in (None, "mlp-resnet") and factory is None:
         raise DeeplimitError(f"--model {args.model!r}: coord-check takes pkg.module:factory or path/to/file.py:factory "
