@@ -240,3 +240,20 @@ def test_a_json_spec_and_a_point_that_say_preset_still_load(tmp_path):
         current_point({"preset": "mup", "rule": "sp"})
     point = {"preset": "depth_mup", "model": "mlp-resnet", "width": 8, "depth": 2, "data": "digits", "steps": 2}
     train_objective.validate(point)  # a stored trainer point naming its rule 'preset' is still valid
+
+
+def test_coord_check_sizes_name_their_axis_and_a_list_for_the_other_axis_is_refused(capsys):
+    """`--widths` alone means a width check (it was silently ignored by a default depth check); a size list that does
+    not match --axis, or both lists, is a one-line error before any work."""
+    from deeplimit.cli import main
+    from deeplimit.cli.coord_check import _axis
+
+    assert _axis(None, [32, 64], None) == "width"
+    assert _axis(None, None, [2, 4]) == "depth" and _axis(None, None, None) == "depth"
+    assert _axis("width", [32, 64], None) == "width"
+    for argv, fragment in ((["--axis", "depth", "--widths", "32", "64"], "--widths does not apply to --axis depth"),
+                           (["--axis", "width", "--depths", "2", "4"], "--depths does not apply to --axis width"),
+                           (["--widths", "32", "64", "--depths", "2", "4"], "--widths and --depths both given")):
+        assert main(["coord-check", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1, err

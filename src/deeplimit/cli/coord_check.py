@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="pkg.module:factory",
                    help="any model: a callable (width, depth) -> nn.Module, as pkg.module:factory or "
                         "path/to/file.py:factory (default: the built-in MLP-ResNet)")
-    p.add_argument("--axis", choices=["width", "depth"], default="depth")
+    p.add_argument("--axis", choices=["width", "depth"], default=None,
+                   help="the size that varies (default: width if only --widths is given, else depth)")
     p.add_argument("--widths", type=int, nargs="+", default=None,
                    help="default: 64 128 256 512 1024 (MLP), 32 64 128 256 (--model/--hf)")
     p.add_argument("--depths", type=int, nargs="+", default=None,
@@ -95,9 +96,24 @@ def _check_args(args: argparse.Namespace) -> None:
                              f"{args.seeds}")
 
 
+def _axis(axis: str | None, widths: list[int] | None, depths: list[int] | None) -> str:
+    """The axis the sizes vary along; a size list for the other axis is an error, never silently ignored."""
+    if axis is None:
+        if widths and depths:
+            raise DeeplimitError("--widths and --depths both given: a coordinate check varies one size; pass "
+                                 "--axis width (with --depth for the fixed depth) or --axis depth (with --width)")
+        return "width" if widths else "depth"
+    other_axis, other_sizes = ("depth", depths) if axis == "width" else ("width", widths)
+    if other_sizes:
+        raise DeeplimitError(f"--{other_axis}s does not apply to --axis {axis}; drop it (a {axis} check's fixed "
+                             f"{other_axis} is --{other_axis} N), or pass --axis {other_axis}")
+    return axis
+
+
 def run(args: argparse.Namespace) -> int:
     set_threads(1)
     _check_args(args)
+    args.axis = _axis(args.axis, args.widths, args.depths)
     factory = model_factory(args)
     if args.model not in (None, "mlp-resnet") and factory is None:
         raise DeeplimitError(f"--model {args.model!r}: coord-check takes pkg.module:factory or path/to/file.py:factory "
