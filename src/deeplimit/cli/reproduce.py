@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tier.add_argument("--full", action="store_const", const="full", dest="tier", help="the long version (hours)")
     p.set_defaults(tier="quick")
     p.add_argument("--out", default="runs/reproduce", help="output folder (a subfolder per tier)")
-    p.add_argument("--workers", type=positive_int, default=2, help="sweep worker processes (one per core)")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="sweep worker processes (one per core; with 1 the sweeps run in this process)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL for the sweeps (default: SQLite under --out); shown redacted")
     p.add_argument("--only", nargs="+", default=None, choices=SECTIONS, metavar="SECTION",
