@@ -26,9 +26,10 @@ def oracle_specs_words(tier: str) -> str:
     lrs = next(iter(specs.values())).axes["log2_lr"]
     runs = sum(len(s) for s in specs.values())
     bs = int(t["batch_size"])
-    total_steps = sum(round(sm / bs) * len(lrs) * int(t["seeds"]) for _, sm in fitted + held)
+    steps = sorted(round(sm / bs) for _, sm in fitted + held)
     return (f"fitted (depth, samples) {fitted}, held out {held}; batch {bs}, width {t['width']}; "
-            f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g}; {t['seeds']} seed(s); {runs} runs, {total_steps} steps")
+            f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g}; {t['seeds']} seed(s); {runs} runs of {steps[0]}–{steps[-1]} "
+            "steps")
 
 
 def _runs(ctx: Context) -> tuple[dict, pd.DataFrame, int]:
