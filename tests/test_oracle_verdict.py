@@ -161,3 +161,24 @@ def test_one_seed_or_no_held_out_runs_is_a_one_line_error():
         heldout_validation(runs, FITTED, HELD)
     with pytest.raises(DeeplimitError, match="no fitted or no held-out group"):
         heldout_validation(runs, FITTED, [(64, 64)])
+
+
+def test_the_claim_sweeps_hold_out_what_the_protocol_says_and_never_fit_it():
+    from deeplimit.transfer.oracle_grids import oracle_claim_groups, oracle_claim_specs
+
+    fitted, held = oracle_claim_groups("standard")
+    assert held == [(2, 65536), (32, 8192)] and not set(fitted) & set(held)
+    assert max(s for _, s in held) == 8 * max(s for _, s in fitted)
+    assert max(d for d, _ in held) == 8 * max(d for d, _ in fitted)
+    specs = oracle_claim_specs("standard", seed_set="confirmation")
+    assert list(specs) == ["fit", "held-2-65536", "held-32-8192"]
+    assert specs["fit"].axes["depth"] == (2, 4) and specs["fit"].axes["samples"] == (2048, 4096, 8192)
+    assert specs["fit"].axes["seed"] == tuple(protocol().seeds["confirmation"])
+    assert oracle_claim_specs("standard", seed_set="pilot")["held-2-65536"].axes["seed"] == (0, 1, 2, 3, 4)
+    lrs = specs["fit"].axes["log2_lr"]
+    assert all(s.axes["log2_lr"] == lrs and s.axes["batch_size"] == (32,) for s in specs.values())
+    assert lrs[1] - lrs[0] == 0.5 and specs["fit"].fixed["rule"] == "depth_mup"
+    # smoke: the groups fill a 2 × 3 grid, so one sweep
+    assert list(oracle_claim_specs("smoke")) == ["all"]
+    with pytest.raises(DeeplimitError, match="unknown tier"):
+        oracle_claim_groups("huge")
