@@ -7,7 +7,9 @@ sweep's table and ``--evaluate`` scores the forecast at the largest budget, whic
 largest ``samples`` value of the standard tier is 8× past the geometric middle of the others (4× in the
 CPU-sized quick tier), so the held-out check is an extrapolation, as issue 24 asks.
 
-Seeds default to the protocol's *pilot* set: these grids are exploratory, not one of the frozen claims.
+Seeds default to the protocol's *pilot* set: these grids are exploratory. The frozen claim ``oracle`` (protocol
+``claims.oracle``: fit at small depth and budget, validate at 8× the budget and 8–16× the depth) builds its
+sweeps with :func:`oracle_claim_specs` from the protocol's tier settings.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.transfer.experiments import OBJECTIVE, _tier, customise, log2_grid
 
-__all__ = ["ORACLE_GRIDS", "oracle_mlp", "oracle_lm"]
+__all__ = ["ORACLE_GRIDS", "oracle_mlp", "oracle_lm", "oracle_claim_specs", "oracle_claim_groups"]
 
 
 def _seeded(spec: SweepSpec, seed_set: str) -> SweepSpec:
@@ -76,6 +79,48 @@ def oracle_lm(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) ->
         objective=OBJECTIVE, metric="window_loss",
         description="transfer oracle: byte-level Pre-LN LM, LR x data budget x batch size x depth")
     return _seeded(customise(spec, **overrides), seed_set)
+
+
+def oracle_claim_groups(tier: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The ``oracle`` claim's (depth, samples) groups at ``tier`` (protocol ``claims.oracle.tiers.<tier>``): the
+    fitted ones (``fit_depths`` × ``fit_samples``) and the held-out ones (``held_out``), in that order."""
+    from deeplimit.protocol import protocol
+
+    _tier(tier, *(None,) * 3)
+    t = protocol().tier("oracle", tier)
+    fitted = [(int(d), int(s)) for d in t["fit_depths"] for s in t["fit_samples"]]
+    held = [(int(d), int(s)) for d, s in t["held_out"]]
+    if set(fitted) & set(held):
+        raise DeeplimitError(f"protocol.toml: claims.oracle.tiers.{tier} holds out groups it also fits: "
+                             f"{sorted(set(fitted) & set(held))}; a held-out group must be one the fit never sees")
+    return fitted, held
+
+
+def oracle_claim_specs(tier: str, seed_set: str = "confirmation") -> dict[str, SweepSpec]:
+    """The ``oracle`` claim's sweeps at ``tier``: ``"fit"`` (depth × samples × log2_lr × seed over the fitted
+    groups) and one ``"held-<depth>-<samples>"`` per held-out group — or one sweep ``"all"`` when the fitted and
+    held-out groups together fill a depth × samples grid (each sweep's workers cost seconds to start). Each is
+    the :func:`oracle_mlp` model (MLP-ResNet, Depth-μP, all layers trained, Fashion-MNIST, Adam,
+    ``window_loss``) at the protocol's fixed batch size, width, LR grid and number of seeds (mapped onto
+    ``seed_set``). A held-out group is a sweep of its own because a sweep is a product grid and the held-out
+    groups are not one."""
+    from deeplimit.protocol import protocol
+
+    fitted, held = oracle_claim_groups(tier)
+    t = protocol().tier("oracle", tier)
+    common = {"batch_size": [int(t["batch_size"])], "log2_lr": log2_grid(*t["log2_lr"]), "seeds": int(t["seeds"]),
+              "width": int(t["width"]), "base_width": int(t["width"])}
+    depths, budgets = sorted({d for d, _ in fitted + held}), sorted({s for _, s in fitted + held})
+    if len(fitted) + len(held) == len(depths) * len(budgets):  # the groups fill a product grid: one sweep
+        specs = {"all": oracle_mlp(tier="smoke", seed_set=seed_set, depth=depths, samples=budgets, **common)}
+        held = []
+    else:
+        specs = {"fit": oracle_mlp(tier="smoke", seed_set=seed_set, depth=sorted({d for d, _ in fitted}),
+                                   samples=sorted({s for _, s in fitted}), **common)}
+    for d, s in held:
+        specs[f"held-{d}-{s}"] = oracle_mlp(tier="smoke", seed_set=seed_set, depth=[d], samples=[s], **common)
+    return {k: replace(v, description=f"oracle claim ({tier}, {k}): MLP-ResNet (Depth-muP), LR x depth x budget")
+            for k, v in specs.items()}
 
 
 ORACLE_GRIDS: dict[str, Callable[..., SweepSpec]] = {"oracle-mlp": oracle_mlp, "oracle-lm": oracle_lm}

@@ -1,0 +1,179 @@
+"""The transfer oracle predicts η* at 8× the data budget and 8–16× the depth (issue 24; ``deeplimit predict``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from deeplimit.io import atomic_save, ensure_dir
+from deeplimit.protocol import protocol
+from deeplimit.report.context import Context
+from deeplimit.report.html import Control, Section
+from deeplimit.report.sweeps import run_sweep, spec_settings
+
+KEY = "oracle"
+
+
+def oracle_specs_words(tier: str) -> str:
+    """The claim's grid at ``tier`` in words (fitted and held-out groups, LR grid, seeds, runs × steps)."""
+    from deeplimit.transfer.oracle_grids import oracle_claim_groups, oracle_claim_specs
+
+    fitted, held = oracle_claim_groups(tier)
+    specs = oracle_claim_specs(tier)
+    t = protocol().tier(KEY, tier)
+    lrs = next(iter(specs.values())).axes["log2_lr"]
+    runs = sum(len(s) for s in specs.values())
+    bs = int(t["batch_size"])
+    steps = sorted(round(sm / bs) for _, sm in fitted + held)
+    return (f"fitted (depth, samples) {fitted}, held out {held}; batch {bs}, width {t['width']}; "
+            f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g}; {t['seeds']} seed(s); {runs} runs of {steps[0]}–{steps[-1]} "
+            "steps")
+
+
+def _runs(ctx: Context) -> tuple[dict, pd.DataFrame, int]:
+    """Run (or resume) the claim's sweeps; one row per run (column ``loss``: the window loss, +∞ diverged)."""
+    from deeplimit.transfer.oracle_grids import oracle_claim_specs
+    from deeplimit.transfer.oracle_table import one_row_per_run
+
+    specs = oracle_claim_specs(ctx.tier, seed_set=ctx.seed_set)
+    frames, done = [], 0
+    for part, spec in specs.items():
+        _, status, table = run_sweep(ctx, f"{KEY}-{part}", spec)
+        done += status.done
+        runs, col = one_row_per_run(table, spec.metric)
+        frames.append(runs.rename(columns={col: "loss"}))
+    runs = pd.concat(frames, ignore_index=True)
+    runs["lr"] = 2.0 ** runs["log2_lr"].astype(float)
+    tables = ensure_dir(ctx.out / "tables", "output folder")
+    atomic_save(tables / f"{KEY}_runs.csv", lambda fh: runs.to_csv(fh, index=False))
+    return specs, runs, done
+
+
+def _figure(ctx: Context, val: dict, tier: str) -> Path:
+    """Held-out groups: each seed's measured log2 η̂* (dots), the oracle's forecast with its 80% per-seed
+    interval, the naive forecast (×); the fitted groups' η̂* beside them, on one axis per group label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deeplimit.report.figures import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fitted = val.get("fitted_groups", [])
+    labels = [f"d{int(g['depth'])}\nn{int(g['samples'])}" for g in fitted]
+    for i, g in enumerate(fitted):
+        if g.get("log2_lr") is not None:
+            ax.scatter([i], [g["log2_lr"]], color="0.55", marker="s", s=22,
+                       label="fitted group η̂* (seed mean)" if i == 0 else None)
+    base = len(fitted)
+    rows = pd.DataFrame(val.get("rows", []))
+    for j, g in enumerate(val.get("groups", [])):
+        xpos = base + j
+        labels.append(f"d{int(g['depth'])}\nn{int(g['samples'])}\n(held out)")
+        if len(rows):
+            sel = rows[(rows["depth"] == g["depth"]) & (rows["samples"] == g["samples"])]
+            meas = pd.to_numeric(sel["measured_log2_lr"], errors="coerce").dropna()
+            ax.scatter([xpos] * len(meas), meas, color="k", s=16, zorder=3,
+                       label="held-out η̂* (per seed)" if j == 0 else None)
+        p, lo, hi = g["predicted_log2_lr"], g["lo"], g["hi"]
+        ax.errorbar([xpos + 0.15], [p], yerr=[[p - lo], [hi - p]], fmt="o", color="tab:blue", capsize=4,
+                    label=f"oracle, {100 * val['level']:g}% per-seed interval" if j == 0 else None)
+        if g.get("naive_log2_lr") is not None:
+            ax.scatter([xpos - 0.15], [g["naive_log2_lr"]], color="tab:red", marker="x", s=40,
+                       label="naive (nearest fitted group's η̂*)" if j == 0 else None)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.axvline(base - 0.5, color="0.8", lw=1)
+    ax.set_ylabel("log2 η*")
+    ax.set_title(f"transfer oracle: fitted vs held-out groups ({tier})", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, ensure_dir(ctx.out / "figures" / KEY, "output folder") / "oracle_heldout.png")
+
+
+def _table(val: dict) -> pd.DataFrame:
+    rows = []
+    for g in val.get("groups", []):
+        rows.append({"depth": int(g["depth"]), "samples": int(g["samples"]),
+                     "measured log2 η̂* (seed mean)": g["measured_log2_lr"],
+                     "oracle log2 η*": g["predicted_log2_lr"],
+                     f"{100 * val['level']:g}% per-seed interval": f"[{g['lo']:+.2f}, {g['hi']:+.2f}]",
+                     "naive log2 η*": g["naive_log2_lr"],
+                     "regret oracle / naive": f"{100 * g['regret_oracle']:.2f}% / {100 * g['regret_naive']:.2f}%"})
+    return pd.DataFrame(rows)
+
+
+def oracle_claim(ctx: Context) -> list[Section]:
+    from deeplimit.errors import DeeplimitError
+    from deeplimit.transfer.oracle_grids import oracle_claim_groups
+    from deeplimit.transfer.oracle_verdict import Score, heldout_validation, oracle_verdict
+
+    t0 = time.perf_counter()
+    claim = protocol().claim(KEY)
+    specs, runs, done = _runs(ctx)
+    fitted, held = oracle_claim_groups(ctx.tier)
+    level, shift = float(claim["level"]), float(claim["sensitivity_octaves"])
+    try:
+        val = heldout_validation(runs, fitted, held, lr="lr", loss="loss", level=level, shift=shift)
+        oracle = Score.of(val["oracle"])
+        controls = {f"+{shift:g} octave": Score.of(val["shift_plus"]),
+                    f"−{shift:g} octave": Score.of(val["shift_minus"])}
+        v = oracle_verdict(oracle, controls, n_expected=int(val["n_expected"]), naive=Score.of(val["naive"]),
+                           claim=claim)
+        v_stats = {**v.stats, "validation": val}
+        fit = val["fit"]
+        exps = ", ".join(f"{k} {b:+.3f}" for k, b in fit["exponents"].items())
+        naive = Score.of(val["naive"])
+        measured = (f"{done} runs. Law fitted on {len(fitted)} groups: log2 η* = {fit['intercept']:+.2f} + exponents "
+                    f"({exps}) per doubling, scatter {fit['residual_sd_octaves']:.3f} octave ({fit['df']} df); "
+                    f"seeds' own scatter within a group {val['within_seed_sd']:.3f} octave. On the held-out "
+                    f"(group, seed) points: oracle mean |log2 error| {oracle.mean_abs_log2_error:.2f}, regret "
+                    f"{100 * oracle.mean_regret:.2f}%, {100 * level:g}% per-seed intervals cover "
+                    f"{oracle.coverage:.0%} of {oracle.n_points}; naive (reuse the nearest fitted group's η̂*) "
+                    f"|log2 error| {naive.mean_abs_log2_error:.2f}, regret {100 * naive.mean_regret:.2f}%.")
+        verdict, reason, checks = v.verdict, v.reason, v.checks
+    except DeeplimitError as exc:  # too few interior optima or seeds for a fit: nothing is decided
+        val, v_stats, checks = {"level": level, "groups": [], "rows": [], "fitted_groups": []}, {}, ()
+        verdict, reason = "inconclusive", f"no held-out score: {exc}"
+        measured = f"{done} runs; the oracle could not be fitted or scored ({exc})."
+    fig = _figure(ctx, val, ctx.tier)
+    note = protocol_note_oracle(ctx, specs)
+    return [Section(
+        title="The transfer oracle predicts η* at 8× the data budget and 8–16× the depth (issue 24)",
+        claim=("Fit η* = a·depth^b·samples^c on small runs and forecast η* at 8× the largest fitted data budget and "
+               "at 8–16× the depth, on held-out runs the fit never saw: mean |log2 error| ≤ 0.5, regret ≤ 0.5% of "
+               "the loss, 80% intervals covering ≥ 80% of held-out points (issue 24, after Bjorck et al. 2025 and "
+               "the μP/Depth-μP transfer laws); the naive forecast (reuse the base η*) beside it."),
+        measured=measured, verdict=verdict, reason=reason + "." + note,
+        controls=[Control.from_check(c) for c in checks], figures=[fig],
+        tables=[("held-out groups", _table(val))] if val.get("groups") else [],
+        scale_gap=("Issue 24 asks for 8–16× width or depth and 8× the tokens on an LM and the MLP-ResNet; here the "
+                   f"Fashion-MNIST MLP-ResNet only (the byte-level LM grid and B* are not run), this tier: "
+                   f"{oracle_specs_words(ctx.tier)}."),
+        settings={part: spec_settings(s) for part, s in specs.items()}, stats=v_stats,
+        command=oracle_command(ctx, fitted, held), wall_s=time.perf_counter() - t0)]
+
+
+def protocol_note_oracle(ctx: Context, specs: dict) -> str:
+    """The sweeps' note when they differ from the protocol's confirmation settings (see :func:`protocol_note`)."""
+    from deeplimit.transfer.oracle_grids import oracle_claim_specs
+
+    want = oracle_claim_specs(ctx.tier, seed_set="confirmation")
+    if set(want) == set(specs) and all(want[k] == s for k, s in specs.items()):
+        return ""
+    p = protocol()
+    return (f" The settings differ from protocol {p.version}'s confirmation sweeps (seed set or grid): this verdict "
+            "is exploratory, not confirmatory.")
+
+
+def oracle_command(ctx: Context, fitted: list[tuple[int, int]], held: list[tuple[int, int]]) -> str:
+    """The standalone command on this run's table of runs: the same fit (on the fitted groups only) and its
+    forecasts at the held-out groups, with ``deeplimit predict``."""
+    d, s = max(g[0] for g in fitted), max(g[1] for g in fitted)
+    at = " ".join(f"--at depth={a},samples={b}" for a, b in held)
+    table = ctx.out / "tables" / f"{KEY}_runs.csv"
+    return (f"deeplimit predict {table} --x depth samples --lr lr --loss loss "
+            f"--where 'depth <= {d} and samples <= {s}' {at} --level {float(protocol().claim(KEY)['level']):g}")
