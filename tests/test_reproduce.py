@@ -221,6 +221,17 @@ def test_the_cli_offers_every_section_of_the_report():
     assert tuple(cli_reproduce.SECTIONS) == tuple(SECTIONS)
 
 
+def test_the_progress_line_names_every_verdict_of_a_key_and_marks_the_extra_check():
+    """``stopping`` yields the tallied trend claim and a cell-by-cell check outside the tally; the progress line
+    once printed only the last one ("stopping: does not hold" while the claim held)."""
+    from deeplimit.report.html import Section
+    from deeplimit.report.reproduce import _verdict_line
+
+    line = _verdict_line([Section(title="t", claim="c", verdict="holds"),
+                          Section(title="m", claim="c", verdict="does not hold", counted=False)])
+    assert line == "holds; does not hold (extra check, outside the tally)"
+
+
 def test_the_stopping_trend_control_sees_a_trend_and_a_map_of_ties():
     import numpy as np
     import pandas as pd

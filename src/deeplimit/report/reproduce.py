@@ -160,6 +160,13 @@ def rerun_command(key: str, tier: str, out: str | Path, workers: int) -> str:
     return f"deeplimit reproduce{flag} --only {key} --fresh --out {out} --workers {workers}"
 
 
+def _verdict_line(new: list[Section]) -> str:
+    """The progress line's verdicts for one key: every section it produced, extra checks marked as such (a key
+    such as ``stopping`` yields the claim and a check outside the tally; printing only the last section's verdict
+    read "stopping: does not hold" while the claim held)."""
+    return "; ".join(s.verdict if s.counted else f"{s.verdict} (extra check, outside the tally)" for s in new)
+
+
 def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", *, workers: int = 2, storage: str | None = None,
               only: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
               progress: bool = False, fresh: bool = False, seed_set: str = "confirmation") -> Report:
@@ -209,7 +216,7 @@ def reproduce(out: str | Path = "runs/reproduce", tier: str = "quick", *, worker
                                             verdict="not run at this tier", reason=skip))
                 else:
                     sections += SECTIONS[key](ctx)
-                verdict = sections[-1].verdict if sections else ""
+                verdict = _verdict_line(sections[before:])
             except Exception as exc:  # a crashed section is reported as failed, never silently dropped
                 error = redact_text("".join(traceback.format_exception(exc))[-3000:], ctx.storage)
                 sections.append(Section(title=key, claim="(the section crashed before it could measure anything)",
