@@ -154,6 +154,16 @@ def test_heldout_validation_sees_a_bend_past_the_fitted_range():
     assert v.verdict == "does not hold" and "mean |log2 error|" in v.reason
 
 
+def test_a_fixed_depth_exponent_is_held_and_uses_a_residual_degree_of_freedom_less():
+    """``fixed={"depth": 0}``: the law keeps depth's exponent at 0 and fits one coefficient fewer (one more df)."""
+    rng = np.random.default_rng(6)
+    runs = _surface({g: -9 - 0.25 * math.log2(g[1] / 2048) for g in FITTED + HELD}, seeds=3, seed_sd=0.1, rng=rng)
+    free, held = heldout_validation(runs, FITTED, HELD), heldout_validation(runs, FITTED, HELD, fixed={"depth": 0})
+    assert held["fit"]["exponents"]["depth"] == 0.0 and free["fit"]["exponents"]["depth"] != 0.0
+    assert held["fit"]["df"] == free["fit"]["df"] + 1
+    assert held["fit"]["exponents"]["samples"] == pytest.approx(-0.25, abs=0.08)
+
+
 def test_one_seed_or_no_held_out_runs_is_a_one_line_error():
     rng = np.random.default_rng(5)
     runs = _surface({g: -9.0 for g in FITTED + HELD}, seeds=1, seed_sd=0.0, rng=rng)

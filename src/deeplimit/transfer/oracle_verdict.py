@@ -74,20 +74,23 @@ def _sel(frame: pd.DataFrame, groups: Sequence[tuple[float, float]], x: Sequence
 def heldout_validation(runs: pd.DataFrame, fitted: Sequence[tuple[float, float]],
                        held_out: Sequence[tuple[float, float]], *, x: Sequence[str] = ("depth", "samples"),
                        lr: str = "lr", loss: str = "loss", level: float = 0.8, shift: float = 1.0,
-                       points: int = 5) -> dict[str, Any]:
+                       points: int = 5, fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Fit the oracle on the ``fitted`` groups of ``runs`` and score it on the ``held_out`` groups.
 
     ``runs``: one row per run with the ``x`` columns, ``lr`` (natural units), ``loss``, ``seed`` and optionally
     ``status`` ("diverged" = +∞); ``fitted``/``held_out``: (depth, samples) pairs. Returns ``fit`` (the law),
     ``rows`` (one per held-out group and seed: measured, predicted, per-seed interval, naive, errors,
     covered), ``groups`` (one per held-out group: seed-mean η̂*, regret of the forecast and of the naive one)
+    ``fixed``: exponents of the η* law held fixed ({size variable: exponent}; ``{"depth": 0}`` is what
+    Depth-μP promises), the others fitted.
     and ``oracle`` / ``naive`` / ``shift_plus`` / ``shift_minus`` scores (:class:`Score` as dicts). A fit the
     data cannot support (too few interior optima, one seed per group) raises :class:`DeeplimitError`."""
     x = tuple(x)
     fit_rows, held_rows = _sel(runs, fitted, x), _sel(runs, held_out, x)
     if fit_rows.empty or held_rows.empty:
         raise DeeplimitError("the runs hold no fitted or no held-out group; run both sweeps of the claim")
-    oracle = fit_oracle(fit_rows, x, lr, loss, seed="seed", level=level, points=points)
+    oracle = fit_oracle(fit_rows, x, lr, loss, seed="seed", level=level, points=points,
+                        fixed={"lr": dict(fixed)} if fixed else None)
     law = oracle.laws[()]["lr"]
     fitted_opt = [g for g in oracle.optima if not g.censored["lr"]]
     devs, counts = [], []
