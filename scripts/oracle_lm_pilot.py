@@ -17,12 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from deeplimit.transfer.optimum import json_safe
 from deeplimit.transfer.oracle_grids import oracle_lm
-from deeplimit.transfer.oracle_table import one_row_per_run
-from deeplimit.transfer.oracle_verdict import heldout_validation
+from deeplimit.transfer.oracle_verdict import heldout_validation, runs_table
 from deeplimit.transfer.sweeps import run_transfer_sweep
 
 FITTED = [(d, s) for d in (2, 4) for s in (800, 1600, 3200)]
@@ -41,14 +38,8 @@ def main() -> None:
     for d, s in HELD:
         specs[f"held-{d}-{s}"] = oracle_lm(tier="quick", seed_set="pilot", depth=[d], samples=[s], **COMMON)
     storage = f"sqlite:///{(out / 'sweeps.db').resolve()}"
-    frames = []
-    for k, spec in specs.items():  # one row per run, the window loss as ``loss`` (+inf: diverged), as the report
-        table = run_transfer_sweep(f"oracle-lm-pilot-{k}", spec, storage=storage, run_dir=out / k,
-                                   workers=a.workers)[1]
-        runs, col = one_row_per_run(table, spec.metric)
-        frames.append(runs.rename(columns={col: "loss"}))
-    runs = pd.concat(frames, ignore_index=True)
-    runs["lr"] = 2.0 ** runs["log2_lr"].astype(float)
+    runs = runs_table([(run_transfer_sweep(f"oracle-lm-pilot-{k}", spec, storage=storage, run_dir=out / k,
+                                           workers=a.workers)[1], spec.metric) for k, spec in specs.items()])
     runs.to_csv(out / "runs.csv", index=False)
     val = heldout_validation(runs, FITTED, HELD, x=("depth", "samples"), lr="lr", loss="loss")
     (out / "oracle_lm_pilot.json").write_text(json.dumps(json_safe(val), indent=1))

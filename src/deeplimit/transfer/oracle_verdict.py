@@ -33,7 +33,7 @@ from deeplimit.transfer.oracle import fit_oracle, group_optima, prepared
 from deeplimit.transfer.oracle_eval import _regret
 from deeplimit.transfer.verdicts import Check, ClaimVerdict
 
-__all__ = ["Score", "heldout_validation", "oracle_verdict", "per_seed_interval"]
+__all__ = ["Score", "heldout_validation", "oracle_verdict", "per_seed_interval", "runs_table"]
 
 # Defaults where the protocol entry does not state the number (it does: claims.oracle).
 MAX_ABS_LOG2_ERROR = 0.5
@@ -65,6 +65,20 @@ def per_seed_interval(pred: float, mean_interval: tuple[float, float], mean_df: 
     return pred - half, pred + half, float(df)
 
 
+def runs_table(tables: Sequence[tuple[pd.DataFrame, str]]) -> pd.DataFrame:
+    """Sweeps' long tables, each with the metric to score, → the table :func:`heldout_validation` reads: one row
+    per run, ``loss`` = the metric at the run's last step (+∞ for a diverged run), ``lr`` = 2^``log2_lr``."""
+    from deeplimit.transfer.oracle_table import one_row_per_run
+
+    frames = []
+    for table, metric in tables:
+        runs, col = one_row_per_run(table, metric)
+        frames.append(runs.rename(columns={col: "loss"}))
+    runs = pd.concat(frames, ignore_index=True)
+    runs["lr"] = 2.0 ** runs["log2_lr"].astype(float)
+    return runs
+
+
 def _sel(frame: pd.DataFrame, groups: Sequence[tuple[float, float]], x: Sequence[str]) -> pd.DataFrame:
     keys = set(tuple(float(v) for v in g) for g in groups)
     idx = [tuple(float(v) for v in row) in keys for row in frame[list(x)].to_numpy()]
@@ -81,10 +95,10 @@ def heldout_validation(runs: pd.DataFrame, fitted: Sequence[tuple[float, float]]
     ``status`` ("diverged" = +∞); ``fitted``/``held_out``: (depth, samples) pairs. Returns ``fit`` (the law),
     ``rows`` (one per held-out group and seed: measured, predicted, per-seed interval, naive, errors,
     covered), ``groups`` (one per held-out group: seed-mean η̂*, regret of the forecast and of the naive one)
-    ``fixed``: exponents of the η* law held fixed ({size variable: exponent}; ``{"depth": 0}`` is what
-    Depth-μP promises), the others fitted.
-    and ``oracle`` / ``naive`` / ``shift_plus`` / ``shift_minus`` scores (:class:`Score` as dicts). A fit the
-    data cannot support (too few interior optima, one seed per group) raises :class:`DeeplimitError`."""
+    and ``oracle`` / ``naive`` / ``shift_plus`` / ``shift_minus`` scores (:class:`Score` as dicts). ``fixed``:
+    exponents of the η* law held fixed ({size variable: exponent}; ``{"depth": 0}`` is what Depth-μP
+    promises), the others fitted. A fit the data cannot support (too few interior optima, one seed per group)
+    raises :class:`DeeplimitError`."""
     x = tuple(x)
     fit_rows, held_rows = _sel(runs, fitted, x), _sel(runs, held_out, x)
     if fit_rows.empty or held_rows.empty:

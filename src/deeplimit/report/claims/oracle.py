@@ -35,17 +35,15 @@ def oracle_specs_words(tier: str) -> str:
 def _runs(ctx: Context) -> tuple[dict, pd.DataFrame, int]:
     """Run (or resume) the claim's sweeps; one row per run (column ``loss``: the window loss, +∞ diverged)."""
     from deeplimit.transfer.oracle_grids import oracle_claim_specs
-    from deeplimit.transfer.oracle_table import one_row_per_run
+    from deeplimit.transfer.oracle_verdict import runs_table
 
     specs = oracle_claim_specs(ctx.tier, seed_set=ctx.seed_set)
-    frames, done = [], 0
+    tables, done = [], 0
     for part, spec in specs.items():
         _, status, table = run_sweep(ctx, f"{KEY}-{part}", spec)
         done += status.done
-        runs, col = one_row_per_run(table, spec.metric)
-        frames.append(runs.rename(columns={col: "loss"}))
-    runs = pd.concat(frames, ignore_index=True)
-    runs["lr"] = 2.0 ** runs["log2_lr"].astype(float)
+        tables.append((table, spec.metric))
+    runs = runs_table(tables)
     tables = ensure_dir(ctx.out / "tables", "output folder")
     atomic_save(tables / f"{KEY}_runs.csv", lambda fh: runs.to_csv(fh, index=False))
     return specs, runs, done
