@@ -90,6 +90,8 @@ _WHY_NOT = {
     "transformer-depth": "its models are too small and too briefly trained for their LR optima to be told apart",
     "muon-transfer": "its sweeps are too costly for this tier's time budget",
     "oracle": "its held-out groups (8× the data budget, 8–16× the depth) cost more than this tier's budget",
+    "shaped-vs-preln": ("its ±0.05 nats/byte margin needs longer training than this tier's budget allows (the paper "
+                        "compares the models after 100K steps)"),
 }
 
 

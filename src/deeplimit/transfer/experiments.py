@@ -40,7 +40,8 @@ def log2_grid(start: float, stop: float, step: float = 1.0) -> list[float]:
 
 def _tier(tier: str, smoke, quick, full, standard=None):
     """Pick a tier's settings: smoke (CI), quick (``deeplimit reproduce``), standard (the documented evidence
-    runs; defaults to quick), full (the spec's long version)."""
+    runs; defaults to quick), full (the spec's long version). For grids outside the protocol (the oracle's
+    exploratory sweeps); a claim's grid comes from the protocol (:func:`_protocol_grid`)."""
     if tier not in EXPERIMENT_TIERS:
         raise DeeplimitError(f"unknown tier {tier!r}; choose one of {EXPERIMENT_TIERS}")
     return {"smoke": smoke, "quick": quick, "standard": standard or quick, "full": full}[tier]
@@ -97,51 +98,38 @@ def width_transfer(tier: str = "quick") -> SweepSpec:
 
 
 def activation(tier: str = "quick") -> SweepSpec:
-    """TP6 Fig. 3: |x| vs ReLU under Depth-μP (log2 a = −1.5 for both); |x| should give the lower best loss."""
-    depths, lrs, seeds, steps = _tier(tier, ([4], log2_grid(-9, -7, 2), [0], 30),
-                                      ([8, 32], log2_grid(-9, -4, 1), [0, 1, 2], 300),
-                                      ([8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1, 2], 1000),
-                                      ([8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
+    """TP6 Fig. 3: |x| vs ReLU under Depth-μP (log2 a = −1.5 for both); |x| should give the lower best loss.
+    Depths, steps, grid and seeds are the protocol's (claim ``activation``)."""
+    t, lrs, seeds = _protocol_grid("activation", tier)
     return SweepSpec(
-        axes={"activation": ["relu", "abs"], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"activation": ["relu", "abs"], "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "activation", "model": "mlp-resnet", "rule": "depth_mup", "width": 64,
-               "base_width": 64, "base_depth": 4, "steps": steps, "batch_size": 128, "train_io": False,
+               "base_width": 64, "base_depth": 4, "steps": t["steps"], "batch_size": 128, "train_io": False,
                "block_mult": 2**-1.5, "data": "fashion-mnist"},
         objective=OBJECTIVE, metric="window_loss", description="TP6 |x| vs ReLU under Depth-muP")
 
 
 def block_depth(tier: str = "quick") -> SweepSpec:
-    """TP6 §9, Figs. 4–6: block depth 1 vs 2 under Depth-μP; expect an η* shift for k = 2."""
-    depths, lrs, seeds, steps = _tier(tier, ([2], log2_grid(-9, -7, 2), [0], 30),
-                                      ([2, 8, 32], log2_grid(-9, -4, 1), [0, 1, 2], 300),
-                                      ([2, 8, 32, 128], log2_grid(-12, -5, 0.5), [0, 1, 2], 1000),
-                                      ([2, 8, 32, 64], log2_grid(-11, -5, 1), [0, 1, 2], 500))
+    """TP6 §9, Figs. 4–6: block depth 1 vs 2 under Depth-μP; expect an η* shift for k = 2. Depths, steps, grid and
+    seeds are the protocol's (claim ``block-depth``)."""
+    t, lrs, seeds = _protocol_grid("block-depth", tier)
     return SweepSpec(
-        axes={"block_depth": [1, 2], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"block_depth": [1, 2], "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "block_depth", "model": "mlp-resnet", "rule": "depth_mup", "width": 64,
-               "base_width": 64, "base_depth": 2, "steps": steps, "batch_size": 128, "train_io": False,
+               "base_width": 64, "base_depth": 2, "steps": t["steps"], "batch_size": 128, "train_io": False,
                "data": "fashion-mnist"},
         objective=OBJECTIVE, metric="window_loss", description="TP6 block depth 1 vs 2 under Depth-muP")
 
 
 def transformer_depth(tier: str = "quick") -> SweepSpec:
-    """Spec §11.7: byte-level LM, LR transfer over depth for CompleteP (α = 1), Depth-μP (α = ½) and μP."""
-    rules, depths, lrs, seeds, steps, data = _tier(
-        tier,
-        (["completep"], [1, 2], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
-        (["completep", "depth_mup", "mup"], [1, 2, 4], log2_grid(-10, -5, 1), [0], 120, "shakespeare"),
-        (["completep", "depth_mup", "mup"], [2, 4, 8, 16, 32], log2_grid(-12, -3, 1), [0, 1, 2], 1000,
-         "shakespeare"),
-        # standard: 2^-10…2^-6 put 23 of 24 optima on the upper edge at 600 steps (first standard run, 2026-12-02:
-        # every rule's loss ≈ 2.04 nats/byte, η* ≥ 2^-6); 2^-8…2^-3 brackets them (CompleteP's η* 2^-5.9…2^-6.6
-        # once extended). Two seeds left CompleteP's drift at −0.69 with a 95% interval ±1.3 (Student t, 1 d.f.):
-        # three seeds, at 400 steps to keep the section near an hour
-        (["completep", "depth_mup", "mup"], [2, 4, 8, 16], log2_grid(-8, -3, 1), [0, 1, 2], 400, "shakespeare"))
+    """Spec §11.7: byte-level LM, LR transfer over depth for CompleteP (α = 1), Depth-μP (α = ½) and μP. Rules,
+    depths, steps, grid, data and seeds are the protocol's (claim ``transformer-depth``)."""
+    t, lrs, seeds = _protocol_grid("transformer-depth", tier)
     return SweepSpec(
-        axes={"rule": rules, "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"rule": list(t["rules"]), "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "transformer_depth", "model": "transformer", "width": 64, "base_width": 64,
-               "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16,
-               "seq_len": 64, "warmup_frac": 0.05, "data": data, "min_window": 20},
+               "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": t["steps"], "batch_size": 16,
+               "seq_len": 64, "warmup_frac": 0.05, "data": t["data"], "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
         description="Pre-LN byte transformer: LR transfer over depth (CompleteP vs Depth-muP vs muP)")
 
@@ -151,36 +139,32 @@ def shaped_vs_preln(tier: str = "quick") -> SweepSpec:
 
     The shaped model trains with the paper's recipe (``protocol.toml``, claim ``shaped-vs-preln``: γ1, γ2 and the
     shaped-ReLU slope trainable, "learn"), not with γ frozen, which the paper says trains "at much slower rates";
-    the setting applies to the shaped model only (Pre-LN has no γ)."""
+    the setting applies to the shaped model only (Pre-LN has no γ). Depths, steps, grid, data and seeds are the
+    protocol's."""
     from deeplimit.protocol import protocol
 
-    depths, lrs, seeds, steps, data = _shaped_tier(tier)
+    t, lrs, seeds = _protocol_grid("shaped-vs-preln", tier)
     return SweepSpec(
-        axes={"model": ["transformer", "shaped-transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"model": ["transformer", "shaped-transformer"], "depth": list(t["sizes"]), "log2_lr": lrs,
+              "seed": seeds},
         fixed={"experiment": "shaped_vs_preln", "shaping": protocol().claim("shaped-vs-preln")["shaping"],
                "rule": "mup", "width": 64, "base_width": 64, "base_depth": 2,
-               "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16, "seq_len": 64,
-               "warmup_frac": 0.05, "data": data, "min_window": 20},
+               "n_heads": 4, "optimizer": "adamw", "steps": t["steps"], "batch_size": 16, "seq_len": 64,
+               "warmup_frac": 0.05, "data": t["data"], "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
         description="Shaped Transformer (no LayerNorm) vs Pre-LN on bytes")
 
 
-def _shaped_tier(tier: str):
-    return _tier(tier, ([1], log2_grid(-9, -7, 2), [0], 20, "stdlib"),
-                 ([4], log2_grid(-7, -5, 1), [0, 1, 2], 400, "shakespeare"),
-                 ([4, 8], log2_grid(-12, -4, 1), [0, 1, 2], 1000, "shakespeare"),
-                 ([4, 8], log2_grid(-9, -5, 1), [0, 1, 2], 600, "shakespeare"))
-
-
 def no_ln_control(tier: str = "quick") -> SweepSpec:
     """Negative control of :func:`shaped_vs_preln`: the Pre-LN transformer with its LayerNorms removed (softmax
-    attention, plain residual) on the same grid; it should train clearly worse than both."""
-    depths, lrs, seeds, steps, data = _shaped_tier(tier)
+    attention, plain residual) on the same grid (the protocol's ``shaped-vs-preln`` tier); it should train clearly
+    worse than both."""
+    t, lrs, seeds = _protocol_grid("shaped-vs-preln", tier)
     return SweepSpec(
-        axes={"model": ["transformer"], "depth": depths, "log2_lr": lrs, "seed": seeds},
+        axes={"model": ["transformer"], "depth": list(t["sizes"]), "log2_lr": lrs, "seed": seeds},
         fixed={"experiment": "no_ln_control", "rule": "mup", "norm": "none", "width": 64, "base_width": 64,
-               "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": steps, "batch_size": 16,
-               "seq_len": 64, "warmup_frac": 0.05, "data": data, "min_window": 20},
+               "base_depth": 2, "n_heads": 4, "optimizer": "adamw", "steps": t["steps"], "batch_size": 16,
+               "seq_len": 64, "warmup_frac": 0.05, "data": t["data"], "min_window": 20},
         objective=OBJECTIVE, metric="window_loss",
         description="negative control: softmax transformer without LayerNorm on bytes")
 
@@ -194,6 +178,8 @@ EXPERIMENTS: dict[str, Callable[[str], SweepSpec]] = {
     "shaped-vs-preln": shaped_vs_preln,
     "no-ln-control": no_ln_control,
 }
+# the protocol claim whose seeds an experiment runs on (a control runs on its claim's seeds)
+CLAIM_OF = {"no-ln-control": "shaped-vs-preln"}
 # how each experiment is analysed: (group columns, size column)
 ANALYSIS = {
     "depth-transfer": ("rule", "depth"),
@@ -259,7 +245,7 @@ def experiment(name: str, tier: str = "quick", seed_set: str = "confirmation", *
         idx = list(spec.axes["seed"])
         if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in idx):
             raise DeeplimitError(f"seed indices must be whole numbers ≥ 0, got {idx}; use seeds=N")
-        values = seed_values(max(idx) + 1, seed_set)
+        values = seed_values(max(idx) + 1, seed_set, CLAIM_OF.get(key, key))
         spec = replace(spec, axes={**spec.axes, "seed": [values[i] for i in idx]})
     return spec
 
