@@ -9,6 +9,10 @@ scored, as the report's ``oracle`` claim scores the MLP (per-seed η̂*, per-see
 forecast and the ±1-octave control: :func:`deeplimit.transfer.oracle_verdict.heldout_validation`), on two groups
 it never sees: (2, 25600) = 8× the largest fitted budget and (32, 3200) = 8× the largest fitted depth. Writes
 the runs' table and the scores (``oracle_lm_pilot.json``) under ``--out`` and prints the scores.
+
+This design is now the protocol's claim ``oracle-lm`` (``claims.oracle-lm.tiers.full``, decided by
+``deeplimit reproduce --full --only oracle-lm`` on its own confirmation seeds); the script builds its sweeps from
+that entry (:func:`~deeplimit.transfer.oracle_grids.oracle_claim_specs`) with the pilot's two pilot seeds.
 """
 
 from __future__ import annotations
@@ -18,13 +22,11 @@ import json
 from pathlib import Path
 
 from deeplimit.transfer.optimum import json_safe
-from deeplimit.transfer.oracle_grids import oracle_lm
+from deeplimit.transfer.oracle_grids import oracle_claim_groups, oracle_claim_specs
 from deeplimit.transfer.oracle_verdict import heldout_validation, runs_table
 from deeplimit.transfer.sweeps import run_transfer_sweep
 
-FITTED = [(d, s) for d in (2, 4) for s in (800, 1600, 3200)]
-HELD = [(2, 25600), (32, 3200)]
-COMMON = {"rule": "completep", "batch_size": 16, "log2_lr": "-9:-3:1", "seeds": 2}
+PILOT_SEEDS = 2  # pilot seeds 0-1: the claim's confirmation seeds are never run here
 
 
 def main() -> None:
@@ -34,14 +36,13 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = {"fit": oracle_lm(tier="quick", seed_set="pilot", depth=[2, 4], samples=[800, 1600, 3200], **COMMON)}
-    for d, s in HELD:
-        specs[f"held-{d}-{s}"] = oracle_lm(tier="quick", seed_set="pilot", depth=[d], samples=[s], **COMMON)
+    fitted, held = oracle_claim_groups("full", claim="oracle-lm")
+    specs = oracle_claim_specs("full", seed_set="pilot", claim="oracle-lm", seeds=PILOT_SEEDS)
     storage = f"sqlite:///{(out / 'sweeps.db').resolve()}"
     runs = runs_table([(run_transfer_sweep(f"oracle-lm-pilot-{k}", spec, storage=storage, run_dir=out / k,
                                            workers=a.workers)[1], spec.metric) for k, spec in specs.items()])
     runs.to_csv(out / "runs.csv", index=False)
-    val = heldout_validation(runs, FITTED, HELD, x=("depth", "samples"), lr="lr", loss="loss")
+    val = heldout_validation(runs, fitted, held, x=("depth", "samples"), lr="lr", loss="loss")
     (out / "oracle_lm_pilot.json").write_text(json.dumps(json_safe(val), indent=1))
     print(json.dumps({k: val[k] for k in ("fit", "oracle", "naive", "shift_plus", "shift_minus")}, indent=1))
     for g in val["groups"]:

@@ -274,7 +274,7 @@ def test_not_run_texts_state_the_scale_and_the_tier_that_runs_them():
         for tier, runner in tiers.items():
             text = not_run_text(key, tier)
             assert f"it runs at --{runner}" in text, text
-            if key in EXPERIMENTS or key in ("muon-transfer", "oracle"):  # a sweep: its cost in runs × steps
+            if key in EXPERIMENTS or key in ("muon-transfer", "oracle", "oracle-lm"):  # a sweep: runs × steps
                 assert re.search(r"\d+ runs of \d+(–\d+)? steps", text), text
             else:  # a study: the settings it runs with there
                 assert "with {" in text, text

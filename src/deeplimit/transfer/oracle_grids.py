@@ -7,9 +7,10 @@ sweep's table and ``--evaluate`` scores the forecast at the largest budget, whic
 largest ``samples`` value of the standard tier is 8× past the geometric middle of the others (4× in the
 CPU-sized quick tier), so the held-out check is an extrapolation, as issue 24 asks.
 
-Seeds default to the protocol's *pilot* set: these grids are exploratory. The frozen claim ``oracle`` (protocol
-``claims.oracle``: fit at small depth and budget, validate at 8× the budget and 8–16× the depth) builds its
-sweeps with :func:`oracle_claim_specs` from the protocol's tier settings.
+Seeds default to the protocol's *pilot* set: these grids are exploratory. The frozen claims ``oracle`` (protocol
+``claims.oracle``, the MLP-ResNet: fit at small depth and budget, validate at 8× the budget and 8–16× the depth)
+and ``oracle-lm`` (``claims.oracle-lm``, the same check on the byte-level LM) build their sweeps with
+:func:`oracle_claim_specs` from the protocol's tier settings.
 """
 
 from __future__ import annotations
@@ -22,25 +23,27 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.transfer.experiments import OBJECTIVE, _tier, customise, log2_grid
 
-__all__ = ["ORACLE_GRIDS", "oracle_mlp", "oracle_lm", "oracle_claim_specs", "oracle_claim_groups"]
+__all__ = ["ORACLE_GRIDS", "ORACLE_CLAIMS", "oracle_mlp", "oracle_lm", "oracle_claim_specs", "oracle_claim_groups"]
 
 
-def _seeded(spec: SweepSpec, seed_set: str) -> SweepSpec:
+def _seeded(spec: SweepSpec, seed_set: str, claim: str | None = None) -> SweepSpec:
     from deeplimit.protocol import seed_values
 
     idx = list(spec.axes["seed"])
-    values = seed_values(max(idx) + 1, seed_set)
+    values = seed_values(max(idx) + 1, seed_set, claim)
     return replace(spec, axes={**spec.axes, "seed": [values[i] for i in idx]})
 
 
-def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -> SweepSpec:
+def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", *, claim: str | None = None,
+               **overrides: Any) -> SweepSpec:
     """MLP-ResNet on Fashion-MNIST under Depth-μP: axes depth × samples × batch_size × log2_lr × seed.
 
     ``samples`` is the data budget (images seen; steps = samples / batch_size, see
     :func:`~deeplimit.transfer.objectives.with_budget`), so the batch axis trades steps for batch at a fixed
     budget, as B* is defined. quick (the pilot of docs/oracle.md: 84 runs, ~4 minutes on two busy cores):
     depth 2, samples 2048 … 8192 fitted and 16384 held out, batch 8, 32, 128; standard: depth 2 … 8 and 32
-    held out (16× the smallest), samples 8192 … 32768 and 262144 (8× the largest fitted), batch 16, 64, 256."""
+    held out (16× the smallest), samples 8192 … 32768 and 262144 (8× the largest fitted), batch 16, 64, 256.
+    ``claim``: the protocol claim whose own confirmation seeds (if it names any) the seed axis maps onto."""
     depths, samples, batches, lrs, seeds = _tier(
         tier,
         ([2], [256, 512, 1024], [16, 32], log2_grid(-10, -7, 1), [0]),
@@ -53,14 +56,15 @@ def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -
                "base_width": 32, "base_depth": 2, "train_io": True, "data": "fashion-mnist", "activation": "relu"},
         objective=OBJECTIVE, metric="window_loss",
         description="transfer oracle: MLP-ResNet (Depth-muP), LR x data budget x batch size x depth")
-    return _seeded(customise(spec, **overrides), seed_set)
+    return _seeded(customise(spec, **overrides), seed_set, claim)
 
 
-def oracle_lm(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) -> SweepSpec:
+def oracle_lm(tier: str = "quick", seed_set: str = "pilot", *, claim: str | None = None,
+              **overrides: Any) -> SweepSpec:
     """Byte-level Pre-LN transformer (CompleteP and μP): axes rule × depth × samples × batch_size × log2_lr ×
     seed; ``samples`` counts sequences of 64 bytes (tokens = 64 × samples). quick: depth 2, 4; samples 800 …
     3200 fitted and 12800 held out (50 … 200 and 800 steps at batch 16); batch 8, 16, 32. standard: depth 2 … 8
-    and 32, samples 1600 … 6400 and 51200."""
+    and 32, samples 1600 … 6400 and 51200. ``claim`` as in :func:`oracle_mlp`."""
     rules, depths, samples, batches, lrs, seeds, data = _tier(
         tier,
         (["completep"], [1], [80, 160, 320], [8], log2_grid(-8, -5, 1), [0], "stdlib"),
@@ -78,48 +82,73 @@ def oracle_lm(tier: str = "quick", seed_set: str = "pilot", **overrides: Any) ->
                "min_window": 5},
         objective=OBJECTIVE, metric="window_loss",
         description="transfer oracle: byte-level Pre-LN LM, LR x data budget x batch size x depth")
-    return _seeded(customise(spec, **overrides), seed_set)
+    return _seeded(customise(spec, **overrides), seed_set, claim)
 
 
-def oracle_claim_groups(tier: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The ``oracle`` claim's (depth, samples) groups at ``tier`` (protocol ``claims.oracle.tiers.<tier>``): the
+# The protocol claims built here: the grid each claim's sweeps come from, the tier keys (beside the groups, batch
+# size, width, LR grid and seeds, which every claim has) that it passes on to that grid, and the model in words.
+ORACLE_CLAIMS: dict[str, tuple[Callable[..., SweepSpec], tuple[str, ...], str]] = {
+    "oracle": (oracle_mlp, (), "MLP-ResNet (Depth-muP)"),
+    "oracle-lm": (oracle_lm, ("rule", "data"), "byte-level Pre-LN LM (CompleteP)"),
+}
+
+
+def _claim(claim: str) -> tuple[Callable[..., SweepSpec], tuple[str, ...], str]:
+    if claim not in ORACLE_CLAIMS:
+        raise DeeplimitError(f"no oracle claim {claim!r}; choose one of {', '.join(ORACLE_CLAIMS)}")
+    return ORACLE_CLAIMS[claim]
+
+
+def oracle_claim_groups(tier: str, *, claim: str = "oracle") -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """An oracle claim's (depth, samples) groups at ``tier`` (protocol ``claims.<claim>.tiers.<tier>``): the
     fitted ones (``fit_depths`` × ``fit_samples``) and the held-out ones (``held_out``), in that order."""
     from deeplimit.protocol import protocol
 
     _tier(tier, *(None,) * 3)
-    t = protocol().tier("oracle", tier)
+    _claim(claim)
+    t = protocol().tier(claim, tier)
     fitted = [(int(d), int(s)) for d in t["fit_depths"] for s in t["fit_samples"]]
     held = [(int(d), int(s)) for d, s in t["held_out"]]
     if set(fitted) & set(held):
-        raise DeeplimitError(f"protocol.toml: claims.oracle.tiers.{tier} holds out groups it also fits: "
+        raise DeeplimitError(f"protocol.toml: claims.{claim}.tiers.{tier} holds out groups it also fits: "
                              f"{sorted(set(fitted) & set(held))}; a held-out group must be one the fit never sees")
     return fitted, held
 
 
-def oracle_claim_specs(tier: str, seed_set: str = "confirmation") -> dict[str, SweepSpec]:
-    """The ``oracle`` claim's sweeps at ``tier``: ``"fit"`` (depth × samples × log2_lr × seed over the fitted
+def oracle_claim_specs(tier: str, seed_set: str = "confirmation", *, claim: str = "oracle",
+                       seeds: int | None = None) -> dict[str, SweepSpec]:
+    """An oracle claim's sweeps at ``tier``: ``"fit"`` (depth × samples × log2_lr × seed over the fitted
     groups) and one ``"held-<depth>-<samples>"`` per held-out group — or one sweep ``"all"`` when the fitted and
-    held-out groups together fill a depth × samples grid (each sweep's workers cost seconds to start). Each is
-    the :func:`oracle_mlp` model (MLP-ResNet, Depth-μP, all layers trained, Fashion-MNIST, Adam,
-    ``window_loss``) at the protocol's fixed batch size, width, LR grid and number of seeds (mapped onto
-    ``seed_set``). A held-out group is a sweep of its own because a sweep is a product grid and the held-out
-    groups are not one."""
+    held-out groups together fill a depth × samples grid (each sweep's workers cost seconds to start). A held-out
+    group is a sweep of its own because a sweep is a product grid and the held-out groups are not one.
+
+    ``claim`` picks the protocol entry and the grid (:data:`ORACLE_CLAIMS`): ``"oracle"`` is the
+    :func:`oracle_mlp` model (MLP-ResNet, Depth-μP, all layers trained, Fashion-MNIST, Adam), ``"oracle-lm"``
+    the :func:`oracle_lm` model (byte-level Pre-LN transformer at the tier's ``rule`` and ``data``), both scored
+    by ``window_loss``, at the protocol's fixed batch size, width, LR grid and number of seeds (``seeds``
+    overrides the number, e.g. for a pilot), mapped onto ``seed_set`` (a claim's own confirmation seeds where
+    it names them)."""
     from deeplimit.protocol import protocol
 
-    fitted, held = oracle_claim_groups(tier)
-    t = protocol().tier("oracle", tier)
-    common = {"batch_size": [int(t["batch_size"])], "log2_lr": log2_grid(*t["log2_lr"]), "seeds": int(t["seeds"]),
-              "width": int(t["width"]), "base_width": int(t["width"])}
+    build, extra, model = _claim(claim)
+    fitted, held = oracle_claim_groups(tier, claim=claim)
+    t = protocol().tier(claim, tier)
+    common = {"batch_size": [int(t["batch_size"])], "log2_lr": log2_grid(*t["log2_lr"]),
+              "seeds": int(t["seeds"]) if seeds is None else seeds, "width": int(t["width"]),
+              "base_width": int(t["width"]), **{k: t[k] for k in extra}}
+
+    def sweep(depth: list[int], samples: list[int]) -> SweepSpec:
+        return build(tier="smoke", seed_set=seed_set, claim=claim, depth=depth, samples=samples, **common)
+
     depths, budgets = sorted({d for d, _ in fitted + held}), sorted({s for _, s in fitted + held})
     if len(fitted) + len(held) == len(depths) * len(budgets):  # the groups fill a product grid: one sweep
-        specs = {"all": oracle_mlp(tier="smoke", seed_set=seed_set, depth=depths, samples=budgets, **common)}
+        specs = {"all": sweep(depths, budgets)}
         held = []
     else:
-        specs = {"fit": oracle_mlp(tier="smoke", seed_set=seed_set, depth=sorted({d for d, _ in fitted}),
-                                   samples=sorted({s for _, s in fitted}), **common)}
+        specs = {"fit": sweep(sorted({d for d, _ in fitted}), sorted({s for _, s in fitted}))}
     for d, s in held:
-        specs[f"held-{d}-{s}"] = oracle_mlp(tier="smoke", seed_set=seed_set, depth=[d], samples=[s], **common)
-    return {k: replace(v, description=f"oracle claim ({tier}, {k}): MLP-ResNet (Depth-muP), LR x depth x budget")
+        specs[f"held-{d}-{s}"] = sweep([d], [s])
+    return {k: replace(v, description=f"{claim} claim ({tier}, {k}): {model}, LR x depth x budget")
             for k, v in specs.items()}
 
 

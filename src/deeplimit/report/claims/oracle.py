@@ -1,4 +1,9 @@
-"""The transfer oracle predicts η* at 8× the data budget and 8–16× the depth (issue 24; ``deeplimit predict``)."""
+"""The transfer oracle predicts η* at 8× the data budget and 8–16× the depth (issue 24; ``deeplimit predict``).
+
+One module for the protocol's oracle claims: ``oracle`` (the MLP-ResNet, standard tier) and ``oracle-lm`` (the
+byte-level LM, full tier). The claim's name picks its protocol entry, its sweeps
+(:func:`deeplimit.transfer.oracle_grids.oracle_claim_specs`), its texts (:data:`TEXTS`) and its output files.
+"""
 
 from __future__ import annotations
 
@@ -13,43 +18,67 @@ from deeplimit.report.context import Context
 from deeplimit.report.html import Control, Section
 from deeplimit.report.sweeps import run_sweep, spec_settings
 
-KEY = "oracle"
+# Per claim: the section's title, the claim in words, and the scale gap's fixed part (what issue 24 asks that the
+# claim does not run). The numbers of a tier's grid are added from the protocol (:func:`oracle_specs_words`).
+TEXTS: dict[str, dict[str, str]] = {
+    "oracle": {
+        "title": "The transfer oracle predicts η* at 8× the data budget and 8–16× the depth (issue 24)",
+        "claim": ("Fit η* = a·depth^b·samples^c on small runs and forecast η* at 8× the largest fitted data budget "
+                  "and at 8–16× the depth, on held-out runs the fit never saw: mean |log2 error| ≤ 0.5, regret ≤ "
+                  "0.5% of the loss, 80% intervals covering ≥ 80% of held-out points (issue 24, after Bjorck et al. "
+                  "2025 and the μP/Depth-μP transfer laws); the naive forecast (reuse the base η*) beside it."),
+        "gap": ("Issue 24 asks for 8–16× width or depth and 8× the tokens on an LM and the MLP-ResNet; here the "
+                "Fashion-MNIST MLP-ResNet only (the byte-level LM is the oracle-lm section; B* is not run)"),
+    },
+    "oracle-lm": {
+        "title": "The transfer oracle predicts the byte-level LM's η* at 8× the tokens and 8× the depth (issue 24)",
+        "claim": ("Fit η* = a·depth^b·samples^c on small runs of a CompleteP Pre-LN byte-level transformer and "
+                  "forecast η* at 8× the largest fitted token budget and at 8× the largest fitted depth, on held-out "
+                  "runs the fit never saw: mean |log2 error| ≤ 0.5, regret ≤ 0.5% of the loss, 80% intervals "
+                  "covering ≥ 80% of held-out points (issue 24, after Bjorck et al. 2025 and CompleteP's depth-wise "
+                  "transfer); the naive forecast (reuse the base η*) beside it."),
+        "gap": ("Issue 24 asks for 8–16× width or depth and 8× the tokens on the byte-level LM under CompleteP and "
+                "μP, with batch size as an axis; here CompleteP only at one batch size (μP, the batch axis, B* and "
+                "width extrapolation are not run), on a width-64 model with 64-byte sequences"),
+    },
+}
 
 
-def oracle_specs_words(tier: str) -> str:
+def oracle_specs_words(tier: str, claim: str = "oracle") -> str:
     """The claim's grid at ``tier`` in words (fitted and held-out groups, LR grid, seeds, runs × steps)."""
-    from deeplimit.transfer.oracle_grids import oracle_claim_groups, oracle_claim_specs
+    from deeplimit.transfer.oracle_grids import ORACLE_CLAIMS, oracle_claim_groups, oracle_claim_specs
 
-    fitted, held = oracle_claim_groups(tier)
-    specs = oracle_claim_specs(tier)
-    t = protocol().tier(KEY, tier)
+    fitted, held = oracle_claim_groups(tier, claim=claim)
+    specs = oracle_claim_specs(tier, claim=claim)
+    t = protocol().tier(claim, tier)
     lrs = next(iter(specs.values())).axes["log2_lr"]
     runs = sum(len(s) for s in specs.values())
     bs = int(t["batch_size"])
     steps = sorted(round(sm / bs) for _, sm in fitted + held)
-    return (f"fitted (depth, samples) {fitted}, held out {held}; batch {bs}, width {t['width']}; "
+    extra = "".join(f", {k} {t[k]}" for k in ORACLE_CLAIMS[claim][1])
+    return (f"fitted (depth, samples) {fitted}, held out {held}; batch {bs}, width {t['width']}{extra}; "
             f"{len(lrs)} LRs 2^{lrs[0]:g}…2^{lrs[-1]:g}; {t['seeds']} seed(s); {runs} runs of {steps[0]}–{steps[-1]} "
             "steps")
 
 
-def _runs(ctx: Context) -> tuple[dict, pd.DataFrame, int]:
+def _runs(ctx: Context, key: str) -> tuple[dict, pd.DataFrame, int]:
     """Run (or resume) the claim's sweeps; one row per run (column ``loss``: the window loss, +∞ diverged)."""
     from deeplimit.transfer.oracle_grids import oracle_claim_specs
     from deeplimit.transfer.oracle_verdict import runs_table
 
-    specs = oracle_claim_specs(ctx.tier, seed_set=ctx.seed_set)
+    specs = oracle_claim_specs(ctx.tier, seed_set=ctx.seed_set, claim=key)
     tables, done = [], 0
     for part, spec in specs.items():
-        _, status, table = run_sweep(ctx, f"{KEY}-{part}", spec)
+        _, status, table = run_sweep(ctx, f"{key}-{part}", spec)
         done += status.done
         tables.append((table, spec.metric))
     runs = runs_table(tables)
     tables = ensure_dir(ctx.out / "tables", "output folder")
-    atomic_save(tables / f"{KEY}_runs.csv", lambda fh: runs.to_csv(fh, index=False))
+    atomic_save(tables / f"{key.replace('-', '_')}_runs.csv", lambda fh: runs.to_csv(fh, index=False))
     return specs, runs, done
 
 
-def _figure(ctx: Context, val: dict, tier: str) -> Path:
+def _figure(ctx: Context, val: dict, key: str) -> Path:
     """Held-out groups: each seed's measured log2 η̂* (dots), the oracle's forecast with its 80% per-seed
     interval, the naive forecast (×); the fitted groups' η̂* beside them, on one axis per group label."""
     import matplotlib
@@ -85,11 +114,11 @@ def _figure(ctx: Context, val: dict, tier: str) -> Path:
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.axvline(base - 0.5, color="0.8", lw=1)
     ax.set_ylabel("log2 η*")
-    ax.set_title(f"transfer oracle: fitted vs held-out groups ({tier})", fontsize=10)
+    ax.set_title(f"transfer oracle ({key}): fitted vs held-out groups ({ctx.tier})", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return save_figure(fig, ensure_dir(ctx.out / "figures" / KEY, "output folder") / "oracle_heldout.png")
+    return save_figure(fig, ensure_dir(ctx.out / "figures" / key, "output folder") / "oracle_heldout.png")
 
 
 def _table(val: dict) -> pd.DataFrame:
@@ -105,14 +134,27 @@ def _table(val: dict) -> pd.DataFrame:
 
 
 def oracle_claim(ctx: Context) -> list[Section]:
+    """The ``oracle`` claim (the MLP-ResNet): :func:`oracle_section`."""
+    return oracle_section(ctx, "oracle")
+
+
+def oracle_lm_claim(ctx: Context) -> list[Section]:
+    """The ``oracle-lm`` claim (the byte-level LM): :func:`oracle_section`."""
+    return oracle_section(ctx, "oracle-lm")
+
+
+def oracle_section(ctx: Context, key: str) -> list[Section]:
+    """Run oracle claim ``key``'s sweeps at ``ctx.tier``, fit the oracle on the fitted groups, score it on the
+    held-out ones (:func:`deeplimit.transfer.oracle_verdict.heldout_validation`) and decide by the protocol's
+    rule (:func:`~deeplimit.transfer.oracle_verdict.oracle_verdict`); one section."""
     from deeplimit.errors import DeeplimitError
     from deeplimit.transfer.oracle_grids import oracle_claim_groups
     from deeplimit.transfer.oracle_verdict import Score, heldout_validation, oracle_verdict
 
     t0 = time.perf_counter()
-    claim = protocol().claim(KEY)
-    specs, runs, done = _runs(ctx)
-    fitted, held = oracle_claim_groups(ctx.tier)
+    claim, text = protocol().claim(key), TEXTS[key]
+    specs, runs, done = _runs(ctx, key)
+    fitted, held = oracle_claim_groups(ctx.tier, claim=key)
     level, shift = float(claim["level"]), float(claim["sensitivity_octaves"])
     try:
         val = heldout_validation(runs, fitted, held, lr="lr", loss="loss", level=level, shift=shift)
@@ -137,29 +179,22 @@ def oracle_claim(ctx: Context) -> list[Section]:
         val, v_stats, checks = {"level": level, "groups": [], "rows": [], "fitted_groups": []}, {}, ()
         verdict, reason = "inconclusive", f"no held-out score: {exc}"
         measured = f"{done} runs; the oracle could not be fitted or scored ({exc})."
-    fig = _figure(ctx, val, ctx.tier)
-    note = protocol_note_oracle(ctx, specs)
+    fig = _figure(ctx, val, key)
+    note = protocol_note_oracle(ctx, specs, key)
     return [Section(
-        title="The transfer oracle predicts η* at 8× the data budget and 8–16× the depth (issue 24)",
-        claim=("Fit η* = a·depth^b·samples^c on small runs and forecast η* at 8× the largest fitted data budget and "
-               "at 8–16× the depth, on held-out runs the fit never saw: mean |log2 error| ≤ 0.5, regret ≤ 0.5% of "
-               "the loss, 80% intervals covering ≥ 80% of held-out points (issue 24, after Bjorck et al. 2025 and "
-               "the μP/Depth-μP transfer laws); the naive forecast (reuse the base η*) beside it."),
-        measured=measured, verdict=verdict, reason=reason + "." + note,
+        title=text["title"], claim=text["claim"], measured=measured, verdict=verdict, reason=reason + "." + note,
         controls=[Control.from_check(c) for c in checks], figures=[fig],
         tables=[("held-out groups", _table(val))] if val.get("groups") else [],
-        scale_gap=("Issue 24 asks for 8–16× width or depth and 8× the tokens on an LM and the MLP-ResNet; here the "
-                   f"Fashion-MNIST MLP-ResNet only (the byte-level LM grid and B* are not run), this tier: "
-                   f"{oracle_specs_words(ctx.tier)}."),
+        scale_gap=f"{text['gap']}; this tier: {oracle_specs_words(ctx.tier, key)}.",
         settings={part: spec_settings(s) for part, s in specs.items()}, stats=v_stats,
-        command=oracle_command(ctx, fitted, held), wall_s=time.perf_counter() - t0)]
+        command=oracle_command(ctx, fitted, held, key), wall_s=time.perf_counter() - t0)]
 
 
-def protocol_note_oracle(ctx: Context, specs: dict) -> str:
+def protocol_note_oracle(ctx: Context, specs: dict, key: str = "oracle") -> str:
     """The sweeps' note when they differ from the protocol's confirmation settings (see :func:`protocol_note`)."""
     from deeplimit.transfer.oracle_grids import oracle_claim_specs
 
-    want = oracle_claim_specs(ctx.tier, seed_set="confirmation")
+    want = oracle_claim_specs(ctx.tier, seed_set="confirmation", claim=key)
     if set(want) == set(specs) and all(want[k] == s for k, s in specs.items()):
         return ""
     p = protocol()
@@ -167,11 +202,12 @@ def protocol_note_oracle(ctx: Context, specs: dict) -> str:
             "is exploratory, not confirmatory.")
 
 
-def oracle_command(ctx: Context, fitted: list[tuple[int, int]], held: list[tuple[int, int]]) -> str:
+def oracle_command(ctx: Context, fitted: list[tuple[int, int]], held: list[tuple[int, int]],
+                   key: str = "oracle") -> str:
     """The standalone command on this run's table of runs: the same fit (on the fitted groups only) and its
     forecasts at the held-out groups, with ``deeplimit predict``."""
     d, s = max(g[0] for g in fitted), max(g[1] for g in fitted)
     at = " ".join(f"--at depth={a},samples={b}" for a, b in held)
-    table = ctx.out / "tables" / f"{KEY}_runs.csv"
+    table = ctx.out / "tables" / f"{key.replace('-', '_')}_runs.csv"
     return (f"deeplimit predict {table} --x depth samples --lr lr --loss loss "
-            f"--where 'depth <= {d} and samples <= {s}' {at} --level {float(protocol().claim(KEY)['level']):g}")
+            f"--where 'depth <= {d} and samples <= {s}' {at} --level {float(protocol().claim(key)['level']):g}")

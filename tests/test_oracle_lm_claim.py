@@ -1,0 +1,107 @@
+"""The ``oracle-lm`` claim (protocol ``claims.oracle-lm``): the oracle's held-out check on the byte-level LM,
+pre-registered with exactly the pilot's design (scripts/oracle_lm_pilot.py at commit f750fcb), decided at the
+full tier only, on its own unseen confirmation seeds; its smoke section runs and decides nothing."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from deeplimit.errors import DeeplimitError
+from deeplimit.protocol import protocol, seed_values
+from deeplimit.transfer.oracle_grids import oracle_claim_groups, oracle_claim_specs, oracle_lm
+
+CLAIM = protocol().claim("oracle-lm")
+# The pilot's design as scripts/oracle_lm_pilot.py at f750fcb built it, written out here so that the protocol
+# entry (and the script, which now builds its sweeps from that entry) is checked against it, not against itself.
+PILOT_FITTED = [(d, s) for d in (2, 4) for s in (800, 1600, 3200)]
+PILOT_HELD = [(2, 25600), (32, 3200)]
+PILOT_COMMON = {"rule": "completep", "batch_size": 16, "log2_lr": "-9:-3:1"}
+
+
+def _pilot_specs(seed_set: str, seeds: int, claim: str | None = None) -> dict:
+    specs = {"fit": oracle_lm(tier="quick", seed_set=seed_set, claim=claim, depth=[2, 4], samples=[800, 1600, 3200],
+                              seeds=seeds, **PILOT_COMMON)}
+    for d, s in PILOT_HELD:
+        specs[f"held-{d}-{s}"] = oracle_lm(tier="quick", seed_set=seed_set, claim=claim, depth=[d], samples=[s],
+                                           seeds=seeds, **PILOT_COMMON)
+    return specs
+
+
+def _same_runs(a: dict, b: dict) -> bool:
+    """The same sweeps point for point (the descriptions, free text, may differ)."""
+    return list(a) == list(b) and all(a[k].axes == b[k].axes and a[k].fixed == b[k].fixed
+                                      and a[k].objective == b[k].objective and a[k].metric == b[k].metric for k in a)
+
+
+def test_the_entry_states_the_oracle_claims_criteria_and_its_pilot():
+    mlp = protocol().claim("oracle")
+    for key in ("max_abs_log2_error", "max_regret", "min_coverage", "level", "sensitivity_octaves",
+                "min_scored_share", "predicted_claim", "predicted_alternative", "naive"):
+        assert CLAIM[key] == mlp[key], key
+    assert (CLAIM["max_abs_log2_error"], CLAIM["max_regret"], CLAIM["min_coverage"], CLAIM["level"]) == \
+        (0.5, 0.005, 0.8, 0.8)
+    assert all(CLAIM[k] for k in ("paper", "quote", "statistic"))
+    assert "scripts/oracle_lm_pilot.py" in CLAIM["pilot"] and "f750fcb" in CLAIM["pilot"]
+    assert "0-1" in CLAIM["pilot"] and "112 runs" in CLAIM["pilot"]
+
+
+def test_its_confirmation_seeds_are_its_own_and_unseen():
+    assert CLAIM["confirmation_seeds"] == [1030, 1031, 1032, 1033, 1034]
+    others = set(protocol().seeds["pilot"]) | set(protocol().seeds["confirmation"])
+    for name, entry in protocol().claims.items():
+        if name != "oracle-lm":
+            others |= set(entry.get("confirmation_seeds", ()))
+    assert not others & set(CLAIM["confirmation_seeds"])
+    assert seed_values(3, "confirmation", "oracle-lm") == [1030, 1031, 1032]
+    assert seed_values(2, "pilot", "oracle-lm") == [0, 1]
+
+
+def test_it_is_decided_at_full_only_and_the_lower_tiers_say_what_full_runs():
+    from deeplimit.report.reproduce import NOT_AT_TIER, not_run_text
+
+    p = protocol()
+    assert "oracle-lm" not in p.tiers["quick"] and "oracle-lm" not in p.tiers["standard"]
+    assert p.decides("oracle-lm", "full") and not p.decides("oracle-lm", "standard")
+    assert sorted(p.claims["oracle-lm"]["tiers"]) == ["full", "smoke"]
+    assert NOT_AT_TIER["oracle-lm"] == {"quick": "full", "standard": "full"}
+    runs = sum(len(s) for s in oracle_claim_specs("full", claim="oracle-lm").values())
+    assert runs == (6 + 2) * 7 * 3
+    for tier in ("quick", "standard"):
+        text = not_run_text("oracle-lm", tier)
+        assert "it runs at --full" in text and f"{runs} runs of 50–1600 steps" in text, text
+    with pytest.raises(DeeplimitError, match="no 'standard' tier"):
+        oracle_claim_specs("standard", claim="oracle-lm")
+
+
+def test_the_full_tier_is_the_pilots_design_on_the_confirmation_seeds():
+    fitted, held = oracle_claim_groups("full", claim="oracle-lm")
+    assert fitted == PILOT_FITTED and held == PILOT_HELD
+    specs = oracle_claim_specs("full", claim="oracle-lm")
+    assert _same_runs(specs, _pilot_specs("confirmation", 3, claim="oracle-lm"))
+    assert all(s.axes["seed"] == (1030, 1031, 1032) for s in specs.values())
+    assert all(s.fixed["data"] == "shakespeare" and s.axes["rule"] == ("completep",) for s in specs.values())
+    # the pilot script builds its sweeps from the entry with two pilot seeds: exactly what it ran at f750fcb
+    assert _same_runs(oracle_claim_specs("full", seed_set="pilot", claim="oracle-lm", seeds=2),
+                      _pilot_specs("pilot", 2))
+    assert sum(len(s) for s in _pilot_specs("pilot", 2).values()) == 112
+    with pytest.raises(DeeplimitError, match="no oracle claim 'oracle-xl'"):
+        oracle_claim_specs("full", claim="oracle-xl")
+
+
+def test_the_smoke_section_runs_and_decides_nothing(tmp_path):
+    from deeplimit.report.reproduce import reproduce
+
+    t0 = time.perf_counter()
+    rep = reproduce(tmp_path, tier="smoke", workers=1, only=["oracle-lm"])
+    wall = time.perf_counter() - t0
+    assert rep.failed == [] and len(rep.sections) == 1
+    sec = rep.sections[0]
+    assert sec.verdict == "inconclusive", sec.reason  # one seed: no per-seed interval, nothing is decided
+    assert sec.key == "oracle-lm" and "byte-level LM" in sec.title
+    assert (tmp_path / "smoke" / "tables" / "oracle_lm_runs.csv").is_file()
+    assert re.search(r"\d+ runs", sec.measured) and "oracle_lm_runs.csv" in sec.command
+    assert "this tier: fitted (depth, samples) [(1, 32)" in sec.scale_gap
+    assert wall < 60, wall  # a smoke section: seconds, not minutes
