@@ -4,9 +4,6 @@ full tier only, on its own unseen confirmation seeds; its smoke section runs and
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
 from deeplimit.errors import DeeplimitError
@@ -89,19 +86,3 @@ def test_the_full_tier_is_the_pilots_design_on_the_confirmation_seeds():
     assert sum(len(s) for s in _pilot_specs("pilot", 2).values()) == 112
     with pytest.raises(DeeplimitError, match="no oracle claim 'oracle-xl'"):
         oracle_claim_specs("full", claim="oracle-xl")
-
-
-def test_the_smoke_section_runs_and_decides_nothing(tmp_path):
-    from deeplimit.report.reproduce import reproduce
-
-    t0 = time.perf_counter()
-    rep = reproduce(tmp_path, tier="smoke", workers=1, only=["oracle-lm"])
-    wall = time.perf_counter() - t0
-    assert rep.failed == [] and len(rep.sections) == 1
-    sec = rep.sections[0]
-    assert sec.verdict == "inconclusive", sec.reason  # one seed: no per-seed interval, nothing is decided
-    assert sec.key == "oracle-lm" and "byte-level LM" in sec.title
-    assert (tmp_path / "smoke" / "tables" / "oracle_lm_runs.csv").is_file()
-    assert re.search(r"\d+ runs", sec.measured) and "oracle_lm_runs.csv" in sec.command
-    assert "this tier: fitted (depth, samples) [(1, 32)" in sec.scale_gap
-    assert wall < 60, wall  # a smoke section: seconds, not minutes
