@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from deeplimit.diagnostics.coord_verdict import SITES
+from deeplimit.plotting import tight_layout
 
 
 def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stats: Sequence[str] = ("rms", "delta_rms"),
@@ -48,7 +49,9 @@ def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stats: Sequence[str
                 ax.text(0.5, 0.5, "0 at init" if stat == "delta_rms" else "no data", ha="center", va="center",
                         transform=ax.transAxes, color="0.4")
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{rule}, t = {t}", fontsize=9)
+            # y = 1: where Matplotlib's automatic placement puts it (no tick labels on top), without measuring the
+            # tick labels of all the panels that share x for every title
+            ax.set_title(f"{rule}, t = {t}", fontsize=9, y=1.0)
             if i == len(rows) - 1:
                 ax.set_xlabel(axis + " (log2)")
             if j == 0:
@@ -64,7 +67,7 @@ def plot_coord_check(df: pd.DataFrame, axis: str, path: str, stats: Sequence[str
     labels = [s for s in sites if s in by_label]
     fig.legend([by_label[s] for s in labels], labels, loc="lower center", ncol=len(sites), frameon=False)
     fig.suptitle(f"coordinate check over {axis} (mean ± s.e. over seeds; flat = transfers)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    tight_layout(fig, rect=(0, 0.06, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -20,6 +20,7 @@ from torch import nn
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_save
+from deeplimit.plotting import tight_layout
 
 
 @torch.no_grad()
@@ -136,7 +137,7 @@ def plot_feature_diversity(distances: pd.DataFrame, path: str, title: str = "") 
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "feature diversity: distance between residual-stream layers", fontsize=10)
-    fig.tight_layout()
+    tight_layout(fig)
     try:
         atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     finally:

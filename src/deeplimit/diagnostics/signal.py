@@ -17,6 +17,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_save
 from deeplimit.nn.attention import MultiHeadAttention
 from deeplimit.nn.transformer import SHAPED
+from deeplimit.plotting import tight_layout
 
 SIGNAL_VARIANTS: dict[str, dict] = {
     "shaped": dict(SHAPED),
@@ -98,7 +99,7 @@ def plot_grad_norms(df: pd.DataFrame, path) -> str:
         ax.set_title(f"gradient norm of {p} (mean ± s.e. over seeds)", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    tight_layout(fig)
     _save(fig, path)
     return str(path)
 
@@ -120,7 +121,7 @@ def plot_entropy(df: pd.DataFrame, path) -> str:
     ax.set_title("attention entropy during training", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    tight_layout(fig)
     _save(fig, path)
     return str(path)
 
@@ -166,6 +167,6 @@ def plot_token_correlation(df: pd.DataFrame, path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("token correlation at initialization (rank collapse)", fontsize=10)
-    fig.tight_layout()
+    tight_layout(fig)
     _save(fig, path)
     return str(path)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from deeplimit.io import ensure_dir
+from deeplimit.plotting import tight_layout
 
 
 @contextlib.contextmanager
@@ -67,7 +68,7 @@ def best_loss_figure(analyses: list, path: Path, title: str, ylabel: str = "best
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    tight_layout(fig)
     return save_figure(fig, path)
 
 
@@ -108,7 +109,7 @@ def eta_star_figure(runs: pd.DataFrame, group: str, size: str, stats: dict, path
     ax.set_ylabel("log2 η* (per seed)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    tight_layout(fig)
     return save_figure(fig, path)
 
 

@@ -15,6 +15,7 @@ from scipy import stats  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from deeplimit.io import atomic_save  # noqa: E402
+from deeplimit.plotting import tight_layout  # noqa: E402
 from deeplimit.sde.compare import extract, label  # noqa: E402
 
 
@@ -164,7 +165,7 @@ def _tex(name: str) -> str:
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     """Lay out, write at 120 dpi and close ``fig``; return the path (one place for every figure here)."""
-    fig.tight_layout()
+    tight_layout(fig)
     out = Path(path)
     try:  # atomically: the report reads every figure back
         atomic_save(out, lambda fh: fig.savefig(fh, format="png", dpi=120))

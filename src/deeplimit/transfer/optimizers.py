@@ -376,11 +376,12 @@ AXIS_LABELS = {"wd_timescale_fraction": "log2 τ / run length", "weight_decay": 
 
 
 def _finish(fig, path: str, title: str) -> str:
+    from deeplimit.plotting import tight_layout
     from deeplimit.transfer.plots import _save  # the package's atomic PNG writer (closes the figure)
 
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    tight_layout(fig)
     return str(_save(fig, path))
 
 

@@ -23,6 +23,7 @@ from matplotlib import transforms  # noqa: E402
 
 from deeplimit.errors import DeeplimitError  # noqa: E402
 from deeplimit.io import atomic_save  # noqa: E402
+from deeplimit.plotting import tight_layout  # noqa: E402
 from deeplimit.transfer.analysis import SIZE_UNITS, TransferAnalysis  # noqa: E402
 
 __all__ = ["plot_loss_vs_lr", "plot_optimum_vs_size", "plot_analysis"]
@@ -116,7 +117,7 @@ def plot_loss_vs_lr(analysis: TransferAnalysis, path: str | os.PathLike[str], *,
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1 - 1.3 / (4.2 * n + 1.2), 1))
+    tight_layout(fig, rect=(0, 0, 1 - 1.3 / (4.2 * n + 1.2), 1))
     return _save(fig, path)
 
 
@@ -170,7 +171,7 @@ def plot_optimum_vs_size(analysis: TransferAnalysis, path: str | os.PathLike[str
     ax.set_title(title or f"optimal LR vs {unit}: 16–84% bootstrap bars, hollow = censored, line = WLS trend",
                  fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    tight_layout(fig)
     return _save(fig, path)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from deeplimit.io import ensure_dir
+from deeplimit.plotting import tight_layout
 from deeplimit.protocol import seed_values
 from deeplimit.report.context import Context, cached
 from deeplimit.report.figures import save_figure
@@ -34,7 +35,7 @@ def _kappa_figure(k: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("κ̂ at u = ½ after training")
     ax.set_title("feature diversity vs depth (dots: seeds)")
     ax.legend()
-    fig.tight_layout()
+    tight_layout(fig)
     return save_figure(fig, path)
 
 

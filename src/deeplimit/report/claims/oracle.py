@@ -86,6 +86,7 @@ def _figure(ctx: Context, val: dict, key: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from deeplimit.plotting import tight_layout
     from deeplimit.report.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -117,7 +118,7 @@ def _figure(ctx: Context, val: dict, key: str) -> Path:
     ax.set_title(f"transfer oracle ({key}): fitted vs held-out groups ({ctx.tier})", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    tight_layout(fig)
     return save_figure(fig, ensure_dir(ctx.out / "figures" / key, "output folder") / "oracle_heldout.png")
 
 
