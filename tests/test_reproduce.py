@@ -53,14 +53,25 @@ def test_the_lm_oracle_section_runs_at_smoke_and_decides_nothing(report):
     assert "this tier: fitted (depth, samples) [(1, 32)" in sec.scale_gap
 
 
-def test_rerun_resumes_from_the_cache(report):
-    rep, out = report
-    import time
+def _trials(storage: str) -> int:
+    import optuna
 
-    t0 = time.perf_counter()
+    return sum(s.n_trials for s in optuna.get_all_study_summaries(storage))
+
+
+def test_rerun_resumes_from_the_cache(report):
+    """Cached sweeps and SDE tables: nothing is re-run — no sweep gains a trial and no cached result is
+    rewritten (each is written only when it is computed)."""
+    rep, out = report
+    storage = f"sqlite:///{(out / 'smoke' / 'sweeps.db').resolve()}"
+    cached = {p: p.stat().st_mtime_ns
+              for d in ("sde", "feature-diversity") for p in (out / "smoke" / d).rglob("*.json")}
+    trials = _trials(storage)
+    assert cached and trials > 0
     again = reproduce(out, tier="smoke", workers=1, only=["depth-transfer", "sde", "feature-diversity"])
-    assert time.perf_counter() - t0 < 60  # cached sweeps and SDE tables: nothing is re-run
     assert "SDE vs finite network" in again.path.read_text() and again.failed == []
+    assert _trials(storage) == trials
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached
 
 
 def test_a_crashed_section_is_failed_in_red_the_others_complete_and_the_exit_is_non_zero(report, capsys):
