@@ -2,7 +2,11 @@
 
 Setting: causal self-attention (decoder), batch 1, 4 heads of dimension 64, float32, one thread. The goal
 is fused ≤ 1.10× SDPA at every length: the shaping adds ``γ1·V − γ2·(running mean of V)``, O(m·d) work next to
-the kernel's O(m²·d), so the ratio is worst at the shortest length.
+the kernel's O(m²·d), so the ratio is worst at the shortest length. There (m ≤ ``DENSE_MAX_LEN`` = 256 on CPU)
+the fused implementation takes its dense path — the m×m matrix in three batched matmuls, no running sums —
+and beyond it SDPA plus the running sums; each row records which (``fused_path``). Where fused is dense, the
+O(m·d) path is timed beside it as ``fused_scan`` (also paired with SDPA), with its memory, so the record shows
+what the dense path costs in memory and buys in time.
 
 Timing: the one method of ``benchmarks.common`` (rounds in alternating order, paired per-round ratios of this
 thread's CPU time; wall-clock ratios are recorded beside them). Fused and reference outputs and input gradients
@@ -33,15 +37,17 @@ import torch.nn.functional as F
 from benchmarks.common import assert_same_outputs, paired_ratio, paired_rounds, setup_threads
 
 try:
-    from deeplimit.nn.attention import shaped_attention
+    from deeplimit.nn.attention import DENSE_MAX_LEN, _shaped_residual, shaped_attention
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from deeplimit.nn.attention import shaped_attention
+    from deeplimit.nn.attention import DENSE_MAX_LEN, _shaped_residual, shaped_attention
 
 NAME = "attention"
 BATCH, HEADS, HEAD_DIM = 1, 4, 64
 GOAL_RATIO = 1.10
-IMPLS = ("sdpa", "fused", "reference")  # the first two are the paired peers
+IMPLS = ("sdpa", "fused", "fused_scan", "reference")  # fused and fused_scan are each paired with sdpa
+# fused_scan: the O(m·d) path (SDPA + running sums) the fused implementation takes beyond DENSE_MAX_LEN, timed
+# also where fused is dense, so that the record shows what the dense path buys there
 REFERENCE_TIMED_UP_TO = 1024  # beyond, the m×m reference is timed no more (seconds per call); its memory still is
 
 
@@ -50,6 +56,18 @@ def _inputs(m: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
     q, k, v = (torch.randn(BATCH, HEADS, m, HEAD_DIM, generator=g).requires_grad_() for _ in range(3))
     grad_out = torch.randn(BATCH, HEADS, m, HEAD_DIM, generator=g)
     return [q, k, v], grad_out
+
+
+def _scan_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
+    """The fused implementation's O(m·d) path at any length: SDPA, then ``+ γ1·V − γ2·(running mean of V)``."""
+    attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / tau)
+    return _shaped_residual(attn, v, 1.0, 1.0, causal=True)
+
+
+def _peers(m: int) -> tuple[str, ...]:
+    """The implementations timed at length ``m``: fused_scan only where fused is dense, reference up to 1024."""
+    return tuple(impl for impl in IMPLS if (impl != "fused_scan" or m <= DENSE_MAX_LEN)
+                 and (impl != "reference" or m <= REFERENCE_TIMED_UP_TO))
 
 
 def _step_fn(impl: str, m: int):
@@ -62,6 +80,8 @@ def _step_fn(impl: str, m: int):
             t.grad = None
         if impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / tau)
+        elif impl == "fused_scan":
+            out = _scan_path(q, k, v, tau)
         else:
             out = shaped_attention(q, k, v, gamma1=1.0, gamma2=1.0, tau=tau, causal=True, impl=impl)
         out.backward(grad_out)
@@ -118,12 +138,16 @@ def measure_peak_memory(impl: str, m: int, repeats: int = 1) -> dict:
 
 
 def _outputs(m: int) -> dict[str, torch.Tensor]:
-    """Fused and reference output and input gradients at length ``m`` (concatenated), for the equality check."""
+    """Reference, fused (and fused_scan where it differs) output and input gradients at length ``m``
+    (concatenated), for the equality check."""
     out = {}
-    for impl in ("fused", "reference"):
+    for impl in ("reference", "fused", "fused_scan")[:3 if m <= DENSE_MAX_LEN else 2]:
         (q, k, v), grad_out = _inputs(m)
         tau = (HEADS * HEAD_DIM * HEAD_DIM) ** 0.5
-        y = shaped_attention(q, k, v, gamma1=1.0, gamma2=1.0, tau=tau, causal=True, impl=impl)
+        if impl == "fused_scan":
+            y = _scan_path(q, k, v, tau)
+        else:
+            y = shaped_attention(q, k, v, gamma1=1.0, gamma2=1.0, tau=tau, causal=True, impl=impl)
         y.backward(grad_out)
         out[impl] = torch.cat([t.detach().flatten() for t in (y, q.grad, k.grad, v.grad)])
     return out
@@ -136,17 +160,20 @@ def run(quick: bool) -> dict:
     for m in lengths:
         assert_same_outputs(_outputs(m), rtol=1e-4, atol=1e-5)
         repeats, number = (3, 1) if quick else (15, 3) if m <= 512 else (11, 1) if m <= 1024 else (7, 1)
-        timed = IMPLS if m <= REFERENCE_TIMED_UP_TO else IMPLS[:2]
+        timed = _peers(m)
         times = paired_rounds({impl: _step_fn(impl, m) for impl in timed}, repeats=repeats, number=number)
-        memory = {impl: None if quick else measure_peak_memory(impl, m)["peak_extra_bytes"] for impl in IMPLS}
+        memory = {impl: None if quick or (impl == "fused_scan" and m > DENSE_MAX_LEN)
+                  else measure_peak_memory(impl, m)["peak_extra_bytes"] for impl in IMPLS}
         row = {
             "m": m,
+            "fused_path": "dense" if m <= DENSE_MAX_LEN else "sdpa + running sums",
             "rounds": repeats,
             "calls_per_round": number,
             "median_cpu_ms": {impl: 1e3 * times[impl]["median_s"] if impl in times else None for impl in IMPLS},
             "median_wall_ms": {impl: 1e3 * times[impl]["wall_median_s"] if impl in times else None for impl in IMPLS},
             "fused_over_sdpa": paired_ratio(times, "fused", "sdpa"),
             "fused_over_sdpa_wall_paired": paired_ratio(times, "fused", "sdpa", "wall"),
+            "fused_scan_over_sdpa": paired_ratio(times, "fused_scan", "sdpa") if "fused_scan" in times else None,
             "reference_over_fused": paired_ratio(times, "reference", "fused") if "reference" in times else None,
             "peak_extra_MiB": {impl: None if b is None else b / 2**20 for impl, b in memory.items()},
             "samples_cpu_s": {impl: times[impl]["cpu_s"] for impl in timed},
@@ -155,7 +182,7 @@ def run(quick: bool) -> dict:
             row["reference_over_fused_memory"] = memory["reference"] / memory["fused"]
         rows.append(row)
         cpu_ms = ", ".join(f"{k} {v:.2f} ms" for k, v in row["median_cpu_ms"].items() if v is not None)
-        print(f"[attention] m={m}: cpu {cpu_ms}; fused/sdpa paired {row['fused_over_sdpa']:.3f} "
+        print(f"[attention] m={m} ({row['fused_path']}): cpu {cpu_ms}; fused/sdpa paired {row['fused_over_sdpa']:.3f} "
               f"(wall {row['fused_over_sdpa_wall_paired']:.3f})", file=sys.stderr)
 
     worst = max(rows, key=lambda r: r["fused_over_sdpa"])
@@ -169,6 +196,9 @@ def run(quick: bool) -> dict:
         "median_cpu_ms": {r["m"]: {k: None if v is None else round(v, 2) for k, v in r["median_cpu_ms"].items()}
                           for r in rows},
         "worst_fused_over_sdpa": {"m": worst["m"], "ratio": round(worst["fused_over_sdpa"], 3)},
+        "fused_path": {r["m"]: r["fused_path"] for r in rows},
+        "fused_scan_over_sdpa_where_fused_is_dense": {r["m"]: round(r["fused_scan_over_sdpa"], 3) for r in rows
+                                                       if r["fused_scan_over_sdpa"] is not None},
         "reference_over_fused_time": {r["m"]: round(r["reference_over_fused"], 2) for r in rows
                                       if r["reference_over_fused"] is not None},
         "peak_extra_MiB": {r["m"]: {k: None if v is None else round(v, 1)
@@ -176,6 +206,7 @@ def run(quick: bool) -> dict:
     }
     settings = {"lengths": lengths, "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM, "dtype": "float32",
                 "causal": True, "gamma1": 1.0, "gamma2": 1.0, "reference_timed_up_to": REFERENCE_TIMED_UP_TO,
+                "dense_max_len": DENSE_MAX_LEN,
                 "rounds_calls": {r["m"]: [r["rounds"], r["calls_per_round"]] for r in rows},
                 "memory": "not measured (quick)" if quick else "peak RSS in a fresh subprocess"}
     return {"settings": settings, "rows": rows, "summary": summary}

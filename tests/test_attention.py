@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+import deeplimit.nn.attention as attention_module
 from deeplimit.errors import DeeplimitError
 from deeplimit.nn.attention import (
+    DENSE_MAX_LEN,
     MultiHeadAttention,
-    _ShapedResidual,
+    _dense_shaped,
+    _shaped_residual,
     attention_entropy,
     shaped_attention,
     uniform_attention_apply,
@@ -19,6 +22,15 @@ from deeplimit.nn.attention import (
 )
 
 B, H, M, D = 2, 3, 7, 5
+
+
+@pytest.fixture(params=["dense", "scan"])
+def fused_path(request, monkeypatch):
+    """Run a test through each of the fused implementation's two causal paths: the dense one (m ≤ DENSE_MAX_LEN
+    on CPU, the default at these sizes) and the SDPA + running-sum one (the threshold set to 0)."""
+    if request.param == "scan":
+        monkeypatch.setattr(attention_module, "DENSE_MAX_LEN", 0)
+    return request.param
 
 
 def _qkv(seed: int = 0, dtype=torch.float64, requires_grad: bool = False):
@@ -67,7 +79,7 @@ def test_rows_of_A_sum_to_one(causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("gammas", [(1.0, 1.0), (0.4, 0.7), (0.0, 0.0)])
-def test_zero_queries_give_identity_plus_uniform(causal, gammas):
+def test_zero_queries_give_identity_plus_uniform(causal, gammas, fused_path):
     g1, g2 = gammas
     _, k, v = _qkv()
     q = torch.zeros_like(k)
@@ -88,7 +100,7 @@ def _per_head(values, requires_grad):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("gains", ["float", "scalar_tensor", "per_head"])
-def test_fused_equals_reference_forward_and_grads(causal, gains):
+def test_fused_equals_reference_forward_and_grads(causal, gains, fused_path):
     outs, grads = {}, {}
     for impl in ("fused", "reference"):
         q, k, v = _qkv(seed=1, requires_grad=True)
@@ -110,14 +122,51 @@ def test_fused_equals_reference_forward_and_grads(causal, gains):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_uniform_residual_gradcheck(causal):
-    # the hand-written backward of attn + γ1·V − γ2·U V against finite differences
+    # attn + γ1·V − γ2·U V (float gains, 0-dim and per-head tensor gains) against finite differences
     attn, v = (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     g1 = torch.tensor([0.7, 0.2], dtype=torch.float64, requires_grad=True)
     g2 = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
-    f = lambda attn, v, g1, g2: _ShapedResidual.apply(attn, v, g1.view(1, 2, 1, 1), g2, causal)
+    f = lambda attn, v, g1, g2: _shaped_residual(attn, v, g1.view(1, 2, 1, 1), g2, causal)
     assert torch.autograd.gradcheck(f, (attn, v, g1, g2))
-    f_float = lambda attn, v: _ShapedResidual.apply(attn, v, 0.3, 0.9, causal)
+    f_float = lambda attn, v: _shaped_residual(attn, v, 0.3, 0.9, causal)
     assert torch.autograd.gradcheck(f_float, (attn, v))
+
+
+def test_dense_path_gradcheck():
+    q, k, v = (torch.randn(1, 2, 6, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    g1 = torch.tensor([0.7, 0.2], dtype=torch.float64, requires_grad=True)
+    g2 = torch.tensor([0.4, 1.1], dtype=torch.float64, requires_grad=True)
+    f = lambda q, k, v, g1, g2: _dense_shaped(q, k, v, g1.view(1, 2, 1, 1), g2.view(1, 2, 1, 1), 0.8)
+    assert torch.autograd.gradcheck(f, (q, k, v, g1, g2))
+    assert torch.autograd.gradcheck(lambda q, k, v: _dense_shaped(q, k, v, 0.3, 0.9, 0.8), (q, k, v))
+
+
+def _graph_ops(t: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes behind ``t``."""
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(n for n, _ in node.next_functions)
+    return {type(n).__name__ for n in seen}
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_takes_the_dense_path_only_up_to_the_threshold(causal):
+    """Causal attention on CPU: dense (softmax of the m×m logits) for m ≤ DENSE_MAX_LEN, SDPA + running sum beyond;
+    bidirectional attention always takes SDPA + mean. Both sides of the threshold equal the reference."""
+    for m in (DENSE_MAX_LEN, DENSE_MAX_LEN + 1):
+        g = torch.Generator().manual_seed(m)
+        q, k, v = (torch.randn(1, 2, m, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+        out = shaped_attention(q, k, v, gamma1=0.9, gamma2=0.6, tau=2.0, causal=causal)
+        ops = _graph_ops(out)
+        dense = causal and m <= DENSE_MAX_LEN
+        assert ("SoftmaxBackward0" in ops) == dense, (m, sorted(ops))
+        assert any("ScaledDotProduct" in name for name in ops) == (not dense), (m, sorted(ops))
+        ref = shaped_attention(q, k, v, gamma1=0.9, gamma2=0.6, tau=2.0, causal=causal, impl="reference")
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_fused_equals_reference_with_mask():

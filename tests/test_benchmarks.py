@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deeplimit.nn import attention
 from deeplimit.nn.attention import shaped_attention, uniform_attention_apply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,10 @@ def _composite(q, k, v, g1, g2, tau, causal):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
 @pytest.mark.parametrize("gains", ["floats", "tensors"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_fused_kernel_equals_the_composite_forward_and_backward(dtype, tol, gains, causal):
+@pytest.mark.parametrize("dense_max_len", [attention.DENSE_MAX_LEN, 0])  # the dense and the scan path
+def test_fused_kernel_equals_the_composite_forward_and_backward(dtype, tol, gains, causal, dense_max_len,
+                                                                  monkeypatch):
+    monkeypatch.setattr(attention, "DENSE_MAX_LEN", dense_max_len)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 37, 8, generator=g, dtype=dtype) for _ in range(3))
     grad_out = torch.randn(2, 3, 37, 8, generator=g, dtype=dtype)

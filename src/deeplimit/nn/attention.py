@@ -10,8 +10,10 @@ where ``U`` is the uniform attention of the mask (``11ᵀ/m`` without a mask, ro
 
 Two implementations that agree in float64 (shaped-transformer spec §2.7):
 
-* ``impl="fused"`` never forms the m×m matrix: ``A·V = γ1 V + SDPA(q, k, v) − γ2 (U V)``, where ``U V`` is the
-  mean of the value rows (no mask) or their running mean (causal). Memory is O(m·d) beyond the fused kernel.
+* ``impl="fused"`` computes ``A·V = γ1 V + SDPA(q, k, v) − γ2 (U V)``, where ``U V`` is the mean of the value
+  rows (no mask) or their running mean (causal), without forming the m×m matrix: memory is O(m·d) beyond the
+  fused kernel. Exception: causal attention on CPU with ``m ≤ DENSE_MAX_LEN`` (256) and no mask, where three
+  batched matmuls on the m×m matrix are cheaper than SDPA plus the running sums (memory bounded by the threshold).
 * ``impl="reference"`` builds ``A`` explicitly (and can return it); it is the executable definition.
 
 Shapes follow ``torch.nn.functional.scaled_dot_product_attention``: ``q, k, v`` are ``(B, H, m, d)``; boolean
@@ -69,104 +71,83 @@ def uniform_attention_transpose_apply(g: Tensor, causal: bool) -> Tensor:
     return scaled.flip(-2).cumsum(dim=-2).flip(-2)
 
 
-def _sum_to_gain(grad: Tensor, gain: Tensor) -> Tensor:
-    """Reduce a broadcast gradient to the gain's own shape: a scalar or ``(1, H, 1, 1)``."""
-    return grad.sum() if gain.dim() == 0 else grad.sum_to_size(gain.shape)
+#: Longest causal sequence for which ``impl="fused"`` takes the dense path on CPU (see :func:`_dense_shaped`).
+#: At short lengths the scan path's cost over SDPA is set by its two O(m·d) running sums (torch's CPU ``cumsum``
+#: runs one dependent chain per column) rather than by their size, while the dense path's three batched matmuls
+#: cost about what SDPA's kernel does; its O(m²) work and memory make it the worse choice as m grows
+#: (``benchmarks/bench_attention.py`` times both sides). Set it to 0 to keep O(m·d) memory at every length.
+DENSE_MAX_LEN = 256
 
 
 @functools.lru_cache(maxsize=64)
-def _scan_weights(m: int, dtype: torch.dtype, device: torch.device, scale: float, reverse: bool) -> Tensor:
-    """``scale / i`` for i = 1..m as an (m, 1) column (reversed if ``reverse``), built once per setting.
+def _scan_weights(m: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``1/i`` for i = 1..m as an (m, 1) column, built once per setting.
 
-    The fused kernel's cost at small m is dominated by the number of ops, not their size (each costs about as
-    much as a 256×64 elementwise pass): caching these columns removes four ops per forward and five per backward.
-    Built outside inference mode and autograd so that the cached tensor may be used anywhere.
+    At small m each op costs about as much as a 256×64 elementwise pass, so the column is cached rather than
+    rebuilt per call. Built outside inference mode and autograd so that the cached tensor may be used anywhere.
     """
     with torch.inference_mode(False), torch.no_grad():
-        w = torch.arange(m, 0, -1) if reverse else torch.arange(1, m + 1)
-        return w.to(device=device, dtype=dtype).reciprocal_().mul_(scale).unsqueeze_(-1)
+        return torch.arange(1, m + 1).to(device=device, dtype=dtype).reciprocal_().unsqueeze_(-1)
 
 
-class _ShapedResidual(torch.autograd.Function):
-    """``attn + γ1·V − γ2·(U V)``: everything shaped attention adds to the softmax kernel, as one graph node.
+def _shaped_residual(attn: Tensor, v: Tensor, gamma1: Gain, gamma2: Gain, causal: bool) -> Tensor:
+    """``attn + γ1·V − γ2·(U V)`` from torch ops whose backward runs in C++: what shaped attention adds to SDPA.
 
-    Written by hand for speed and memory (O(m·d) either way): autograd through the composite saves ``U V``,
-    runs a cumsum/flip/div chain per term, allocates a tensor per product and accumulates three gradients
-    into ``V``. Here the forward is one cumulative sum and two fused elementwise passes on one fresh buffer,
-    ``d attn = G`` is passed through, and the backward needs one reversed cumulative sum ``Uᵀ G``:
-
-        dV = γ1 G − γ2 Uᵀ G,    dγ1 = Σ G·V,    dγ2 = −Σ (Uᵀ G)·V
-
-    (sums over everything but the head axis for per-head gains). Gains are Python floats, 0-dim tensors or
-    ``(1, H, 1, 1)`` tensors; with float gains (the common case) the ``1/i`` weights, with −γ2 folded in for the
-    backward, come from a cache, so the causal step costs 3 ops forward and 5 backward.
+    ``attn``, ``v``: ``(B, H, m, d)``; gains are Python floats, 0-dim tensors or ``(1, H, 1, 1)`` tensors.
+    Causal ``U V`` is the running mean ``cumsum(V) / i``: two ``addcmul`` passes and one ``cumsum`` forward
+    (autograd saves only the cached ``1/i`` column, and ``cumsum(V)`` when γ2 needs a gradient), a reversed
+    ``cumsum`` backward. O(m·d) memory. It replaces a hand-written ``autograd.Function`` doing the same ops,
+    whose Python forward and backward cost more than the ops they saved (timed with ``bench_attention``).
     """
-
-    @staticmethod
-    def forward(ctx, attn: Tensor, v: Tensor, gamma1: Gain, gamma2: Gain, causal: bool) -> Tensor:
-        # Tensor gains are saved (they may be trained); Python floats ride on ctx.
-        ctx.save_for_backward(v, *(g if isinstance(g, Tensor) else None for g in (gamma1, gamma2)))
-        ctx.float_gains = tuple(None if isinstance(g, Tensor) else float(g) for g in (gamma1, gamma2))
-        ctx.causal = causal
-        if causal:
-            out = v.cumsum(dim=-2)  # the one fresh (B, H, m, d) buffer; the rest works in place
-            # attn − γ2 · running mean in one pass (an elementwise op may write over its own input)
-            if isinstance(gamma2, Tensor):
-                torch.addcmul(attn, out, _inverse_counts(v.shape[-2], v) * -gamma2, out=out)
-            else:
-                weights = _scan_weights(v.shape[-2], v.dtype, v.device, 1.0, False)
-                torch.addcmul(attn, out, weights, value=-float(gamma2), out=out)
-            _add_scaled_(out, v, gamma1)
-            return out
-        out = v * gamma1
-        out.sub_(v.mean(dim=-2, keepdim=True) * gamma2)
-        return out.add_(attn)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, None]:
-        v, gamma1_t, gamma2_t = ctx.saved_tensors
-        gamma1 = gamma1_t if gamma1_t is not None else ctx.float_gains[0]
-        gamma2 = gamma2_t if gamma2_t is not None else ctx.float_gains[1]
-        _, need_v, need_g1, need_g2, _ = ctx.needs_input_grad
-        d_gamma1 = _sum_to_gain(grad * v, gamma1_t) if need_g1 else None
-        d_v = d_gamma2 = None
-        if ctx.causal and (need_v or need_g2):
-            # Uᵀ G (row j = Σ_{i≥j} g_i / i) is a reversed cumsum: flip, weight, cumsum, flip. Unless dγ2
-            # needs Uᵀ G itself, −γ2 rides on the weights and saves a pass. flip-cumsum-flip is as fast as
-            # `total − cumsum + x` and free of its cancellation error in the last rows.
-            fold = not need_g2
-            m = grad.shape[-2]
-            if fold and gamma2_t is None:
-                weights = _scan_weights(m, grad.dtype, grad.device, -gamma2, True)
-            elif fold:
-                weights = _scan_weights(m, grad.dtype, grad.device, 1.0, True) * -gamma2
-            else:
-                weights = _scan_weights(m, grad.dtype, grad.device, 1.0, True)
-            scan = grad.flip(-2)
-            scan.mul_(weights).cumsum_(dim=-2)
-            scan = scan.flip(-2)  # −γ2 Uᵀ G if fold, else Uᵀ G
-            if need_g2:
-                d_gamma2 = _sum_to_gain(-(scan * v), gamma2_t)
-            if need_v:
-                d_v = scan if fold else scan.mul_(-gamma2)
-                _add_scaled_(d_v, grad, gamma1)
-        elif need_v or need_g2:  # U = 11ᵀ/m is symmetric: Uᵀ G is the (B, H, 1, d) mean, broadcast
-            ut_grad = grad.mean(dim=-2, keepdim=True)
-            if need_g2:
-                d_gamma2 = _sum_to_gain(-(ut_grad * v), gamma2_t)
-            if need_v:
-                d_v = grad * gamma1
-                d_v.sub_(ut_grad * gamma2)
-        return grad, d_v, d_gamma1, d_gamma2, None
+    x = torch.addcmul(attn, v, gamma1) if isinstance(gamma1, Tensor) else torch.add(attn, v, alpha=gamma1)
+    if not causal:  # U = 11ᵀ/m: the mean of the value rows, broadcast
+        mean = v.mean(dim=-2, keepdim=True)
+        return torch.addcmul(x, mean, gamma2, value=-1) if isinstance(gamma2, Tensor) else x - gamma2 * mean
+    w = _scan_weights(v.shape[-2], v.dtype, v.device)
+    if isinstance(gamma2, Tensor):
+        return torch.addcmul(x, v.cumsum(dim=-2), w * gamma2, value=-1)
+    return torch.addcmul(x, v.cumsum(dim=-2), w, value=-float(gamma2))
 
 
-def _add_scaled_(out: Tensor, x: Tensor, gain: Gain) -> None:
-    """``out += gain · x`` in place, for a float or a broadcastable tensor gain."""
-    if isinstance(gain, Tensor):
-        out.addcmul_(x, gain)
-    else:
-        out.add_(x, alpha=gain)
+@functools.lru_cache(maxsize=16)
+def _dense_constants(m: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The causal logit bias (0 on and below the diagonal, −∞ above), ``U`` and ``I``, as (m, m) constants."""
+    with torch.inference_mode(False), torch.no_grad():
+        allowed = torch.ones(m, m, dtype=torch.bool, device=device).tril_()
+        bias = torch.zeros(m, m, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+        u = allowed.to(dtype) * _scan_weights(m, dtype, device)  # row i: 1/i on keys 1..i
+        return bias, u, torch.eye(m, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_shaping(m: int, gamma1: float, gamma2: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``γ1·I − γ2·U`` (causal) as one (m, m) constant, for float gains."""
+    _, u, eye = _dense_constants(m, dtype, device)
+    with torch.inference_mode(False), torch.no_grad():
+        return gamma1 * eye - gamma2 * u
+
+
+def _dense_shaped(q: Tensor, k: Tensor, v: Tensor, gamma1: Gain, gamma2: Gain, scale: float) -> Tensor:
+    """Causal shaped attention ``(γ1 I + Softmax(q kᵀ·scale + causal) − γ2 U) v`` in three batched matmuls.
+
+    The fused implementation's path for causal attention without a mask, ``m ≤ DENSE_MAX_LEN``, on CPU (the
+    accelerators' SDPA kernels were not timed against it): cheaper there than SDPA plus the two running sums.
+    It forms ``(B, H, m, m)`` tensors (autograd keeps the softmax and ``A``: ``2·B·H·m²`` values, at most
+    ``2·DENSE_MAX_LEN/d`` times the ``B·H·m·d`` of one of q, k, v), so its memory is bounded by the threshold.
+    Gradients, including the gains', come from autograd.
+    """
+    B, H, m, d = q.shape
+    bias, u, _ = _dense_constants(m, q.dtype, q.device)
+    logits = torch.baddbmm(bias, q.reshape(B * H, m, d), k.reshape(B * H, m, d).transpose(1, 2), alpha=scale)
+    probs = torch.softmax(logits, dim=-1).view(B, H, m, m)
+    d_v = v.shape[-1]
+    if isinstance(gamma1, Tensor) or isinstance(gamma2, Tensor):
+        # tensor gains (per head, or 0-dim): −γ2·U on the m×m matrix, γ1·V on the output (O(m·d))
+        a = torch.addcmul(probs, u, gamma2, value=-1) if isinstance(gamma2, Tensor) else probs - gamma2 * u
+        out = torch.bmm(a.view(B * H, m, m), v.reshape(B * H, m, d_v)).view(B, H, m, d_v)
+        return torch.addcmul(out, v, gamma1) if isinstance(gamma1, Tensor) else torch.add(out, v, alpha=gamma1)
+    a = probs + _dense_shaping(m, float(gamma1), float(gamma2), q.dtype, q.device)
+    return torch.bmm(a.view(B * H, m, m), v.reshape(B * H, m, d_v)).view(B, H, m, d_v)
 
 
 def uniform_attention_matrix(m: int, causal: bool = False, mask: Tensor | None = None, *,
@@ -257,10 +238,12 @@ def shaped_attention(q: Tensor, k: Tensor, v: Tensor, *, gamma1: Gain = 1.0, gam
 
     if impl == "fused":
         if return_attention:
-            raise DeeplimitError("the fused implementation never forms A; pass impl='reference' to get it")
+            raise DeeplimitError("the fused implementation does not return A; pass impl='reference' to get it")
+        if causal and attn_mask is None and m <= DENSE_MAX_LEN and q.device.type == "cpu":
+            return _dense_shaped(q, k, v, g1, g2, scale)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
         if attn_mask is None:
-            return _ShapedResidual.apply(attn, v, g1, g2, causal)
+            return _shaped_residual(attn, v, g1, g2, causal)
         # a general mask is already m×m, so applying U densely costs no more than the mask itself
         uv = uniform_attention_matrix(m, mask=attn_mask, dtype=v.dtype, device=v.device) @ v
         return attn + g1 * v - g2 * uv
