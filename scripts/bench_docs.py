@@ -122,13 +122,16 @@ def attention(record: dict) -> str:
     for r in record["rows"]:
         ms, mem = r["median_cpu_ms"], r["peak_extra_MiB"]
         peak = " / ".join(_f(mem.get(k), 1) for k in ("sdpa", "fused", "reference"))
-        rows.append([str(r["m"]), _ms(ms["sdpa"]), _ms(ms["fused"]), _f(r["fused_over_sdpa"]),
-                     _f(r["fused_over_sdpa_wall_paired"]), _ms(ms["reference"]), peak])
+        scan = r.get("fused_scan_over_sdpa")
+        rows.append([str(r["m"]), r.get("fused_path", "—"), _ms(ms["sdpa"]), _ms(ms["fused"]),
+                     _f(r["fused_over_sdpa"]), _f(r["fused_over_sdpa_wall_paired"]),
+                     "—" if scan is None else _f(scan), _ms(ms["reference"]), peak])
     met = "met" if s["goal_met"] else "not met"
     worst = s["worst_fused_over_sdpa"]
     return "\n\n".join([
-        f"{s['setting']}; ratio = {s['ratio_clock']} (wall-clock paired ratio beside it).",
-        _table(["m", "SDPA ms", "fused ms", "fused / SDPA", "(wall)", "reference ms",
+        f"{s['setting']}; ratio = {s['ratio_clock']} (wall-clock paired ratio beside it). Path: the form the fused "
+        "kernel took at that length; O(m·d) path / SDPA: the running-sum path timed beside a dense one.",
+        _table(["m", "path", "SDPA ms", "fused ms", "fused / SDPA", "(wall)", "O(m·d) path / SDPA", "reference ms",
                 "peak MiB SDPA / fused / reference"], rows),
         f"Goal {s['goal']}: **{met}** (worst {worst['ratio']:.3f} at m = {worst['m']}).",
         provenance("attention", record)])
