@@ -226,3 +226,31 @@ def test_rank_collapse_words(softmax, shaped, rates, word):
                               no_centring_slope=rates[1], theory=THEORY)
     assert v.verdict == word, v.reason
     assert v.checks[0].passed is bool(softmax >= 0.99)
+
+
+# ------------------------------------------------------------------------------------------------
+# SDE vs the finite network: every word, each part of the rule on both sides of its threshold
+# ------------------------------------------------------------------------------------------------
+def _eq(overall="agrees", test="agrees", ctrl="differs", exploded="agrees"):
+    return {"verdict": overall, "text": "synthetic",
+            "test": {"verdict": test, "margin": 0.03, "ci": [0.0, 0.019]},
+            "control": {"verdict": ctrl, "margin": 0.03, "ci": [0.058, 0.09]},
+            "exploded": {"verdict": exploded}}
+
+
+@pytest.mark.parametrize("eq, ks, crit, word, why", [
+    (_eq(), 1.0, 0.02, "holds", "below the margin 0.03"),
+    (_eq(), 0.5, 0.02, "inconclusive", "unshaped control did not fail"),          # KS must exceed 0.5 …
+    (_eq(), 0.5 + EPS, 0.02, "holds", "below the margin"),
+    (_eq(), 0.75, 0.25, "inconclusive", "unshaped control did not fail"),         # … and 3 critical values
+    (_eq(), 0.75 + EPS, 0.25, "holds", "below the margin"),
+    (_eq("differs", "differs"), 1.0, 0.02, "does not hold", "shown to differ"),
+    (_eq("inconclusive", "inconclusive"), 1.0, 0.02, "inconclusive", "not shown within the margin"),
+    (_eq("inconclusive", ctrl="inconclusive"), 1.0, 0.02, "inconclusive", "could not see a 20% error"),
+    (_eq("inconclusive", exploded="inconclusive"), 1.0, 0.02, "inconclusive", "exploded fractions"),
+])
+def test_sde_comparison_rule(eq, ks, crit, word, why):
+    from deeplimit.transfer.verdict_rules import sde_comparison_verdict
+
+    v = sde_comparison_verdict(eq, control_ks=ks, control_crit=crit)
+    assert v.verdict == word and why in v.reason, v

@@ -26,7 +26,8 @@ from deeplimit.transfer.verdicts import Check, ClaimVerdict
 
 __all__ = ["activation_verdict", "shaped_vs_preln_verdict", "no_ln_control", "feature_diversity_verdict",
            "monotone_share", "shuffled_shares", "stopping_trend_verdict", "stopping_agreement_verdict",
-           "sde_convergence_verdict", "seed_consensus", "coord_depth_verdict", "rank_collapse_verdict"]
+           "sde_convergence_verdict", "sde_comparison_verdict", "unshaped_control_fails", "seed_consensus",
+           "coord_depth_verdict", "rank_collapse_verdict"]
 
 # Defaults where the protocol entry does not (yet) state the number: the values the report has always used.
 SHAPED_MARGIN = 0.05      # nats/byte: shaped − Pre-LN "comparable" within ±0.05 (protocol shaped-vs-preln.margin)
@@ -204,6 +205,38 @@ def stopping_agreement_verdict(agree_share: float, claim: Mapping[str, Any] | No
     ok = bool(agree_share >= need)
     return ClaimVerdict("holds" if ok else "does not hold",
                         f"{agree_share:.0%} of the cells agree within their intervals (rule: ≥ {need:.0%})")
+
+
+# ------------------------------------------------------------------------------------------------
+# SDE vs the finite network (Noci et al. 2023 Thm. 3.2, 4.2, Cor. 4.3)
+# ------------------------------------------------------------------------------------------------
+def unshaped_control_fails(control_ks: float, control_crit: float) -> bool:
+    """The unshaped network against the shaped SDE must be far off: KS above 0.5 and three critical values."""
+    return bool(control_ks > max(0.5, 3 * control_crit))
+
+
+def sde_comparison_verdict(eq: Mapping[str, Any], *, control_ks: float, control_crit: float) -> ClaimVerdict:
+    """Protocol ``sde``: ``eq`` is :func:`deeplimit.sde.equivalence`'s summary (``verdict`` "agrees" / "differs" /
+    "inconclusive" overall, and per part ``test``, ``control`` (the SDE with γ × 1.2), ``exploded``, each with a
+    ``verdict``; ``test`` and ``control`` with ``margin`` and ``ci``; ``text``); ``control_ks``, ``control_crit``:
+    the unshaped network's KS against the shaped SDE and its critical value.
+
+    "holds": equivalence within the margin, the perturbed SDE shown to differ, exploded fractions agreeing, and the
+    unshaped control failing; "does not hold": the network's law shown to differ beyond the margin; otherwise
+    "inconclusive" with the first part that did not decide."""
+    ctrl_ok = unshaped_control_fails(control_ks, control_crit)
+    if eq["verdict"] == "agrees" and ctrl_ok:
+        return ClaimVerdict("holds", f"every entry's distance is below the margin {eq['test']['margin']:g} (upper "
+                                     f"bound {eq['test']['ci'][1]:.3f}), the γ × 1.2 SDE is shown to differ (lower "
+                                     f"bound {eq['control']['ci'][0]:.3f}) and the unshaped control fails")
+    if eq["verdict"] == "differs":
+        return ClaimVerdict("does not hold", "the network's law is shown to differ from the SDE's beyond the margin")
+    why = ("not shown within the margin" if eq["test"]["verdict"] != "agrees" else
+           "the sensitivity control did not differ: the test could not see a 20% error in γ"
+           if eq["control"]["verdict"] != "differs" else
+           "the exploded fractions were not shown to agree" if eq["exploded"]["verdict"] != "agrees" else
+           "the unshaped control did not fail")
+    return ClaimVerdict("inconclusive", f"{why} ({eq['text']})")
 
 
 # ------------------------------------------------------------------------------------------------

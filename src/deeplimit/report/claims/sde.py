@@ -12,6 +12,7 @@ from deeplimit.io import atomic_write_json
 from deeplimit.protocol import protocol, seed_values
 from deeplimit.report.context import Context, cached
 from deeplimit.report.html import Control, Section
+from deeplimit.transfer.verdict_rules import sde_comparison_verdict, unshaped_control_fails
 
 
 def ks_critical(n: int, m: int, alpha: float = 0.05) -> float:
@@ -112,21 +113,10 @@ def sde_comparisons(ctx: Context) -> list[Section]:
         worst = dist.loc[dist["ks"].idxmax()]
         exit_frac = max(summary["sde_exit_fraction"], summary["network_exit_fraction"])
         ctrl = _sde_control(ctx, name, over, t, out)
-        ctrl_ok = bool(ctrl["ks"] > max(0.5, 3 * ctrl["ks_crit"]))
+        ctrl_ok = unshaped_control_fails(ctrl["ks"], ctrl["ks_crit"])
         eq = _equivalence(ctx, name, over, out)
-        if eq["verdict"] == "agrees" and ctrl_ok:
-            verdict, reason = "holds", (f"every entry's distance is below the margin {eq['test']['margin']:g} (upper "
-                                        f"bound {eq['test']['ci'][1]:.3f}), the γ × 1.2 SDE is shown to differ (lower "
-                                        f"bound {eq['control']['ci'][0]:.3f}) and the unshaped control fails")
-        elif eq["verdict"] == "differs":
-            verdict, reason = "does not hold", "the network's law is shown to differ from the SDE's beyond the margin"
-        else:
-            verdict, reason = "inconclusive", (
-                "not shown within the margin" if eq["test"]["verdict"] != "agrees" else
-                "the sensitivity control did not differ: the test could not see a 20% error in γ" if
-                eq["control"]["verdict"] != "differs" else "the exploded fractions were not shown to agree" if
-                eq["exploded"]["verdict"] != "agrees" else "the unshaped control did not fail")
-            reason += f" ({eq['text']})"
+        v = sde_comparison_verdict(eq, control_ks=ctrl["ks"], control_crit=ctrl["ks_crit"])
+        verdict, reason = v.verdict, v.reason
         preset = summary["preset"]
         measured = (f"Kolmogorov–Smirnov distance between the SDE and the finite network ({int(dist['n_sde'][0])} "
                     f"SDE and {int(dist['n_net'][0])} network paths) is at most {worst['ks']:.3f} (on "
