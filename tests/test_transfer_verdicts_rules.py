@@ -254,3 +254,18 @@ def test_sde_comparison_rule(eq, ks, crit, word, why):
 
     v = sde_comparison_verdict(eq, control_ks=ks, control_crit=crit)
     assert v.verdict == word and why in v.reason, v
+
+
+def test_the_measured_line_says_shifts_only_beyond_the_margin():
+    """A slope interval that excludes 0 but stays inside ±margin is no shift for the claim rules; the report's
+    measured line must not call it one (it did for CompleteP at −0.16 [−0.28, −0.03] while the verdict read
+    "inconclusive")."""
+    from deeplimit.report.sweeps import transfer_words
+
+    def stats(lo, hi):
+        return {"r": {"slope": (lo + hi) / 2, "slope_ci": [lo, hi], "margin": 0.25, "regret": None,
+                      "verdict": "shifts"}}
+
+    assert transfer_words(stats(-0.28, -0.03)).endswith("→ moves, but not beyond ±0.25.")
+    assert transfer_words(stats(-0.46, -0.25 - EPS)).endswith("→ shifts.")
+    assert transfer_words(stats(0.25 + EPS, 0.53)).endswith("→ shifts.")

@@ -174,7 +174,12 @@ def transfer_words(stats: dict) -> str:
         reg = s.get("regret")
         rlo, rhi = (float("nan") if x is None else x for x in s.get("regret_ci") or (None, None))
         regret = "" if reg is None else f", regret {100 * reg:.1f}% [{100 * rlo:.1f}, {100 * rhi:.1f}]"
-        parts.append(f"{rule} {slope:+.2f} [{lo:+.2f}, {hi:+.2f}] per doubling{regret} → {s['verdict']}")
+        word, m = s["verdict"], s.get("margin")
+        if word == "shifts" and m is not None and not (lo > m or hi < -m):
+            # the estimator's "shifts" only says the interval excludes 0; inside ±margin the claim rules read it as
+            # neither transfer nor a shift (transfer.verdicts._claim_outcome), so the line must not say "shifts"
+            word = f"moves, but not beyond ±{m:g}"
+        parts.append(f"{rule} {slope:+.2f} [{lo:+.2f}, {hi:+.2f}] per doubling{regret} → {word}")
     return "; ".join(parts) + "."
 
 
