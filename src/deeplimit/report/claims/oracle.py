@@ -67,15 +67,20 @@ def _runs(ctx: Context, key: str) -> tuple[dict, pd.DataFrame, int]:
     from deeplimit.transfer.oracle_verdict import runs_table
 
     specs = oracle_claim_specs(ctx.tier, seed_set=ctx.seed_set, claim=key)
-    tables, done = [], 0
+    sweeps, done = [], 0
     for part, spec in specs.items():
         _, status, table = run_sweep(ctx, f"{key}-{part}", spec)
         done += status.done
-        tables.append((table, spec.metric))
-    runs = runs_table(tables)
-    tables = ensure_dir(ctx.out / "tables", "output folder")
-    atomic_save(tables / f"{key.replace('-', '_')}_runs.csv", lambda fh: runs.to_csv(fh, index=False))
+        sweeps.append((table, spec.metric))
+    runs = runs_table(sweeps)
+    ensure_dir(ctx.out / "tables", "output folder")
+    atomic_save(_runs_csv(ctx, key), lambda fh: runs.to_csv(fh, index=False))
     return specs, runs, done
+
+
+def _runs_csv(ctx: Context, key: str) -> Path:
+    """Where claim ``key``'s table of runs is written (and what its ``deeplimit predict`` command reads)."""
+    return ctx.out / "tables" / f"{key.replace('-', '_')}_runs.csv"
 
 
 def _figure(ctx: Context, val: dict, key: str) -> Path:
@@ -209,6 +214,5 @@ def oracle_command(ctx: Context, fitted: list[tuple[int, int]], held: list[tuple
     forecasts at the held-out groups, with ``deeplimit predict``."""
     d, s = max(g[0] for g in fitted), max(g[1] for g in fitted)
     at = " ".join(f"--at depth={a},samples={b}" for a, b in held)
-    table = ctx.out / "tables" / f"{key.replace('-', '_')}_runs.csv"
-    return (f"deeplimit predict {table} --x depth samples --lr lr --loss loss "
+    return (f"deeplimit predict {_runs_csv(ctx, key)} --x depth samples --lr lr --loss loss "
             f"--where 'depth <= {d} and samples <= {s}' {at} --level {float(protocol().claim(key)['level']):g}")
