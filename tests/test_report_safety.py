@@ -280,6 +280,10 @@ def test_not_run_texts_state_the_scale_and_the_tier_that_runs_them():
                 assert "with {" in text, text
     standard = experiment("block-depth", "standard")
     assert f"{len(standard)} runs of {standard.fixed['steps']} steps" in not_run_text("block-depth", "quick")
+    # protocol 1.5: standard runs a transformer-depth grid of its own, so its reason is its own, not quick's
+    at_standard, at_quick = not_run_text("transformer-depth", "standard"), not_run_text("transformer-depth", "quick")
+    assert "2 → 8 layers" in at_standard and "2 → 8 layers" not in at_quick
+    assert "depths [2, 4, 8]" in at_standard and "it runs at --full" in at_standard
 
 
 def test_a_no_power_tier_shows_not_run_without_running_anything(tmp_path):

@@ -95,6 +95,13 @@ _WHY_NOT = {
     "shaped-vs-preln": ("its ±0.05 nats/byte margin needs longer training than this tier's budget allows (the paper "
                         "compares the models after 100K steps)"),
 }
+# Where one tier's reason differs from another's (protocol 1.5: standard runs a transformer-depth grid of its own,
+# and neither that grid nor the longer one it replaced decides the claim).
+_WHY_NOT_AT = {
+    ("transformer-depth", "standard"): ("over 2 → 8 layers at 400 steps its slope intervals are too wide for the "
+                                        "±0.25 margin, and over 2 → 16 layers μP's η* cannot be told from "
+                                        "CompleteP's; separating the rules needs deeper models trained longer"),
+}
 
 
 def not_run_text(key: str, tier: str) -> str:
@@ -116,8 +123,8 @@ def not_run_text(key: str, tier: str) -> str:
     from deeplimit.transfer.experiments import EXPERIMENTS
     from deeplimit.transfer.experiments import experiment as build
 
-    why = _WHY_NOT.get(key, f"the {tier} tier decides the headline claims only (protocol {protocol().version}, "
-                            "[tiers])")
+    why = _WHY_NOT_AT.get((key, tier)) or _WHY_NOT.get(
+        key, f"the {tier} tier decides the headline claims only (protocol {protocol().version}, [tiers])")
     if key not in EXPERIMENTS:  # a study, not a sweep: its settings at the tier that runs it
         return f"not run at this tier: {why}; it runs at --{runner} with {SECTION_SETTINGS[key](runner)}."
     here, there = build(key, tier), build(key, runner)
