@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from oracle_pilot_common import loss_runs, pilot_seed_count, provenance, run_sweeps
+from oracle_pilot_common import loss_runs, pilot_seed_count, provenance, run_seconds, run_sweeps
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
@@ -162,8 +162,7 @@ def main() -> None:
         **meta, "design": design(a.tiny), "seeds": sorted({int(s) for s in runs["seed"]}), "loss": a.loss,
         "eval_images": EVAL_IMAGES, "workers": a.workers, "wall_s": wall, "sweep_wall_s": walls,
         "n_runs": len(runs), "n_diverged": int(runs["status"].astype(str).eq("diverged").sum()),
-        "train_s": float(pd.to_numeric(runs.get("train_wall_s"), errors="coerce").sum())
-        if "train_wall_s" in runs else None, "profiles": profiles(runs)}
+        "runs_wall_s": run_seconds(runs), "profiles": profiles(runs)}
     result.update(score(runs))
     (out / "oracle_batch_pilot.json").write_text(json.dumps(json_safe(result), indent=1))
     print(f"{len(runs)} runs ({result['n_diverged']} diverged), {wall:.0f} s with {a.workers} workers; "

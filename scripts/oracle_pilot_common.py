@@ -84,11 +84,20 @@ def loss_runs(tables: list[pd.DataFrame], loss: str) -> pd.DataFrame:
             runs = runs.merge(other, on="run_id", how="left")
             diverged = runs["status"].astype(str).eq("diverged") | ~pd.to_numeric(runs["_other"]).notna()
             runs["value"] = runs["_other"].where(~diverged, math.inf)
-            runs = runs.drop(columns="_other")
+            runs = runs.drop(columns="_other").assign(metric=loss)
         frames.append(runs.rename(columns={"value": "loss"}))
     runs = pd.concat(frames, ignore_index=True)
     runs["lr"] = 2.0 ** runs["log2_lr"].astype(float)
     return runs
+
+
+def run_seconds(runs: pd.DataFrame) -> dict[str, float] | None:
+    """The runs' own wall seconds (each run's ``wall_s``, summed over workers): total, mean and largest — the
+    per-run cost a design's time is extrapolated from, without the sweeps' start-up."""
+    if "wall_s" not in runs.columns:
+        return None
+    w = pd.to_numeric(runs["wall_s"], errors="coerce").dropna()
+    return {"total": round(float(w.sum()), 1), "mean": round(float(w.mean()), 3), "max": round(float(w.max()), 2)}
 
 
 def provenance() -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from oracle_pilot_common import loss_runs, pilot_seed_count, provenance, run_sweeps
+from oracle_pilot_common import loss_runs, pilot_seed_count, provenance, run_seconds, run_sweeps
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
@@ -104,7 +104,7 @@ def main() -> None:
     runs.to_csv(out / "runs.csv", index=False)
     result: dict[str, Any] = {
         **meta, "design": d, "seeds": sorted({int(s) for s in runs["seed"]}), "loss": a.loss, "workers": a.workers,
-        "wall_s": wall, "sweep_wall_s": walls, "n_runs": len(runs),
+        "wall_s": wall, "sweep_wall_s": walls, "runs_wall_s": run_seconds(runs), "n_runs": len(runs),
         "n_diverged": int(runs["status"].astype(str).eq("diverged").sum())}
     result.update(score(runs, d))
     (out / "oracle_width_pilot.json").write_text(json.dumps(json_safe(result), indent=1))
