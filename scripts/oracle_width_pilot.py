@@ -42,7 +42,7 @@ from deeplimit.transfer.oracle_verdict import heldout_validation
 FULL = {"fit_widths": (32, 64, 128), "fit_samples": (4096, 8192, 16384), "held_widths": (512, 1024),
         "held_samples": 16384, "batch_size": 32, "log2_lr": (-13.0, -6.0, 1.0)}
 TINY = {"fit_widths": (8, 16, 32), "fit_samples": (128, 256), "held_widths": (64,), "held_samples": 256,
-        "batch_size": 16, "log2_lr": (-12.0, -6.0, 2.0)}
+        "batch_size": 16, "log2_lr": (-7.0, -4.5, 0.5)}
 X = ("width", "samples")
 
 
@@ -84,6 +84,10 @@ def score(runs: pd.DataFrame, d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _num(v: float | None) -> str:
+    return "censored" if v is None else f"{v:+.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/oracle-width-pilot")
@@ -117,13 +121,15 @@ def main() -> None:
             print("no fit:", val["error"])
             continue
         print("fit:", json.dumps({k: val["fit"][k] for k in ("intercept", "exponents", "residual_sd_octaves", "df")}))
-        print("fitted groups (log2 eta*):", [(g["width"], g["samples"], round(g["log2_lr"], 2))
-                                             for g in val["fitted_groups"]])
+        print("fitted groups (log2 eta*; None = on the grid's edge):",
+              [(g["width"], g["samples"], None if g["log2_lr"] is None else round(g["log2_lr"], 2))
+               for g in val["fitted_groups"]])
         for k in ("oracle", "naive", "shift_plus", "shift_minus"):
             print(f"  {k:12s}", json.dumps(val[k]))
         for g in val["groups"]:
-            seeds = [round(r["measured_log2_lr"], 2) for r in val["rows"] if r["width"] == g["width"]]
-            print(f"  width {g['width']:g}: measured {g['measured_log2_lr']:+.2f} (seeds {seeds}), oracle "
+            seeds = [None if r["measured_log2_lr"] is None else round(r["measured_log2_lr"], 2)
+                     for r in val["rows"] if r["width"] == g["width"]]
+            print(f"  width {g['width']:g}: measured {_num(g['measured_log2_lr'])} (seeds {seeds}), oracle "
                   f"{g['predicted_log2_lr']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}], naive {g['naive_log2_lr']:+.2f}; "
                   f"regret oracle {100 * g['regret_oracle']:.2f}%, naive {100 * g['regret_naive']:.2f}%")
     fit_w = max(d["fit_widths"])
