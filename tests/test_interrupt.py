@@ -1,4 +1,5 @@
-"""Ctrl-C of ``deeplimit train --run-dir``: a clean stop with a resume hint, then a resume to the same result."""
+"""Ctrl-C of ``deeplimit train --run-dir``: progress on stderr while it runs, a clean stop with a resume hint, then a
+resume to the same result."""
 
 import os
 import signal
@@ -34,10 +35,22 @@ def test_ctrl_c_stops_cleanly_and_the_resumed_run_is_bit_identical(tmp_path, cap
                              env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, preexec_fn=_sigint_as_a_terminal_sends_it)
     ckpt = run_dir / "ckpt.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and child.poll() is None and time.time() < deadline:
+    # Progress (step, loss, rate, ETA) reaches stderr while the run is still going: read it before the interrupt.
+    # (This run is also the suite's check of the progress line; a process of its own only repeated the imports.)
+    fd = child.stderr.fileno()
+    os.set_blocking(fd, False)
+    seen, deadline = b"", time.time() + 120
+    while not (ckpt.exists() and b"loss" in seen) and child.poll() is None and time.time() < deadline:
+        try:
+            seen += os.read(fd, 1 << 16)
+        except BlockingIOError:
+            pass
         time.sleep(0.02)
-    assert child.poll() is None, "the run ended before it could be interrupted"
+    assert child.poll() is None, f"the run ended before it could be interrupted: {seen[-300:]!r}"
+    line = [chunk for chunk in seen.decode(errors="replace").replace("\r", "\n").splitlines() if "loss" in chunk][-1]
+    # count, rate, loss, elapsed<remaining (ETA)
+    assert "/1500" in line and "step/s" in line and "loss" in line and "<" in line, line
+    os.set_blocking(fd, True)
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=60)
     assert child.returncode == 130, err

@@ -1,9 +1,11 @@
 """Every ```python block of README.md and docs/hf.md runs as written (issue 21 item 8).
 
-A page is read top to bottom, so its blocks run in page order in one namespace, in a fresh interpreter whose
-working directory is a temporary folder (snippets that write ``runs/…`` or ``ckpt`` write there). Nothing is
-edited, shortened or mocked: the sizes are the page's. A failure names the page, the block's first line number
-and the error. Blocks fenced as ```text or ``` (shell commands, output) are not Python and are not run.
+A page is read top to bottom, so its blocks run in page order in one namespace of their own, whose working
+directory is a temporary folder of the page's own (snippets that write ``runs/…`` or ``ckpt`` write there). The
+pages run one after the other in one fresh interpreter (a second one only repeated torch's and transformers'
+imports). Nothing is edited, shortened or mocked: the sizes are the page's. A failure names the page, the block's
+first line number and the error. Blocks fenced as ```text or ``` (shell commands, output) are not Python and are
+not run.
 """
 
 import importlib.util
@@ -20,18 +22,24 @@ PAGES = ["README.md", "docs/hf.md"]
 OPTIONAL = {"transformers", "accelerate", "lightning"}  # the [hf] and [lightning] extras
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
-# Runs each block in one namespace; prints the block's line on failure so the assertion can name it.
+# Runs each page's blocks in one namespace of the page's own, in the page's folder; writes each page's outcome
+# (None, or the failing block's line and traceback) to the JSON file named by argv[1].
 RUNNER = """
-import json, sys, traceback
-blocks = json.loads(sys.stdin.read())
-ns = {"__name__": "__main__"}
-for line, code in blocks:
-    try:
-        exec(compile(code, f"{sys.argv[1]}:{line}", "exec"), ns)
-    except BaseException:
-        print(f"BLOCK {line} FAILED", file=sys.stderr)
-        traceback.print_exc()
-        sys.exit(1)
+import json, os, sys, traceback
+pages = json.loads(sys.stdin.read())
+outcome = {}
+for page, (folder, blocks) in pages.items():
+    os.chdir(folder)
+    ns = {"__name__": "__main__"}
+    outcome[page] = None
+    for line, code in blocks:
+        try:
+            exec(compile(code, f"{page}:{line}", "exec"), ns)
+        except BaseException:
+            outcome[page] = f"BLOCK {line} FAILED\\n" + traceback.format_exc()
+            break
+with open(sys.argv[1], "w") as fh:
+    json.dump(outcome, fh)
 """
 
 
@@ -46,16 +54,34 @@ def test_the_pages_have_python_blocks():
     assert len(python_blocks("docs/hf.md")) >= 3
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_every_python_block_runs_as_written(page, tmp_path):
+def _missing(page: str) -> list[str]:
+    """The optional extras a page imports that are not installed."""
+    imported = {m for _, code in python_blocks(page) for m in re.findall(r"^(?:from|import) (\w+)", code, re.M)}
+    return sorted(m for m in imported & OPTIONAL if importlib.util.find_spec(m) is None)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict:
+    """Every page that can run, run in one fresh interpreter: page -> None (every block ran) or the failure."""
     import json
 
-    blocks = python_blocks(page)
-    imported = {m for _, code in blocks for m in re.findall(r"^(?:from|import) (\w+)", code, re.M)}
-    missing = sorted(m for m in imported & OPTIONAL if importlib.util.find_spec(m) is None)
+    root = tmp_path_factory.mktemp("pages")
+    pages = {}
+    for i, page in enumerate(p for p in PAGES if not _missing(p)):
+        folder = root / f"page{i}"
+        folder.mkdir()
+        pages[page] = (str(folder), python_blocks(page))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"}
+    result = root / "outcome.json"
+    r = subprocess.run([sys.executable, "-c", RUNNER, str(result)], input=json.dumps(pages), capture_output=True,
+                       text=True, timeout=900, env=env, cwd=root)
+    assert r.returncode == 0 and result.is_file(), r.stderr[-3000:]
+    return json.loads(result.read_text())
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_block_runs_as_written(page, outcomes):
+    missing = _missing(page)
     if missing:
         pytest.skip(f"{page} imports {missing}, not installed (pip install -e .[hf,lightning])")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"}
-    r = subprocess.run([sys.executable, "-c", RUNNER, page], input=json.dumps(blocks), capture_output=True,
-                       text=True, timeout=600, env=env, cwd=tmp_path)
-    assert r.returncode == 0, f"{page}: {r.stderr[-3000:]}"
+    assert outcomes[page] is None, f"{page}: {outcomes[page][-3000:]}"
