@@ -229,6 +229,14 @@ def test_degrades_just_above_ratio_and_when_everything_diverges():
     assert dead.verdict == "degrades" and "every run diverged" in dead.reason
 
 
+def test_a_non_positive_best_loss_is_never_read_as_a_ratio():
+    # equal fitted best losses below 0 at every size (a sharp curve's vertex on a coarse grid): 'degrades' would
+    # compare -1 > 1.5 × -1 and say the loss rose; the relative regret is undefined, so the verdict cannot transfer
+    t = _test(SPREAD, best={L: -1.0 for L in SIZES})
+    assert t.verdict != "degrades", t.reason
+    assert t.verdict == "inconclusive" and not t.per_seed_regret and "positive best loss" in t.reason, t.reason
+
+
 def test_too_few_seeds():
     t = _test([0.0])
     assert t.verdict == "inconclusive" and "too few seeds" in t.reason

@@ -502,7 +502,9 @@ def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "rule", size
             ordered = sub.sort_values(size)
             first, last = float(ordered["best_loss"].iloc[0]), float(ordered["best_loss"].iloc[-1])
             row.update(best_loss_first=first, best_loss_last=last)
-            if not math.isfinite(last) or (math.isfinite(first) and last > DEGRADE_RATIO * first) or n_none:
+            # as in statistics.transfer_test: the ratio only for a positive loss
+            if not math.isfinite(last) or (math.isfinite(first) and first > 0 and last > DEGRADE_RATIO * first) \
+                    or n_none:
                 row.update(degrades=True, degrade_text=(
                     f"the best loss goes from {first:.3g} at {_fmt_size(ordered[size].iloc[0])} to {last:.3g} at "
                     f"{_fmt_size(ordered[size].iloc[-1])} {unit}"))

@@ -302,7 +302,9 @@ def transfer_test(runs: pd.DataFrame, *, size: str, margin: float, regret_margin
     lo, hi = slope_ci
     pct = f"{100 * level:g}%"
 
-    if all_div or (math.isfinite(best_first) and best_last > DEGRADE_RATIO * best_first):
+    # A ratio of losses means something only for a positive loss: a fitted best loss at or below 0 (a sharp
+    # curve's quadratic vertex on a coarse grid) would read -0.0028 vs -0.0028 as 'rises more than 1.5x'.
+    if all_div or (math.isfinite(best_first) and best_first > 0 and best_last > DEGRADE_RATIO * best_first):
         why = ("every run diverged" if all_div else
                f"the best loss rises from {best_first:.4g} to {best_last:.4g} (> {DEGRADE_RATIO:g}×)")
         return TransferTest(verdict="degrades", reason=f"degrades: at {size} {largest:g} {why}", **common)
@@ -328,9 +330,11 @@ def transfer_test(runs: pd.DataFrame, *, size: str, margin: float, regret_margin
                             f"[{_fmt(lo)}, {_fmt(hi)}] per doubling, more than {margin:g} from the predicted "
                             f"{_fmt(predicted)}", **common)
     if inside:
-        rtxt = ("unknown (no seed with an uncensored optimum at both the base and the largest size)"
-                if math.isnan(regret_ci[1]) else f"upper end {_fmt(100 * regret_ci[1], '.2g')}% is not below "
-                f"{100 * regret_margin:g}%")
+        unknown = ("no seed with a positive best loss at the largest size: the regret is a fraction of that loss"
+                   if math.isfinite(best_last) and best_last <= 0 else
+                   "no seed with an uncensored optimum at both the base and the largest size")
+        rtxt = (f"unknown ({unknown})" if math.isnan(regret_ci[1]) else
+                f"upper end {_fmt(100 * regret_ci[1], '.2g')}% is not below {100 * regret_margin:g}%")
         return TransferTest(verdict="inconclusive", reason=f"inconclusive (regret): the slope is within ±{margin:g} "
                             f"but the regret's {rtxt}", **common)
     return TransferTest(verdict="inconclusive", reason=f"inconclusive (straddles): the {pct} slope interval "
