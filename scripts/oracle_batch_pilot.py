@@ -32,7 +32,6 @@ measurement):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from oracle_pilot_common import loss_runs, pilot_seed_count, provenance, run_seconds, run_sweeps
+from oracle_pilot_common import loss_runs, pilot_args, pilot_seed_count, provenance, run_seconds, run_sweeps
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
@@ -142,13 +141,7 @@ def score(runs: pd.DataFrame) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/oracle-batch-pilot")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=3, help="how many pilot seeds (0-4) to run (default 3)")
-    ap.add_argument("--loss", default="eval_loss", choices=("eval_loss", "window_loss"))
-    ap.add_argument("--tiny", action="store_true", help="a tiny design that checks the pipeline, not the law")
-    a = ap.parse_args()
+    a = pilot_args(__doc__, "runs/oracle-batch-pilot", "eval_loss")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = provenance()

@@ -8,6 +8,7 @@ confirmation seed that a pilot has seen could no longer confirm anything.
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import time
@@ -23,6 +24,18 @@ from deeplimit.transfer.analysis import final_values
 from deeplimit.transfer.sweeps import run_transfer_sweep
 
 LOSSES = ("window_loss", "eval_loss")
+
+
+def pilot_args(doc: str, out: str, loss: str) -> argparse.Namespace:
+    """The command line every MLP pilot takes: ``--out`` (default ``out``), ``--workers``, ``--seeds`` (how many
+    pilot seeds), ``--loss`` (default ``loss``, one of :data:`LOSSES`) and ``--tiny``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3, help="how many pilot seeds (0-4) to run (default 3)")
+    ap.add_argument("--loss", default=loss, choices=(loss, *(x for x in LOSSES if x != loss)))
+    ap.add_argument("--tiny", action="store_true", help="a tiny design that checks the pipeline, not the law")
+    return ap.parse_args()
 
 
 def pilot_seed_count(n: int) -> int:

@@ -22,7 +22,6 @@ edge is reported as censored rather than extrapolated.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from oracle_pilot_common import loss_runs, pilot_seed_count, provenance, run_seconds, run_sweeps
+from oracle_pilot_common import loss_runs, pilot_args, pilot_seed_count, provenance, run_seconds, run_sweeps
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
@@ -89,13 +88,7 @@ def _num(v: float | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/oracle-width-pilot")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=3, help="how many pilot seeds (0-4) to run (default 3)")
-    ap.add_argument("--loss", default="window_loss", choices=("window_loss", "eval_loss"))
-    ap.add_argument("--tiny", action="store_true", help="a tiny design that checks the pipeline, not the law")
-    a = ap.parse_args()
+    a = pilot_args(__doc__, "runs/oracle-width-pilot", "window_loss")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     d = design(a.tiny)
