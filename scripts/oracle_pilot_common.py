@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,18 +113,14 @@ def run_seconds(runs: pd.DataFrame) -> dict[str, float] | None:
 
 
 def provenance() -> dict[str, Any]:
-    """The commit the pilot ran at (and whether the work tree had uncommitted changes), the UTC start time and
-    the machine's load average: evidence names its commit, and a timing names the load it was taken under."""
+    """The commit the pilot ran at (and whether the work tree had uncommitted changes: the report's own
+    :func:`~deeplimit.report.provenance.git_state`), the UTC start time and the machine's load average: evidence
+    names its commit, and a timing names the load it was taken under."""
     import os
 
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                  cwd=Path(__file__).resolve().parent).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
+    from deeplimit.report.provenance import git_state
 
-    return {"commit": git("rev-parse", "--short", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    state = git_state()
+    return {"commit": state["commit"][:7] if state["commit"] else None, "dirty": state["dirty"],
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}

@@ -48,7 +48,7 @@ from scipy import stats
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.protocol import protocol
-from deeplimit.transfer.statistics import DEGRADE_RATIO, transfer_test
+from deeplimit.transfer.statistics import DEGRADE_RATIO, loss_rises, transfer_test
 
 __all__ = [
     "Optimum",
@@ -502,9 +502,7 @@ def drift_table(summary: pd.DataFrame, group: str | Sequence[str] = "rule", size
             ordered = sub.sort_values(size)
             first, last = float(ordered["best_loss"].iloc[0]), float(ordered["best_loss"].iloc[-1])
             row.update(best_loss_first=first, best_loss_last=last)
-            # as in statistics.transfer_test: the ratio only for a positive loss
-            if not math.isfinite(last) or (math.isfinite(first) and first > 0 and last > DEGRADE_RATIO * first) \
-                    or n_none:
+            if not math.isfinite(last) or loss_rises(first, last) or n_none:
                 row.update(degrades=True, degrade_text=(
                     f"the best loss goes from {first:.3g} at {_fmt_size(ordered[size].iloc[0])} to {last:.3g} at "
                     f"{_fmt_size(ordered[size].iloc[-1])} {unit}"))

@@ -51,12 +51,22 @@ __all__ = [
     "relabelling",
     "CENSORED_FRACTION",
     "DEGRADE_RATIO",
+    "loss_rises",
 ]
 
 DEGRADE_RATIO = 1.5  # best loss at the largest size above 1.5x the smallest size's: the rule breaks there
+
 # More than this fraction of (seed, size) optima on a grid edge and the slope is not estimated: the
 # uncensored ones are a selected subset (the edge ones are the extreme η*), so their mean would be biased.
 CENSORED_FRACTION = 1.0 / 3.0
+
+
+def loss_rises(first: float, last: float) -> bool:
+    """Whether the best loss at the largest size, ``last``, exceeds ``DEGRADE_RATIO`` × the smallest size's
+    ``first``. A ratio of losses means something only for a positive loss: a fitted best loss at or below 0 (a
+    sharp curve's quadratic vertex on a coarse grid) would read −0.0028 against −0.0028 as a rise of more than
+    1.5×, so a non-positive or non-finite ``first`` never counts as a rise."""
+    return math.isfinite(first) and first > 0 and last > DEGRADE_RATIO * first
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,9 +312,7 @@ def transfer_test(runs: pd.DataFrame, *, size: str, margin: float, regret_margin
     lo, hi = slope_ci
     pct = f"{100 * level:g}%"
 
-    # A ratio of losses means something only for a positive loss: a fitted best loss at or below 0 (a sharp
-    # curve's quadratic vertex on a coarse grid) would read -0.0028 vs -0.0028 as 'rises more than 1.5x'.
-    if all_div or (math.isfinite(best_first) and best_first > 0 and best_last > DEGRADE_RATIO * best_first):
+    if all_div or loss_rises(best_first, best_last):
         why = ("every run diverged" if all_div else
                f"the best loss rises from {best_first:.4g} to {best_last:.4g} (> {DEGRADE_RATIO:g}×)")
         return TransferTest(verdict="degrades", reason=f"degrades: at {size} {largest:g} {why}", **common)
