@@ -3,6 +3,7 @@ claim, never a verdict).
 
     python scripts/oracle_batch_pilot.py --out runs/oracle-batch-pilot            # ~14 min on 2 quiet cores
     python scripts/oracle_batch_pilot.py --out /tmp/obp --tiny --workers 1        # the pipeline in ~2 minutes
+    python scripts/oracle_batch_pilot.py --out runs/oracle-batch-pilot --rescore --critical 0.01 0.02 0.05
 
 The ``oracle-mlp`` grid's model (Depth-μP MLP-ResNet, width 32, depth 2, all layers trained, Fashion-MNIST,
 Adam, constant LR) at data budgets of 1024, 2048 and 4096 images (fitted) and 32768 (held out: 8× the largest
@@ -14,6 +15,12 @@ a + d·log2 samples and log2 η* = a' + c·log2 samples are fitted on the three 
 held-out one (:func:`deeplimit.transfer.oracle_eval.evaluate_oracle`: |log2 error|, regret, coverage of the 80%
 interval, beside the naive forecast = the 4096-image group's optima). Writes ``runs.csv`` (one row per run),
 ``oracle_batch_pilot.json`` and prints the per-budget profiles and the scores.
+
+``--critical TOL …`` scores the same runs a second way per tolerance: B* read as the critical batch
+(``batch_estimator="critical"``, :func:`deeplimit.transfer.oracle_fit.critical_batch`: the largest batch whose
+best loss over the LR is within TOL of the best, interpolated in log2 B), η* read there; the argmin's scores
+stay where they were in the JSON, each tolerance's go under ``critical``. ``--rescore`` scores the ``runs.csv``
+of an earlier run in ``--out`` without running anything (the run's record is kept, the scoring's commit added).
 
 Why the design is what it is (single runs at pilot seed 0 while this script was written: a rough guide, not a
 measurement):
@@ -32,6 +39,7 @@ measurement):
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -42,12 +50,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from oracle_pilot_common import loss_runs, pilot_args, pilot_seed_count, provenance, run_seconds, run_sweeps
+from scipy import stats
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.transfer.optimum import json_safe
 from deeplimit.transfer.oracle import group_optima, prepared
 from deeplimit.transfer.oracle_eval import evaluate_oracle
+from deeplimit.transfer.oracle_fit import PowerLaw, check_batch_estimator
 from deeplimit.transfer.oracle_grids import oracle_mlp
 
 EVAL_IMAGES = 2048  # the held-out images every run is scored on (eval_batches × batch_size)
@@ -116,64 +126,115 @@ def profiles(runs: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def optima(runs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Every budget's B* and η* at B* (per seed and seed mean; NaN where censored), with the oracle's estimator."""
-    prep, cols = prepared(runs, ("samples",), "lr", "loss", batch="batch_size", wd=None, group=(), seed="seed")
+def optima(runs: pd.DataFrame, estimator: str = "argmin", tolerance: float | None = None) -> list[dict[str, Any]]:
+    """Every budget's B* and η* at B* (per seed and seed mean; NaN where censored), with the oracle's estimator
+    (``estimator``: "argmin" or "critical" with its ``tolerance``)."""
+    prep, cols = prepared(runs, ("samples",), "lr", "loss", batch="batch_size", wd=None, group=(), seed="seed",
+                          batch_estimator=estimator, batch_tolerance=tolerance)
     return [{"samples": g.sizes["samples"], "log2_batch": g.log2["batch"], "log2_lr": g.log2["lr"],
              "censored_batch": g.censored["batch"], "censored_lr": g.censored["lr"],
              "log2_batch_per_seed": list(g.per_seed["batch"]), "log2_lr_per_seed": list(g.per_seed["lr"]),
              "best_loss": g.best_loss} for g in group_optima(prep, cols, 5)]
 
 
-def score(runs: pd.DataFrame) -> dict[str, Any]:
+def exponent_interval(law: PowerLaw, var: str, level: float = 0.8) -> dict[str, Any]:
+    """The fitted exponent of ``var`` (octaves of the optimum per doubling of ``var``) with its two-sided
+    ``level`` Student-t interval, b ± t_df·√cov_bb (df = groups − 2 here: a wide interval on three groups)."""
+    j = 1 + law.free.index(var)
+    half = float(stats.t.ppf(0.5 + level / 2, law.df)) * math.sqrt(float(law.cov[j, j]))
+    b = law.exponents[var]
+    return {"exponent": b, "ci": [b - half, b + half], "level": level, "df": law.df}
+
+
+def score(runs: pd.DataFrame, estimator: str = "argmin", tolerance: float | None = None) -> dict[str, Any]:
     """``optima`` (every budget's B* and η*) and ``evaluation`` (the laws fitted on the smaller budgets, scored at
-    the largest: :func:`evaluate_oracle`'s summary, its held-out row and the fitted laws) — or ``error``, the
-    oracle's one-line refusal (too few interior optima is a result of the pilot, not a crash)."""
-    out: dict[str, Any] = {}
+    the largest: :func:`evaluate_oracle`'s summary, its held-out row, the fitted laws and each law's exponent per
+    doubling of data with its 80% interval) — or ``error``, the oracle's one-line refusal (too few interior
+    optima is a result of the pilot, not a crash). ``estimator``/``tolerance``: how B* is read."""
+    out: dict[str, Any] = {"batch_estimator": estimator, "batch_tolerance": tolerance}
     try:
-        out["optima"] = optima(runs)
-        ev = evaluate_oracle(runs, x="samples", lr="lr", loss="loss", batch="batch_size", seed="seed")
+        out["optima"] = optima(runs, estimator, tolerance)
+        ev = evaluate_oracle(runs, x="samples", lr="lr", loss="loss", batch="batch_size", seed="seed",
+                             batch_estimator=estimator, batch_tolerance=tolerance)
+        (laws,) = ev.oracle.laws.values()
         out["evaluation"] = {"summary": ev.summary, "rows": ev.rows.to_dict(orient="records"),
-                             "fit": ev.oracle.fit_dict()["laws"], "text": ev.text()}
+                             "fit": ev.oracle.fit_dict()["laws"], "text": ev.text(), "law_text": ev.oracle.text(),
+                             "exponents": {a: exponent_interval(law, "samples") for a, law in laws.items()}}
     except DeeplimitError as exc:
         out["error"] = str(exc)
     return out
 
 
+def report(scored: dict[str, Any]) -> None:
+    """Print one estimator's per-budget B* (per seed), the laws with their exponents' intervals and the held-out
+    scores (or the refusal)."""
+    how = scored["batch_estimator"] + (f", tolerance {scored['batch_tolerance']:g}"
+                                       if scored["batch_estimator"] == "critical" else "")
+    print(f"--- B* by the {how} estimator")
+    for g in scored.get("optima", []):
+        seeds = np.round(g["log2_batch_per_seed"], 2).tolist()
+        print(f"  samples {g['samples']:>7g}: log2 B* {g['log2_batch']:+.2f} (seeds {seeds}), log2 eta* at B* "
+              f"{g['log2_lr']:+.2f} (seeds {np.round(g['log2_lr_per_seed'], 2).tolist()})")
+    if "evaluation" not in scored:
+        print("  no evaluation:", scored["error"])
+        return
+    ev = scored["evaluation"]
+    print(ev["law_text"])
+    for axis, e in ev["exponents"].items():
+        lo, hi = e["ci"]
+        print(f"  {axis} exponent per doubling of samples: {e['exponent']:+.3f} ({100 * e['level']:g}% interval "
+              f"{lo:+.3f} … {hi:+.3f}, {e['df']} df)")
+    print(ev["text"])
+
+
+def _options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--critical", nargs="+", type=float, default=[], metavar="TOL",
+                    help="also score B* as the critical batch at each relative tolerance TOL (e.g. 0.02)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score OUT/runs.csv of an earlier run instead of running the sweeps")
+
+
 def main() -> None:
-    a = pilot_args(__doc__, "runs/oracle-batch-pilot", "eval_loss")
+    a = pilot_args(__doc__, "runs/oracle-batch-pilot", "eval_loss", extra=_options)
+    for tol in a.critical:
+        check_batch_estimator("critical", tol)  # a bad tolerance fails before an hour of runs
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = provenance()
-    t0 = time.perf_counter()
-    specs = build_specs(pilot_seed_count(a.seeds), a.tiny)
-    tables, walls = run_sweeps(specs, out, prefix="oracle-batch-pilot", workers=a.workers)
-    wall = round(time.perf_counter() - t0, 1)
-    runs = loss_runs(tables, a.loss)
-    runs.to_csv(out / "runs.csv", index=False)
-    result: dict[str, Any] = {
-        **meta, "design": design(a.tiny), "seeds": sorted({int(s) for s in runs["seed"]}), "loss": a.loss,
-        "eval_images": EVAL_IMAGES, "workers": a.workers, "wall_s": wall, "sweep_wall_s": walls,
-        "n_runs": len(runs), "n_diverged": int(runs["status"].astype(str).eq("diverged").sum()),
-        "runs_wall_s": run_seconds(runs), "profiles": profiles(runs)}
+    if a.rescore:
+        if not (out / "runs.csv").is_file() or not (out / "oracle_batch_pilot.json").is_file():
+            raise DeeplimitError(f"--rescore reads {out / 'runs.csv'} and oracle_batch_pilot.json of an earlier run; "
+                                 "run the pilot into --out first")
+        runs = pd.read_csv(out / "runs.csv")
+        old = json.loads((out / "oracle_batch_pilot.json").read_text())
+        result = {k: v for k, v in old.items() if k not in ("optima", "evaluation", "error", "critical")}
+        result["rescored"] = meta
+    else:
+        t0 = time.perf_counter()
+        specs = build_specs(pilot_seed_count(a.seeds), a.tiny)
+        tables, walls = run_sweeps(specs, out, prefix="oracle-batch-pilot", workers=a.workers)
+        wall = round(time.perf_counter() - t0, 1)
+        runs = loss_runs(tables, a.loss)
+        runs.to_csv(out / "runs.csv", index=False)
+        result = {
+            **meta, "design": design(a.tiny), "seeds": sorted({int(s) for s in runs["seed"]}), "loss": a.loss,
+            "eval_images": EVAL_IMAGES, "workers": a.workers, "wall_s": wall, "sweep_wall_s": walls,
+            "n_runs": len(runs), "n_diverged": int(runs["status"].astype(str).eq("diverged").sum()),
+            "runs_wall_s": run_seconds(runs), "profiles": profiles(runs)}
     result.update(score(runs))
+    result["critical"] = {f"{tol:g}": score(runs, "critical", tol) for tol in a.critical}
     (out / "oracle_batch_pilot.json").write_text(json.dumps(json_safe(result), indent=1))
-    print(f"{len(runs)} runs ({result['n_diverged']} diverged), {wall:.0f} s with {a.workers} workers; "
-          f"loss = {a.loss}")
+    print(f"{result['n_runs']} runs ({result['n_diverged']} diverged), {result['wall_s']:.0f} s with "
+          f"{result['workers']} workers; loss = {result['loss']}")
     print("profile (seed-mean best loss over the LR, per batch):")
     for s in sorted({p["samples"] for p in result["profiles"]}):
         row = [p for p in result["profiles"] if p["samples"] == s]
         print(f"  {s:>6}: " + "  ".join(f"B={p['batch_size']}:{p['best_loss_mean']:.4f}" for p in row))
-    for g in result.get("optima", []):
-        seeds = np.round(g["log2_batch_per_seed"], 2).tolist()
-        print(f"  samples {g['samples']:>7g}: log2 B* {g['log2_batch']:+.2f} (seeds {seeds}), log2 eta* at B* "
-              f"{g['log2_lr']:+.2f} (seeds {np.round(g['log2_lr_per_seed'], 2).tolist()})")
-    if "evaluation" in result:
-        print(result["evaluation"]["text"])
-    else:
-        print("no evaluation:", result["error"])
+    report(result)
+    for scored in result["critical"].values():
+        report(scored)
     print(f"the same with the CLI: deeplimit predict {out / 'runs.csv'} --x samples --batch batch_size --loss loss "
-          "--evaluate")
+          "--evaluate [--batch-estimator critical --batch-tolerance TOL]")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,14 @@ from deeplimit.transfer.sweeps import run_transfer_sweep
 LOSSES = ("window_loss", "eval_loss")
 
 
-def pilot_args(doc: str, out: str, loss: str) -> argparse.Namespace:
+def pilot_args(doc: str, out: str, loss: str,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """The command line every MLP pilot takes: ``--out`` (default ``out``), ``--workers``, ``--seeds`` (how many
-    pilot seeds), ``--loss`` (default ``loss``, one of :data:`LOSSES`) and ``--tiny``."""
+    pilot seeds), ``--loss`` (default ``loss``, one of :data:`LOSSES`) and ``--tiny``; ``extra`` adds a pilot's
+    own options to the parser."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if extra is not None:
+        extra(ap)
     ap.add_argument("--out", default=out)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="how many pilot seeds (0-4) to run (default 3)")

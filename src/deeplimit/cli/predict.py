@@ -11,12 +11,15 @@ DESCRIPTION = """\
 Fit log2 eta* = a + sum_i b_i log2 x_i (and log2 B* likewise with --batch) over groups of runs and predict at
 targets. Each group is one combination of the --x size variables; its optimum is the report's estimator (a
 weighted quadratic in log2 LR around the grid argmin, per seed, then the mean over seeds). The interval is a
-prediction interval: it widens with the distance from the fitted sizes.
+prediction interval: it widens with the distance from the fitted sizes. With --batch-estimator critical a
+group's B* is its critical batch: the largest batch whose best loss over the LR stays within --batch-tolerance
+(relative) of the best, for losses flat over the small batches, where the argmin is seed noise.
 
 Examples:
 
     deeplimit predict runs.csv --x N D --lr lr --loss loss --at N=1.07e9,D=2e10 --json
     deeplimit predict runs.parquet --x N D --batch bs --fix batch:N=0 --at N=1e9,D=2e10
+    deeplimit predict runs.csv --x D --batch bs --batch-estimator critical --batch-tolerance 0.02 --evaluate
     deeplimit predict runs.csv --x width depth --fix width=0 --where "rule == 'mup'" --evaluate
     deeplimit predict depth-transfer --storage sweeps.db --x depth --loss objective --at depth=256
 """
@@ -31,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", default="loss", metavar="COL",
                    help="final-loss column (in a sweep's long table: the metric's name)")
     p.add_argument("--batch", default=None, metavar="COL", help="batch-size column, swept inside each group")
+    p.add_argument("--batch-estimator", default=None, choices=["argmin", "critical"],
+                   help="how a seed's B* is read off the best loss over the LR per batch: argmin (default; the "
+                        "quadratic around the lowest) or critical (the largest batch within --batch-tolerance of "
+                        "the lowest, interpolated in log2 batch; needs --batch)")
+    p.add_argument("--batch-tolerance", default=None, type=float, metavar="FRAC",
+                   help="the critical batch's relative tolerance: within (1 + FRAC) x the best loss (default 0.02; "
+                        "only with --batch-estimator critical)")
     p.add_argument("--wd", default=None, metavar="COL",
                    help="weight-decay (or timescale tau) column, swept inside each group")
     p.add_argument("--group", nargs="+", default=[], metavar="COL",
@@ -78,6 +88,24 @@ def parse_fix(items: list[str], axes: tuple[str, ...]) -> dict[str, dict[str, fl
     return out
 
 
+def check_batch_args(args: argparse.Namespace) -> str:
+    """Validate --batch-estimator and --batch-tolerance before any table is read; returns the estimator."""
+    from deeplimit.errors import DeeplimitError
+    from deeplimit.transfer.oracle_fit import check_batch_estimator
+
+    if not args.batch and (args.batch_estimator or args.batch_tolerance is not None):
+        flag = "--batch-estimator" if args.batch_estimator else "--batch-tolerance"
+        raise DeeplimitError(f"{flag} reads the batch axis: name the batch-size column with --batch COL")
+    estimator = args.batch_estimator or "argmin"
+    if args.batch_tolerance is not None and estimator != "critical":
+        raise DeeplimitError("--batch-tolerance applies to the critical batch only; add --batch-estimator critical")
+    if args.batch_tolerance is not None and not (0 < args.batch_tolerance < float("inf")):
+        raise DeeplimitError(f"--batch-tolerance must be a finite number > 0 (a fraction of the best loss), got "
+                             f"{args.batch_tolerance}; e.g. 0.02")
+    check_batch_estimator(estimator, args.batch_tolerance)
+    return estimator
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -89,12 +117,13 @@ def run(args: argparse.Namespace) -> int:
         raise DeeplimitError("give a target with --at X=V,... (e.g. --at N=1.07e9,D=2e10) or --evaluate")
     if not 0 < args.level < 1:
         raise DeeplimitError(f"--level must be in (0, 1), got {args.level}; e.g. 0.8")
+    estimator = check_batch_args(args)
     targets = [parse_at(a) for a in args.at]  # before the fit: a typo fails fast
     runs = runs_from_sweep(args.storage, args.runs) if args.storage else load_runs(args.runs)
     axes = ("lr", *(a for a in ("batch", "wd") if getattr(args, a)))
     opts = dict(x=args.x, lr=args.lr, loss=args.loss, batch=args.batch, wd=args.wd, group=args.group,
                 seed=args.seed, where=args.where, fixed=parse_fix(args.fix, axes), level=args.level,
-                interval=args.interval)
+                interval=args.interval, batch_estimator=estimator, batch_tolerance=args.batch_tolerance)
     out: dict = {}
     lines: list[str] = []
     if args.at:

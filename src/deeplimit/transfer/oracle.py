@@ -7,8 +7,10 @@ own sweeps — the oracle
 1. groups the runs by the size variables ``x`` (and the ``group`` columns, one law per value of those),
 2. estimates per group and seed the optimal log2 LR — and log2 batch / weight decay where swept inside the
    group — with the report's estimator (:func:`~deeplimit.transfer.oracle_fit.cell_optima`, built on
-   :func:`~deeplimit.transfer.optimum.fit_optimum`); a group's optimum is the mean over its seeds, and a
-   group is *censored* (no estimate) when more than ⅓ of its seeds have their optimum on a grid edge,
+   :func:`~deeplimit.transfer.optimum.fit_optimum`) — or, with ``batch_estimator="critical"``, the batch as the
+   critical batch (:func:`~deeplimit.transfer.oracle_fit.critical_batch`: the largest batch within a tolerance of
+   the best loss); a group's optimum is the mean over its seeds, and a group is *censored* (no estimate) when
+   more than ⅓ of its seeds have their optimum on a grid edge,
 3. fits ``log2 η* = a + Σᵢ bᵢ log2 xᵢ`` (and ``log2 B*`` likewise) by least squares over the groups, some
    exponents optionally fixed (0 for width under μP), and
 4. predicts at targets with a prediction interval that widens with the distance from the fitted sizes.
@@ -32,7 +34,14 @@ import pandas as pd
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.transfer.optimum import json_safe
-from deeplimit.transfer.oracle_fit import INTERVALS, PowerLaw, SeedOptima, cell_optima, fit_power_law
+from deeplimit.transfer.oracle_fit import (
+    INTERVALS,
+    PowerLaw,
+    SeedOptima,
+    cell_optima,
+    check_batch_estimator,
+    fit_power_law,
+)
 from deeplimit.transfer.oracle_table import (
     apply_where,
     load_runs,
@@ -83,6 +92,22 @@ class _Columns:
     tuned: dict[str, str]  # axis ("batch", "wd") → column
     group: tuple[str, ...]
     seed: str | None
+    # How the batch axis is read (not a column, but it travels with the columns' roles to every estimate):
+    # "argmin" or "critical", and the critical estimator's relative tolerance (NaN for argmin).
+    batch_estimator: str = "argmin"
+    batch_tolerance: float = math.nan
+
+    @property
+    def critical(self) -> dict[str, float]:
+        """Extra axis → tolerance of the axes read as a critical batch (for :func:`cell_optima`)."""
+        return {"batch": self.batch_tolerance} if self.batch_estimator == "critical" and "batch" in self.tuned else {}
+
+    def batch_setting(self) -> dict[str, Any]:
+        """The fit block's record of the batch estimator (None without a batch axis)."""
+        if "batch" not in self.tuned:
+            return {"batch_estimator": None, "batch_tolerance": None}
+        return {"batch_estimator": self.batch_estimator,
+                "batch_tolerance": self.batch_tolerance if self.batch_estimator == "critical" else None}
 
 
 def _positive(frame: pd.DataFrame, col: str, what: str) -> np.ndarray:
@@ -119,6 +144,14 @@ def _prepare(runs: pd.DataFrame, cols: _Columns) -> pd.DataFrame:
     out["_loss"] = np.where(np.isfinite(loss), loss, math.inf)
     for axis, c in cols.tuned.items():
         out[f"_{axis}"] = np.round(np.log2(_positive(runs, c, axis)), 9)
+    if cols.critical:
+        fin = np.isfinite(out["_loss"])
+        bad = np.flatnonzero(fin & (out["_loss"] <= 0))
+        if bad.size:
+            row = int(bad[0])
+            raise DeeplimitError(f"the critical batch estimator takes a tolerance relative to the best loss, but loss "
+                                 f"column {cols.loss!r} holds {out['_loss'][row]:g} (row {row}, ≤ 0); use a positive "
+                                 "loss (e.g. cross-entropy, not a log-likelihood) or --batch-estimator argmin")
     return pd.DataFrame(out)
 
 
@@ -153,7 +186,7 @@ def group_optima(prep: pd.DataFrame, cols: _Columns, points: int) -> list[GroupO
         seeds: list[SeedOptima] = []
         for s0, s1 in zip(s_starts, [*s_starts[1:], g1]):
             extra = {a: v[s0:s1] for a, v in tuned_all.items()}
-            seeds.append(cell_optima(lr_all[s0:s1], loss_all[s0:s1], extra, points=points))
+            seeds.append(cell_optima(lr_all[s0:s1], loss_all[s0:s1], extra, points=points, critical=cols.critical))
         finite = loss_all[g0:g1]
         finite = finite[np.isfinite(finite)]
         flat = finite.size > 1 and float(np.ptp(finite)) <= 1e-12 * max(1.0, float(np.abs(finite).max()))
@@ -278,6 +311,7 @@ class Oracle:
     laws: dict[tuple, dict[str, PowerLaw]]
     optima: list[GroupOptimum]
     columns: dict[str, Any] = field(default_factory=dict)
+    batch: dict[str, Any] = field(default_factory=lambda: {"batch_estimator": None, "batch_tolerance": None})
 
     def predict(self, at: Mapping[str, Any]) -> list[Prediction]:
         """Forecasts at ``at`` (size variable → value, optionally group column → value): one per set of laws
@@ -316,7 +350,7 @@ class Oracle:
     def fit_dict(self) -> dict[str, Any]:
         """The fit as JSON-safe data: the laws per group, the per-group optima, the settings."""
         return json_safe({"x": list(self.x), "group_columns": list(self.group_columns), "axes": list(self.axes),
-                          "level": self.level, "columns": self.columns,
+                          "level": self.level, "columns": self.columns, **self.batch,
                           "laws": [{"group": dict(zip(self.group_columns, k)),
                                     **{a: law.to_dict() for a, law in laws.items()}}
                                    for k, laws in self.laws.items()],
@@ -327,15 +361,19 @@ class Oracle:
         for key, laws in self.laws.items():
             head = f"[{_label(dict(zip(self.group_columns, key)))}] " if self.group_columns else ""
             for axis, law in laws.items():
+                how = ""
+                if axis == "batch" and self.batch.get("batch_estimator") == "critical":
+                    how = f" (critical batch, tolerance {self.batch['batch_tolerance']:g})"
                 terms = " ".join(f"{b:+.3f}·log2 {v}{' (fixed)' if v in law.fixed else ''}"
                                  for v, b in law.exponents.items())
-                lines.append(f"{head}log2 {axis}* = {law.intercept:+.3f} {terms}   ({law.n_groups} groups, scatter "
-                             f"{law.residual_sd:.3f} octaves, {law.df} df)")
+                lines.append(f"{head}log2 {axis}*{how} = {law.intercept:+.3f} {terms}   ({law.n_groups} groups, "
+                             f"scatter {law.residual_sd:.3f} octaves, {law.df} df)")
         return "\n".join(lines)
 
 
 def _columns(x: Sequence[str] | str, lr: str, loss: str, batch: str | None, wd: str | None,
-             group: Sequence[str] | str, seed: str | None, frame: pd.DataFrame) -> _Columns:
+             group: Sequence[str] | str, seed: str | None, frame: pd.DataFrame,
+             estimator: tuple[str, float | None] = ("argmin", None)) -> _Columns:
     xs = (x,) if isinstance(x, str) else tuple(x)
     gs = (group,) if isinstance(group, str) else tuple(group or ())
     if not xs:
@@ -345,7 +383,12 @@ def _columns(x: Sequence[str] | str, lr: str, loss: str, batch: str | None, wd: 
     if seed == "seed" and "seed" not in frame.columns:
         seed = None
     tuned = {a: c for a, c in (("batch", batch), ("wd", wd)) if c}
-    return _Columns(x=xs, lr=lr, loss=loss, tuned=tuned, group=gs, seed=seed)
+    tol = check_batch_estimator(*estimator)
+    if estimator[0] == "critical" and not batch:
+        raise DeeplimitError("the critical batch estimator reads the batch axis: name the batch-size column "
+                             "(--batch COL) or drop --batch-estimator")
+    return _Columns(x=xs, lr=lr, loss=loss, tuned=tuned, group=gs, seed=seed, batch_estimator=estimator[0],
+                    batch_tolerance=tol)
 
 
 def check_settings(level: float, interval: str, fixed: Mapping[str, Mapping[str, float]] | None,
@@ -367,7 +410,8 @@ def prepared(runs: pd.DataFrame, x: Sequence[str] | str, lr: str, loss: str, **k
         raise DeeplimitError(f"runs must be a pandas DataFrame (see load_runs), got {type(runs).__name__}")
     runs, loss = one_row_per_run(runs, loss)
     runs = apply_where(runs, kw.pop("where", None))
-    cols = _columns(x, lr, loss, kw["batch"], kw["wd"], kw["group"], kw["seed"], runs)
+    estimator = (kw.get("batch_estimator", "argmin"), kw.get("batch_tolerance"))
+    cols = _columns(x, lr, loss, kw["batch"], kw["wd"], kw["group"], kw["seed"], runs, estimator)
     return _prepare(runs, cols), cols
 
 
@@ -375,7 +419,8 @@ def fit_oracle(runs: pd.DataFrame, x: Sequence[str] | str, lr: str = "lr", loss:
                batch: str | None = None, wd: str | None = None, group: Sequence[str] | str = (),
                seed: str | None = "seed", where: str | None = None,
                fixed: Mapping[str, Mapping[str, float]] | None = None, level: float = 0.8, interval: str = "t",
-               points: int = 5, n_boot: int = 2000, rng_seed: int = 0) -> Oracle:
+               points: int = 5, n_boot: int = 2000, rng_seed: int = 0, batch_estimator: str = "argmin",
+               batch_tolerance: float | None = None) -> Oracle:
     """Fit the oracle on a table of runs (one row per run, or a sweep's long table).
 
     ``x``: the size variables (e.g. ``["N", "D"]``); ``lr``/``loss``: columns of the learning rate (natural
@@ -384,11 +429,16 @@ def fit_oracle(runs: pd.DataFrame, x: Sequence[str] | str, lr: str = "lr", loss:
     ``group``: label columns — one set of laws per value; ``seed``: the seed column (default ``"seed"`` when the
     table has one); ``where``: a filter (:func:`parse_where`); ``fixed``: axis → {variable: exponent} held fixed;
     ``level``: of the prediction intervals; ``interval``: "t" (default) or "bootstrap"; ``points``: of the
-    quadratic around each argmin (as the report).
+    quadratic around each argmin (as the report). ``batch_estimator``: how each seed's optimal batch is read off
+    its profile (the best loss over the LR at each batch): "argmin" (default; the quadratic around the argmin) or
+    "critical" (:func:`~deeplimit.transfer.oracle_fit.critical_batch`: the largest batch whose loss is within
+    ``batch_tolerance`` — relative, default 0.02 — of the best; for surfaces flat over the small batches, where
+    the argmin is noise); η* is read at the batch so estimated. The tolerance is refused with "argmin".
     """
     axes = ("lr", *(a for a, c in (("batch", batch), ("wd", wd)) if c))
     fixed = check_settings(level, interval, fixed, axes)
-    prep, cols = prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where)
+    prep, cols = prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where,
+                          batch_estimator=batch_estimator, batch_tolerance=batch_tolerance)
     optima = group_optima(prep, cols, points)
     return oracle_from(optima, cols, axes, fixed, level=level, interval=interval, n_boot=n_boot, rng_seed=rng_seed)
 
@@ -402,4 +452,5 @@ def oracle_from(optima: Sequence[GroupOptimum], cols: _Columns, axes: Sequence[s
     laws = {k: _fit_laws(gs, axes, cols.x, fixed, interval, n_boot, rng_seed) for k, gs in by_key.items()}
     return Oracle(x=cols.x, group_columns=cols.group, axes=tuple(axes), level=float(level), laws=laws,
                   optima=list(optima), columns={"lr": cols.lr, "loss": cols.loss, **cols.tuned,
-                                                "seed": cols.seed, "interval": interval})
+                                                "seed": cols.seed, "interval": interval},
+                  batch=cols.batch_setting())

@@ -84,15 +84,19 @@ def evaluate_oracle(runs: pd.DataFrame, x: Sequence[str] | str, lr: str = "lr", 
                     batch: str | None = None, wd: str | None = None, group: Sequence[str] | str = (),
                     seed: str | None = "seed", where: str | None = None,
                     fixed: Mapping[str, Mapping[str, float]] | None = None, level: float = 0.8,
-                    interval: str = "t", points: int = 5, n_boot: int = 2000, rng_seed: int = 0) -> Evaluation:
+                    interval: str = "t", points: int = 5, n_boot: int = 2000, rng_seed: int = 0,
+                    batch_estimator: str = "argmin", batch_tolerance: float | None = None) -> Evaluation:
     """Hold out the groups at the largest value of the first size variable (per set of laws), fit on the
     rest, and score the forecast at each held-out group: |log2 error| of each optimum, the regret (the loss at
     the grid point nearest the forecast over the group's best loss, − 1) and whether the ``level`` interval
     covers the group's measured optimum — beside the naive forecast (the nearest fitted group's optimum,
-    nearest in log2 sizes). Held-out groups with a censored optimum are not scored for that axis."""
+    nearest in log2 sizes). Held-out groups with a censored optimum are not scored for that axis.
+    ``batch_estimator``/``batch_tolerance``: as :func:`~deeplimit.transfer.oracle.fit_oracle` (the held-out
+    groups' measured batch is read the same way)."""
     axes = ("lr", *(a for a, c in (("batch", batch), ("wd", wd)) if c))
     fixed = check_settings(level, interval, fixed, axes)
-    prep, cols = prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where)
+    prep, cols = prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where,
+                          batch_estimator=batch_estimator, batch_tolerance=batch_tolerance)
     optima = group_optima(prep, cols, points)
     first = cols.x[0]
     held, kept = [], []

@@ -5,6 +5,9 @@
   the report's estimator :func:`~deeplimit.transfer.optimum.fit_optimum` (a weighted quadratic around the grid
   argmin). Extra axes are profiled: the best loss over the LR at each grid point of the extra axes, then the
   same quadratic over that profile, then the LR optimum interpolated at the extra axes' optimum.
+* :func:`critical_batch` — the other estimator of the batch axis (``batch_estimator="critical"``): the largest
+  batch whose profiled loss stays within a relative tolerance of the best, for surfaces that are flat over the
+  small batches (where the argmin is set by seed noise) and rise past a batch that grows with data.
 * :func:`fit_power_law` — least squares of ``log2 y = a + Σᵢ bᵢ log2 xᵢ`` (some bᵢ may be fixed) on the groups'
   optima, with a Student-t prediction interval or a residual bootstrap (:class:`PowerLaw`).
 
@@ -25,9 +28,12 @@ from scipy import stats
 from deeplimit.errors import DeeplimitError
 from deeplimit.transfer.optimum import fit_optimum, json_safe
 
-__all__ = ["SeedOptima", "cell_optima", "PowerLaw", "fit_power_law", "INTERVALS"]
+__all__ = ["SeedOptima", "cell_optima", "CriticalBatch", "critical_batch", "check_batch_estimator", "PowerLaw",
+           "fit_power_law", "INTERVALS", "BATCH_ESTIMATORS", "BATCH_TOLERANCE"]
 
 INTERVALS = ("t", "bootstrap")
+BATCH_ESTIMATORS = ("argmin", "critical")  # how a seed's optimal batch is read off its profile; argmin: default
+BATCH_TOLERANCE = 0.02  # the critical estimator's default relative tolerance (2% above the best loss)
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,86 @@ def _interp_corners(axes_values: Sequence[np.ndarray], table: Mapping[tuple[floa
     return total
 
 
+@dataclass(frozen=True)
+class CriticalBatch:
+    """:func:`critical_batch`'s result for one seed. ``log2_batch``: log2 B_crit (NaN when no batch has a finite
+    loss); ``censored``: "top" (even the largest batch is within tolerance: B_crit ≥ the largest batch, which
+    ``log2_batch`` then holds), "bottom" (only the smallest batch is within tolerance: the plateau is not seen,
+    so L* may lie below the grid and B_crit with it; ``log2_batch`` holds the interpolated crossing, an upper
+    bound), "empty" (no finite loss) or None; ``best_loss``: L*; ``threshold``: (1 + tolerance)·L*."""
+
+    log2_batch: float
+    censored: str | None
+    best_loss: float
+    threshold: float
+
+
+def check_batch_estimator(estimator: str, tolerance: float | None) -> float:
+    """Validate ``estimator`` (one of :data:`BATCH_ESTIMATORS`) and ``tolerance`` (a finite number > 0, only with
+    "critical"; None = :data:`BATCH_TOLERANCE`); returns the tolerance in use (NaN for "argmin")."""
+    if estimator not in BATCH_ESTIMATORS:
+        raise DeeplimitError(f"batch estimator must be one of {BATCH_ESTIMATORS}, got {estimator!r}")
+    if estimator == "argmin":
+        if tolerance is not None:
+            raise DeeplimitError("a batch tolerance applies to the critical batch estimator only; drop it or choose "
+                                 "the critical estimator (--batch-estimator critical)")
+        return math.nan
+    if tolerance is None:
+        return BATCH_TOLERANCE
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not (
+            math.isfinite(tolerance) and tolerance > 0):
+        raise DeeplimitError(f"batch tolerance must be a finite number > 0 (a fraction of the best loss), got "
+                             f"{tolerance!r}; e.g. 0.02")
+    return float(tolerance)
+
+
+def critical_batch(log2_batch: Sequence[float], loss: Sequence[float], tolerance: float) -> CriticalBatch:
+    """The critical batch of ONE seed's batch profile: the largest batch whose loss stays within ``tolerance`` of
+    the best.
+
+    ``log2_batch``: shape (n,) the batch grid (log2, sorted ascending); ``loss``: shape (n,) L(B), the best loss
+    over the LR at each batch (non-finite = every run at that batch diverged); ``tolerance``: relative, > 0.
+    With L* = min_B L(B) and T = (1 + tolerance)·L*, k = the largest grid index with L(B_k) ≤ T, and
+
+        log2 B_crit = log2 B_k + (T − L(B_k)) / (L(B_{k+1}) − L(B_k)) · (log2 B_{k+1} − log2 B_k),
+
+    the linear interpolation in log2 B of the crossing of T between B_k and the next larger batch (whose loss
+    exceeds T, since k is the largest within tolerance). If every run at B_{k+1} diverged, the crossing cannot
+    be placed and B_crit = B_k (a lower bound within one grid step). Censored "top" when k is the largest batch
+    (the rise is not seen), "bottom" when only the smallest batch (with a finite loss) is within tolerance (the loss
+    already rises from the grid's first batch: the minimum may lie below the grid). A relative tolerance needs L* > 0: a
+    :class:`DeeplimitError` otherwise.
+    """
+    x = np.asarray(log2_batch, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise DeeplimitError(f"log2_batch and loss must be 1-d of one length, got shapes {x.shape} and {y.shape}")
+    if x.size > 1 and not np.all(np.diff(x) > 0):
+        raise DeeplimitError("log2_batch must be sorted ascending without repeats (one profile point per batch)")
+    tol = check_batch_estimator("critical", tolerance)
+    finite = np.isfinite(y)
+    if not finite.any():
+        return CriticalBatch(math.nan, "empty", math.inf, math.inf)
+    best = float(y[finite].min())
+    if best <= 0:
+        raise DeeplimitError(f"the critical batch takes a tolerance relative to the best loss, which is {best:g} "
+                             "(≤ 0); use a positive loss (e.g. cross-entropy, not a log-likelihood or a loss minus "
+                             "its floor) or --batch-estimator argmin")
+    thr = (1.0 + tol) * best
+    within = np.flatnonzero(finite & (y <= thr))
+    k = int(within[-1])
+    if k == x.size - 1:
+        return CriticalBatch(float(x[k]), "top", best, thr)
+    if not finite[k + 1]:
+        out = float(x[k])
+    else:
+        out = float(x[k] + (thr - y[k]) / (y[k + 1] - y[k]) * (x[k + 1] - x[k]))
+    # k is the first finite batch: only it is within tolerance (k is the largest such), the loss rises from there
+    return CriticalBatch(out, "bottom" if k == int(np.flatnonzero(finite)[0]) else None, best, thr)
+
+
 def cell_optima(log2_lr: np.ndarray, loss: np.ndarray, extra: Mapping[str, np.ndarray] | None = None, *,
-                points: int = 5) -> SeedOptima:
+                points: int = 5, critical: Mapping[str, float] | None = None) -> SeedOptima:
     """Optima of ONE seed's runs in ONE group.
 
     ``log2_lr``, ``loss``: shape (n_runs,); ``extra``: axis name → shape (n_runs,) log2 values of the other
@@ -81,7 +165,13 @@ def cell_optima(log2_lr: np.ndarray, loss: np.ndarray, extra: Mapping[str, np.nd
     P_j(v) = min over grid points with h_j = v of L(h) gives h_j* by the same quadratic (in log2 h_j); η̂* is
     η̂*(h) interpolated (multilinearly, in log2) at h* — or, where a neighbouring curve's optimum is censored,
     the η̂* of the grid point nearest h*.
+
+    ``critical``: extra axis name → relative tolerance, for axes whose optimum is :func:`critical_batch` of the
+    same profile P_j (L(B) = :func:`fit_optimum`'s best loss of the LR curve — the LR quadratic's minimum where
+    refined, else the grid minimum — minimised over the other extra axes) instead of the quadratic around its
+    argmin; η̂* is then read at the critical batch.
     """
+    critical = dict(critical or {})
     extra = dict(extra or {})
     names = list(extra)
     if not names:
@@ -102,6 +192,10 @@ def cell_optima(log2_lr: np.ndarray, loss: np.ndarray, extra: Mapping[str, np.nd
         prof = np.array([min((o.best_loss for k, o in opts.items() if k[j] == v), default=math.inf) for v in vals])
         if len(vals) < 2:
             log2[name], censored[name] = float(vals[0]), True
+            continue
+        if name in critical:
+            c = critical_batch(vals, prof, critical[name])
+            log2[name], censored[name] = c.log2_batch, c.censored is not None
             continue
         o = fit_optimum(vals, np.where(np.isfinite(prof), prof, math.inf), points=points)
         log2[name] = o.log2_lr
