@@ -9,7 +9,8 @@ CPU-sized quick tier), so the held-out check is an extrapolation, as issue 24 as
 
 Seeds default to the protocol's *pilot* set: these grids are exploratory. The frozen claims ``oracle`` (protocol
 ``claims.oracle``, the MLP-ResNet: fit at small depth and budget, validate at 8× the budget and 8–16× the depth),
-``oracle-lm`` (``claims.oracle-lm``, the same check on the byte-level LM) and ``oracle-width``
+``oracle-lm`` and ``oracle-lm-mup`` (``claims.oracle-lm``, ``claims.oracle-lm-mup``: the same check on the
+byte-level LM under CompleteP and under μP) and ``oracle-width``
 (``claims.oracle-width``, the μP MLP-ResNet: fit at widths 32–128, validate at 4× and 8× the largest fitted
 width) build their sweeps with :func:`oracle_claim_specs` from the protocol's tier settings.
 """
@@ -115,6 +116,7 @@ class OracleClaimGrid:
 ORACLE_CLAIMS: dict[str, OracleClaimGrid] = {
     "oracle": OracleClaimGrid(oracle_mlp, "depth", (), "MLP-ResNet (Depth-muP)"),
     "oracle-lm": OracleClaimGrid(oracle_lm, "depth", ("rule", "data"), "byte-level Pre-LN LM (CompleteP)"),
+    "oracle-lm-mup": OracleClaimGrid(oracle_lm, "depth", ("rule", "data"), "byte-level Pre-LN LM (muP)"),
     "oracle-width": OracleClaimGrid(oracle_mlp_mup, "width", ("rule", "readout_zero_init", "base_width"),
                                     "MLP-ResNet (muP, zero readout)"),
 }

@@ -2,7 +2,8 @@
 predict``).
 
 One module for the protocol's oracle claims: ``oracle`` (the MLP-ResNet over depth, standard tier), ``oracle-width``
-(the μP MLP-ResNet over width, standard tier) and ``oracle-lm`` (the byte-level LM, full tier). The claim's name
+(the μP MLP-ResNet over width, standard tier), ``oracle-lm`` and ``oracle-lm-mup`` (the byte-level LM under
+CompleteP and under μP, full tier). The claim's name
 picks its protocol entry, the size that extrapolates (depth or width), its sweeps
 (:func:`deeplimit.transfer.oracle_grids.oracle_claim_specs`), its texts (:data:`TEXTS`) and its output files.
 """
@@ -42,6 +43,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "gap": ("Issue 24 asks for 8–16× width or depth and 8× the tokens on the byte-level LM under CompleteP and "
                 "μP, with batch size as an axis; here CompleteP only at one batch size (μP, the batch axis, B* and "
                 "width extrapolation are not run), on a width-64 model with 64-byte sequences"),
+    },
+    "oracle-lm-mup": {
+        "title": "The transfer oracle predicts the μP byte-level LM's η* at 8× the tokens and 8× the depth (issue 24)",
+        "claim": ("Fit η* = a·depth^b·samples^c on small runs of a μP Pre-LN byte-level transformer — no depth rule, "
+                  "so η* drifts with depth — and forecast η* at 8× the largest fitted token budget and at 8× the "
+                  "largest fitted depth, on held-out runs the fit never saw: mean |log2 error| ≤ 0.5, regret ≤ 0.5% "
+                  "of the loss, 80% intervals covering ≥ 80% of held-out points (issue 24); the naive forecast "
+                  "(reuse the base η*) beside it."),
+        "gap": ("Issue 24 asks for 8–16× width or depth and 8× the tokens on the byte-level LM under CompleteP and "
+                "μP, with batch size as an axis; here μP at one batch size (CompleteP is the oracle-lm section; "
+                "the batch axis and B* are not run), on a width-64 model with 64-byte sequences"),
     },
     "oracle-width": {
         "title": "The transfer oracle predicts the μP MLP-ResNet's η* at 4–8× the largest fitted width (issue 24)",
@@ -170,6 +182,11 @@ def oracle_claim(ctx: Context) -> list[Section]:
 def oracle_lm_claim(ctx: Context) -> list[Section]:
     """The ``oracle-lm`` claim (the byte-level LM): :func:`oracle_section`."""
     return oracle_section(ctx, "oracle-lm")
+
+
+def oracle_lm_mup_claim(ctx: Context) -> list[Section]:
+    """The ``oracle-lm-mup`` claim (the byte-level LM under μP): :func:`oracle_section`."""
+    return oracle_section(ctx, "oracle-lm-mup")
 
 
 def oracle_width_claim(ctx: Context) -> list[Section]:
