@@ -3,10 +3,12 @@
 ``train(TrainConfig(...), run_dir=...)`` trains one run and returns a :class:`TrainResult`; a run that diverges
 is a result (``status="diverged"``), never an exception. The package, by concern:
 
-    config.py       TrainConfig (checked on construction, the rule resolved once, the fingerprint),
+    config.py       TrainConfig (checked on construction, every field before the models are imported; the
+                    rule resolved once; the fingerprint),
                     config_from_point (a flat sweep point / CLI flags → config), family_defaults
     models.py       where the model comes from: a built-in name, hf:TYPE (a Hugging Face causal LM from a
                     small config) or pkg.module:factory / path/to/file.py:factory (load_factory)
+    model_names.py  which of the three a model string names (is_hf, is_factory, hf_type), without torch
     batches.py      datasets read once per process, the batch of step t as a pure function of (seed, t),
                     the memory guard (a model or batch too large is refused before allocation)
     checkpoint.py   the run folder: checkpoint save / load keyed by the fingerprint, the output tables
