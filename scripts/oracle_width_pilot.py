@@ -35,7 +35,7 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.transfer.experiments import log2_grid
 from deeplimit.transfer.optimum import json_safe
-from deeplimit.transfer.oracle_grids import oracle_mlp
+from deeplimit.transfer.oracle_grids import oracle_mlp_mup
 from deeplimit.transfer.oracle_verdict import heldout_validation
 
 FULL = {"fit_widths": (32, 64, 128), "fit_samples": (4096, 8192, 16384), "held_widths": (512, 1024),
@@ -55,12 +55,10 @@ def design(tiny: bool = False) -> dict[str, Any]:
 
 
 def _spec(widths: list[int], samples: list[int], seeds: int, d: dict[str, Any]) -> SweepSpec:
-    spec = oracle_mlp(tier="smoke", seed_set="pilot", depth=[2], samples=samples, batch_size=[d["batch_size"]],
-                      log2_lr=log2_grid(*d["log2_lr"]), seeds=seeds, rule="mup", width=widths,
-                      base_width=d["base_width"])
-    return replace(spec, fixed={**spec.fixed, "readout_zero_init": True},
-                   description=f"oracle width pilot: MLP-ResNet (muP, zero readout), widths {widths}, "
-                               f"budgets {samples}")
+    spec = oracle_mlp_mup(tier="smoke", seed_set="pilot", depth=[2], samples=samples, batch_size=[d["batch_size"]],
+                          log2_lr=log2_grid(*d["log2_lr"]), seeds=seeds, width=widths, base_width=d["base_width"])
+    return replace(spec, description=f"oracle width pilot: MLP-ResNet (muP, zero readout), widths {widths}, "
+                                     f"budgets {samples}")
 
 
 def build_specs(seeds: int, tiny: bool = False) -> dict[str, SweepSpec]:

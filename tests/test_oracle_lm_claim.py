@@ -4,6 +4,9 @@ full tier only, on its own unseen confirmation seeds; its smoke section runs and
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from deeplimit.errors import DeeplimitError
@@ -86,3 +89,37 @@ def test_the_full_tier_is_the_pilots_design_on_the_confirmation_seeds():
     assert sum(len(s) for s in _pilot_specs("pilot", 2).values()) == 112
     with pytest.raises(DeeplimitError, match="no oracle claim 'oracle-xl'"):
         oracle_claim_specs("full", claim="oracle-xl")
+
+
+# --- protocol 1.7: the same design under μP (claims.oracle-lm-mup) -------------------------------------------------
+MUP = protocol().claim("oracle-lm-mup")
+
+
+def test_the_mup_entry_is_the_lm_claim_under_mup_with_its_pilot_and_own_unseen_seeds():
+    for key in ("max_abs_log2_error", "max_regret", "min_coverage", "level", "sensitivity_octaves",
+                "min_scored_share", "predicted_claim", "predicted_alternative", "naive"):
+        assert MUP[key] == CLAIM[key], key
+    assert "--rule mup" in MUP["pilot"] and "7321269" in MUP["pilot"] and "112 runs" in MUP["pilot"]
+    others = set(protocol().seeds["pilot"]) | set(protocol().seeds["confirmation"])
+    for name, entry in protocol().claims.items():
+        if name != "oracle-lm-mup":
+            others |= set(entry.get("confirmation_seeds", ()))
+    assert not others & set(MUP["confirmation_seeds"])
+    assert seed_values(3, "confirmation", "oracle-lm-mup") == [1060, 1061, 1062]
+    assert not protocol().decides("oracle-lm-mup", "standard")
+
+
+def test_the_mup_full_tier_is_the_mup_pilots_design_on_its_confirmation_seeds():
+    """Point for point what ``scripts/oracle_lm_pilot.py --rule mup`` ran at 7321269 (the CompleteP design with
+    the rule axis set to mup), on seeds 1060–1062 instead of the pilot's 0–1."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import oracle_lm_pilot
+    finally:
+        sys.path.pop(0)
+    assert oracle_claim_groups("full", claim="oracle-lm-mup") == (PILOT_FITTED, PILOT_HELD)
+    specs = oracle_claim_specs("full", claim="oracle-lm-mup")
+    assert all(s.axes["seed"] == (1060, 1061, 1062) and s.axes["rule"] == ("mup",) for s in specs.values())
+    pilot = oracle_lm_pilot.build_specs("mup")
+    as_pilot = oracle_claim_specs("full", seed_set="pilot", claim="oracle-lm-mup", seeds=2)
+    assert _same_runs(as_pilot, pilot)

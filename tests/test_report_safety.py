@@ -269,12 +269,13 @@ def test_the_measured_number_scan_sees_what_it_is_for(tmp_path):
 def test_not_run_texts_state_the_scale_and_the_tier_that_runs_them():
     from deeplimit.report.reproduce import NOT_AT_TIER, not_run_text
     from deeplimit.transfer.experiments import EXPERIMENTS, experiment
+    from deeplimit.transfer.oracle_grids import ORACLE_CLAIMS
 
     for key, tiers in NOT_AT_TIER.items():
         for tier, runner in tiers.items():
             text = not_run_text(key, tier)
             assert f"it runs at --{runner}" in text, text
-            if key in EXPERIMENTS or key in ("muon-transfer", "oracle", "oracle-lm"):  # a sweep: runs × steps
+            if key in EXPERIMENTS or key == "muon-transfer" or key in ORACLE_CLAIMS:  # a sweep: runs × steps
                 assert re.search(r"\d+ runs of \d+(–\d+)? steps", text), text
             else:  # a study: the settings it runs with there
                 assert "with {" in text, text

@@ -11,7 +11,8 @@ from deeplimit.cli._args import parse_sets, positive_int, setting_key
 # Section keys, kept here so that building the parser never imports the report (and torch, pandas, optuna).
 SECTIONS = ("sde", "rank-collapse", "stopping", "depth-transfer", "activation", "block-depth", "width-transfer",
             "coord-check", "coord-check-width", "feature-diversity", "transformer-depth", "shaped-vs-preln",
-            "sde-convergence", "muon-transfer", "oracle", "oracle-lm")
+            "sde-convergence", "muon-transfer", "oracle", "oracle-lm", "oracle-lm-mup",
+            "oracle-width")
 
 DESCRIPTION = """\
 Runs the Shaped-Transformer SDE checks, the Depth-muP/CompleteP transfer sweeps and the diagnostics, and writes

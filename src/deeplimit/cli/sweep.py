@@ -126,6 +126,8 @@ def _add_quiet(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------------
 @_clean
 def _cmd_create(args: argparse.Namespace) -> int:
+    if args.set and args.grid is None:  # before the imports below (pandas, Optuna: about 2 s of CPU)
+        raise DeeplimitError("--set changes a named grid (--grid NAME); edit the JSON spec file instead")
     import os
 
     from deeplimit.cli._args import parse_sets
@@ -133,8 +135,6 @@ def _cmd_create(args: argparse.Namespace) -> int:
     from deeplimit.transfer.grids import grid_fields
     from deeplimit.transfer.sweeps import create_transfer_sweep
 
-    if args.set and args.grid is None:
-        raise DeeplimitError("--set changes a named grid (--grid NAME); edit the JSON spec file instead")
     overrides = parse_sets(args.set, grid_fields(args.grid)) if args.set else None
     sweep = create_transfer_sweep(args.name, grid=args.grid, overrides=overrides, spec_file=args.spec,
                                   objective=args.objective, storage=args.storage or os.environ.get(STORAGE_ENV),

@@ -110,6 +110,9 @@ def _typed_sets(pairs: list[str] | None, model: str) -> dict:
     model is built, so a misspelt one is still refused in one line."""
     import typing
 
+    if not pairs:  # nothing to read: the field types (the models' configs, so torch) are not needed
+        return {}
+
     from deeplimit.cli._args import setting_key
     from deeplimit.train.config import DEPRECATED_KEYS
     from deeplimit.transfer.objectives import point_fields
@@ -127,7 +130,7 @@ def _typed_sets(pairs: list[str] | None, model: str) -> dict:
 def point_from_args(args: argparse.Namespace) -> dict:
     """The flat point (:func:`deeplimit.train.config_from_point`) the flags describe; old spellings noted."""
     from deeplimit.errors import DeeplimitError
-    from deeplimit.train import family_defaults
+    from deeplimit.train.config import family_defaults
 
     model = model_spec(args)
     point = family_defaults(model)
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from deeplimit.cli._args import set_threads
-    from deeplimit.train import config_from_point, train_and_save
+    from deeplimit.train.config import config_from_point  # no torch: a bad command line is refused before it
 
     point = point_from_args(args)
     with warnings.catch_warnings(record=True) as caught:
@@ -172,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
             _note(str(w.message))
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    set_threads(args.threads)
+    from deeplimit.train.loop import train_and_save
+
+    set_threads(args.threads)  # after torch is loaded, so its thread pool is set too
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rule warnings (spec §9) are expected in ablations
         summary = train_and_save(cfg, run_dir=args.run_dir, out=args.out, fresh=args.fresh, progress=not args.quiet)

@@ -42,7 +42,7 @@ from deeplimit.report.claims.coord_check_width import coord_check_width
 from deeplimit.report.claims.depth_transfer import depth_transfer
 from deeplimit.report.claims.feature_diversity import feature_diversity
 from deeplimit.report.claims.muon import muon_transfer
-from deeplimit.report.claims.oracle import oracle_claim, oracle_lm_claim
+from deeplimit.report.claims.oracle import oracle_claim, oracle_lm_claim, oracle_lm_mup_claim, oracle_width_claim
 from deeplimit.report.claims.rank_collapse import rank_collapse
 from deeplimit.report.claims.sde import sde_comparisons
 from deeplimit.report.claims.shaped_vs_preln import shaped_vs_preln
@@ -64,7 +64,8 @@ __all__ = ["SECTIONS", "SECTION_SETTINGS", "NOT_AT_TIER", "TIERS", "Context", "R
            # the sections, each from its claim module
            "sde_comparisons", "rank_collapse", "stopping", "depth_transfer", "activation", "block_depth",
            "width_transfer", "coord_check_depth", "feature_diversity", "transformer_depth", "shaped_vs_preln",
-           "sde_convergence", "muon_transfer", "oracle_claim", "oracle_lm_claim"]
+           "sde_convergence", "muon_transfer", "oracle_claim", "oracle_lm_claim", "oracle_lm_mup_claim",
+           "oracle_width_claim"]
 
 # The names the tests and older callers import from here (the helpers now live in their own modules).
 _cached, _run_sweep = cached, run_sweep
@@ -80,7 +81,7 @@ NOT_AT_TIER: dict[str, dict[str, str]] = {
 # standard and full that decides it.
 for _key in ("sde", "rank-collapse", "stopping", "depth-transfer", "activation", "block-depth", "width-transfer",
              "coord-check", "coord-check-width", "feature-diversity", "transformer-depth", "shaped-vs-preln",
-             "sde-convergence", "oracle", "oracle-lm"):
+             "sde-convergence", "oracle", "oracle-lm", "oracle-lm-mup", "oracle-width"):
     for _tier in ("quick", "standard"):
         if not protocol().decides(_key, _tier):
             NOT_AT_TIER.setdefault(_key, {})[_tier] = next(t for t in ("standard", "full")
@@ -92,6 +93,9 @@ _WHY_NOT = {
     "oracle": "its held-out groups (8× the data budget, 8–16× the depth) cost more than this tier's budget",
     "oracle-lm": ("its held-out groups (8× the token budget, 8× the depth of a byte-level transformer) cost more than "
                   "this tier's budget"),
+    "oracle-lm-mup": ("its held-out groups (8× the token budget, 8× the depth of a byte-level transformer) cost more "
+                      "than this tier's budget"),
+    "oracle-width": "its held-out groups (widths 512 and 1024 at 512 steps) cost more than this tier's budget",
     "shaped-vs-preln": ("its ±0.05 nats/byte margin needs longer training than this tier's budget allows (the paper "
                         "compares the models after 100K steps)"),
 }
@@ -116,7 +120,9 @@ def not_run_text(key: str, tier: str) -> str:
         span = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
         return (f"not run at this tier: {_WHY_NOT[key]}; it runs at --{runner}: its {len(MUON_GRIDS[runner])} "
                 f"sweeps, {runs} runs of {span} steps in all.")
-    if key in ("oracle", "oracle-lm"):
+    from deeplimit.transfer.oracle_grids import ORACLE_CLAIMS
+
+    if key in ORACLE_CLAIMS:
         from deeplimit.report.claims.oracle import oracle_specs_words
 
         return f"not run at this tier: {_WHY_NOT[key]}; it runs at --{runner}: {oracle_specs_words(runner, key)}."
@@ -149,6 +155,8 @@ SECTIONS: dict[str, Callable[[Context], list[Section]]] = {
     "muon-transfer": muon_transfer,
     "oracle": oracle_claim,
     "oracle-lm": oracle_lm_claim,
+    "oracle-lm-mup": oracle_lm_mup_claim,
+    "oracle-width": oracle_width_claim,
 }
 
 

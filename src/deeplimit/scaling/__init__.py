@@ -16,17 +16,48 @@ One small module per concern (the pipeline of ``mup``'s ``shape.py``):
 * :mod:`.groups`, :mod:`.optim` — optimizer groups (λ or a decay timescale), :func:`make_optimizer` (SGD, Adam, AdamW,
   Muon + AdamW as one :class:`CombinedOptimizer`), :func:`set_base_lr`, :func:`scheduler`;
 * :mod:`.present` — the printed table; :mod:`.apply` — :func:`parametrize` and checkpoints.
+
+The names below are imported on first use (PEP 562, as in ``deeplimit/__init__.py``): importing a light module
+such as :mod:`.rules` or :mod:`.hparams` — what a command line needs to check a rule name — loads no torch.
 """
 
-from deeplimit.scaling.apply import load_checkpoint, parametrize, save_checkpoint
-from deeplimit.scaling.declared import get_structure
-from deeplimit.scaling.hparams import HParams
-from deeplimit.scaling.names import canonical_name
-from deeplimit.scaling.optim import CombinedOptimizer, ScaledScheduler, make_optimizer, scheduler, set_base_lr
-from deeplimit.scaling.plan import ParamPlan, Plan, make_plan
-from deeplimit.scaling.rules import RULES, Rule, get_rule, rule_names
-from deeplimit.scaling.structure import AttentionSpec, Structure, declare_structure
+from __future__ import annotations
 
-__all__ = ["AttentionSpec", "CombinedOptimizer", "HParams", "ParamPlan", "Plan", "RULES", "Rule", "ScaledScheduler",
-           "Structure", "canonical_name", "declare_structure", "get_rule", "get_structure", "load_checkpoint",
-           "make_optimizer", "make_plan", "parametrize", "rule_names", "save_checkpoint", "scheduler", "set_base_lr"]
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:  # never run: the modules _LAZY reads from, for readers of the source (the import-graph tests and
+    # the report's code fingerprint follow imports, not strings); a test checks that the two lists agree
+    from deeplimit.scaling import apply, declared, hparams, names, optim, plan, rules, structure  # noqa: F401
+
+_LAZY = {name: f"deeplimit.scaling.{module}" for module, names in {
+    "apply": ("load_checkpoint", "parametrize", "save_checkpoint"),
+    "declared": ("get_structure",),
+    "hparams": ("HParams",),
+    "names": ("canonical_name",),
+    "optim": ("CombinedOptimizer", "ScaledScheduler", "make_optimizer", "scheduler", "set_base_lr"),
+    "plan": ("ParamPlan", "Plan", "make_plan"),
+    "rules": ("RULES", "Rule", "get_rule", "rule_names"),
+    "structure": ("AttentionSpec", "Structure", "declare_structure"),
+}.items() for name in names}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    try:  # a submodule (``deeplimit.scaling.hf``) that nothing has imported yet
+        return _importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API only (the names in ``__all__``), as ``dir(deeplimit)``."""
+    return list(__all__)

@@ -3,10 +3,12 @@
 ``train(TrainConfig(...), run_dir=...)`` trains one run and returns a :class:`TrainResult`; a run that diverges
 is a result (``status="diverged"``), never an exception. The package, by concern:
 
-    config.py       TrainConfig (checked on construction, the rule resolved once, the fingerprint),
+    config.py       TrainConfig (checked on construction, every field before the models are imported; the
+                    rule resolved once; the fingerprint),
                     config_from_point (a flat sweep point / CLI flags → config), family_defaults
     models.py       where the model comes from: a built-in name, hf:TYPE (a Hugging Face causal LM from a
                     small config) or pkg.module:factory / path/to/file.py:factory (load_factory)
+    model_names.py  which of the three a model string names (is_hf, is_factory, hf_type), without torch
     batches.py      datasets read once per process, the batch of step t as a pure function of (seed, t),
                     the memory guard (a model or batch too large is refused before allocation)
     checkpoint.py   the run folder: checkpoint save / load keyed by the fingerprint, the output tables
@@ -14,44 +16,53 @@ is a result (``status="diverged"``), never an exception. The package, by concern
                     stop, resume), evaluate, train_and_save
 
 Data flows one way: config → batches (shapes) → build (models) → optimizer → loop → checkpoint → TrainResult.
+
+The names below are imported on first use (PEP 562): :mod:`.config` loads no torch, so a command line is checked
+(and a bad one refused) before torch is imported.
 """
 
-import deeplimit.train.batches as _batches
-from deeplimit.scaling.rules import OPTIMIZERS
-from deeplimit.train.batches import (
-    Batches,
-    cached_image_data,
-    cached_text_data,
-    check_run_fits,
-    cross_entropy,
-)
-from deeplimit.train.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, RunFolder
-from deeplimit.train.config import (
-    BOOL_KEYS,
-    IGNORED_KEYS,
-    MAX_BATCH,
-    MAX_EVAL_TOKENS,
-    MAX_SEED,
-    MAX_STEPS,
-    MODEL_KEYS,
-    PLAN_BOOL_KEYS,
-    PLAN_KEYS,
-    TEXT_DEFAULTS,
-    TEXT_MODELS,
-    TRAIN_KEYS,
-    TrainConfig,
-    config_from_point,
-    family_defaults,
-)
-from deeplimit.train.loop import TrainingInterrupted, TrainResult, build, evaluate, train, train_and_save
+from __future__ import annotations
 
-# The per-process data caches, as before the split (a test clears them to act as a new process).
-_cached_image_data, _cached_text_data = _batches._cached_image_data, _batches._cached_text_data
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-__all__ = [
-    "BOOL_KEYS", "CHECKPOINT", "CHECKPOINT_FORMAT", "IGNORED_KEYS", "MAX_BATCH", "MAX_EVAL_TOKENS", "MAX_SEED",
-    "MAX_STEPS", "MODEL_KEYS", "OPTIMIZERS", "PLAN_BOOL_KEYS", "PLAN_KEYS", "TEXT_DEFAULTS", "TEXT_MODELS",
-    "TRAIN_KEYS", "Batches", "RunFolder", "TrainConfig", "TrainResult", "TrainingInterrupted", "build",
-    "cached_image_data", "cached_text_data", "check_run_fits", "config_from_point", "cross_entropy", "evaluate",
-    "family_defaults", "train", "train_and_save",
-]
+if _TYPE_CHECKING:  # never run: the modules _LAZY reads from, for readers of the source (the import-graph tests and
+    # the report's code fingerprint follow imports, not strings); a test checks that the two lists agree
+    from deeplimit.scaling import rules  # noqa: F401
+    from deeplimit.train import batches, checkpoint, config, loop  # noqa: F401
+
+_LAZY = {name: module for module, names in {
+    "deeplimit.scaling.rules": ("OPTIMIZERS",),
+    "deeplimit.train.batches": ("Batches", "cached_image_data", "cached_text_data", "check_run_fits",
+                                "cross_entropy"),
+    "deeplimit.train.checkpoint": ("CHECKPOINT", "CHECKPOINT_FORMAT", "RunFolder"),
+    "deeplimit.train.config": ("BOOL_KEYS", "IGNORED_KEYS", "MAX_BATCH", "MAX_EVAL_TOKENS", "MAX_SEED", "MAX_STEPS",
+                               "MODEL_KEYS", "PLAN_BOOL_KEYS", "PLAN_KEYS", "TEXT_DEFAULTS", "TEXT_MODELS",
+                               "TRAIN_KEYS", "TrainConfig", "config_from_point", "family_defaults"),
+    "deeplimit.train.loop": ("TrainingInterrupted", "TrainResult", "build", "evaluate", "train", "train_and_save"),
+}.items() for name in names}
+# The per-process data caches under their names from before the split (a test clears them to act as a new process).
+_ALIASES = {"_cached_image_data": ("deeplimit.train.batches", "_cached_image_data"),
+            "_cached_text_data": ("deeplimit.train.batches", "_cached_text_data")}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY or name in _ALIASES:
+        module, attr = _ALIASES.get(name, (_LAZY.get(name), name))
+        value = getattr(_importlib.import_module(module), attr)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    try:  # a submodule (``deeplimit.train.loop``) that nothing has imported yet
+        return _importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API only (the names in ``__all__``), as ``dir(deeplimit)``."""
+    return list(__all__)

@@ -4,6 +4,10 @@ Every field is checked on construction (one line per problem, naming the field, 
 given); the rule is resolved once here (:attr:`TrainConfig.resolved_rule`) and the plan is built from that
 resolution. A flat point (sweep grid point, CLI flags) becomes a config through :func:`config_from_point`:
 callers above the trainer build configs through it and never reach back up.
+
+This module loads no torch: every field is checked (type, range, size limits, the rule) before the one check that
+needs the models — the model's name and its own options (:func:`_check_model`, which imports them) — so a bad
+command line is refused in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -16,11 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
-from deeplimit.nn.mlp_resnet import MLPResNetConfig
-from deeplimit.nn.registry import MODELS, model_config
-from deeplimit.nn.transformer import TransformerConfig
 from deeplimit.scaling.rules import OPTIMIZERS, Rule, get_rule
-from deeplimit.train.models import check_factory, check_hf, hf_type, is_factory, is_hf, source_digest
+from deeplimit.train.model_names import hf_type, is_factory, is_hf
 
 TEXT_MODELS = ("transformer", "shaped-transformer")
 IMAGE_DATASETS = ("fashion-mnist", "fashion_mnist", "fmnist", "digits")  # the names the image loader resolves
@@ -131,6 +132,8 @@ class TrainConfig:
              if k not in _NOT_IN_FINGERPRINT and not (k in _NEW_IF_SET and v is None)}
         d["data_sha256"] = _data_digest(self)
         if is_factory(self.model):  # an edited factory file builds another model
+            from deeplimit.train.models import source_digest
+
             d["model_sha256"] = source_digest(self.model)
         blob = json.dumps(d, sort_keys=True, default=repr)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -214,9 +217,6 @@ def _validate(c: TrainConfig) -> None:
     _need(c.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'", c.dtype)
     _need(isinstance(c.optimizer, str) and c.optimizer.lower() in OPTIMIZERS, "optimizer",
           f"one of {', '.join(OPTIMIZERS)}", c.optimizer)
-    _need(isinstance(c.model, str) and (c.model.lower().replace("_", "-") in MODELS or is_hf(c.model)
-                                         or is_factory(c.model)), "model",
-          f"one of {', '.join(sorted(MODELS))}, hf:TYPE (a Hugging Face model type) or pkg.module:factory", c.model)
     _need(isinstance(c.data, str) and c.data.strip() != "", "data", "a dataset name or a file path", c.data)
     _need(c.data_dir is None or isinstance(c.data_dir, str), "data_dir", "a folder path (or unset)", c.data_dir)
     for name in ("model_kwargs", "plan_kwargs"):
@@ -230,14 +230,7 @@ def _validate(c: TrainConfig) -> None:
             _need(isinstance(v, bool), name, "True or False", v)
     # the rule is resolved (and so checked) here, once; the plan is built from this resolution
     c.__dict__["_resolved_rule"] = (_rule_key(c), _resolve_rule(c))
-    # The model's own options (real bools, finite numbers, bounded sizes) are checked by its config, now, so a
-    # bad one fails before any data is read; the input/output sizes come from the data later.
-    if is_hf(c.model):
-        check_hf(hf_type(c.model), c.width, c.depth, c.model_kwargs)
-    elif is_factory(c.model):
-        check_factory(c.model, c.model_kwargs)
-    else:
-        model_config(c.model, width=c.width, depth=c.depth, **_shape_stub(c), **c.model_kwargs)
+    _check_model(c)
     if c.entropy_every and not (c.is_builtin and c.is_text):
         raise DeeplimitError("entropy_every records the attention entropy of the built-in transformers only; "
                              f"set it to 0 for model {c.model!r}")
@@ -249,6 +242,26 @@ def _validate(c: TrainConfig) -> None:
     if c.is_text and (c.data.lower().endswith((".npz", ".npy", ".gz", ".zip", ".pt"))):
         raise DeeplimitError(f"model {c.model!r} trains on text, but data={c.data!r} is an array/archive file; "
                              "pass a text file or a corpus name (shakespeare, stdlib)")
+
+
+def _check_model(c: TrainConfig) -> None:
+    """The model's name, then its own options (real bools, finite numbers, bounded sizes), checked by its config
+    now, so a bad one fails before any data is read; the input/output sizes come from the data later.
+
+    The one check that imports the models (and so torch): it runs after every cheap check, so a bad size, rate or
+    rule is refused without loading torch."""
+    from deeplimit.nn.registry import MODELS, model_config
+    from deeplimit.train.models import check_factory, check_hf
+
+    _need(isinstance(c.model, str) and (c.model.lower().replace("_", "-") in MODELS or is_hf(c.model)
+                                         or is_factory(c.model)), "model",
+          f"one of {', '.join(sorted(MODELS))}, hf:TYPE (a Hugging Face model type) or pkg.module:factory", c.model)
+    if is_hf(c.model):
+        check_hf(hf_type(c.model), c.width, c.depth, c.model_kwargs)
+    elif is_factory(c.model):
+        check_factory(c.model, c.model_kwargs)
+    else:
+        model_config(c.model, width=c.width, depth=c.depth, **_shape_stub(c), **c.model_kwargs)
 
 
 def _is_image_data(data: str) -> bool:
@@ -299,9 +312,19 @@ def _bool_fields(cls: type) -> set[str]:
     return {f.name for f in fields(cls) if f.type in ("bool", bool)}
 
 
-# Yes/no options of the trainer, the models and the plan: the CLI parses these strictly (true/false/yes/no/1/0).
-BOOL_KEYS = frozenset(_bool_fields(TrainConfig) | PLAN_BOOL_KEYS
-                      | ((_bool_fields(MLPResNetConfig) | _bool_fields(TransformerConfig)) & MODEL_KEYS))
+def __getattr__(name: str) -> Any:
+    """``BOOL_KEYS``: the yes/no options of the trainer, the models and the plan (the CLI parses these strictly:
+    true/false/yes/no/1/0), computed on first use (PEP 562) because the models' configs live with the models,
+    which import torch."""
+    if name == "BOOL_KEYS":
+        from deeplimit.nn.mlp_resnet import MLPResNetConfig
+        from deeplimit.nn.transformer import TransformerConfig
+
+        value = frozenset(_bool_fields(TrainConfig) | PLAN_BOOL_KEYS
+                          | ((_bool_fields(MLPResNetConfig) | _bool_fields(TransformerConfig)) & MODEL_KEYS))
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Old spellings of a flat key → (the one spelling, how the value maps); each use warns once per call.

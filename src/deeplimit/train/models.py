@@ -31,24 +31,12 @@ from torch import nn
 
 from deeplimit.diagnostics.coordinates import call_factory
 from deeplimit.errors import DeeplimitError
+from deeplimit.train.model_names import hf_type, is_factory, is_hf
 
-HF_PREFIX = "hf:"
 # Data sizes a factory may take as keyword arguments (the built-in models take them all).
 SHAPE_KEYS = ("d_in", "d_out", "vocab_size", "max_seq_len")
 # Keyword arguments of tiny_config that are not config fields.
 _HF_BUILDER_KEYS = ("heads", "head_dim", "kv_heads")
-
-
-def is_hf(model: str) -> bool:
-    return isinstance(model, str) and model.startswith(HF_PREFIX)
-
-
-def is_factory(model: str) -> bool:
-    return isinstance(model, str) and not is_hf(model) and ":" in model
-
-
-def hf_type(model: str) -> str:
-    return model[len(HF_PREFIX):]
 
 
 # ------------------------------------------------------------------------------------------------------

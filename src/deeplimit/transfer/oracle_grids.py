@@ -8,22 +8,25 @@ largest ``samples`` value of the standard tier is 8× past the geometric middle 
 CPU-sized quick tier), so the held-out check is an extrapolation, as issue 24 asks.
 
 Seeds default to the protocol's *pilot* set: these grids are exploratory. The frozen claims ``oracle`` (protocol
-``claims.oracle``, the MLP-ResNet: fit at small depth and budget, validate at 8× the budget and 8–16× the depth)
-and ``oracle-lm`` (``claims.oracle-lm``, the same check on the byte-level LM) build their sweeps with
-:func:`oracle_claim_specs` from the protocol's tier settings.
+``claims.oracle``, the MLP-ResNet: fit at small depth and budget, validate at 8× the budget and 8–16× the depth),
+``oracle-lm`` and ``oracle-lm-mup`` (``claims.oracle-lm``, ``claims.oracle-lm-mup``: the same check on the
+byte-level LM under CompleteP and under μP) and ``oracle-width``
+(``claims.oracle-width``, the μP MLP-ResNet: fit at widths 32–128, validate at 4× and 8× the largest fitted
+width) build their sweeps with :func:`oracle_claim_specs` from the protocol's tier settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deeplimit.errors import DeeplimitError
 from deeplimit.sweep.grid import SweepSpec
 from deeplimit.transfer.experiments import OBJECTIVE, _tier, customise, log2_grid
 
-__all__ = ["ORACLE_GRIDS", "ORACLE_CLAIMS", "oracle_mlp", "oracle_lm", "oracle_claim_specs", "oracle_claim_groups"]
+__all__ = ["ORACLE_GRIDS", "ORACLE_CLAIMS", "OracleClaimGrid", "oracle_mlp", "oracle_mlp_mup", "oracle_lm",
+           "oracle_claim_specs", "oracle_claim_groups"]
 
 
 def _seeded(spec: SweepSpec, seed_set: str, claim: str | None = None) -> SweepSpec:
@@ -59,6 +62,17 @@ def oracle_mlp(tier: str = "quick", seed_set: str = "pilot", *, claim: str | Non
     return _seeded(customise(spec, **overrides), seed_set, claim)
 
 
+def oracle_mlp_mup(tier: str = "quick", seed_set: str = "pilot", *, claim: str | None = None,
+                   readout_zero_init: bool = True, **overrides: Any) -> SweepSpec:
+    """:func:`oracle_mlp`'s model under μP (``rule="mup"``) with a zero-initialised readout, as the protocol's
+    width-transfer claim: the model of the ``oracle-width`` claim, whose width axis extrapolates (pass
+    ``width=[...]`` and ``base_width``). Under μP with a zero readout the function at initialisation is 0 at
+    every width, so η* is the only thing width can move (Tensor Programs V)."""
+    spec = oracle_mlp(tier, seed_set, claim=claim, **{"rule": "mup", **overrides})
+    return replace(spec, fixed={**spec.fixed, "readout_zero_init": bool(readout_zero_init)},
+                   description=spec.description.replace("(Depth-muP)", "(muP, zero readout)"))
+
+
 def oracle_lm(tier: str = "quick", seed_set: str = "pilot", *, claim: str | None = None,
               **overrides: Any) -> SweepSpec:
     """Byte-level Pre-LN transformer (CompleteP and μP): axes rule × depth × samples × batch_size × log2_lr ×
@@ -85,29 +99,45 @@ def oracle_lm(tier: str = "quick", seed_set: str = "pilot", *, claim: str | None
     return _seeded(customise(spec, **overrides), seed_set, claim)
 
 
-# The protocol claims built here: the grid each claim's sweeps come from, the tier keys (beside the groups, batch
-# size, width, LR grid and seeds, which every claim has) that it passes on to that grid, and the model in words.
-ORACLE_CLAIMS: dict[str, tuple[Callable[..., SweepSpec], tuple[str, ...], str]] = {
-    "oracle": (oracle_mlp, (), "MLP-ResNet (Depth-muP)"),
-    "oracle-lm": (oracle_lm, ("rule", "data"), "byte-level Pre-LN LM (CompleteP)"),
+@dataclass(frozen=True)
+class OracleClaimGrid:
+    """How an oracle claim's protocol entry becomes sweeps: the grid that builds them, the model size that
+    extrapolates (``size``: ``"depth"`` or ``"width"``; the tier's ``fit_<size>s`` and the first entry of each
+    ``held_out`` pair), the tier keys passed on to the grid as they are (``extra``), and the model in words."""
+
+    build: Callable[..., SweepSpec]
+    size: str
+    extra: tuple[str, ...]
+    model: str
+
+
+# The protocol claims built here. A depth claim trains at the tier's ``width`` (its base width too); a width
+# claim at the tier's ``depth`` with its own ``base_width``.
+ORACLE_CLAIMS: dict[str, OracleClaimGrid] = {
+    "oracle": OracleClaimGrid(oracle_mlp, "depth", (), "MLP-ResNet (Depth-muP)"),
+    "oracle-lm": OracleClaimGrid(oracle_lm, "depth", ("rule", "data"), "byte-level Pre-LN LM (CompleteP)"),
+    "oracle-lm-mup": OracleClaimGrid(oracle_lm, "depth", ("rule", "data"), "byte-level Pre-LN LM (muP)"),
+    "oracle-width": OracleClaimGrid(oracle_mlp_mup, "width", ("rule", "readout_zero_init", "base_width"),
+                                    "MLP-ResNet (muP, zero readout)"),
 }
 
 
-def _claim(claim: str) -> tuple[Callable[..., SweepSpec], tuple[str, ...], str]:
+def _claim(claim: str) -> OracleClaimGrid:
     if claim not in ORACLE_CLAIMS:
         raise DeeplimitError(f"no oracle claim {claim!r}; choose one of {', '.join(ORACLE_CLAIMS)}")
     return ORACLE_CLAIMS[claim]
 
 
 def oracle_claim_groups(tier: str, *, claim: str = "oracle") -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """An oracle claim's (depth, samples) groups at ``tier`` (protocol ``claims.<claim>.tiers.<tier>``): the
-    fitted ones (``fit_depths`` × ``fit_samples``) and the held-out ones (``held_out``), in that order."""
+    """An oracle claim's (size, samples) groups at ``tier`` (protocol ``claims.<claim>.tiers.<tier>``; size is
+    the claim's :attr:`OracleClaimGrid.size`, depth or width): the fitted ones (``fit_depths`` or ``fit_widths``
+    × ``fit_samples``) and the held-out ones (``held_out``), in that order."""
     from deeplimit.protocol import protocol
 
     _tier(tier, *(None,) * 3)
-    _claim(claim)
+    size = _claim(claim).size
     t = protocol().tier(claim, tier)
-    fitted = [(int(d), int(s)) for d in t["fit_depths"] for s in t["fit_samples"]]
+    fitted = [(int(d), int(s)) for d in t[f"fit_{size}s"] for s in t["fit_samples"]]
     held = [(int(d), int(s)) for d, s in t["held_out"]]
     if set(fitted) & set(held):
         raise DeeplimitError(f"protocol.toml: claims.{claim}.tiers.{tier} holds out groups it also fits: "
@@ -117,38 +147,41 @@ def oracle_claim_groups(tier: str, *, claim: str = "oracle") -> tuple[list[tuple
 
 def oracle_claim_specs(tier: str, seed_set: str = "confirmation", *, claim: str = "oracle",
                        seeds: int | None = None) -> dict[str, SweepSpec]:
-    """An oracle claim's sweeps at ``tier``: ``"fit"`` (depth × samples × log2_lr × seed over the fitted
-    groups) and one ``"held-<depth>-<samples>"`` per held-out group — or one sweep ``"all"`` when the fitted and
-    held-out groups together fill a depth × samples grid (each sweep's workers cost seconds to start). A held-out
-    group is a sweep of its own because a sweep is a product grid and the held-out groups are not one.
+    """An oracle claim's sweeps at ``tier``: ``"fit"`` (size × samples × log2_lr × seed over the fitted groups;
+    size is depth or width, :attr:`OracleClaimGrid.size`) and one ``"held-<size>-<samples>"`` per held-out group
+    — or one sweep ``"all"`` when the fitted and held-out groups together fill a size × samples grid (each
+    sweep's workers cost seconds to start). A held-out group is a sweep of its own because a sweep is a product
+    grid and the held-out groups are not one.
 
     ``claim`` picks the protocol entry and the grid (:data:`ORACLE_CLAIMS`): ``"oracle"`` is the
     :func:`oracle_mlp` model (MLP-ResNet, Depth-μP, all layers trained, Fashion-MNIST, Adam), ``"oracle-lm"``
-    the :func:`oracle_lm` model (byte-level Pre-LN transformer at the tier's ``rule`` and ``data``), both scored
-    by ``window_loss``, at the protocol's fixed batch size, width, LR grid and number of seeds (``seeds``
-    overrides the number, e.g. for a pilot), mapped onto ``seed_set`` (a claim's own confirmation seeds where
-    it names them)."""
+    the :func:`oracle_lm` model (byte-level Pre-LN transformer at the tier's ``rule`` and ``data``),
+    ``"oracle-width"`` the :func:`oracle_mlp_mup` model (μP, zero readout) at the tier's ``depth``, all scored
+    by ``window_loss``, at the protocol's fixed batch size, LR grid and number of seeds (``seeds`` overrides the
+    number, e.g. for a pilot), mapped onto ``seed_set`` (a claim's own confirmation seeds where it names them)."""
     from deeplimit.protocol import protocol
 
-    build, extra, model = _claim(claim)
+    grid = _claim(claim)
     fitted, held = oracle_claim_groups(tier, claim=claim)
     t = protocol().tier(claim, tier)
+    shape = ({"width": int(t["width"]), "base_width": int(t["width"])} if grid.size == "depth"
+             else {"depth": [int(t["depth"])]})
     common = {"batch_size": [int(t["batch_size"])], "log2_lr": log2_grid(*t["log2_lr"]),
-              "seeds": int(t["seeds"]) if seeds is None else seeds, "width": int(t["width"]),
-              "base_width": int(t["width"]), **{k: t[k] for k in extra}}
+              "seeds": int(t["seeds"]) if seeds is None else seeds, **shape, **{k: t[k] for k in grid.extra}}
 
-    def sweep(depth: list[int], samples: list[int]) -> SweepSpec:
-        return build(tier="smoke", seed_set=seed_set, claim=claim, depth=depth, samples=samples, **common)
+    def sweep(sizes: list[int], samples: list[int]) -> SweepSpec:
+        return grid.build(tier="smoke", seed_set=seed_set, claim=claim, samples=samples, **{grid.size: sizes},
+                          **common)
 
-    depths, budgets = sorted({d for d, _ in fitted + held}), sorted({s for _, s in fitted + held})
-    if len(fitted) + len(held) == len(depths) * len(budgets):  # the groups fill a product grid: one sweep
-        specs = {"all": sweep(depths, budgets)}
+    sizes, budgets = sorted({d for d, _ in fitted + held}), sorted({s for _, s in fitted + held})
+    if len(fitted) + len(held) == len(sizes) * len(budgets):  # the groups fill a product grid: one sweep
+        specs = {"all": sweep(sizes, budgets)}
         held = []
     else:
         specs = {"fit": sweep(sorted({d for d, _ in fitted}), sorted({s for _, s in fitted}))}
     for d, s in held:
         specs[f"held-{d}-{s}"] = sweep([d], [s])
-    return {k: replace(v, description=f"{claim} claim ({tier}, {k}): {model}, LR x depth x budget")
+    return {k: replace(v, description=f"{claim} claim ({tier}, {k}): {grid.model}, LR x {grid.size} x budget")
             for k, v in specs.items()}
 
 
