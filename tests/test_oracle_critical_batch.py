@@ -110,11 +110,11 @@ def test_a_known_critical_batch_is_recovered_per_seed_within_the_grids_resolutio
 def test_censored_at_the_top_edge_when_the_rise_lies_past_the_grid():
     runs = surface({1024.0: 12.0, 2048.0: 12.5, 4096.0: 13.0}, batches=range(1, 9))
     with pytest.raises(DeeplimitError, match="no group .* has an interior batch optimum"):
-        fit_oracle(runs, x="D", batch="bs", batch_estimator="critical")
+        fit_oracle(runs, x="D", batch="bs", batch_estimator="critical", batch_tolerance=TOL)
     # one group's rise seen, two past the grid: those two are censored, so the law is refused as too few groups
     runs = surface({1024.0: 5.0, 2048.0: 12.5, 4096.0: 13.0}, batches=range(1, 9))
     with pytest.raises(DeeplimitError, match="1 of 3 have an interior optimum"):
-        fit_oracle(runs, x="D", batch="bs", batch_estimator="critical")
+        fit_oracle(runs, x="D", batch="bs", batch_estimator="critical", batch_tolerance=TOL)
 
 
 def test_a_critical_batch_growing_as_a_power_law_of_data_gives_the_batch_laws_exponent():
@@ -129,7 +129,7 @@ def test_a_critical_batch_growing_as_a_power_law_of_data_gives_the_batch_laws_ex
     lo, hi = p.ci["batch"]
     assert lo < p.log2["batch"] < hi and abs(p.log2["batch"] - (3.2 + exponent * 8)) < 0.5
     # held out at the largest D, the law beats reusing the largest fitted group's critical batch
-    s = evaluate_oracle(runs, x="D", batch="bs", batch_estimator="critical").summary
+    s = evaluate_oracle(runs, x="D", batch="bs", batch_estimator="critical", batch_tolerance=TOL).summary
     assert s["mean_abs_log2_error"]["batch"] < s["naive_mean_abs_log2_error"]["batch"]
 
 
@@ -138,11 +138,14 @@ def test_a_tolerance_without_the_critical_estimator_or_a_non_positive_loss_is_re
     with pytest.raises(DeeplimitError, match="critical batch estimator only"):
         fit_oracle(runs, x="D", batch="bs", batch_tolerance=0.02)
     with pytest.raises(DeeplimitError, match="name the batch-size column"):
-        fit_oracle(runs, x="D", batch_estimator="critical")
+        fit_oracle(runs, x="D", batch_estimator="critical", batch_tolerance=TOL)
     with pytest.raises(DeeplimitError, match="must be one of"):
         fit_oracle(runs, x="D", batch="bs", batch_estimator="median")
     with pytest.raises(DeeplimitError, match=r"loss column 'loss' holds -.* \(row 0, ≤ 0\)"):
-        fit_oracle(runs.assign(loss=runs["loss"] - 1.0), x="D", batch="bs", batch_estimator="critical")
+        fit_oracle(runs.assign(loss=runs["loss"] - 1.0), x="D", batch="bs", batch_estimator="critical",
+                   batch_tolerance=TOL)
+    with pytest.raises(DeeplimitError, match="the critical batch needs a tolerance: .*seed-to-seed noise"):
+        fit_oracle(runs, x="D", batch="bs", batch_estimator="critical")  # no default: it must sit above the noise
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,9 +169,14 @@ def test_cli_keeps_the_json_contract_and_names_the_estimator_in_the_fit_block(cs
     assert p["log2_batch"] == pytest.approx(3.0 + 0.5 * 5, abs=0.5) and p["batch"] == pytest.approx(
         2 ** p["log2_batch"])
     assert out["fit"]["batch_estimator"] == "critical" and out["fit"]["batch_tolerance"] == 0.02
+    assert main(["predict", str(csv), "--x", "D", "--batch", "bs", "--batch-estimator", "critical",
+                 "--batch-tolerance", "0.05", "--at", "D=32768"]) == 0
+    assert "log2 batch* (critical batch, tolerance 0.05) =" in capsys.readouterr().out
+    # the tolerance has no default: without it the command is refused, naming the flag and what to choose
     assert main(["predict", str(csv), "--x", "D", "--batch", "bs", "--batch-estimator", "critical", "--at",
-                 "D=32768"]) == 0
-    assert "log2 batch* (critical batch, tolerance 0.02) =" in capsys.readouterr().out
+                 "D=32768"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-tolerance FRAC" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize(("extra", "words"), [
@@ -199,7 +207,7 @@ def test_cli_estimator_without_batch_and_non_positive_loss_exit_2_with_one_line(
     runs = pd.read_csv(csv)
     runs.assign(loss=np.log(runs["loss"])).to_csv(neg, index=False)  # log of a loss < 1: negative
     assert main(["predict", str(neg), "--x", "D", "--batch", "bs", "--batch-estimator", "critical",
-                 "--at", "D=32768"]) == 2
+                 "--batch-tolerance", "0.02", "--at", "D=32768"]) == 2
     err = capsys.readouterr().err
     assert "--batch-estimator argmin" in err and err.count("\n") == 1, err
 

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "quadratic around the lowest) or critical (the largest batch within --batch-tolerance of "
                         "the lowest, interpolated in log2 batch; needs --batch)")
     p.add_argument("--batch-tolerance", default=None, type=float, metavar="FRAC",
-                   help="the critical batch's relative tolerance: within (1 + FRAC) x the best loss (default 0.02; "
-                        "only with --batch-estimator critical); choose it above the loss's seed-to-seed noise")
+                   help="the critical batch's relative tolerance: within (1 + FRAC) x the best loss (required with, "
+                        "and only with, --batch-estimator critical); choose it above the loss's seed-to-seed noise")
     p.add_argument("--wd", default=None, metavar="COL",
                    help="weight-decay (or timescale tau) column, swept inside each group")
     p.add_argument("--group", nargs="+", default=[], metavar="COL",

@@ -432,9 +432,9 @@ def fit_oracle(runs: pd.DataFrame, x: Sequence[str] | str, lr: str = "lr", loss:
     quadratic around each argmin (as the report). ``batch_estimator``: how each seed's optimal batch is read off
     its profile (the best loss over the LR at each batch): "argmin" (default; the quadratic around the argmin) or
     "critical" (:func:`~deeplimit.transfer.oracle_fit.critical_batch`: the largest batch whose loss is within
-    ``batch_tolerance`` — relative, default 0.02 — of the best; for surfaces flat over the small batches, where
-    the argmin is noise); η* is read at the batch so estimated. The tolerance is refused with "argmin".
-    """
+    ``batch_tolerance`` — relative, required, above the loss's seed noise — of the best; for surfaces flat over
+    the small batches, where the argmin is noise); η* is read at the batch so estimated. The tolerance is refused
+    with "argmin"."""
     axes = ("lr", *(a for a, c in (("batch", batch), ("wd", wd)) if c))
     fixed = check_settings(level, interval, fixed, axes)
     prep, cols = prepared(runs, x, lr, loss, batch=batch, wd=wd, group=group, seed=seed, where=where,

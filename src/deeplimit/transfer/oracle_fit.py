@@ -29,11 +29,10 @@ from deeplimit.errors import DeeplimitError
 from deeplimit.transfer.optimum import fit_optimum, json_safe
 
 __all__ = ["SeedOptima", "cell_optima", "CriticalBatch", "critical_batch", "check_batch_estimator", "PowerLaw",
-           "fit_power_law", "INTERVALS", "BATCH_ESTIMATORS", "BATCH_TOLERANCE"]
+           "fit_power_law", "INTERVALS", "BATCH_ESTIMATORS"]
 
 INTERVALS = ("t", "bootstrap")
 BATCH_ESTIMATORS = ("argmin", "critical")  # how a seed's optimal batch is read off its profile; argmin: default
-BATCH_TOLERANCE = 0.02  # the critical estimator's default relative tolerance (2% above the best loss)
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,12 @@ class CriticalBatch:
 
 
 def check_batch_estimator(estimator: str, tolerance: float | None) -> float:
-    """Validate ``estimator`` (one of :data:`BATCH_ESTIMATORS`) and ``tolerance`` (a finite number > 0, only with
-    "critical"; None = :data:`BATCH_TOLERANCE`); returns the tolerance in use (NaN for "argmin")."""
+    """Validate ``estimator`` (one of :data:`BATCH_ESTIMATORS`) and ``tolerance`` (a finite number > 0, required
+    with "critical", refused with "argmin"); returns the tolerance in use (NaN for "argmin").
+
+    There is no default tolerance: it must sit above the loss's seed-to-seed noise, which differs by orders of
+    magnitude between a small noisy classifier (0.1 on the MLP-ResNet pilot, docs/oracle.md) and an LM, and a
+    tolerance inside the noise gives a critical batch set by that noise."""
     if estimator not in BATCH_ESTIMATORS:
         raise DeeplimitError(f"batch estimator must be one of {BATCH_ESTIMATORS}, got {estimator!r}")
     if estimator == "argmin":
@@ -101,7 +104,9 @@ def check_batch_estimator(estimator: str, tolerance: float | None) -> float:
                                  "the critical estimator (--batch-estimator critical)")
         return math.nan
     if tolerance is None:
-        return BATCH_TOLERANCE
+        raise DeeplimitError("the critical batch needs a tolerance: give batch_tolerance=FRAC (--batch-tolerance "
+                             "FRAC), a fraction of the best loss above its seed-to-seed noise, e.g. 0.1 on a small "
+                             "classifier (docs/oracle.md)")
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not (
             math.isfinite(tolerance) and tolerance > 0):
         raise DeeplimitError(f"batch tolerance must be a finite number > 0 (a fraction of the best loss), got "
