@@ -1,10 +1,10 @@
 """Architecture checks that read the source: one-way layers, and Optuna's public API only.
 
-Layers, low to high (docs/architecture.md): errors, io, plotting, secrets, protocol, runtime → data, nn → scaling,
-sde, sweep (the generic runner) → diagnostics → train → training_studies (studies of trained models) → transfer
-(LR-transfer science) → report → cli. A module may import its own layer or lower ones, never a higher one, including
-imports inside functions. Every ``import`` and ``from … import`` in ``src/deeplimit`` is parsed with ``ast``; cycles
-inside a layer are tests/test_import_cycles.py's.
+Layers, low to high (docs/architecture.md): errors, io, plotting, secrets, protocol, runtime, _lazy → data, nn →
+scaling, sde, sweep (the generic runner) → diagnostics → train → training_studies (studies of trained models) →
+transfer (LR-transfer science) → report → cli. A module may import its own layer or lower ones, never a higher one,
+including imports inside functions. Every ``import`` and ``from … import`` in ``src/deeplimit`` is parsed with
+``ast``; cycles inside a layer are tests/test_import_cycles.py's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "deeplimit"
 
 LAYERS = {
-    "errors": 0, "io": 0, "plotting": 0, "secrets": 0, "protocol": 0, "runtime": 0,
+    "errors": 0, "io": 0, "plotting": 0, "secrets": 0, "protocol": 0, "runtime": 0, "_lazy": 0,
     "data": 1, "nn": 1,
     "scaling": 2, "sde": 2, "sweep": 2,
     "diagnostics": 3,

@@ -12,9 +12,7 @@ does not load torch.
 
 from __future__ import annotations
 
-import importlib as _importlib
-from typing import Any as _Any
-
+from deeplimit._lazy import lazy_names as _lazy_names
 from deeplimit.errors import DeeplimitError, DeeplimitWarning
 
 __version__ = "0.1.0"
@@ -41,16 +39,6 @@ _SUBMODULES = {"nn", "scaling", "data", "diagnostics", "sde", "sweep", "train", 
 __all__ = ["DeeplimitError", "DeeplimitWarning", "__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> _Any:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    if name in _SUBMODULES:  # ``dl.nn.…`` works without an explicit ``import deeplimit.nn``
-        return _importlib.import_module(f"deeplimit.{name}")
-    raise AttributeError(f"module 'deeplimit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The public API only: the names in ``__all__`` and the subpackages (no helpers of this module)."""
-    return sorted(set(__all__) | _SUBMODULES)
+# ``dir(deeplimit)``: the API only, the names in ``__all__`` and the subpackages (no helpers of this module)
+__getattr__, __dir__ = _lazy_names("deeplimit", _LAZY, globals(), submodules=_SUBMODULES,
+                                   public=[*__all__, *_SUBMODULES])

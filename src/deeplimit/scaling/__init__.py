@@ -23,9 +23,9 @@ such as :mod:`.rules` or :mod:`.hparams` — what a command line needs to check 
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
+
+from deeplimit._lazy import lazy_names as _lazy_names
 
 if _TYPE_CHECKING:  # never run: the modules _LAZY reads from, for readers of the source (the import-graph tests and
     # the report's code fingerprint follow imports, not strings); a test checks that the two lists agree
@@ -45,19 +45,5 @@ _LAZY = {name: f"deeplimit.scaling.{module}" for module, names in {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> _Any:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    try:  # a submodule (``deeplimit.scaling.hf``) that nothing has imported yet
-        return _importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The public API only (the names in ``__all__``), as ``dir(deeplimit)``."""
-    return list(__all__)
+# ``dir()``: the public API only (the names in ``__all__``), as ``dir(deeplimit)``
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals(), public=__all__)
