@@ -30,6 +30,16 @@ def _pilot_specs(seed_set: str, seeds: int, claim: str | None = None) -> dict:
     return specs
 
 
+def _seeds_of_everything_but(claim: str) -> set[int]:
+    """Every seed the protocol gives to anything but ``claim``: the pilot and shared confirmation sets and every
+    other claim's own confirmation seeds."""
+    seeds = set(protocol().seeds["pilot"]) | set(protocol().seeds["confirmation"])
+    for name, entry in protocol().claims.items():
+        if name != claim:
+            seeds |= set(entry.get("confirmation_seeds", ()))
+    return seeds
+
+
 def _same_runs(a: dict, b: dict) -> bool:
     """The same sweeps point for point (the descriptions, free text, may differ)."""
     return list(a) == list(b) and all(a[k].axes == b[k].axes and a[k].fixed == b[k].fixed
@@ -50,11 +60,7 @@ def test_the_entry_states_the_oracle_claims_criteria_and_its_pilot():
 
 def test_its_confirmation_seeds_are_its_own_and_unseen():
     assert CLAIM["confirmation_seeds"] == [1030, 1031, 1032, 1033, 1034]
-    others = set(protocol().seeds["pilot"]) | set(protocol().seeds["confirmation"])
-    for name, entry in protocol().claims.items():
-        if name != "oracle-lm":
-            others |= set(entry.get("confirmation_seeds", ()))
-    assert not others & set(CLAIM["confirmation_seeds"])
+    assert not _seeds_of_everything_but("oracle-lm") & set(CLAIM["confirmation_seeds"])
     assert seed_values(3, "confirmation", "oracle-lm") == [1030, 1031, 1032]
     assert seed_values(2, "pilot", "oracle-lm") == [0, 1]
 
@@ -100,11 +106,7 @@ def test_the_mup_entry_is_the_lm_claim_under_mup_with_its_pilot_and_own_unseen_s
                 "min_scored_share", "predicted_claim", "predicted_alternative", "naive"):
         assert MUP[key] == CLAIM[key], key
     assert "--rule mup" in MUP["pilot"] and "7321269" in MUP["pilot"] and "112 runs" in MUP["pilot"]
-    others = set(protocol().seeds["pilot"]) | set(protocol().seeds["confirmation"])
-    for name, entry in protocol().claims.items():
-        if name != "oracle-lm-mup":
-            others |= set(entry.get("confirmation_seeds", ()))
-    assert not others & set(MUP["confirmation_seeds"])
+    assert not _seeds_of_everything_but("oracle-lm-mup") & set(MUP["confirmation_seeds"])
     assert seed_values(3, "confirmation", "oracle-lm-mup") == [1060, 1061, 1062]
     assert not protocol().decides("oracle-lm-mup", "standard")
 
