@@ -372,7 +372,7 @@ class Oracle:
 
 
 def _columns(x: Sequence[str] | str, lr: str, loss: str, batch: str | None, wd: str | None,
-             group: Sequence[str] | str, seed: str | None, frame: pd.DataFrame,
+             group: Sequence[str] | str, seed: str | None, frame: pd.DataFrame, *,
              estimator: tuple[str, float | None] = ("argmin", None)) -> _Columns:
     xs = (x,) if isinstance(x, str) else tuple(x)
     gs = (group,) if isinstance(group, str) else tuple(group or ())
@@ -411,7 +411,7 @@ def prepared(runs: pd.DataFrame, x: Sequence[str] | str, lr: str, loss: str, **k
     runs, loss = one_row_per_run(runs, loss)
     runs = apply_where(runs, kw.pop("where", None))
     estimator = (kw.get("batch_estimator", "argmin"), kw.get("batch_tolerance"))
-    cols = _columns(x, lr, loss, kw["batch"], kw["wd"], kw["group"], kw["seed"], runs, estimator)
+    cols = _columns(x, lr, loss, kw["batch"], kw["wd"], kw["group"], kw["seed"], runs, estimator=estimator)
     return _prepare(runs, cols), cols
 
 
