@@ -107,6 +107,31 @@ def test_two_workers_retry_exceptions_without_losing_points(tmp_path: Path) -> N
     assert set(attempts.values()) == {2}  # each point: one failure, one successful retry
 
 
+def test_a_retry_that_starts_before_its_failed_trial_closes_is_the_second_attempt(tmp_path: Path) -> None:
+    """The race the test above meets now and then, made deterministic: a failing trial queues its retry before it
+    is closed as failed, so a worker may start the retry while the failed trial still reads RUNNING. The retry is
+    attempt 2 (it once counted only closed failures, ran as a second "attempt 1", failed again, and with one retry
+    allowed the point ended failed)."""
+    from deeplimit.sweep.create import enqueue_point, load_sweep
+    from deeplimit.sweep.worker import run_worker
+
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    storage = f"sqlite:///{run_dir / 'sweep.db'}"
+    spec = SweepSpec(axes={"x": [0.0]})
+    create_sweep("race", spec, objective="sweep_objectives:fails_first_attempt", storage=storage, run_dir=run_dir)
+    study, _ = load_sweep(open_storage(storage), "race", storage)
+    key = spec.run_key(spec.points()[0])
+    failing = study.ask()  # another worker's first attempt, failing: retry queued, trial not yet closed
+    failing.set_user_attr("run_key", key)
+    failing.set_user_attr("error", "worker 1\nRuntimeError: transient failure")
+    enqueue_point(study, key, retry_of=failing.number)
+    report = run_worker(storage, "race", n_trials=1, max_retries=1, heartbeat_interval=1, threads=None,
+                        handle_signals=False, wait_for_running=False)
+    attempts = [line.split("\t")[1] for line in (run_dir / "attempts.log").read_text().splitlines()]
+    assert attempts == ["2"] and report.completed == 1, (attempts, report)
+
+
 def _chaos(storage: str, run_dir: Path, kills: int, seed: int = 0) -> None:
     """Two workers at a time; SIGKILL a random one at a random moment ``kills`` times, restarting it each time."""
     import random

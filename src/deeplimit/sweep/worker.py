@@ -140,9 +140,13 @@ class _View:
         """Points no trial has touched, except trials that stepped aside (PRUNED)."""
         return [k for k in keys if all(t.state == TrialState.PRUNED for t in self.by_key.get(k, ()))]
 
-    def failures(self, key: str, exclude: int | None = None) -> int:
-        """Attempts of ``key`` that failed (interruptions are not attempts)."""
-        return sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") and t.number != exclude
+    def failures(self, key: str, exclude: int | None = None, closing: int | None = None) -> int:
+        """Attempts of ``key`` that failed (interruptions are not attempts). ``closing``: the trial that queued
+        the retry being counted for; a failing trial queues its retry before it is closed as failed, so while it
+        still reads RUNNING it is a failure all the same (else the retry, popped at once by another worker,
+        would count one attempt too few — and a point whose first attempt fails would fail its "first" twice)."""
+        return sum(t.number != exclude and not t.user_attrs.get("interrupted")
+                   and (t.state == TrialState.FAIL or (t.number == closing and t.state == TrialState.RUNNING))
                    for t in self.by_key.get(key, ()))
 
 
@@ -353,7 +357,8 @@ class _Worker:
             raise DeeplimitError(f"run key {key!r} is not a point of the sweep's spec; the study was modified "
                                  "outside deeplimit")
         point = self.spec.full_point(self.points[key])
-        attempt = view.failures(key, exclude=trial.number) - int(trial.user_attrs.get("fail_base", 0)) + 1
+        attempt = (view.failures(key, exclude=trial.number, closing=retry_of)
+                   - int(trial.user_attrs.get("fail_base", 0)) + 1)
         t0 = time.perf_counter()
         try:
             ctx = TrialContext(run_dir=point_dir(self.sweep_dir, self.name, key, self.objective_path, point),
