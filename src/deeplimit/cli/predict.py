@@ -89,7 +89,9 @@ def parse_fix(items: list[str], axes: tuple[str, ...]) -> dict[str, dict[str, fl
 
 
 def check_batch_args(args: argparse.Namespace) -> str:
-    """Validate --batch-estimator and --batch-tolerance before any table is read; returns the estimator."""
+    """Validate --batch-estimator and --batch-tolerance before any table is read (the oracle's own
+    :func:`~deeplimit.transfer.oracle_fit.check_batch_estimator`, plus the flag they need); returns the
+    estimator."""
     from deeplimit.errors import DeeplimitError
     from deeplimit.transfer.oracle_fit import check_batch_estimator
 
@@ -97,11 +99,6 @@ def check_batch_args(args: argparse.Namespace) -> str:
         flag = "--batch-estimator" if args.batch_estimator else "--batch-tolerance"
         raise DeeplimitError(f"{flag} reads the batch axis: name the batch-size column with --batch COL")
     estimator = args.batch_estimator or "argmin"
-    if args.batch_tolerance is not None and estimator != "critical":
-        raise DeeplimitError("--batch-tolerance applies to the critical batch only; add --batch-estimator critical")
-    if args.batch_tolerance is not None and not (0 < args.batch_tolerance < float("inf")):
-        raise DeeplimitError(f"--batch-tolerance must be a finite number > 0 (a fraction of the best loss), got "
-                             f"{args.batch_tolerance}; e.g. 0.02")
     check_batch_estimator(estimator, args.batch_tolerance)
     return estimator
 

@@ -93,12 +93,11 @@ _WHY_NOT = {
     "oracle": "its held-out groups (8× the data budget, 8–16× the depth) cost more than this tier's budget",
     "oracle-lm": ("its held-out groups (8× the token budget, 8× the depth of a byte-level transformer) cost more than "
                   "this tier's budget"),
-    "oracle-lm-mup": ("its held-out groups (8× the token budget, 8× the depth of a byte-level transformer) cost more "
-                      "than this tier's budget"),
     "oracle-width": "its held-out groups (widths 512 and 1024 at 512 steps) cost more than this tier's budget",
     "shaped-vs-preln": ("its ±0.05 nats/byte margin needs longer training than this tier's budget allows (the paper "
                         "compares the models after 100K steps)"),
 }
+_WHY_NOT["oracle-lm-mup"] = _WHY_NOT["oracle-lm"]  # the same design under another rule: the same cost
 # Where one tier's reason differs from another's (protocol 1.5: standard runs a transformer-depth grid of its own,
 # and neither that grid nor the longer one it replaced decides the claim).
 _WHY_NOT_AT = {

@@ -100,8 +100,8 @@ def check_batch_estimator(estimator: str, tolerance: float | None) -> float:
         raise DeeplimitError(f"batch estimator must be one of {BATCH_ESTIMATORS}, got {estimator!r}")
     if estimator == "argmin":
         if tolerance is not None:
-            raise DeeplimitError("a batch tolerance applies to the critical batch estimator only; drop it or choose "
-                                 "the critical estimator (--batch-estimator critical)")
+            raise DeeplimitError("a batch tolerance applies to the critical batch estimator only; drop it or add "
+                                 "--batch-estimator critical (batch_estimator=\"critical\")")
         return math.nan
     if tolerance is None:
         raise DeeplimitError("the critical batch needs a tolerance: give batch_tolerance=FRAC (--batch-tolerance "
