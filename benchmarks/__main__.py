@@ -20,14 +20,15 @@ def available() -> list[str]:
     return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The command line above; ``argv`` defaults to ``sys.argv[1:]``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("names", nargs="*", help=f"benchmarks to run; available: {', '.join(available())}")
     parser.add_argument("--all", action="store_true", help="run every benchmark")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run: asserts execute)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON records "
                         "(default benchmarks/results)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = available() if args.all else args.names
     if not names:
         parser.error(f"name a benchmark or use --all; available: {', '.join(available())}")

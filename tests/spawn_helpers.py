@@ -10,13 +10,17 @@ import torch.multiprocessing as mp
 
 
 def spawn_ranks(worker: Callable, args: tuple, out: Path, world: int = 2) -> None:
-    """``mp.spawn(worker, args=args, nprocs=world)``; each rank writes ``out/ok<rank>`` when its checks passed or
-    ``out/error<rank>`` with its traceback. A rank's traceback fails the test with that traceback."""
+    """``mp.spawn(worker, args=args, nprocs=world)`` with forked ranks; each rank writes ``out/ok<rank>`` when its
+    checks passed or ``out/error<rank>`` with its traceback. A rank's traceback fails the test with that traceback.
+
+    Forked, not spawned: a spawned rank imports torch, transformers and the test module again (~7 s of CPU each on
+    the 2-core target, more than the checks themselves). Forking is safe here: CPU only, and the test process runs
+    one intra-op thread (tests/conftest.py), so no OpenMP pool is copied half-alive into the ranks."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     sys.path.insert(0, str(Path(__file__).parent))  # the spawned ranks import the test module by name
     expected = [f"ok{r}" for r in range(world)]
     try:
-        mp.spawn(worker, args=args, nprocs=world, join=True)
+        mp.start_processes(worker, args=args, nprocs=world, join=True, start_method="fork")
     except Exception as exc:
         errors = sorted(out.glob("error*"))
         if errors:

@@ -197,6 +197,29 @@ def test_storage_and_objective_errors(tmp_path: Path) -> None:
         open_storage(f"sqlite:///{not_db}")
 
 
+def test_a_storage_from_another_optuna_is_refused_even_where_this_process_checked_that_path(tmp_path: Path) -> None:
+    """Optuna's schema check runs once per storage and process (it costs ~40 ms per open); a database replaced
+    at a path this process already checked is a new storage and is checked again."""
+    import sqlite3
+
+    def remove(db: Path) -> None:
+        for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            f.unlink(missing_ok=True)
+
+    here, other = tmp_path / "sweep.db", tmp_path / "other.db"
+    for db in (here, here, other):  # `here` opened twice: the second open skips the check
+        open_storage(f"sqlite:///{db}").engine.dispose()
+    con = sqlite3.connect(other)  # as if written by an Optuna whose schema this one does not know
+    con.execute("UPDATE alembic_version SET version_num = 'v0.0.0.a'")
+    con.commit()
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    remove(here)
+    other.replace(here)
+    with pytest.raises(DeeplimitError, match="no longer compatible with the table schema"):
+        open_storage(f"sqlite:///{here}")
+
+
 def test_concurrent_creates_on_a_new_sqlite_file(tmp_path: Path) -> None:
     # Two `create` calls on a new database at once: the schema is created once, both succeed.
     spec = SweepSpec(axes={"x": [1.0, 2.0]}, metric="loss")
