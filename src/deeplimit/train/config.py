@@ -75,7 +75,8 @@ class TrainConfig:
     min_window: int = 50
     eval_batches: int = 8  # 0: no held-out evaluation (eval_loss is NaN)
     log_every: int = 10
-    checkpoint_every: int = 0  # with a run_dir: 0 = a quarter of the run or checkpoint_seconds, whichever first
+    # with a run_dir: 0 = a quarter of the run or checkpoint_seconds, whichever first, at most once a second
+    checkpoint_every: int = 0
     checkpoint_seconds: float = 30.0
     entropy_every: int = 0  # >0: record per-layer attention entropy on a fixed batch (transformers)
     dtype: str = "float32"

@@ -5,7 +5,8 @@ diverges is a *result* (``status="diverged"``), never an exception.
 
 Checkpoints and resume. With a ``run_dir`` the run checkpoints (weights, optimizer state, losses, rows, the
 config and its fingerprint) to ``run_dir/ckpt.pt`` — by default every quarter of the run or every 30 s of
-wall time, whichever comes first (``checkpoint_every``/``checkpoint_seconds`` change that) — and on Ctrl-C.
+wall time, whichever comes first, but not within :data:`MIN_DEFAULT_CHECKPOINT_S` of the previous save
+(``checkpoint_every``/``checkpoint_seconds`` change that) — at the end, and on Ctrl-C.
 Called again with the *same* config it resumes from the last checkpoint and reaches bit-identical losses (the
 batch of step t is a pure function of ``(seed, t)``). A checkpoint of a *different* config (another LR,
 other steps, other data, an edited data file…) is refused with an error naming the differing fields:
@@ -46,6 +47,12 @@ from deeplimit.train.config import TrainConfig
 from deeplimit.train.models import check_causal, make_model
 
 Hook = Callable[[int, nn.Module], "list[dict] | None"]
+
+# The default interval (checkpoint_every=0) skips a quarter of the run reached less than this long after the last
+# save: a run that short is re-run faster than it writes its mid-run checkpoints (a sweep of sub-second runs, such
+# as the smoke report's, spent more time saving them than training between them). The final save and the one on
+# Ctrl-C are always written; an explicit checkpoint_every is kept exactly.
+MIN_DEFAULT_CHECKPOINT_S = 1.0
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -221,6 +228,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
     warmup = int(cfg.warmup_frac * cfg.steps)
     lr_schedule = _warmup(opt, cfg, warmup, start)
     every = cfg.checkpoint_every or max(1, cfg.steps // 4)
+    floor_s = 0.0 if cfg.checkpoint_every else MIN_DEFAULT_CHECKPOINT_S
     status, reason = "ok", ""
     # consecutive steps (after the warm-up) with a loss above step 0's; recounted from the losses on resume
     above = _steps_above_step0(losses, warmup)
@@ -275,8 +283,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, fresh: bool = 
                     for layer, ent in enumerate(layer_attention_entropy(model, probe)):
                         rows.append({"step": t, "metric": "attn_entropy", "value": ent, "layer": layer})
                 bar.update(1)
-                if folder is not None and t + 1 < cfg.steps and (
-                        (t + 1) % every == 0 or time.monotonic() - last_save >= cfg.checkpoint_seconds):
+                since = time.monotonic() - last_save
+                if folder is not None and t + 1 < cfg.steps and since >= floor_s and (
+                        (t + 1) % every == 0 or since >= cfg.checkpoint_seconds):
                     save(t + 1)
                     last_save = time.monotonic()
     finally:

@@ -134,8 +134,9 @@ def with_budget(point: dict[str, Any]) -> dict[str, Any]:
 class TrainObjective:
     """The real trainer as a sweep objective: ``train_objective(point, context) -> TrialResult``.
 
-    Each run checkpoints into ``context.run_dir`` (the trainer's default: every quarter of the run or 30 s) and
-    resumes from there, so a killed or interrupted worker loses at most a quarter of a run. ``validate(point)``
+    Each run checkpoints into ``context.run_dir`` (the trainer's default: every quarter of the run or 30 s, at most
+    once a second) and resumes from there, so a killed or interrupted worker loses at most a quarter of a run (or
+    a second). ``validate(point)``
     refuses, before the sweep is created, anything the run would fail on: unknown keys, wrong types,
     non-positive sizes or steps, an unknown rule, model option or plan option, a missing data file.
     """
