@@ -37,16 +37,24 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade 'pip>=26' ||
     echo "setup: warning: could not upgrade pip; going on with $("$VENV/bin/python" -m pip --version)" >&2
   pipi=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile)
+  # Bytecode is compiled by compileall, not pip: pip compiles one file at a time, compileall -j 0 on every core.
+  # Needed, not a nicety: where PYTHONDONTWRITEBYTECODE is set, a module without it is compiled again in every
+  # process that imports it (import torch: ~5 s of CPU instead of ~2). Test folders are never imported; a file
+  # that does not compile is skipped, as pip skips it.
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  compile=("$VENV/bin/python" -m compileall -qq -x '/tests?/')
+  # torch (a local wheel, pinned in requirements.txt) goes first, so that its bytecode and that of its own
+  # dependencies compile on the second core while pip waits on the index for the rest.
+  "${pipi[@]}" "$(grep -m1 -o '^torch==[^ #]*' requirements.txt)"
+  "${compile[@]}" "$site/torch" "$site/sympy" "$site/networkx" >/dev/null 2>&1 &
+  early=$!
   "${pipi[@]}" -r requirements.txt
   "${pipi[@]}" --no-deps -e .
   # microsoft/mup is only a peer for benchmarks and cross-checks; it declares torchvision, which would
   # replace our CPU torch, so it goes in without dependencies (its real needs are in requirements.txt).
   "${pipi[@]}" --no-deps mup==1.0.0 || true
-  # Bytecode for the installed packages, compiled on every core (pip compiles one file at a time: ~50 s of the
-  # set-up on 2 cores, ~30 s this way). Needed, not a nicety: where PYTHONDONTWRITEBYTECODE is set, a module
-  # without it is compiled again in every process that imports it (torch alone: 8 s of CPU per process instead
-  # of 3). Test folders are never imported; a file that does not compile is skipped, as pip skips it.
-  "$VENV/bin/python" -m compileall -qq -j 0 -x '/tests?/' "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
+  wait "$early" || true
+  "${compile[@]}" -j 0 "$site" || true  # what is compiled already is skipped
   rm -f "$VENV"/.deeplimit-req-*; touch "$stamp"
 fi
 
