@@ -1,6 +1,7 @@
-"""A bad ``deeplimit train`` command line is refused before torch is imported (in a fraction of a second, not the
-3-4 s of CPU an import of torch costs), with the same one-line message and exit code 2; the light modules that
-make this possible (``deeplimit.train.config``, ``deeplimit.scaling.rules``) still expose the same API."""
+"""A bad ``deeplimit train`` or ``deeplimit sde`` command line is refused before torch is imported (in a fraction of
+a second, not the 3-4 s of CPU an import of torch costs), with the same one-line message and exit code 2; the light
+modules that make this possible (``deeplimit.train.config``, ``deeplimit.scaling.rules``, ``deeplimit.sde.names``)
+still expose the same API."""
 
 import json
 import os
@@ -23,6 +24,9 @@ CASES = [
     (["train", "--rule", "nope"], 2, "argument --rule: unknown rule 'nope'"),
     (["train", "--hf", "llama", "--model", "x"], 2, "give either --hf TYPE or --model NAME, not both"),
     (["train", "--help"], 0, ""),
+    (["sde", "--bootstrap", "-1", "-q"], 2, "bootstrap must be an integer ≥ 0 (resamples; 0 skips standard errors)"),
+    (["sde", "--seed", "-1"], 2, "seed must be an integer ≥ 0, got -1"),
+    (["sde", "--help"], 0, ""),
 ]
 HEAVY = ("torch", "pandas", "optuna", "scipy", "matplotlib")
 
@@ -49,12 +53,12 @@ def refusals() -> list:
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[" ".join(c[0][:3]) for c in CASES])
-def test_bad_train_command_lines_are_refused_in_one_line_without_torch(refusals, i):
+def test_bad_command_lines_are_refused_in_one_line_without_torch(refusals, i):
     argv, code, message = CASES[i]
     rc, err, heavy = refusals[i]
     assert rc == code, err
     if code:
-        assert err.count("\n") == 1 and err.startswith("deeplimit train: error: ") and message in err, err
+        assert err.count("\n") == 1 and err.startswith(f"deeplimit {argv[0]}: error: ") and message in err, err
     assert heavy == [], f"deeplimit {' '.join(argv)} imported {heavy} before refusing"
 
 
@@ -73,9 +77,10 @@ def test_the_refusals_came_from_the_trainers_config_and_the_model_is_still_check
 
 def test_lazy_packages_resolve_every_public_name():
     import deeplimit.scaling as scaling
+    import deeplimit.sde as sde
     import deeplimit.train as train
 
-    for package in (scaling, train):
+    for package in (scaling, sde, train):
         for name in package.__all__:
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
         assert dir(package) == sorted(package.__all__)
@@ -87,7 +92,7 @@ def test_lazy_packages_resolve_every_public_name():
     assert not {"width", "lr", "activation"} & train.BOOL_KEYS
 
 
-@pytest.mark.parametrize("package", ["scaling", "train"])
+@pytest.mark.parametrize("package", ["scaling", "sde", "train"])
 def test_readers_of_the_source_still_see_what_a_lazy_package_holds(package):
     """The report's code fingerprint and the import-graph tests follow ``import`` statements, not the strings of
     ``_LAZY``: the package's ``__init__`` names every module its lazy names come from, so an edit to one of them

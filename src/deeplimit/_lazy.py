@@ -1,6 +1,6 @@
 """A package's public names imported on first use (PEP 562), so that importing the package loads no torch.
 
-``deeplimit``, ``deeplimit.scaling`` and ``deeplimit.train`` each list their names and the module that defines
+``deeplimit``, ``deeplimit.scaling``, ``deeplimit.sde`` and ``deeplimit.train`` each list their names and the module that defines
 each one; :func:`lazy_names` makes the package's ``__getattr__`` and ``__dir__`` from that list.
 """
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 
 from deeplimit.cli._args import add_run_options
+from deeplimit.sde.names import METHODS, SOURCES, STUDIES  # torch-free: the parser never loads torch
 
-# Kept here (not imported from deeplimit.sde.studies) so that building the parser never loads torch.
-STUDIES = ("attention", "block", "resnet", "mlp", "linear", "ablations", "stopping", "stopping-map")
 PRESET_FLAGS = ("n", "d", "m", "gamma", "tau0", "rho0", "c_plus", "c_minus", "paths", "dt")
 
 
@@ -39,10 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--band", type=float, nargs=2, metavar=("LO", "HI"),
                    help="stopping band on eigenvalues, 0 < LO < HI (e.g. 1e-4 1e4)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (≥ 0)")
-    p.add_argument("--method", default="gram", choices=["gram", "cheap", "explicit"],
+    p.add_argument("--method", default="gram", choices=METHODS,
                    help="finite-network sampler (gram/cheap are exact in law; explicit draws all weights)")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for KS/W1 standard errors (≥ 0)")
-    p.add_argument("--source", default="network", choices=["network", "sde", "both"],
+    p.add_argument("--source", default="network", choices=SOURCES,
                    help="stopping scenarios: simulate the network, the SDE, or both")
     p.add_argument("--gammas", type=float, nargs="+", help="stopping scenarios: γ grid (default: the scenario's)")
     p.add_argument("--tau0s", type=float, nargs="+", help="stopping-map: τ0 grid (default: the scenario's)")
@@ -56,9 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``deeplimit sde``; returns the exit code."""
     from deeplimit.cli._args import check_seeds, set_threads
-    from deeplimit.sde.studies import run_study
+    from deeplimit.sde.names import check_study_args
 
     check_seeds("seed", args.seed)
+    check_study_args(args.scenario, seed=args.seed, bootstrap=args.bootstrap, method=args.method, source=args.source)
+    from deeplimit.sde.studies import run_study  # torch: only for a command line that passed the checks above
+
     overrides = {k: getattr(args, k) for k in PRESET_FLAGS}
     overrides["band"] = args.band
     set_threads(args.threads)

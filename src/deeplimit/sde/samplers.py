@@ -38,12 +38,12 @@ from deeplimit.nn.theory import (
     temperature,
 )
 from deeplimit.sde.events import RUNNING, Band, band_exit
+from deeplimit.sde.names import METHODS
 from deeplimit.sde.noise import psd_sqrt
 from deeplimit.sde.saveat import SaveAt
 from deeplimit.sde.solver import StoppedPaths, check_V0
 
 NETWORK_KINDS = ("attention", "resnet", "block", "mlp")
-METHODS = ("gram", "cheap", "explicit")
 
 
 @dataclass

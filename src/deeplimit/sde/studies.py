@@ -27,12 +27,9 @@ import torch
 from deeplimit.errors import DeeplimitError
 from deeplimit.io import atomic_write, atomic_write_json, ensure_dir, nearest_existing_folder
 from deeplimit.nn.theory import ATTENTION_VARIANTS
+from deeplimit.sde.names import COMPARISONS, STUDIES, check_study_args
 from deeplimit.sde.scenarios import Preset, get_preset
 
-COMPARISONS = ("attention", "block", "resnet", "mlp", "linear")
-STUDIES = COMPARISONS + ("ablations", "stopping", "stopping-map")
-METHODS = ("gram", "cheap", "explicit")
-SOURCES = ("network", "sde", "both")
 STUDY_VERSION = 2  # bump when a study's computation changes, so cached summaries are recomputed
 
 
@@ -73,17 +70,7 @@ def study_settings(name: str, *, overrides: dict | None = None, seed: int = 0, b
 
 
 def _resolve(name, overrides, seed, bootstrap, method, source, gammas, tau0s) -> tuple[Preset, dict[str, Any]]:
-    if name not in STUDIES:
-        raise DeeplimitError(f"unknown scenario {name!r}; choose one of {', '.join(STUDIES)}")
-    if not (isinstance(seed, int) and seed >= 0):
-        raise DeeplimitError(f"seed must be an integer ≥ 0, got {seed!r}")
-    if not (isinstance(bootstrap, int) and bootstrap >= 0):
-        raise DeeplimitError(f"bootstrap must be an integer ≥ 0 (resamples; 0 skips standard errors), got "
-                             f"{bootstrap!r}")
-    if method not in METHODS:
-        raise DeeplimitError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if source not in SOURCES:
-        raise DeeplimitError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    check_study_args(name, seed=seed, bootstrap=bootstrap, method=method, source=source)
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "band" in over:
         over["band"] = tuple(over["band"])
