@@ -1,7 +1,7 @@
 """A package's public names imported on first use (PEP 562), so that importing the package loads no torch.
 
-``deeplimit``, ``deeplimit.scaling``, ``deeplimit.sde`` and ``deeplimit.train`` each list their names and the module that defines
-each one; :func:`lazy_names` makes the package's ``__getattr__`` and ``__dir__`` from that list.
+``deeplimit``, ``deeplimit.scaling``, ``deeplimit.sde`` and ``deeplimit.train`` each list their names and the
+module that defines each one; :func:`lazy_names` makes the package's ``__getattr__`` and ``__dir__`` from that list.
 """
 
 from __future__ import annotations
