@@ -5,9 +5,7 @@ exactly what each block adds to its residual stream (zero them and the block is 
 are where the stream starts, and that the logit-scale attribute named is the one the attention forward reads.
 """
 
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -214,13 +212,26 @@ def test_is_hf_model_sees_through_wrappers_and_rejects_others(built):
     assert hf.input_kind(built["vit"][0]) == "images"
 
 
-def test_missing_transformers_names_the_extra():
-    code = ("import sys; sys.modules['transformers'] = None\n"
-            "from deeplimit.scaling import hf\n"
-            "try:\n    hf.tiny_config('llama', 64, 2)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
-            "import torch; print(hf.is_hf_model(torch.nn.Linear(1, 1)))")
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
-    assert "DeeplimitError" in r.stdout and "pip install deeplimit[hf]" in r.stdout, r.stdout + r.stderr
-    assert r.stdout.strip().endswith("False")
+@pytest.fixture
+def fresh_deeplimit_without_transformers(monkeypatch):
+    """deeplimit imported afresh with ``transformers`` unimportable (as in an environment without it); the modules
+    loaded before are put back afterwards, and the fresh ones dropped."""
+    ours = [k for k in sys.modules if k == "deeplimit" or k.startswith("deeplimit.")]
+    saved = {k: sys.modules.pop(k) for k in ours}
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    try:
+        yield
+    finally:
+        for k in [k for k in sys.modules if k == "deeplimit" or k.startswith("deeplimit.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def test_missing_transformers_names_the_extra(fresh_deeplimit_without_transformers):
+    from deeplimit.scaling import hf as fresh  # imports without transformers
+
+    assert fresh is not hf
+    with pytest.raises(Exception) as e:
+        fresh.tiny_config("llama", 64, 2)
+    assert type(e.value).__name__ == "DeeplimitError" and "pip install deeplimit[hf]" in str(e.value), e.value
+    assert fresh.is_hf_model(torch.nn.Linear(1, 1)) is False
