@@ -15,6 +15,8 @@ from deeplimit.nn.theory import (
     ShapedReLUMLP,
     ShapedReLUResidualMLP,
     attention_matrix,
+    relu_slopes,
+    shaped_relu,
     skip_normal,
 )
 from deeplimit.sde.compare import extract, ks_distance
@@ -169,6 +171,27 @@ def test_attention_rows_sum_to_one_and_zero_queries_identity() -> None:
     # with A = I the layer is the linear residual map λX + γ X W^V/√n
     ref = math.sqrt(0.75) * X + 0.5 * X @ layer.W_V / 4
     assert torch.allclose(layer(X), ref, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_shaped_relu_is_the_select_bit_for_bit(dtype: torch.dtype) -> None:
+    # the sampler's σ_s is max(s+ x, s− x) where that equals the select s+ x if x > 0 else s− x exactly; its
+    # samples are quoted by the report, so every bit must match: signed zeros, infinities, subnormals, NaN
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, generator=g, dtype=torch.float64) * torch.exp(30 * torch.randn(4096, generator=g,
+                                                                                         dtype=torch.float64))
+    edge = [0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, -5e-324, 1e-310, -1.7e308, 1.7e308]
+    x = torch.cat([x, torch.tensor(edge, dtype=torch.float64)]).to(dtype)
+    bits = torch.int64 if dtype == torch.float64 else torch.int32
+    for n, c_plus, c_minus in ((300, 0.0, -1.0), (4, 0.5, -1.0), (1, 0.0, -1.0), (16, 1.0, 1.0), (9, 0.0, -3.0)):
+        sp, sm, _ = relu_slopes(n, c_plus, c_minus)
+        ref, got = torch.where(x > 0, x * sp, x * sm), shaped_relu(x, sp, sm)
+        nan = ref.isnan()
+        assert torch.equal(got.isnan(), nan)
+        assert torch.equal(got[~nan].view(bits), ref[~nan].view(bits)), (n, c_plus, c_minus)
+    xg = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    shaped_relu(xg, 1.0, 0.5).sum().backward()  # under autograd the gradient at 0 is still s−
+    assert torch.equal(xg.grad, torch.full((3,), 0.5, dtype=torch.float64))
 
 
 def test_temperature_and_variants() -> None:
