@@ -15,10 +15,13 @@ from deeplimit.nn.theory import (
     ShapedReLUMLP,
     ShapedReLUResidualMLP,
     attention_matrix,
+    relu_slopes,
+    shaped_relu,
+    skip_normal,
 )
 from deeplimit.sde.compare import extract, ks_distance
 from deeplimit.sde.events import Band
-from deeplimit.sde.samplers import initial_X, sample_network
+from deeplimit.sde.samplers import Network, initial_X, sample_network
 from deeplimit.sde.saveat import SaveAt
 from sde_helpers import ks_with_seed_policy
 
@@ -113,6 +116,46 @@ def test_sampler_bad_input() -> None:
         sample_network("attention", 8, 2, V0_3, variant="nope")
 
 
+def _explicit_as_first_written(net: Network, start: dict, paths: int, seed: int, chunk: int) -> torch.Tensor:
+    """Terminal ``V`` of the explicit sampler as it was first written (no stopping): per chunk, the module's weights
+    drawn at construction, the NumPy seed drawn, then the weights redrawn before every layer."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(0, paths, chunk):
+        b = min(chunk, paths - s)
+        X = initial_X(b, net.n, **start)
+        mod = net.module(b, X.dtype, gen)
+        torch.randint(0, 2**62, (1,), generator=gen)
+        with torch.no_grad():
+            for _ in range(net.d):
+                mod.resample(gen)
+                X = mod(X)
+        V = X @ X.mT / net.n
+        out.append(0.5 * (V + V.mT))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("kind", ["attention", "resnet", "block", "mlp"])
+def test_explicit_sampler_draws_the_stream_it_always_drew(kind: str) -> None:
+    # the explicit sampler skips its modules' first draw (redrawn before use) by advancing the generator instead;
+    # its samples, which the report quotes, must stay bit-identical. n·n_k·chunk is not a multiple of 16 here, so
+    # the Box-Muller fill's redrawn last block is covered, and two chunks build two modules.
+    X0 = torch.randn(3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    start = {"X0": X0} if kind == "mlp" else {"V0": V0_3}
+    net = Network(kind, 8, 3, n_k=3, gamma=0.6, tau0=0.7)
+    new = sample_network(kind, 8, 3, n_k=3, gamma=0.6, tau0=0.7, paths=5, method="explicit", seed=11, chunk=3,
+                         **start).terminal
+    assert torch.equal(new, _explicit_as_first_written(net, start, 5, 11, 3))
+
+
+def test_skip_normal_advances_the_generator_as_normal_does() -> None:
+    for k in (1, 15, 16, 17, 40, 100):
+        a, b = torch.Generator().manual_seed(k), torch.Generator().manual_seed(k)
+        torch.empty(k, dtype=torch.float64).normal_(generator=a)
+        skip_normal(torch.empty(k, dtype=torch.float64), b)
+        assert torch.equal(a.get_state(), b.get_state()), k
+
+
 # ---- theory blocks (§2) ------------------------------------------------------------------------------------
 
 
@@ -128,6 +171,27 @@ def test_attention_rows_sum_to_one_and_zero_queries_identity() -> None:
     # with A = I the layer is the linear residual map λX + γ X W^V/√n
     ref = math.sqrt(0.75) * X + 0.5 * X @ layer.W_V / 4
     assert torch.allclose(layer(X), ref, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_shaped_relu_is_the_select_bit_for_bit(dtype: torch.dtype) -> None:
+    # the sampler's σ_s is max(s+ x, s− x) where that equals the select s+ x if x > 0 else s− x exactly; its
+    # samples are quoted by the report, so every bit must match: signed zeros, infinities, subnormals, NaN
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, generator=g, dtype=torch.float64) * torch.exp(30 * torch.randn(4096, generator=g,
+                                                                                         dtype=torch.float64))
+    edge = [0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, -5e-324, 1e-310, -1.7e308, 1.7e308]
+    x = torch.cat([x, torch.tensor(edge, dtype=torch.float64)]).to(dtype)
+    bits = torch.int64 if dtype == torch.float64 else torch.int32
+    for n, c_plus, c_minus in ((300, 0.0, -1.0), (4, 0.5, -1.0), (1, 0.0, -1.0), (16, 1.0, 1.0), (9, 0.0, -3.0)):
+        sp, sm, _ = relu_slopes(n, c_plus, c_minus)
+        ref, got = torch.where(x > 0, x * sp, x * sm), shaped_relu(x, sp, sm)
+        nan = ref.isnan()
+        assert torch.equal(got.isnan(), nan)
+        assert torch.equal(got[~nan].view(bits), ref[~nan].view(bits)), (n, c_plus, c_minus)
+    xg = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    shaped_relu(xg, 1.0, 0.5).sum().backward()  # under autograd the gradient at 0 is still s−
+    assert torch.equal(xg.grad, torch.full((3,), 0.5, dtype=torch.float64))
 
 
 def test_temperature_and_variants() -> None:

@@ -103,20 +103,21 @@ class Network:
         if not 0.0 <= self.gamma <= 1.0:
             raise DeeplimitError(f"gamma must lie in [0, 1] (λ² + γ² = 1), got {self.gamma!r}; pick γ ∈ [0, 1]")
 
-    def module(self, batch: int, dtype: torch.dtype, gen: torch.Generator) -> torch.nn.Module:
-        """The theory module of one layer/block with fresh N(0,1) weights for ``batch`` paths (weights frozen)."""
+    def module(self, batch: int, dtype: torch.dtype, gen: torch.Generator, draw: bool = True) -> torch.nn.Module:
+        """The theory module of one layer/block with fresh N(0,1) weights for ``batch`` paths (weights frozen).
+
+        ``draw=False``: the weights are left unset and ``gen`` advanced as their draw would (same random stream)."""
+        kw = dict(batch=batch, dtype=dtype, generator=gen, draw=draw)
         if self.kind == "attention":
             mod = ShapedAttentionLayer(self.n, n_k=self.n_k, gamma=self.gamma, tau0=self.tau0, variant=self.variant,
-                                       batch=batch, dtype=dtype, generator=gen)
+                                       **kw)
         elif self.kind == "resnet":
-            mod = ShapedReLUResidualMLP(self.n, gamma=self.gamma, c_plus=self.c_plus, c_minus=self.c_minus,
-                                        batch=batch, dtype=dtype, generator=gen)
+            mod = ShapedReLUResidualMLP(self.n, gamma=self.gamma, c_plus=self.c_plus, c_minus=self.c_minus, **kw)
         elif self.kind == "block":
             mod = ShapedBlock(self.n, n_k=self.n_k, gamma=self.gamma, tau0=self.tau0, c_plus=self.c_plus,
-                              c_minus=self.c_minus, variant=self.variant, batch=batch, dtype=dtype, generator=gen)
+                              c_minus=self.c_minus, variant=self.variant, **kw)
         else:
-            mod = ShapedReLUMLP(self.n, c_plus=self.c_plus, c_minus=self.c_minus, batch=batch, dtype=dtype,
-                                generator=gen)
+            mod = ShapedReLUMLP(self.n, c_plus=self.c_plus, c_minus=self.c_minus, **kw)
         return mod.requires_grad_(False)
 
 
@@ -370,7 +371,9 @@ def _layer_map(net: Network, method: str, X: Tensor, gen: torch.Generator) -> Ca
     """
     tau = temperature(net.n, net.n_k, net.tau0, net.variant)
     sp, sm, c = relu_slopes(net.n, net.c_plus, net.c_minus)
-    mod = net.module(X.shape[0], X.dtype, gen) if method == "explicit" else None
+    # every layer redraws the weights before using them, so the module's first draw is only skipped over (its
+    # normals were never read; the stream stays the one the sampler always drew)
+    mod = net.module(X.shape[0], X.dtype, gen, draw=False) if method == "explicit" else None
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
     if method == "gram" and X.shape[-1] < X.shape[-2]:
         raise DeeplimitError(f"method='gram' needs n ≥ m, got n={X.shape[-1]}, m={X.shape[-2]}; use 'cheap'")
