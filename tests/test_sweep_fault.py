@@ -19,7 +19,9 @@ POINTS = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0]
 
 
 def _kill_one_mid_trial(storage: str, run_dir: Path) -> None:
-    spec = SweepSpec(axes={"x": POINTS, "seed": [0]}, fixed={"sleep": 0.4, "first_sleep": 2.0})
+    # The victim is killed in its first (held) trial; the others need no sleep to speak of: 0.1 s. A survivor that
+    # started first waits for the victim in its own first trial, up to 4 s (ended by "release" after the kill).
+    spec = SweepSpec(axes={"x": POINTS, "seed": [0]}, fixed={"sleep": 0.1, "first_sleep": 4.0})
     create_sweep("fault", spec, objective="sweep_objectives:slow_marked", storage=storage, run_dir=run_dir)
     procs = spawn_workers(storage, "fault", 2, heartbeat_interval=1, grace_period=2, max_retries=2)
     victim, survivor = procs
