@@ -242,6 +242,7 @@ class _Worker:
         self.races = 0  # consecutive ask() races lost (older Optuna, see _one_trial)
         self.outcome = ""
         self.next_due = math.inf  # wall-clock time a trial left running or unhealed may next need this worker
+        self.poll = 1.0  # seconds between looks while waiting (set by run)
 
     # -- reading ---------------------------------------------------------------------------------------
     def view(self) -> _View:
@@ -302,7 +303,9 @@ class _Worker:
                 # Wake when this trial may be failed: by us, or (its heartbeats beat with the stamp) by Optuna.
                 self._due(last + limit, now)
                 if claimed and self.heartbeats:
-                    self._due(last + self.grace, now)
+                    # Past the grace period, Optuna fails it at the first look after its last heartbeat (which
+                    # SQLite stores to the whole second) ages past the grace period: look four times a poll.
+                    self._due(last + self.grace if now < last + self.grace else now + self.poll / 4, now)
                 continue
             reason = ("worker died before it claimed a point" if not claimed else
                       f"worker {t.user_attrs.get(CLAIM_ATTR)} gave no sign of life for {now - last:.0f} s")
@@ -446,6 +449,7 @@ class _Worker:
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, n_trials: int | None, wait_for_running: bool, poll: float) -> WorkerReport:
         report = self.report
+        self.poll = poll
         t_start = time.perf_counter()
         while not self.stop_requested and (n_trials is None or report.trials < n_trials):
             view = self.last_view = self.view()
