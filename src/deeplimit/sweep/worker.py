@@ -541,7 +541,9 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
             target; None: leave).
         wait_for_running: when nothing is left to start but other trials still run, keep watching so that a
             dead worker's trial is retried here instead of being left behind.
-        poll_interval: seconds between looks while waiting (default: min(1 s, heartbeat interval)).
+        poll_interval: seconds between looks while waiting (default: min(1 s, heartbeat interval)); a look comes
+            sooner when a dead trial or a retry never queued is due, and every quarter of it while a trial
+            whose heartbeat may be stale is still running.
         share: ``(i, n)`` for worker i of n started together: it claims every n-th point first.
         handle_signals: turn SIGINT/SIGTERM into a clean stop (main thread only): the running point is
             recorded as interrupted and queued again; ``report.interrupted`` is then True.
