@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from deeplimit.sweep.trial import TrialContext, TrialResult
@@ -23,18 +24,35 @@ def _append(path: os.PathLike[str] | str, line: str) -> None:
 _calls = 0
 
 
+def _hold(release: Path, seconds: float) -> None:
+    """Sleep ``seconds``, or less: until the file ``release`` exists."""
+    end = time.monotonic() + seconds
+    while not release.exists() and time.monotonic() < end:
+        time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+
+
 def slow_marked(point: dict[str, Any], context: TrialContext) -> TrialResult:
     """Write a 'started' marker, sleep, log the completion, return a parabola in x.
 
     A process's first trial sleeps ``first_sleep`` (longer), so a test that kills a worker as soon as its
-    first marker appears surely hits it mid-trial even on a loaded machine.
+    first marker appears surely hits it mid-trial even on a loaded machine. That sleep ends early once a file
+    ``release`` exists in the sweep folder: a test that killed its victim writes it, so the workers left (and
+    those started later) do not sit out the rest of a sleep that was only there to hold the victim. With
+    ``hold_from: k`` the process's k-th and later trials are held too (until ``release``, ``hold_s`` at most):
+    a test that stops workers there knows how many points were done, however slow the machine.
     """
     global _calls
     _calls += 1
     started = context.sweep_dir / "started"
     started.mkdir(exist_ok=True)
     (started / f"{os.getpid()}-{context.trial_number}").write_text(context.run_key)
-    time.sleep(float(point.get("first_sleep" if _calls == 1 else "sleep", 1.0)))
+    release = context.sweep_dir / "release"
+    if _calls == 1:
+        _hold(release, float(point.get("first_sleep", 1.0)))
+    elif _calls >= int(point.get("hold_from", 0)) > 0:
+        _hold(release, float(point.get("hold_s", 60.0)))
+    else:
+        time.sleep(float(point.get("sleep", 1.0)))
     _append(context.sweep_dir / "completions.log", f"{context.run_key}\t{os.getpid()}")
     x = float(point["x"])
     loss = (x + 1.0) ** 2

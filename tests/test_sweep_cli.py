@@ -92,7 +92,7 @@ def _deeplimit_sweep(*argv: str, **kw) -> subprocess.Popen:
 def _slow_sweep(tmp_path: Path, name: str, n: int = 8) -> list[str]:
     spec = tmp_path / f"{name}.json"
     spec.write_text(json.dumps({"axes": {"x": [float(i) for i in range(n)]},
-                                "fixed": {"sleep": 0.5, "first_sleep": 0.5},
+                                "fixed": {"sleep": 0.1, "first_sleep": 0.1, "hold_from": 2},
                                 "objective": "sweep_objectives:slow_marked", "metric": "loss"}))
     common = ["--name", name, "--run-dir", str(tmp_path / name)]
     assert _run("create", *common, "--spec", str(spec)) == 0  # in process: only `launch` is under test here
@@ -106,6 +106,8 @@ def test_launch_shows_progress_and_ctrl_c_resumes_to_the_same_result(tmp_path: P
     launch = _deeplimit_sweep("launch", *common, "--workers", "2", "--heartbeat-interval", "1", *ALLOW)
     started = tmp_path / "ctrlc" / "started"
     deadline = time.monotonic() + 60
+    # Three markers: a worker has done its first point and is held in its second (see slow_marked's hold_from), so
+    # the stop finds points done and points running however slow the machine is.
     while not (started.exists() and len(list(started.iterdir())) >= 3):
         assert time.monotonic() < deadline and launch.poll() is None, launch.stderr.read()
         time.sleep(0.05)
@@ -124,6 +126,7 @@ def test_launch_shows_progress_and_ctrl_c_resumes_to_the_same_result(tmp_path: P
     # process (its two workers are real processes): the launcher's own process and Ctrl-C are checked above, and a
     # second launcher interpreter only repeated its imports (~3 s).
     capsys.readouterr()
+    (tmp_path / "ctrlc" / "release").write_text("")  # the resumed run's points are no longer held
     assert _run("launch", *common, "--workers", "2", "--heartbeat-interval", "1", "--quiet", *ALLOW) == 0
     out, err = capsys.readouterr()
     assert "8/8 done" in out and "pt/s" not in err  # --quiet: no bar

@@ -19,9 +19,11 @@ POINTS = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0]
 
 
 def _kill_one_mid_trial(storage: str, run_dir: Path) -> None:
-    spec = SweepSpec(axes={"x": POINTS, "seed": [0]}, fixed={"sleep": 0.4, "first_sleep": 2.0})
+    # The victim is killed in its first (held) trial; the others need no sleep to speak of: 0.1 s. A survivor that
+    # started first waits for the victim in its own first trial, up to 4 s (ended by "release" after the kill).
+    spec = SweepSpec(axes={"x": POINTS, "seed": [0]}, fixed={"sleep": 0.1, "first_sleep": 4.0})
     create_sweep("fault", spec, objective="sweep_objectives:slow_marked", storage=storage, run_dir=run_dir)
-    procs = spawn_workers(storage, "fault", 2, heartbeat_interval=1, grace_period=3, max_retries=2)
+    procs = spawn_workers(storage, "fault", 2, heartbeat_interval=1, grace_period=2, max_retries=2)
     victim, survivor = procs
     try:
         started = run_dir / "started"
@@ -34,6 +36,7 @@ def _kill_one_mid_trial(storage: str, run_dir: Path) -> None:
         killed_key = next(p for p in started.iterdir() if p.name.startswith(f"{victim.pid}-")).read_text()
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
+        (run_dir / "release").write_text("")  # the survivor's first trial need not hold any longer
         assert survivor.wait(timeout=60) == 0
     finally:
         for p in procs:
@@ -205,6 +208,7 @@ def test_a_later_launch_recovers_a_killed_workers_point(tmp_path: Path) -> None:
         time.sleep(0.05)
     victim.kill()
     victim.wait()
+    (run_dir / "release").write_text("")  # the next worker's first trial need not hold as the victim's did
     assert sweep_status(storage, "later").running == 1  # left behind by the dead worker
     t0 = time.monotonic()
     report = launch_workers(storage, "later", 1, heartbeat_interval=1, grace_period=2, timeout=120)

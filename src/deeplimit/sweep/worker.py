@@ -39,6 +39,7 @@ import argparse
 import base64
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -240,6 +241,8 @@ class _Worker:
         self.last_view: _View | None = None
         self.races = 0  # consecutive ask() races lost (older Optuna, see _one_trial)
         self.outcome = ""
+        self.next_due = math.inf  # wall-clock time a trial left running or unhealed may next need this worker
+        self.poll = 1.0  # seconds between looks while waiting (set by run)
 
     # -- reading ---------------------------------------------------------------------------------------
     def view(self) -> _View:
@@ -277,9 +280,16 @@ class _Worker:
                     trial.user_attrs.get(KEY_ATTR, "no point yet"))
         self.retry(trial)
 
-    def reap(self, view: _View) -> None:
-        """Fail RUNNING trials of dead workers that Optuna's heartbeat cannot see (see the module doc)."""
+    def _due(self, at: float, now: float) -> None:
+        """Note that something may need this worker at wall-clock time ``at`` (a wake-up for the waiting loop)."""
+        if at > now:
+            self.next_due = min(self.next_due, at)
+
+    def reap(self, view: _View) -> int:
+        """Fail RUNNING trials of dead workers that Optuna's heartbeat cannot see (see the module doc); return
+        how many were failed (their retries are queued: the caller reads the study again)."""
         now = time.time()
+        reaped = 0
         for t in view.running:
             if t.number == self.current:
                 continue
@@ -288,7 +298,14 @@ class _Worker:
             last = float(t.user_attrs.get(ALIVE_ATTR, start)) if claimed else start
             # With Optuna's heartbeats a claimed trial is theirs to fail; the stamp is only a backstop for a
             # worker killed between its claim and the heartbeat thread's first beat.
-            if now - last <= (2 * self.grace if claimed and self.heartbeats else self.grace):
+            limit = 2 * self.grace if claimed and self.heartbeats else self.grace
+            if now - last <= limit:
+                # Wake when this trial may be failed: by us, or (its heartbeats beat with the stamp) by Optuna.
+                self._due(last + limit, now)
+                if claimed and self.heartbeats:
+                    # Past the grace period, Optuna fails it at the first look after its last heartbeat (which
+                    # SQLite stores to the whole second) ages past the grace period: look four times a poll.
+                    self._due(last + self.grace if now < last + self.grace else now + self.poll / 4, now)
                 continue
             reason = ("worker died before it claimed a point" if not claimed else
                       f"worker {t.user_attrs.get(CLAIM_ATTR)} gave no sign of life for {now - last:.0f} s")
@@ -298,6 +315,8 @@ class _Worker:
                 continue  # finished meanwhile, or another worker reaped it first
             log.warning("trial %d (%s): %s; failed", t.number, t.user_attrs.get(KEY_ATTR, "-"), reason)
             self.retry(t)
+            reaped += 1
+        return reaped
 
     def heal(self, view: _View) -> tuple[int, int]:
         """Queue the retry of failed points whose retry was never queued; return (queued, still waiting).
@@ -319,6 +338,7 @@ class _Worker:
             done = last.datetime_complete.timestamp() if last.datetime_complete else now
             if now - done <= self.grace:
                 waiting += 1
+                self._due(done + self.grace, now)
                 continue
             log.warning("point %s failed in trial %d and no retry was queued (its worker died?); queuing it", key,
                         last.number)
@@ -429,13 +449,15 @@ class _Worker:
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, n_trials: int | None, wait_for_running: bool, poll: float) -> WorkerReport:
         report = self.report
+        self.poll = poll
         t_start = time.perf_counter()
         while not self.stop_requested and (n_trials is None or report.trials < n_trials):
             view = self.last_view = self.view()
-            self.reap(view)
+            self.next_due = math.inf
+            reaped = self.reap(view)
             healed, unhealed = self.heal(view)
-            if healed:
-                continue  # read again: the queue changed
+            if reaped or healed:
+                continue  # read again: the queue changed (else the reaped trial's retry waited a whole poll)
             if view.waiting or view.fresh(self.keys):
                 self._one_trial()
                 continue
@@ -445,7 +467,9 @@ class _Worker:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         optuna.storages.fail_stale_trials(self.study)
-                time.sleep(poll)
+                # Sleep until the next look is due: a poll at most, less when a dead trial or an unqueued retry
+                # comes due sooner (a whole poll late, every recovery waited up to one more second).
+                time.sleep(max(0.01, min(poll, self.next_due + 0.01 - time.time())))
                 continue
             break
         report.wall_s = time.perf_counter() - t_start
@@ -517,7 +541,9 @@ def run_worker(storage: str, name: str, n_trials: int | None = None, *, heartbea
             target; None: leave).
         wait_for_running: when nothing is left to start but other trials still run, keep watching so that a
             dead worker's trial is retried here instead of being left behind.
-        poll_interval: seconds between looks while waiting (default: min(1 s, heartbeat interval)).
+        poll_interval: seconds between looks while waiting (default: min(1 s, heartbeat interval)); a look comes
+            sooner when a dead trial or a retry never queued is due, and every quarter of it while a trial
+            whose heartbeat may be stale is still running.
         share: ``(i, n)`` for worker i of n started together: it claims every n-th point first.
         handle_signals: turn SIGINT/SIGTERM into a clean stop (main thread only): the running point is
             recorded as interrupted and queued again; ``report.interrupted`` is then True.
