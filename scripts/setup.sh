@@ -31,10 +31,17 @@ fi
 # 2. Virtual environment. torch is pinned in requirements.txt to the CPU build (an unpinned torch pulls CUDA).
 stamp="$VENV/.deeplimit-req-$(sha1sum requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   # A recent pip first: the pip that Python 3.11's venv bundles (23.2) spends ~26 s of CPU matching wheel tags
-  # while it resolves requirements.txt, pip 26.3 ~9 s. Offline, the bundled pip still works, only slower.
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade 'pip>=26' ||
+  # while it resolves requirements.txt, pip 26.3 ~9 s. So the venv is made without the bundled pip (installing and
+  # compiling it is most of the venv's ~6 s) and this Python's own pip puts a recent one in (~2.5 s); where that
+  # fails, the bundled pip is installed and upgraded; offline, it still works, only slower.
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv --without-pip "$VENV"
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    "$PY" -m pip --python "$VENV/bin/python" install -q --disable-pip-version-check 'pip>=26' ||
+      "$VENV/bin/python" -m ensurepip -q
+  fi
+  "$VENV/bin/python" -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 26)' ||
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade 'pip>=26' ||
     echo "setup: warning: could not upgrade pip; going on with $("$VENV/bin/python" -m pip --version)" >&2
   pipi=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile)
   # Bytecode is compiled by compileall, not pip: pip compiles one file at a time, compileall -j 0 on every core.
