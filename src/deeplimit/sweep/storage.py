@@ -437,11 +437,12 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
             with creation_lock(url), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", FutureWarning)
+                key = _schema_key(url)
                 rdb = RDBStorage(url, engine_kwargs=engine_kwargs,
-                                 skip_compatibility_check=_schema_key(url) in _SCHEMA_CHECKED, **kwargs)
+                                 skip_compatibility_check=key in _SCHEMA_CHECKED, **kwargs)
             if "creator" in engine_kwargs:
                 engine_kwargs["creator"].immediate = True
-            if (key := _schema_key(url)) is not None:
+            if (key := key or _schema_key(url)) is not None:  # a new SQLite file exists only now
                 _SCHEMA_CHECKED.add(key)
             return rdb
         except ModuleNotFoundError as exc:
