@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from source_ast import parsed
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "deeplimit"
 
@@ -45,7 +47,7 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Every deeplimit module ``module`` imports, anywhere in its source."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             out |= {t for a in node.names if (t := _target(a.name, modules))}
         elif isinstance(node, ast.ImportFrom):

@@ -13,6 +13,8 @@ import ast
 import re
 from pathlib import Path
 
+from source_ast import parsed
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "deeplimit"
 
@@ -55,7 +57,7 @@ def _imports(path: Path) -> list[str]:
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names if a.name.split(".")[0] == "deeplimit"]
         elif isinstance(node, ast.ImportFrom):
@@ -156,7 +158,7 @@ def test_single_torch_load() -> None:
     # Every torch.load anywhere in src/ must refuse pickled code (weights_only=True); deeplimit.io.safe_torch_load
     # is the one place that does it, so any other call is a finding too unless it passes weights_only=True.
     hits = [f"{p.relative_to(SRC)}:{line}" for p in sorted(SRC.rglob("*.py"))
-            for line in _unsafe_torch_loads(ast.parse(p.read_text()))]
+            for line in _unsafe_torch_loads(parsed(p))]
     assert not hits, f"torch.load without weights_only=True (use deeplimit.io.safe_torch_load): {hits}"
     probe = ast.parse("import torch as t\nfrom torch import load as ld\nt.load(p)\nld(p)\n"
                       "t.load(p, weights_only=True)\nt.load(p, weights_only=False)\n")

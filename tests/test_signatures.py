@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from source_ast import parsed
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "deeplimit"
 LIMIT = 8
 
@@ -43,7 +45,7 @@ def _offenders() -> dict[str, int]:
 
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
-        visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), "", False, rel)
+        visit(parsed(path), "", False, rel)
     return found
 
 
