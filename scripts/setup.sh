@@ -18,12 +18,14 @@ need=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 want=()
 command -v chromium >/dev/null || want+=(chromium)
+# apt waits for a lock another apt holds (a fresh VM's own upgrades, an earlier set-up's job) instead of failing.
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$@"; }
 apt_install() {  # $@: what to install; its output is kept out of the set-up's, except on failure
   local log
-  log=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" 2>&1) || { echo "$log" | tail -5 >&2; return 1; }
+  log=$(apt_get install -y -qq "$@" 2>&1) || { echo "$log" | tail -5 >&2; return 1; }
 }
 system_packages() {
-  apt-get update -qq || true  # a stale index can still install; the install says so if not
+  apt_get update -qq || true  # a stale index can still install; the install says so if not
   if [ ${#need[@]} -gt 0 ]; then
     apt_install "${need[@]}" ||
       { echo "setup: error: apt-get install ${need[*]} failed (its last lines are above); fix apt, then re-run make setup" >&2; return 1; }
